@@ -1,0 +1,54 @@
+// Sizes of a decoder-only transformer (Llama/Qwen family). Field names follow Hugging Face
+// config.json where one exists, so a later importer maps them one to one.
+#pragma once
+
+#include <cstdint>
+
+#include "grpo/core/config.h"
+
+namespace grpo::model {
+
+struct ModelConfig {
+  int64_t vocab_size = 0;  // 0: taken from the tokenizer
+  int64_t hidden_size = 128;
+  int64_t num_hidden_layers = 3;
+  int64_t num_attention_heads = 4;
+  int64_t num_key_value_heads = 4;
+  int64_t head_dim = 0;  // 0: hidden_size / num_attention_heads
+  int64_t intermediate_size = 352;
+  int64_t max_position_embeddings = 64;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-6;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v projection bias (Qwen2)
+  double initializer_range = 0.02;
+
+  int64_t resolved_head_dim() const {
+    return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
+  }
+  /// Throws ConfigError for inconsistent sizes (heads not dividing, GQA groups, odd head_dim).
+  void validate(const core::ConfigSource& src, const char* prefix = "model") const;
+
+  void visit(core::ConfigVisitor& v) {
+    using core::at_least;
+    v.field("vocab_size", vocab_size, "vocabulary size; 0 = the tokenizer's", at_least(0));
+    v.field("hidden_size", hidden_size, "model width", at_least(1));
+    v.field("num_hidden_layers", num_hidden_layers, "transformer blocks", at_least(1));
+    v.field("num_attention_heads", num_attention_heads, "query heads", at_least(1));
+    v.field("num_key_value_heads", num_key_value_heads,
+            "key/value heads (grouped-query attention; divides num_attention_heads)", at_least(1));
+    v.field("head_dim", head_dim, "per-head width; 0 = hidden_size / num_attention_heads",
+            at_least(0));
+    v.field("intermediate_size", intermediate_size, "SwiGLU MLP width", at_least(1));
+    v.field("max_position_embeddings", max_position_embeddings,
+            "longest sequence (prompt + response) the model handles", at_least(2));
+    v.field("rope_theta", rope_theta, "RoPE base frequency", core::positive());
+    v.field("rms_norm_eps", rms_norm_eps, "RMSNorm epsilon", core::positive());
+    v.field("tie_word_embeddings", tie_word_embeddings, "LM head shares the embedding matrix");
+    v.field("attention_bias", attention_bias, "bias on q/k/v projections (Qwen2 style)");
+    v.field("initializer_range", initializer_range, "std of the normal weight init",
+            core::positive());
+  }
+};
+
+}  // namespace grpo::model

@@ -1,0 +1,38 @@
+#include "grpo/model/kv_cache.h"
+
+#include <ATen/ATen.h>
+
+#include "grpo/core/error.h"
+
+namespace grpo::model {
+
+StaticKVCache::StaticKVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity,
+                             int64_t head_dim, at::TensorOptions options)
+    : batch_(batch), capacity_(capacity) {
+  for (int64_t l = 0; l < layers; ++l) {
+    k_.push_back(at::zeros({batch, kv_heads, capacity, head_dim}, options));
+    v_.push_back(at::zeros({batch, kv_heads, capacity, head_dim}, options));
+  }
+}
+
+std::pair<at::Tensor, at::Tensor> StaticKVCache::append(int64_t layer, const at::Tensor& k,
+                                                        const at::Tensor& v) {
+  GRPO_ASSERT(layer >= 0 && layer < static_cast<int64_t>(k_.size()));
+  int64_t n = k.size(2);
+  GRPO_CHECK(length_ + n <= capacity_, "KV cache overflow: {} stored + {} new > capacity {}",
+             length_, n, capacity_);
+  GRPO_ASSERT(k.size(0) == batch_ && v.sizes() == k.sizes());
+  k_[layer].narrow(2, length_, n).copy_(k);
+  v_[layer].narrow(2, length_, n).copy_(v);
+  return {k_[layer].narrow(2, 0, length_ + n), v_[layer].narrow(2, 0, length_ + n)};
+}
+
+void StaticKVCache::commit(int64_t n) { length_ += n; }
+
+void StaticKVCache::select_rows(const at::Tensor& rows) {
+  for (auto& t : k_) t = t.index_select(0, rows);
+  for (auto& t : v_) t = t.index_select(0, rows);
+  batch_ = rows.size(0);
+}
+
+}  // namespace grpo::model

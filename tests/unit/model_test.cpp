@@ -1,0 +1,115 @@
+// Transformer, KV cache and the chunked log-prob op against plain LibTorch references.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "grpo/core/error.h"
+
+#include "grpo/model/logprob.h"
+#include "grpo/model/transformer.h"
+
+using namespace grpo::model;
+
+namespace {
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.vocab_size = 23;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;  // GQA
+  c.intermediate_size = 48;
+  c.max_position_embeddings = 40;
+  c.initializer_range = 0.2;
+  return c;
+}
+
+}  // namespace
+
+TEST(Transformer, HuggingFaceParameterNames) {
+  at::manual_seed(0);
+  Transformer m(tiny_config());
+  std::vector<std::string> names;
+  for (auto& [n, t] : m.named_parameters()) names.push_back(n);
+  auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  EXPECT_TRUE(has("model.embed_tokens.weight"));
+  EXPECT_TRUE(has("model.layers.1.self_attn.k_proj.weight"));
+  EXPECT_TRUE(has("model.layers.0.mlp.down_proj.weight"));
+  EXPECT_TRUE(has("model.layers.0.post_attention_layernorm.weight"));
+  EXPECT_TRUE(has("model.norm.weight"));
+  EXPECT_TRUE(has("lm_head.weight"));
+  EXPECT_EQ(names.size(), 3u + 2u * 9u);
+}
+
+TEST(Transformer, KVCacheDecodingMatchesFullForward) {
+  at::manual_seed(1);
+  Transformer m(tiny_config());
+  m.train(false);
+  at::NoGradGuard g;
+  auto ids = at::randint(0, 23, {3, 11}, at::kLong);
+  auto full = m.logits(m.forward(ids));  // [3, 11, V]
+  auto cache = m.make_cache(3, 11);
+  // prefill 5 tokens, then one at a time
+  std::vector<at::Tensor> parts{m.logits(m.forward(ids.narrow(1, 0, 5), {}, {}, cache.get()))};
+  for (int64_t t = 5; t < 11; ++t)
+    parts.push_back(m.logits(m.forward(ids.narrow(1, t, 1), {}, {}, cache.get())));
+  auto inc = at::cat(parts, 1);
+  EXPECT_LT((inc - full).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Transformer, LeftPaddingDoesNotChangeRealTokens) {
+  at::manual_seed(2);
+  Transformer m(tiny_config());
+  m.train(false);
+  at::NoGradGuard g;
+  auto ids = at::randint(1, 23, {1, 6}, at::kLong);
+  auto ref = m.logits(m.forward(ids));
+  // same sequence left-padded by 3 garbage tokens, positions starting at 0 on the first real one
+  auto padded = at::cat({at::full({1, 3}, 7, at::kLong), ids}, 1);
+  auto mask = at::cat({at::zeros({1, 3}, at::kBool), at::ones({1, 6}, at::kBool)}, 1);
+  auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);
+  auto out = m.logits(m.forward(padded, pos, mask)).narrow(1, 3, 6);
+  EXPECT_LT((out - ref).abs().max().item<double>(), 1e-5);
+  EXPECT_FALSE(m.logits(m.forward(padded, pos, mask)).isnan().any().item<bool>());
+}
+
+TEST(TokenLogProbs, MatchesFullLogSoftmaxAndGradients) {
+  at::manual_seed(3);
+  for (double temp : {1.0, 0.7}) {
+    auto h = at::randn({3, 7, 16}, at::kDouble).requires_grad_();
+    auto w = at::randn({29, 16}, at::kDouble).requires_grad_();
+    auto tgt = at::randint(0, 29, {3, 7}, at::kLong);
+    auto gl = at::randn({3, 7}, at::kDouble), ge = at::randn({3, 7}, at::kDouble);
+    // reference: full logits in float64, autograd through log_softmax
+    auto lp = at::log_softmax(at::matmul(h, w.t()) / temp, -1);
+    auto ref_logp = lp.gather(2, tgt.unsqueeze(2)).squeeze(2);
+    auto ref_ent = -(lp.exp() * lp).sum(-1);
+    auto ref_grads = torch::autograd::grad({(ref_logp * gl).sum() + (ref_ent * ge).sum()}, {h, w});
+
+    auto hf = h.detach().to(at::kFloat).requires_grad_();
+    auto wf = w.detach().to(at::kFloat).requires_grad_();
+    LogProbOptions o;
+    o.chunk_rows = 5;  // chunks that do not divide the 21 rows
+    o.temperature = temp;
+    auto out = token_logprobs(hf, wf, tgt, o);
+    // fp32 op vs fp64 reference: rounding error grows with the logits' magnitude
+    double tol = 1e-6 * (1.0 + at::matmul(h, w.t()).abs().max().item<double>() / temp);
+    EXPECT_LT((out.logprobs.to(at::kDouble) - ref_logp).abs().max().item<double>(), tol);
+    EXPECT_LT((out.entropy.to(at::kDouble) - ref_ent).abs().max().item<double>(), tol);
+    auto grads = torch::autograd::grad(
+        {(out.logprobs * gl.to(at::kFloat)).sum() + (out.entropy * ge.to(at::kFloat)).sum()}, {hf, wf});
+    for (int i = 0; i < 2; ++i) {
+      double err = (grads[i].to(at::kDouble) - ref_grads[i]).abs().max().item<double>();
+      double scale = ref_grads[i].abs().max().item<double>();
+      EXPECT_LT(err, 1e-5 * (1 + scale)) << "gradient " << i << " temperature " << temp;
+    }
+  }
+}
+
+TEST(TokenLogProbs, RejectsOutOfRangeTargets) {
+  auto h = at::randn({1, 2, 4});
+  auto w = at::randn({5, 4});
+  auto tgt = at::tensor({0, 5}, at::kLong).view({1, 2});
+  EXPECT_THROW(token_logprobs(h, w, tgt), grpo::Error);
+}
