@@ -86,14 +86,16 @@ class Loader : public ConfigVisitor {
   using ConfigVisitor::section;
 
   void field(const char* key, bool& value, const char* doc) override {
-    YAML::Node n = child(key);
-    if (!n) return;
+    auto opt = child(key);
+    if (!opt) return;
+    const YAML::Node& n = *opt;
     if (!n.IsScalar() || !YAML::convert<bool>::decode(n, value))
       bad(key, n, "expected true or false");
   }
   void field(const char* key, int64_t& value, const char* doc, Bounds b) override {
-    YAML::Node n = child(key);
-    if (!n) return;
+    auto opt = child(key);
+    if (!opt) return;
+    const YAML::Node& n = *opt;
     int64_t v = 0;
     if (!n.IsScalar() || !YAML::convert<int64_t>::decode(n, v))
       bad(key, n, "expected an integer" + range_text(b));
@@ -101,8 +103,9 @@ class Loader : public ConfigVisitor {
     value = v;
   }
   void field(const char* key, double& value, const char* doc, Bounds b) override {
-    YAML::Node n = child(key);
-    if (!n) return;
+    auto opt = child(key);
+    if (!opt) return;
+    const YAML::Node& n = *opt;
     double v = 0;
     if (!n.IsScalar() || !YAML::convert<double>::decode(n, v))
       bad(key, n, "expected a number" + range_text(b));
@@ -111,8 +114,9 @@ class Loader : public ConfigVisitor {
   }
   void field(const char* key, std::string& value, const char* doc,
              const std::vector<std::string>& choices) override {
-    YAML::Node n = child(key);
-    if (!n) return;
+    auto opt = child(key);
+    if (!opt) return;
+    const YAML::Node& n = *opt;
     if (!n.IsScalar()) bad(key, n, "expected a string" + choices_text(choices));
     if (!choices.empty() && std::find(choices.begin(), choices.end(), n.Scalar()) == choices.end())
       bad(key, n, "expected" + choices_text(choices));
@@ -120,8 +124,9 @@ class Loader : public ConfigVisitor {
   }
   void field(const char* key, std::map<std::string, double>& value, const char* doc,
              const std::vector<std::string>& names) override {
-    YAML::Node n = child(key);
-    if (!n) return;
+    auto opt = child(key);
+    if (!opt) return;
+    const YAML::Node& n = *opt;
     if (!n.IsMap()) bad(key, n, "expected a map of name: number");
     std::map<std::string, double> out;
     for (auto it = n.begin(); it != n.end(); ++it) {
@@ -142,16 +147,17 @@ class Loader : public ConfigVisitor {
   }
   void section(const char* key, const char* doc,
                const std::function<void(ConfigVisitor&)>& body) override {
-    YAML::Node n = child(key);
+    auto n = child(key);
     std::string path = join_key(prefix_, key);
-    if (n && !n.IsMap() && !n.IsNull()) bad(key, n, "expected a section (a map of keys)");
-    Loader sub(n && n.IsMap() ? n : YAML::Node(), path, name_, overridden_, src_);
+    if (n && !n->IsMap() && !n->IsNull()) bad(key, *n, "expected a section (a map of keys)");
+    Loader sub(n && n->IsMap() ? *n : YAML::Node(YAML::NodeType::Undefined), path, name_,
+               overridden_, src_);
     body(sub);
     sub.check_unknown();
   }
 
   void check_unknown() {
-    if (!node_ || !node_.IsMap()) return;
+    if (!node_.IsDefined() || !node_.IsMap()) return;
     for (auto it = node_.begin(); it != node_.end(); ++it) {
       std::string k = it->first.Scalar();
       if (seen_.count(k)) continue;
@@ -170,12 +176,13 @@ class Loader : public ConfigVisitor {
   }
 
  private:
-  YAML::Node child(const char* key) {
+  // The value under `key`, or nothing when the key is absent (the default stays).
+  std::optional<YAML::Node> child(const char* key) {
     seen_all_.push_back(key);
-    if (!node_ || !node_.IsMap()) return YAML::Node();
+    if (!node_.IsDefined() || !node_.IsMap()) return std::nullopt;
     const YAML::Node& cn = node_;
     YAML::Node n = cn[key];
-    if (!n.IsDefined()) return YAML::Node();
+    if (!n.IsDefined()) return std::nullopt;
     seen_.insert(key);
     record(join_key(prefix_, key), n);
     return n;

@@ -1,0 +1,58 @@
+// Rule-based rewards. A reward function scores one completion against the ground truth; the
+// config combines registered functions by name with weights. Library users register their own
+// with RewardRegistry::add().
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace grpo::reward {
+
+class RewardFn {
+ public:
+  virtual ~RewardFn() = default;
+  /// Score of `completion` (the generated text, without the prompt) given the ground truth.
+  virtual double score(const std::string& completion, const std::string& ground_truth) const = 0;
+};
+
+/// Name -> factory. Built-ins: "accuracy", "format".
+class RewardRegistry {
+ public:
+  using Factory = std::function<std::unique_ptr<RewardFn>()>;
+  static void add(const std::string& name, Factory f);
+  static std::unique_ptr<RewardFn> create(const std::string& name);
+  static std::vector<std::string> names();
+};
+
+struct RewardResult {
+  double total = 0;                      // weighted sum
+  std::map<std::string, double> parts;   // unweighted score of each function
+};
+
+/// Weighted sum of registered reward functions.
+class CombinedReward {
+ public:
+  explicit CombinedReward(const std::map<std::string, double>& weights);
+  RewardResult score(const std::string& completion, const std::string& ground_truth) const;
+  std::vector<RewardResult> score_batch(const std::vector<std::string>& completions,
+                                        const std::vector<std::string>& truths) const;
+
+ private:
+  std::vector<std::pair<std::string, double>> weights_;
+  std::vector<std::unique_ptr<RewardFn>> fns_;
+};
+
+/// The final answer of a completion: the content of the last <answer>...</answer> block if there
+/// is one; otherwise the text after the last </think> (or all of it) with tags removed. Trimmed;
+/// nullopt when empty. Accuracy never requires the format.
+std::optional<std::string> extract_answer(const std::string& completion);
+
+/// R1-Zero structure, strictly: optional whitespace, one <think>...</think>, optional whitespace,
+/// one <answer>...</answer>, optional whitespace, and no other tags anywhere.
+bool has_r1_format(const std::string& completion);
+
+}  // namespace grpo::reward

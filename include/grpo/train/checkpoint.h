@@ -1,0 +1,46 @@
+// Checkpoints: <run>/checkpoints/step-XXXXXX/{model.safetensors, optimizer.safetensors,
+// manifest.json}. A checkpoint is written into a temporary directory and renamed into place, and
+// <run>/checkpoints/latest (the name of the newest one) is replaced atomically, so a crash during
+// a save never damages the last good checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "grpo/io/safetensors.h"
+
+namespace grpo::train {
+
+struct TrainState {
+  std::string stage = "pretrain";  // pretrain | grpo | done
+  int64_t pretrain_step = 0;       // base-stage optimizer steps done
+  int64_t rollout_step = 0;        // GRPO generation rounds done
+  int64_t optimizer_step = 0;      // GRPO optimizer steps done
+  int64_t ref_version = 0;         // optimizer step at which the reference was last refreshed
+};
+
+struct Checkpoint {
+  TrainState state;
+  io::NamedTensors model;
+  io::NamedTensors optimizer;
+  io::NamedTensors reference;  // empty unless the reference differs from the initial policy
+  std::string config_yaml;
+  uint64_t seed = 0;
+  std::string path;
+};
+
+/// Saves into `<checkpoints_dir>/step-<tag>`, updates `latest`, deletes all but the newest `keep`.
+/// Returns the checkpoint directory.
+std::string save_checkpoint(const std::string& checkpoints_dir, const std::string& tag,
+                            const Checkpoint& ckpt, int64_t keep);
+
+/// Loads a checkpoint directory. Throws grpo::Error naming the file on anything missing/corrupt.
+Checkpoint load_checkpoint(const std::string& dir);
+
+/// The directory named by `<checkpoints_dir>/latest`, if any.
+std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir);
+
+}  // namespace grpo::train

@@ -1,0 +1,197 @@
+// The complete configuration of a training run: one section per concern, each owned by its layer
+// where it has one. Every key is documented in its visit() (and in `grpo_train --help`).
+//
+// Counters (DESIGN.md "Counting steps"): a *rollout step* is one generation round; an *optimizer
+// step* is one parameter update on one mini-batch. Each schedule names the counter it uses.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "grpo/core/config.h"
+#include "grpo/data/arithmetic.h"
+#include "grpo/model/model_config.h"
+#include "grpo/rollout/sampler.h"
+
+namespace grpo::train {
+
+struct RunConfig {
+  std::string dir = "runs/demo";
+  int64_t seed = 1;
+  std::string resume = "auto";  // auto | never | path to a checkpoint directory
+  int64_t threads = 0;          // 0 = all cores
+  int64_t log_every = 1;        // console line every N rollout steps (metrics.jsonl: every step)
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("dir", dir, "run directory: config.yaml, metrics.jsonl, eval.jsonl, checkpoints/");
+    v.field("seed", seed, "seed of model init, data order and sampling", core::at_least(0));
+    v.field("resume", resume,
+            "auto = continue from the run directory's latest checkpoint if there is one; never; "
+            "or a checkpoint directory");
+    v.field("threads", threads, "CPU threads for LibTorch; 0 = all cores", core::at_least(0));
+    v.field("log_every", log_every, "console line every N rollout steps", core::at_least(1));
+  }
+};
+
+/// The base stage: supervised training on imperfect demonstrations, producing a starting policy
+/// with some but not much skill (the analogue of R1-Zero's base model).
+struct PretrainConfig {
+  int64_t steps = 800;
+  int64_t batch_size = 128;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("steps", steps, "optimizer steps of the base stage (0 = skip it)", core::at_least(0));
+    v.field("batch_size", batch_size, "demonstrations per step", core::at_least(1));
+    v.field("lr", lr, "AdamW learning rate", core::positive());
+    v.field("weight_decay", weight_decay, "AdamW weight decay", core::at_least(0));
+  }
+};
+
+struct GrpoConfig {
+  int64_t rollout_steps = 50;        // generation rounds
+  int64_t prompts_per_step = 32;     // questions per rollout step
+  int64_t group_size = 8;            // G samples per question
+  int64_t mini_batches = 1;          // optimizer steps per rollout per inner epoch
+  int64_t inner_epochs = 1;          // passes over each rollout batch
+  int64_t micro_batch_tokens = 16384;// gradient accumulation: tokens per forward/backward
+  double clip_eps_low = 0.2;
+  double clip_eps_high = 0.28;
+  double kl_coef = 0.0;              // beta; 0 = no reference model at all
+  int64_t ref_refresh_steps = 0;     // optimizer steps between reference = policy; 0 = never
+  double adv_eps = 1e-4;
+  bool adv_unbiased_std = true;
+  std::string loss_aggregation = "seq-mean-token-mean";
+  bool recompute_old_logprobs = true;
+
+  void visit(core::ConfigVisitor& v) {
+    using core::at_least;
+    v.field("rollout_steps", rollout_steps, "generation rounds of the GRPO stage", at_least(0));
+    v.field("prompts_per_step", prompts_per_step, "questions per rollout step", at_least(1));
+    v.field("group_size", group_size, "G: samples per question", at_least(1));
+    v.field("mini_batches", mini_batches,
+            "each rollout batch is split into this many mini-batches = optimizer steps per epoch",
+            at_least(1));
+    v.field("inner_epochs", inner_epochs, "passes over each rollout batch", at_least(1));
+    v.field("micro_batch_tokens", micro_batch_tokens,
+            "token budget of one forward/backward (gradient accumulation inside a mini-batch)",
+            at_least(1));
+    v.field("clip_eps_low", clip_eps_low, "ratio clipped below at 1 - clip_eps_low",
+            {0.0, 1.0, false, true});
+    v.field("clip_eps_high", clip_eps_high, "ratio clipped above at 1 + clip_eps_high",
+            core::at_least(0));
+    v.field("kl_coef", kl_coef, "beta of the k3 KL(policy || reference) term in the loss; 0 = "
+            "no reference model is built", at_least(0));
+    v.field("ref_refresh_steps", ref_refresh_steps,
+            "reference model := current policy every N optimizer steps; 0 = never", at_least(0));
+    v.field("adv_eps", adv_eps, "A = (r - mean) / (std + adv_eps)", core::positive());
+    v.field("adv_unbiased_std", adv_unbiased_std, "group std with Bessel's correction (TRL, verl)");
+    v.field("loss_aggregation", loss_aggregation, "how token losses are averaged",
+            {"seq-mean-token-mean", "token-mean"});
+    v.field("recompute_old_logprobs", recompute_old_logprobs,
+            "old log-probs from the trainer's own forward pass (true) or from the sampler");
+  }
+};
+
+struct OptimConfig {
+  double lr = 2e-4;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;
+  int64_t warmup_steps = 0;   // optimizer steps
+  std::string schedule = "constant";
+  double min_lr_ratio = 0.1;  // cosine floor, as a fraction of lr
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("lr", lr, "peak learning rate (AdamW)", core::positive());
+    v.field("beta1", beta1, "AdamW beta1", {0.0, 1.0, false, true});
+    v.field("beta2", beta2, "AdamW beta2", {0.0, 1.0, false, true});
+    v.field("eps", eps, "AdamW epsilon", core::positive());
+    v.field("weight_decay", weight_decay, "AdamW decoupled weight decay (matrices only)",
+            core::at_least(0));
+    v.field("grad_clip", grad_clip, "clip the global gradient norm to this; 0 = off",
+            core::at_least(0));
+    v.field("warmup_steps", warmup_steps, "linear LR warm-up, in optimizer steps",
+            core::at_least(0));
+    v.field("schedule", schedule, "LR after warm-up (cosine decays over all optimizer steps)",
+            {"constant", "cosine"});
+    v.field("min_lr_ratio", min_lr_ratio, "cosine floor as a fraction of lr", core::between(0, 1));
+  }
+};
+
+struct RewardConfig {
+  std::map<std::string, double> weights{{"accuracy", 1.0}, {"format", 0.5}};
+  void visit(core::ConfigVisitor& v) {
+    v.field("weights", weights,
+            "reward = sum of weight * reward function, by registered name (accuracy, format)", {});
+  }
+};
+
+struct EvalConfig {
+  int64_t every = 10;        // rollout steps
+  int64_t num_prompts = 500; // held-out questions
+  bool sampled = true;       // also sampled pass@1 (one sample per prompt at the rollout settings)
+  int64_t batch_size = 512;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("every", every, "evaluate every N rollout steps (and at the start and end); 0 = only "
+            "start and end", core::at_least(0));
+    v.field("num_prompts", num_prompts, "held-out questions per evaluation", core::at_least(1));
+    v.field("sampled", sampled, "also report sampled pass@1 at the rollout temperature");
+    v.field("batch_size", batch_size, "questions generated at once", core::at_least(1));
+  }
+};
+
+struct CheckpointConfig {
+  int64_t every = 25;  // rollout steps
+  int64_t keep = 2;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("every", every, "checkpoint every N rollout steps (and after the base stage and at "
+            "the end); 0 = only those", core::at_least(0));
+    v.field("keep", keep, "checkpoints kept (older ones are deleted)", core::at_least(1));
+  }
+};
+
+struct Config {
+  RunConfig run;
+  model::ModelConfig model;
+  data::ArithmeticConfig task;
+  PretrainConfig pretrain;
+  rollout::SamplingParams rollout;
+  GrpoConfig grpo;
+  OptimConfig optim;
+  RewardConfig reward;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+
+  Config() { rollout.max_new_tokens = 24; }
+
+  void visit(core::ConfigVisitor& v) {
+    v.section("run", "where and how the run executes", run);
+    v.section("model", "policy architecture (Llama/Qwen-style decoder)", model);
+    v.section("task", "built-in task and its base-stage demonstrations", task);
+    v.section("pretrain", "base stage: supervised training on imperfect demonstrations", pretrain);
+    v.section("rollout", "sampling of GRPO rollouts", rollout);
+    v.section("grpo", "GRPO algorithm", grpo);
+    v.section("optim", "optimizer of the GRPO stage", optim);
+    v.section("reward", "rule-based rewards", reward);
+    v.section("eval", "held-out evaluation (eval.jsonl)", eval);
+    v.section("checkpoint", "checkpoints (checkpoints/ in the run directory)", checkpoint);
+  }
+};
+
+/// Parses and validates a config file (plus --set overrides). Throws ConfigError naming the file,
+/// line and key.
+Config load_config_file(const std::string& path, const std::vector<std::string>& overrides = {});
+/// Same, from YAML text (`name` is used in messages).
+Config load_config_text(const std::string& yaml, const std::string& name,
+                        const std::vector<std::string>& overrides = {});
+/// Cross-field checks (e.g. model heads, reward names, prompt + response fitting the model).
+void validate(const Config& c, const core::ConfigSource& src);
+/// The resolved config as YAML.
+std::string to_yaml(Config c, bool with_docs = true);
+
+}  // namespace grpo::train

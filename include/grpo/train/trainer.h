@@ -1,0 +1,50 @@
+// The training loop: base stage (supervised, on imperfect demonstrations), then GRPO.
+//
+// One GRPO rollout step: sample G responses for each of `prompts_per_step` questions -> score
+// them with the configured rewards -> group-relative advantages -> recompute old (and reference)
+// log-probs -> `inner_epochs` x `mini_batches` optimizer steps of the clipped policy loss, each
+// accumulated over micro-batches of at most `micro_batch_tokens` tokens.
+//
+// Outputs in the run directory: config.yaml (resolved), metrics.jsonl (one object per step),
+// eval.jsonl (one object per evaluation), checkpoints/.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "grpo/train/checkpoint.h"
+#include "grpo/train/config.h"
+
+namespace grpo::model {
+class Transformer;
+}
+
+namespace grpo::train {
+
+struct EvalResult {
+  double accuracy_greedy = 0;
+  double accuracy_sampled = -1;  // -1 when not measured
+  double format_greedy = 0;
+  int64_t num_prompts = 0;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(Config config);
+  ~Trainer();
+
+  /// Runs (or resumes, per run.resume) until the base stage and all GRPO rollout steps are done.
+  void run();
+  /// Held-out evaluation of the current policy.
+  EvalResult evaluate();
+
+  const TrainState& state() const;
+  model::Transformer& policy();
+  const Config& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace grpo::train

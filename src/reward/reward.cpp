@@ -1,0 +1,132 @@
+#include "grpo/reward/reward.h"
+
+#include <mutex>
+
+#include "grpo/core/error.h"
+
+namespace grpo::reward {
+namespace {
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+const char* const kTags[] = {"<think>", "</think>", "<answer>", "</answer>"};
+
+size_t count(const std::string& s, const std::string& pat) {
+  size_t n = 0;
+  for (size_t i = s.find(pat); i != std::string::npos; i = s.find(pat, i + pat.size())) ++n;
+  return n;
+}
+
+class Accuracy : public RewardFn {
+ public:
+  double score(const std::string& completion, const std::string& truth) const override {
+    auto a = extract_answer(completion);
+    return a && *a == trim(truth) ? 1.0 : 0.0;
+  }
+};
+
+class Format : public RewardFn {
+ public:
+  double score(const std::string& completion, const std::string&) const override {
+    return has_r1_format(completion) ? 1.0 : 0.0;
+  }
+};
+
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::string, RewardRegistry::Factory>& registry() {
+  static std::map<std::string, RewardRegistry::Factory> r{
+      {"accuracy", [] { return std::make_unique<Accuracy>(); }},
+      {"format", [] { return std::make_unique<Format>(); }},
+  };
+  return r;
+}
+
+std::vector<std::string> known_names() {  // caller holds the lock
+  std::vector<std::string> out;
+  for (auto& [k, v] : registry()) out.push_back(k);
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> extract_answer(const std::string& completion) {
+  std::string ans;
+  auto close = completion.rfind("</answer>");
+  auto open = close == std::string::npos ? std::string::npos : completion.rfind("<answer>", close);
+  if (open != std::string::npos) {
+    ans = completion.substr(open + 8, close - open - 8);
+  } else {
+    auto t = completion.rfind("</think>");
+    ans = t == std::string::npos ? completion : completion.substr(t + 8);
+    for (const char* tag : kTags) {
+      std::string tg(tag);
+      for (auto p = ans.find(tg); p != std::string::npos; p = ans.find(tg)) ans.erase(p, tg.size());
+    }
+  }
+  ans = trim(ans);
+  if (ans.empty()) return std::nullopt;
+  return ans;
+}
+
+bool has_r1_format(const std::string& c) {
+  for (const char* tag : kTags)
+    if (count(c, tag) != 1) return false;
+  auto t0 = c.find("<think>"), t1 = c.find("</think>"), a0 = c.find("<answer>"),
+       a1 = c.find("</answer>");
+  if (!(t0 < t1 && t1 < a0 && a0 < a1)) return false;
+  return trim(c.substr(0, t0)).empty() && trim(c.substr(t1 + 8, a0 - t1 - 8)).empty() &&
+         trim(c.substr(a1 + 9)).empty() && c.find('<', t0 + 7) == t1 && c.find('<', a0 + 8) == a1;
+}
+
+void RewardRegistry::add(const std::string& name, Factory f) {
+  std::lock_guard<std::mutex> g(registry_mutex());
+  registry()[name] = std::move(f);
+}
+
+std::unique_ptr<RewardFn> RewardRegistry::create(const std::string& name) {
+  std::lock_guard<std::mutex> g(registry_mutex());
+  auto it = registry().find(name);
+  GRPO_CHECK(it != registry().end(), "unknown reward '{}'; registered: {}", name,
+             fmt::join(known_names(), ", "));
+  return it->second();
+}
+
+std::vector<std::string> RewardRegistry::names() {
+  std::lock_guard<std::mutex> g(registry_mutex());
+  return known_names();
+}
+
+CombinedReward::CombinedReward(const std::map<std::string, double>& weights) {
+  GRPO_CHECK(!weights.empty(), "no reward functions configured");
+  for (auto& [name, w] : weights) {
+    weights_.emplace_back(name, w);
+    fns_.push_back(RewardRegistry::create(name));
+  }
+}
+
+RewardResult CombinedReward::score(const std::string& completion, const std::string& truth) const {
+  RewardResult r;
+  for (size_t i = 0; i < fns_.size(); ++i) {
+    double s = fns_[i]->score(completion, truth);
+    r.parts[weights_[i].first] = s;
+    r.total += weights_[i].second * s;
+  }
+  return r;
+}
+
+std::vector<RewardResult> CombinedReward::score_batch(const std::vector<std::string>& completions,
+                                                      const std::vector<std::string>& truths) const {
+  GRPO_ASSERT(completions.size() == truths.size());
+  std::vector<RewardResult> out;
+  out.reserve(completions.size());
+  for (size_t i = 0; i < completions.size(); ++i) out.push_back(score(completions[i], truths[i]));
+  return out;
+}
+
+}  // namespace grpo::reward

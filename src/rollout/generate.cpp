@@ -1,0 +1,120 @@
+// Generation loop: one prefill over the left-padded prompts, then one decode step per token for
+// all rows still running (finished rows are dropped from the batch and the KV cache).
+#include "grpo/rollout/generate.h"
+
+#include <ATen/ATen.h>
+
+#include "grpo/core/error.h"
+#include "grpo/core/rng.h"
+#include "grpo/model/transformer.h"
+
+namespace grpo::rollout {
+
+const char* to_string(FinishReason r) { return r == FinishReason::kStop ? "stop" : "length"; }
+
+RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
+  const int64_t G = req.group_size, NP = static_cast<int64_t>(req.prompts.size());
+  GRPO_CHECK(G >= 1 && NP >= 1, "generate: need at least one prompt and one sample per prompt");
+  GRPO_CHECK(req.prompt_keys.size() == req.prompts.size(), "generate: one key per prompt needed");
+  const int64_t N = NP * G, R = req.sampling.max_new_tokens;
+  int64_t P = 0;
+  for (auto& p : req.prompts) {
+    GRPO_CHECK(!p.empty(), "generate: empty prompt");
+    P = std::max<int64_t>(P, p.size());
+  }
+  GRPO_CHECK(P + R <= model.config().max_position_embeddings,
+             "prompt ({} tokens) + max_new_tokens ({}) exceeds model.max_position_embeddings ({})",
+             P, R, model.config().max_position_embeddings);
+
+  // left-padded prompts, replicated G times
+  std::vector<int64_t> ids(N * P, req.pad_id);
+  std::vector<uint8_t> valid(N * P, 0);
+  for (int64_t p = 0; p < NP; ++p) {
+    const auto& pr = req.prompts[p];
+    int64_t off = P - static_cast<int64_t>(pr.size());
+    for (int64_t g = 0; g < G; ++g)
+      for (size_t t = 0; t < pr.size(); ++t) {
+        ids[(p * G + g) * P + off + t] = pr[t];
+        valid[(p * G + g) * P + off + t] = 1;
+      }
+  }
+  RolloutBatch out;
+  out.group_size = G;
+  out.prompt_width = P;
+  out.tokens = at::full({N, P + R}, req.pad_id, at::kLong);
+  out.tokens.narrow(1, 0, P).copy_(at::from_blob(ids.data(), {N, P}, at::kLong));
+  out.attention_mask = at::zeros({N, P + R}, at::kBool);
+  out.attention_mask.narrow(1, 0, P).copy_(at::from_blob(valid.data(), {N, P}, at::kByte).to(at::kBool));
+  out.response_mask = at::zeros({N, R}, at::kBool);
+  out.sampling_logprobs = at::zeros({N, R}, at::kFloat);
+  out.finish.assign(N, FinishReason::kLength);
+  out.responses.assign(N, {});
+
+  at::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.train(false);
+  auto cache = model.make_cache(N, P + R);
+
+  auto mask = out.attention_mask.narrow(1, 0, P);
+  auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);  // [N, P]
+  auto next_pos = pos.select(1, P - 1) + 1;                       // [N]
+  auto hidden = model.forward(out.tokens.narrow(1, 0, P), pos, mask, cache.get());
+  auto logits = model.logits(hidden.select(1, P - 1));  // [N, V]
+
+  std::vector<int64_t> active(N);  // original row of each batch row
+  for (int64_t i = 0; i < N; ++i) active[i] = i;
+  auto active_mask = mask.clone();  // [n, P + t]
+  for (int64_t t = 0; t < R; ++t) {
+    const int64_t n = static_cast<int64_t>(active.size());
+    std::vector<float> u(n);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t row = active[i];
+      u[i] = static_cast<float>(core::uniform01(core::hash_key(
+          {req.key.seed, req.key.stream, req.key.step, req.prompt_keys[row / G],
+           uint64_t(row % G), uint64_t(t)})));
+    }
+    auto s = sample_tokens(logits, at::from_blob(u.data(), {n}, at::kFloat), req.sampling);
+    auto tok = s.tokens.contiguous();
+    auto lp = s.logprobs.contiguous();
+    const int64_t* tk = tok.data_ptr<int64_t>();
+    const float* lpp = lp.data_ptr<float>();
+    std::vector<int64_t> keep;
+    auto tokens_acc = out.tokens.accessor<int64_t, 2>();
+    auto am = out.attention_mask.accessor<bool, 2>();
+    auto rm = out.response_mask.accessor<bool, 2>();
+    auto sl = out.sampling_logprobs.accessor<float, 2>();
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t row = active[i];
+      tokens_acc[row][P + t] = tk[i];
+      am[row][P + t] = true;
+      rm[row][t] = true;
+      sl[row][t] = lpp[i];
+      if (tk[i] == req.eos_id) {
+        out.finish[row] = FinishReason::kStop;
+      } else {
+        out.responses[row].push_back(tk[i]);
+        keep.push_back(i);
+      }
+    }
+    if (keep.empty() || t + 1 == R) break;
+    auto step_tokens = tok.view({n, 1});
+    active_mask = at::cat({active_mask, at::ones({n, 1}, at::kBool)}, 1);
+    if (static_cast<int64_t>(keep.size()) < n) {
+      auto idx = at::tensor(keep, at::kLong);
+      cache->select_rows(idx);
+      step_tokens = step_tokens.index_select(0, idx);
+      active_mask = active_mask.index_select(0, idx);
+      next_pos = next_pos.index_select(0, idx);
+      std::vector<int64_t> na;
+      for (auto i : keep) na.push_back(active[i]);
+      active.swap(na);
+    }
+    hidden = model.forward(step_tokens, next_pos.unsqueeze(1), active_mask, cache.get());
+    logits = model.logits(hidden.select(1, 0));
+    next_pos = next_pos + 1;
+  }
+  model.train(was_training);
+  return out;
+}
+
+}  // namespace grpo::rollout

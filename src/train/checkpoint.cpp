@@ -1,0 +1,118 @@
+#include "grpo/train/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "grpo/core/config.h"
+#include "grpo/core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace grpo::train {
+namespace {
+
+constexpr int kFormatVersion = 1;
+
+void write_atomically(const fs::path& path, const std::string& text) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    GRPO_CHECK(out.good(), "cannot write '{}'", tmp.string());
+    out << text;
+    out.flush();
+    GRPO_CHECK(out.good(), "error while writing '{}'", tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& checkpoints_dir, const std::string& tag,
+                            const Checkpoint& ck, int64_t keep) {
+  fs::create_directories(checkpoints_dir);
+  const std::string name = "step-" + tag;
+  fs::path final_dir = fs::path(checkpoints_dir) / name;
+  fs::path tmp_dir = fs::path(checkpoints_dir) / (name + ".tmp");
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  io::save_safetensors((tmp_dir / "model.safetensors").string(), ck.model);
+  io::save_safetensors((tmp_dir / "optimizer.safetensors").string(), ck.optimizer);
+  if (!ck.reference.empty())
+    io::save_safetensors((tmp_dir / "reference.safetensors").string(), ck.reference);
+  nlohmann::json m = {
+      {"format_version", kFormatVersion},
+      {"stage", ck.state.stage},
+      {"pretrain_step", ck.state.pretrain_step},
+      {"rollout_step", ck.state.rollout_step},
+      {"optimizer_step", ck.state.optimizer_step},
+      {"ref_version", ck.state.ref_version},
+      // All randomness is counter-based (core/rng.h): the seed and the counters above are the
+      // complete RNG state; the data position is rollout_step * prompts_per_step.
+      {"rng", {{"kind", "counter-based splitmix64"}, {"seed", ck.seed}}},
+      {"config", ck.config_yaml},
+  };
+  write_atomically(tmp_dir / "manifest.json", m.dump(2));
+  fs::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+  write_atomically(fs::path(checkpoints_dir) / "latest", name + "\n");
+
+  // retention: newest `keep` step-* directories survive
+  std::vector<fs::path> all;
+  for (auto& e : fs::directory_iterator(checkpoints_dir)) {
+    auto n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos)
+      all.push_back(e.path());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + keep < all.size(); ++i)
+    if (all[i] != final_dir) fs::remove_all(all[i]);
+  return final_dir.string();
+}
+
+Checkpoint load_checkpoint(const std::string& dir) {
+  Checkpoint ck;
+  ck.path = dir;
+  fs::path d(dir);
+  std::string manifest_path = (d / "manifest.json").string();
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(core::read_file(manifest_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", manifest_path, e.what());
+  }
+  try {
+    GRPO_CHECK(m.at("format_version").get<int>() == kFormatVersion,
+               "{}: format_version {} is not supported (expected {})", manifest_path,
+               m.at("format_version").dump(), kFormatVersion);
+    ck.state.stage = m.at("stage").get<std::string>();
+    ck.state.pretrain_step = m.at("pretrain_step").get<int64_t>();
+    ck.state.rollout_step = m.at("rollout_step").get<int64_t>();
+    ck.state.optimizer_step = m.at("optimizer_step").get<int64_t>();
+    ck.state.ref_version = m.at("ref_version").get<int64_t>();
+    ck.seed = m.at("rng").at("seed").get<uint64_t>();
+    ck.config_yaml = m.at("config").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: missing or malformed field: {}", manifest_path, e.what());
+  }
+  ck.model = io::load_safetensors((d / "model.safetensors").string());
+  ck.optimizer = io::load_safetensors((d / "optimizer.safetensors").string());
+  if (fs::exists(d / "reference.safetensors"))
+    ck.reference = io::load_safetensors((d / "reference.safetensors").string());
+  return ck;
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir) {
+  fs::path latest = fs::path(checkpoints_dir) / "latest";
+  if (!fs::exists(latest)) return std::nullopt;
+  std::string name = core::read_file(latest.string());
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  fs::path dir = fs::path(checkpoints_dir) / name;
+  GRPO_CHECK(fs::exists(dir / "manifest.json"), "{} names '{}', which has no manifest.json",
+             latest.string(), name);
+  return dir.string();
+}
+
+}  // namespace grpo::train

@@ -1,0 +1,579 @@
+// Trainer implementation. Everything random is keyed by counters (core/rng.h), so a run resumed
+// from a checkpoint continues exactly as the uninterrupted run would have.
+#include "grpo/train/trainer.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+
+#include "grpo/algo/grpo_loss.h"
+#include "grpo/core/error.h"
+#include "grpo/core/rng.h"
+#include "grpo/data/arithmetic.h"
+#include "grpo/model/logprob.h"
+#include "grpo/model/transformer.h"
+#include "grpo/reward/reward.h"
+#include "grpo/rollout/generate.h"
+#include "grpo/text/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace grpo::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::vector<std::string> r1_special_tokens() {
+  return {"<think>", "</think>", "<answer>", "</answer>"};
+}
+
+// Keeps the lines of a JSONL file for which keep(json) is true (used when resuming, to drop what
+// the interrupted run wrote after its last checkpoint).
+void filter_jsonl(const fs::path& path, const std::function<bool(const nlohmann::json&)>& keep) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && keep(j)) kept += line + "\n";
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  Config cfg;
+  fs::path run_dir;
+  text::CharTokenizer tok{data::ArithmeticTask::alphabet(), r1_special_tokens()};
+  std::unique_ptr<data::ArithmeticTask> task;
+  std::unique_ptr<model::Transformer> policy, ref;
+  std::unique_ptr<torch::optim::AdamW> opt;
+  std::unique_ptr<reward::CombinedReward> rewards;
+  TrainState st;
+  std::ofstream metrics, evals;
+
+  explicit Impl(Config c) : cfg(std::move(c)) {
+    if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
+    if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok.vocab_size();
+    GRPO_CHECK(cfg.model.vocab_size >= tok.vocab_size(),
+               "model.vocab_size {} is smaller than the tokenizer's {}", cfg.model.vocab_size,
+               tok.vocab_size());
+    run_dir = cfg.run.dir;
+    task = std::make_unique<data::ArithmeticTask>(cfg.task, cfg.run.seed);
+    rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights);
+    at::manual_seed(cfg.run.seed);
+    policy = std::make_unique<model::Transformer>(cfg.model);
+  }
+
+  // ---------------------------------------------------------------- optimizer & checkpoints
+  void make_optimizer(double lr, double weight_decay, double b1, double b2, double eps) {
+    std::vector<at::Tensor> decay, no_decay;
+    for (auto& [name, p] : policy->named_parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+    auto o = torch::optim::AdamWOptions(lr).betas({b1, b2}).eps(eps).weight_decay(weight_decay);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(o));
+    auto o0 = o;
+    o0.weight_decay(0.0);
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(o0));
+    opt = std::make_unique<torch::optim::AdamW>(std::move(groups), o);
+  }
+  void make_stage_optimizer() {
+    if (st.stage == "pretrain")
+      make_optimizer(cfg.pretrain.lr, cfg.pretrain.weight_decay, 0.9, 0.999, 1e-8);
+    else
+      make_optimizer(cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.beta1, cfg.optim.beta2,
+                     cfg.optim.eps);
+  }
+  void set_lr(double lr) {
+    for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+  }
+
+  io::NamedTensors optimizer_tensors() {
+    io::NamedTensors out;
+    auto& state = opt->state();
+    for (auto& [name, p] : policy->named_parameters()) {
+      auto it = state.find(p.unsafeGetTensorImpl());
+      if (it == state.end()) continue;
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      out.emplace_back(name + ".exp_avg", s.exp_avg());
+      out.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq());
+      out.emplace_back(name + ".step", at::scalar_tensor(s.step(), at::kLong));
+    }
+    return out;
+  }
+  void load_optimizer_tensors(const io::NamedTensors& tensors, const std::string& origin) {
+    std::map<std::string, at::Tensor> by(tensors.begin(), tensors.end());
+    auto& state = opt->state();
+    for (auto& [name, p] : policy->named_parameters()) {
+      auto a = by.find(name + ".exp_avg");
+      if (a == by.end()) continue;  // parameter never updated
+      auto b = by.find(name + ".exp_avg_sq");
+      auto s = by.find(name + ".step");
+      GRPO_CHECK(b != by.end() && s != by.end(), "{}: incomplete optimizer state for '{}'", origin, name);
+      GRPO_CHECK(a->second.sizes() == p.sizes() && b->second.sizes() == p.sizes(),
+                 "{}: optimizer state of '{}' does not match the parameter's shape", origin, name);
+      auto ps = std::make_unique<torch::optim::AdamWParamState>();
+      ps->step(s->second.item<int64_t>());
+      ps->exp_avg(a->second.clone());
+      ps->exp_avg_sq(b->second.clone());
+      state[p.unsafeGetTensorImpl()] = std::move(ps);
+    }
+  }
+
+  void save(const std::string& tag) {
+    Checkpoint ck;
+    ck.state = st;
+    ck.model = policy->named_parameters();
+    ck.optimizer = optimizer_tensors();
+    if (ref) ck.reference = ref->named_parameters();
+    ck.config_yaml = to_yaml(cfg, false);
+    ck.seed = static_cast<uint64_t>(cfg.run.seed);
+    auto dir = save_checkpoint((run_dir / "checkpoints").string(), tag, ck, cfg.checkpoint.keep);
+    spdlog::info("checkpoint {}", dir);
+  }
+
+  bool try_resume() {
+    std::optional<std::string> path;
+    if (cfg.run.resume == "never") return false;
+    if (cfg.run.resume == "auto") path = latest_checkpoint((run_dir / "checkpoints").string());
+    else path = cfg.run.resume;
+    if (!path) return false;
+    auto ck = load_checkpoint(*path);
+    GRPO_CHECK(ck.seed == static_cast<uint64_t>(cfg.run.seed),
+               "{}: checkpoint was made with run.seed {}, the config says {}", *path, ck.seed,
+               cfg.run.seed);
+    policy->load_parameters(ck.model, *path + "/model.safetensors");
+    st = ck.state;
+    make_stage_optimizer();
+    load_optimizer_tensors(ck.optimizer, *path + "/optimizer.safetensors");
+    if (st.stage == "grpo" && cfg.grpo.kl_coef > 0) {
+      ref = std::make_unique<model::Transformer>(cfg.model);
+      ref->load_parameters(ck.reference.empty() ? ck.model : ck.reference,
+                           *path + "/reference.safetensors");
+      ref->train(false);
+    }
+    const TrainState s = st;
+    filter_jsonl(run_dir / "metrics.jsonl", [&](const nlohmann::json& j) {
+      if (j.value("stage", "") == "pretrain") return j.value("step", 0) <= s.pretrain_step;
+      return s.stage == "grpo" && j.value("step", 0) <= s.rollout_step;
+    });
+    filter_jsonl(run_dir / "eval.jsonl", [&](const nlohmann::json& j) {
+      return s.stage == "grpo" && j.value("step", 0) <= s.rollout_step;
+    });
+    spdlog::info("resumed from {} (stage {}, base step {}, rollout step {}, optimizer step {})",
+                 *path, st.stage, st.pretrain_step, st.rollout_step, st.optimizer_step);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- forward helpers
+  struct Seqs {
+    at::Tensor tokens, attn, positions;  // [N, P + R]
+    at::Tensor resp_mask;                // [N, R] float
+    int64_t P = 0, R = 0;
+    bool needs_mask = false;
+  };
+  // log-probs (and entropy) of response tokens for `rows` of `s` under `m`.
+  model::TokenLogProbs response_logprobs(model::Transformer& m, const Seqs& s, const at::Tensor& rows) {
+    auto tok = s.tokens.index_select(0, rows);
+    auto input = tok.narrow(1, 0, s.P + s.R - 1);
+    auto pos = s.positions.index_select(0, rows).narrow(1, 0, s.P + s.R - 1);
+    at::Tensor mask;
+    if (s.needs_mask) mask = s.attn.index_select(0, rows).narrow(1, 0, s.P + s.R - 1);
+    auto hidden = m.forward(input, pos, mask).narrow(1, s.P - 1, s.R);
+    return model::token_logprobs(hidden, m.lm_head_weight(), tok.narrow(1, s.P, s.R));
+  }
+  std::vector<at::Tensor> micro_batches(const at::Tensor& rows, int64_t width) {
+    int64_t per = std::max<int64_t>(1, cfg.grpo.micro_batch_tokens / std::max<int64_t>(1, width));
+    std::vector<at::Tensor> out;
+    for (int64_t s = 0; s < rows.size(0); s += per) out.push_back(rows.narrow(0, s, std::min(per, rows.size(0) - s)));
+    return out;
+  }
+
+  // ---------------------------------------------------------------- base stage
+  void pretrain_step() {
+    auto t0 = Clock::now();
+    const int64_t B = cfg.pretrain.batch_size;
+    std::vector<std::vector<int64_t>> seqs;
+    std::vector<int64_t> prompt_lens;
+    int64_t L = 0;
+    for (int64_t j = 0; j < B; ++j) {
+      auto p = task->train_problem(st.pretrain_step * B + j, core::Stream::kPretrainData);
+      auto demo = task->demonstration(
+          p, core::hash_key({uint64_t(core::Stream::kPretrainData), uint64_t(cfg.run.seed),
+                             uint64_t(st.pretrain_step), uint64_t(j)}));
+      auto ids = tok.encode(p.prompt);
+      prompt_lens.push_back(ids.size());
+      auto c = tok.encode(demo);
+      ids.insert(ids.end(), c.begin(), c.end());
+      ids.push_back(tok.eos_id());
+      L = std::max<int64_t>(L, ids.size());
+      seqs.push_back(std::move(ids));
+    }
+    auto tokens = at::full({B, L}, tok.pad_id(), at::kLong);
+    auto mask = at::zeros({B, L - 1}, at::kFloat);
+    auto ta = tokens.accessor<int64_t, 2>();
+    auto ma = mask.accessor<float, 2>();
+    for (int64_t i = 0; i < B; ++i) {
+      for (size_t t = 0; t < seqs[i].size(); ++t) ta[i][t] = seqs[i][t];
+      for (int64_t t = prompt_lens[i] - 1; t + 1 < static_cast<int64_t>(seqs[i].size()); ++t) ma[i][t] = 1;
+    }
+    policy->train(true);
+    opt->zero_grad();
+    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1));
+    model::LogProbOptions lo;
+    lo.with_entropy = false;
+    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo);
+    auto loss = -(lp.logprobs * mask).sum() / mask.sum();
+    loss.backward();
+    opt->step();
+    ++st.pretrain_step;
+    nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step},
+                        {"loss", loss.item<double>()}, {"time_step", seconds_since(t0)}};
+    metrics << j.dump() << "\n" << std::flush;
+    if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
+      spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss.item<double>());
+  }
+
+  // ---------------------------------------------------------------- evaluation
+  EvalResult evaluate() {
+    EvalResult r;
+    const int64_t N = cfg.eval.num_prompts;
+    int64_t correct_g = 0, correct_s = 0, fmt_g = 0;
+    for (int64_t s = 0; s < N; s += cfg.eval.batch_size) {
+      int64_t n = std::min(cfg.eval.batch_size, N - s);
+      rollout::GenerateRequest req;
+      std::vector<data::Problem> probs;
+      for (int64_t i = s; i < s + n; ++i) {
+        probs.push_back(task->heldout_problem(i));
+        req.prompts.push_back(tok.encode(probs.back().prompt));
+        req.prompt_keys.push_back(uint64_t(i));
+      }
+      req.group_size = 1;
+      req.eos_id = tok.eos_id();
+      req.pad_id = tok.pad_id();
+      req.sampling = cfg.rollout;
+      for (int pass = 0; pass < (cfg.eval.sampled ? 2 : 1); ++pass) {
+        req.sampling.temperature = pass == 0 ? 0.0 : cfg.rollout.temperature;
+        req.key = {uint64_t(cfg.run.seed), uint64_t(core::Stream::kEvalSampling), uint64_t(st.rollout_step)};
+        auto out = rollout::generate(*policy, req);
+        for (int64_t i = 0; i < n; ++i) {
+          auto text = tok.decode(out.responses[i]);
+          bool ok = reward::extract_answer(text).value_or("") == probs[i].answer;
+          if (pass == 0) {
+            correct_g += ok;
+            fmt_g += reward::has_r1_format(text);
+          } else {
+            correct_s += ok;
+          }
+        }
+      }
+    }
+    r.num_prompts = N;
+    r.accuracy_greedy = double(correct_g) / N;
+    r.format_greedy = double(fmt_g) / N;
+    if (cfg.eval.sampled) r.accuracy_sampled = double(correct_s) / N;
+    return r;
+  }
+  void evaluate_and_log(const std::string& stage) {
+    auto t0 = Clock::now();
+    auto r = evaluate();
+    nlohmann::json j = {{"step", st.rollout_step},
+                        {"optimizer_step", st.optimizer_step},
+                        {"stage", stage},
+                        {"accuracy_greedy", r.accuracy_greedy},
+                        {"format_greedy", r.format_greedy},
+                        {"num_prompts", r.num_prompts},
+                        {"time", seconds_since(t0)}};
+    if (r.accuracy_sampled >= 0) j["accuracy_sampled"] = r.accuracy_sampled;
+    evals << j.dump() << "\n" << std::flush;
+    spdlog::info("eval  {:>4} ({}) | held-out greedy accuracy {:.3f} sampled {:.3f} format {:.3f} ({} prompts)",
+                 st.rollout_step, stage, r.accuracy_greedy, r.accuracy_sampled, r.format_greedy,
+                 r.num_prompts);
+  }
+
+  // ---------------------------------------------------------------- GRPO
+  double lr_at(int64_t step) const {
+    const auto& o = cfg.optim;
+    if (o.warmup_steps > 0 && step < o.warmup_steps) return o.lr * double(step + 1) / o.warmup_steps;
+    if (o.schedule == "cosine") {
+      int64_t total = cfg.grpo.rollout_steps * cfg.grpo.mini_batches * cfg.grpo.inner_epochs;
+      double prog = std::clamp(double(step - o.warmup_steps) / std::max<int64_t>(1, total - o.warmup_steps), 0.0, 1.0);
+      double floor = o.lr * o.min_lr_ratio;
+      return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * prog));
+    }
+    return o.lr;
+  }
+
+  void grpo_step() {
+    const auto& g = cfg.grpo;
+    auto t0 = Clock::now();
+    // 1. rollout
+    rollout::GenerateRequest req;
+    std::vector<data::Problem> probs;
+    for (int64_t j = 0; j < g.prompts_per_step; ++j) {
+      int64_t idx = st.rollout_step * g.prompts_per_step + j;
+      probs.push_back(task->train_problem(idx));
+      req.prompts.push_back(tok.encode(probs.back().prompt));
+      req.prompt_keys.push_back(uint64_t(idx));
+    }
+    req.group_size = g.group_size;
+    req.sampling = cfg.rollout;
+    req.key = {uint64_t(cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(st.rollout_step)};
+    req.eos_id = tok.eos_id();
+    req.pad_id = tok.pad_id();
+    auto batch = rollout::generate(*policy, req);
+    const int64_t N = batch.rows();
+    double t_rollout = seconds_since(t0);
+
+    // 2. rewards
+    auto t1 = Clock::now();
+    std::vector<std::string> texts, truths;
+    for (int64_t i = 0; i < N; ++i) {
+      texts.push_back(tok.decode(batch.responses[i]));
+      truths.push_back(probs[i / g.group_size].answer);
+    }
+    auto scored = rewards->score_batch(texts, truths);
+    std::vector<double> rv(N);
+    std::map<std::string, double> part_sums;
+    for (int64_t i = 0; i < N; ++i) {
+      rv[i] = scored[i].total;
+      for (auto& [k, v] : scored[i].parts) part_sums[k] += v;
+    }
+    auto rewards_t = at::tensor(rv, at::kDouble);
+    double t_reward = seconds_since(t1);
+
+    // 3. advantages, old and reference log-probs
+    auto t2 = Clock::now();
+    algo::AdvantageOptions ao;
+    ao.eps = g.adv_eps;
+    ao.unbiased_std = g.adv_unbiased_std;
+    auto adv = algo::group_advantages(rewards_t, g.group_size, ao);
+
+    Seqs s;
+    s.P = batch.prompt_width;
+    s.R = std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
+    s.tokens = batch.tokens.narrow(1, 0, s.P + s.R);
+    s.attn = batch.attention_mask.narrow(1, 0, s.P + s.R);
+    s.positions = at::clamp_min(s.attn.to(at::kLong).cumsum(1) - 1, 0);
+    s.resp_mask = batch.response_mask.narrow(1, 0, s.R).to(at::kFloat);
+    s.needs_mask = !s.attn.narrow(1, 0, s.P).all().item<bool>();
+    auto sampling_lp = batch.sampling_logprobs.narrow(1, 0, s.R);
+    auto all_rows = at::arange(N, at::kLong);
+
+    at::Tensor old_lp = sampling_lp, ref_lp;
+    double lp_diff_max = 0, lp_diff_mean = 0;
+    {
+      at::NoGradGuard ng;
+      policy->train(false);
+      std::vector<at::Tensor> parts;
+      for (auto& mb : micro_batches(all_rows, s.P + s.R))
+        parts.push_back(response_logprobs(*policy, s, mb).logprobs);
+      auto recomputed = at::cat(parts, 0);
+      auto d = (recomputed - sampling_lp).abs() * s.resp_mask;
+      lp_diff_max = d.max().item<double>();
+      lp_diff_mean = d.sum().item<double>() / std::max(1.0, s.resp_mask.sum().item<double>());
+      if (g.recompute_old_logprobs) old_lp = recomputed;
+      if (ref) {
+        std::vector<at::Tensor> rp;
+        for (auto& mb : micro_batches(all_rows, s.P + s.R))
+          rp.push_back(response_logprobs(*ref, s, mb).logprobs);
+        ref_lp = at::cat(rp, 0);
+      }
+    }
+
+    // 4. optimizer steps
+    policy->train(true);
+    algo::PolicyLossOptions po;
+    po.clip_eps_low = g.clip_eps_low;
+    po.clip_eps_high = g.clip_eps_high;
+    po.kl_coef = g.kl_coef;
+    auto agg = algo::parse_loss_aggregation(g.loss_aggregation);
+    double loss_sum = 0, kl_sum = 0, clip_lo = 0, clip_hi = 0, ent_sum = 0, ratio_sum = 0,
+           ratio_max = 0, gn_sum = 0, tok_count = 0;
+    int64_t n_opt = 0;
+    for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
+      at::Tensor order = all_rows;
+      if (g.mini_batches > 1 || epoch > 0) {  // deterministic shuffle per (step, epoch)
+        core::KeyedRng rng(core::hash_key({uint64_t(cfg.run.seed), 77, uint64_t(st.rollout_step), uint64_t(epoch)}));
+        std::vector<int64_t> perm(N);
+        for (int64_t i = 0; i < N; ++i) perm[i] = i;
+        for (int64_t i = N - 1; i > 0; --i) std::swap(perm[i], perm[rng.uniform_int(0, i)]);
+        order = at::tensor(perm, at::kLong);
+      }
+      for (int64_t m = 0; m < g.mini_batches; ++m) {
+        int64_t b = N * m / g.mini_batches, e = N * (m + 1) / g.mini_batches;
+        auto rows = order.narrow(0, b, e - b);
+        auto weights = algo::aggregation_weights(s.resp_mask.index_select(0, rows), agg);
+        opt->zero_grad();
+        double mb_loss = 0;
+        int64_t off = 0;
+        for (auto& mb : micro_batches(rows, s.P + s.R)) {
+          auto lp = response_logprobs(*policy, s, mb);
+          auto mask = s.resp_mask.index_select(0, mb);
+          auto out = algo::policy_loss(lp.logprobs, old_lp.index_select(0, mb),
+                                       ref_lp.defined() ? ref_lp.index_select(0, mb) : at::Tensor(),
+                                       adv.values.index_select(0, mb), mask,
+                                       weights.narrow(0, off, mb.size(0)), po);
+          off += mb.size(0);
+          out.loss.backward();
+          mb_loss += out.loss.item<double>();
+          double nt = out.tokens;
+          tok_count += nt;
+          kl_sum += out.kl_mean * nt;
+          clip_lo += out.clip_low_fraction * nt;
+          clip_hi += out.clip_high_fraction * nt;
+          ratio_sum += out.ratio_mean * nt;
+          ratio_max = std::max(ratio_max, out.ratio_max);
+          ent_sum += (lp.entropy.detach() * mask).sum().item<double>();
+        }
+        double max_norm = cfg.optim.grad_clip > 0 ? cfg.optim.grad_clip : std::numeric_limits<double>::infinity();
+        gn_sum += torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
+        set_lr(lr_at(st.optimizer_step));
+        opt->step();
+        ++st.optimizer_step;
+        ++n_opt;
+        loss_sum += mb_loss;
+        if (ref && g.ref_refresh_steps > 0 && st.optimizer_step % g.ref_refresh_steps == 0) {
+          ref->copy_from(*policy);
+          st.ref_version = st.optimizer_step;
+        }
+      }
+    }
+    double t_update = seconds_since(t2);
+    ++st.rollout_step;
+
+    // 5. metrics
+    double rmean = rewards_t.mean().item<double>();
+    double rstd = N > 1 ? rewards_t.std().item<double>() : 0.0;
+    double resp_tokens = s.resp_mask.sum().item<double>();
+    int64_t truncated = 0;
+    for (auto f : batch.finish) truncated += f == rollout::FinishReason::kLength;
+    double tstep = seconds_since(t0);
+    double denom = std::max(1.0, tok_count);
+    nlohmann::json j = {
+        {"stage", "grpo"},
+        {"step", st.rollout_step},
+        {"optimizer_step", st.optimizer_step},
+        {"reward_mean", rmean},
+        {"reward_std", rstd},
+        {"accuracy", part_sums.count("accuracy") ? part_sums["accuracy"] / N : -1.0},
+        {"format_rate", part_sums.count("format") ? part_sums["format"] / N : -1.0},
+        {"loss", loss_sum / std::max<int64_t>(1, n_opt)},
+        {"kl", kl_sum / denom},
+        {"clip_low_fraction", clip_lo / denom},
+        {"clip_high_fraction", clip_hi / denom},
+        {"clip_fraction", (clip_lo + clip_hi) / denom},
+        {"ratio_mean", ratio_sum / denom},
+        {"ratio_max", ratio_max},
+        {"entropy", ent_sum / denom},
+        {"response_length", resp_tokens / N},
+        {"truncation_rate", double(truncated) / N},
+        {"zero_adv_group_fraction", double(adv.zero_std_groups) / g.prompts_per_step},
+        {"grad_norm", gn_sum / std::max<int64_t>(1, n_opt)},
+        {"lr", lr_at(st.optimizer_step - 1)},
+        {"old_logprob_diff_max", lp_diff_max},
+        {"old_logprob_diff_mean", lp_diff_mean},
+        {"time_rollout", t_rollout},
+        {"time_reward", t_reward},
+        {"time_update", t_update},
+        {"time_step", tstep},
+        {"tokens_per_s", resp_tokens / tstep},
+    };
+    metrics << j.dump() << "\n" << std::flush;
+    if (st.rollout_step % cfg.run.log_every == 0 || st.rollout_step == g.rollout_steps) {
+      spdlog::info(
+          "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.4f} kl {:.4f} "
+          "clip {:.3f} ent {:.3f} | len {:.1f} | gnorm {:.3f} lr {:.2e} | rollout {:.2f}s reward "
+          "{:.3f}s update {:.2f}s | {:.0f} tok/s",
+          st.rollout_step, g.rollout_steps, rmean, rstd, j["accuracy"].get<double>(),
+          j["format_rate"].get<double>(), j["loss"].get<double>(), j["kl"].get<double>(),
+          j["clip_fraction"].get<double>(), j["entropy"].get<double>(), resp_tokens / N,
+          j["grad_norm"].get<double>(), j["lr"].get<double>(), t_rollout, t_reward, t_update,
+          resp_tokens / tstep);
+    }
+  }
+
+  std::string tag() const { return fmt::format("{:06d}", st.rollout_step); }
+
+  void run() {
+    fs::create_directories(run_dir);
+    bool resumed = try_resume();
+    if (!resumed) {
+      st = TrainState{};
+      st.stage = cfg.pretrain.steps > 0 ? "pretrain" : "grpo";
+      make_stage_optimizer();
+      fs::remove(run_dir / "metrics.jsonl");
+      fs::remove(run_dir / "eval.jsonl");
+    }
+    {
+      std::ofstream c(run_dir / "config.yaml", std::ios::trunc);
+      c << "# resolved configuration of this run (grpo_train --config config.yaml reproduces it)\n"
+        << to_yaml(cfg, true);
+    }
+    metrics.open(run_dir / "metrics.jsonl", std::ios::app);
+    evals.open(run_dir / "eval.jsonl", std::ios::app);
+    spdlog::info("policy: {} parameters, vocab {}, run directory {}", policy->num_parameters(),
+                 cfg.model.vocab_size, run_dir.string());
+
+    if (st.stage == "pretrain") {
+      auto t0 = Clock::now();
+      while (st.pretrain_step < cfg.pretrain.steps) pretrain_step();
+      spdlog::info("base stage done in {:.1f}s", seconds_since(t0));
+      st.stage = "grpo";
+      make_stage_optimizer();
+      evaluate_and_log("base");
+      save(tag());
+    } else if (!resumed) {
+      evaluate_and_log("base");
+    }
+    if (cfg.grpo.kl_coef > 0 && !ref) {
+      ref = std::make_unique<model::Transformer>(cfg.model);
+      ref->copy_from(*policy);
+      ref->train(false);
+      st.ref_version = st.optimizer_step;
+    }
+    auto t0 = Clock::now();
+    bool evaluated = false, saved = false, ran = false;
+    while (st.rollout_step < cfg.grpo.rollout_steps) {
+      grpo_step();
+      ran = true;
+      evaluated = saved = false;
+      if (cfg.eval.every > 0 && st.rollout_step % cfg.eval.every == 0) {
+        evaluate_and_log("grpo");
+        evaluated = true;
+      }
+      if (cfg.checkpoint.every > 0 && st.rollout_step % cfg.checkpoint.every == 0) {
+        save(tag());
+        saved = true;
+      }
+    }
+    if (ran && !evaluated) evaluate_and_log("grpo");
+    if (ran && !saved) save(tag());
+    spdlog::info("done: {} rollout steps, {} optimizer steps in {:.1f}s", st.rollout_step,
+                 st.optimizer_step, seconds_since(t0));
+  }
+};
+
+Trainer::Trainer(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Trainer::~Trainer() = default;
+void Trainer::run() { impl_->run(); }
+EvalResult Trainer::evaluate() { return impl_->evaluate(); }
+const TrainState& Trainer::state() const { return impl_->st; }
+model::Transformer& Trainer::policy() { return *impl_->policy; }
+const Config& Trainer::config() const { return impl_->cfg; }
+
+}  // namespace grpo::train
