@@ -496,7 +496,7 @@ struct Trainer::Impl {
     metrics << j.dump() << "\n" << std::flush;
     if (st.rollout_step % cfg.run.log_every == 0 || st.rollout_step == g.rollout_steps) {
       spdlog::info(
-          "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.4f} kl {:.4f} "
+          "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.3e} kl {:.4f} "
           "clip {:.3f} ent {:.3f} | len {:.1f} | gnorm {:.3f} lr {:.2e} | rollout {:.2f}s reward "
           "{:.3f}s update {:.2f}s | {:.0f} tok/s",
           st.rollout_step, g.rollout_steps, rmean, rstd, j["accuracy"].get<double>(),

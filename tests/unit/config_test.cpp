@@ -1,0 +1,102 @@
+// Config loading: every recipe in configs/ parses and validates; mistakes name file, line and key.
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "grpo/core/error.h"
+#include "grpo/train/config.h"
+
+using grpo::ConfigError;
+using grpo::train::Config;
+using grpo::train::load_config_text;
+
+namespace {
+
+std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    load_config_text(yaml, "test.yaml", overrides);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, EveryRecipeInConfigsParsesAndValidates) {
+  int n = 0;
+  for (auto& e : std::filesystem::directory_iterator(std::string(GRPO_SOURCE_DIR) + "/configs")) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    EXPECT_NO_THROW(grpo::train::load_config_file(e.path().string()));
+    ++n;
+  }
+  EXPECT_GE(n, 1);
+}
+
+TEST(Config, ValuesAndOverridesApply) {
+  auto c = load_config_text("grpo:\n  group_size: 16\nmodel:\n  hidden_size: 64\n", "t.yaml",
+                            {"grpo.kl_coef=0.001", "optim.schedule=cosine"});
+  EXPECT_EQ(c.grpo.group_size, 16);
+  EXPECT_EQ(c.model.hidden_size, 64);
+  EXPECT_DOUBLE_EQ(c.grpo.kl_coef, 0.001);
+  EXPECT_EQ(c.optim.schedule, "cosine");
+  EXPECT_EQ(c.grpo.prompts_per_step, Config().grpo.prompts_per_step);  // default kept
+}
+
+TEST(Config, ErrorsNameTheKeyAndWhatWasFound) {
+  auto unknown = error_of("run:\n  seed: 3\ngrpo:\n  group_sise: 4\n");
+  EXPECT_NE(unknown.find("test.yaml:4:3"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("grpo.group_sise"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("did you mean 'group_size'"), std::string::npos) << unknown;
+
+  auto type = error_of("optim:\n  lr: fast\n");
+  EXPECT_NE(type.find("test.yaml:2:7"), std::string::npos) << type;
+  EXPECT_NE(type.find("optim.lr"), std::string::npos) << type;
+  EXPECT_NE(type.find("expected a number"), std::string::npos) << type;
+  EXPECT_NE(type.find("'fast'"), std::string::npos) << type;
+
+  auto range = error_of("grpo:\n  group_size: 0\n");
+  EXPECT_NE(range.find("test.yaml:2:15"), std::string::npos) << range;
+  EXPECT_NE(range.find(">= 1"), std::string::npos) << range;
+
+  auto integer = error_of("grpo:\n  group_size: 2.5\n");
+  EXPECT_NE(integer.find("expected an integer"), std::string::npos) << integer;
+
+  auto choice = error_of("grpo:\n  loss_aggregation: mean\n");
+  EXPECT_NE(choice.find("seq-mean-token-mean"), std::string::npos) << choice;
+
+  auto section = error_of("grpo: 3\n");
+  EXPECT_NE(section.find("expected a section"), std::string::npos) << section;
+
+  auto reward = error_of("reward:\n  weights: {accuracy: 1.0, style: 2.0}\n");
+  EXPECT_NE(reward.find("test.yaml:2:30"), std::string::npos) << reward;
+  EXPECT_NE(reward.find("reward.weights.style"), std::string::npos) << reward;
+
+  auto yaml = error_of("grpo:\n  group_size: [1,\n");
+  EXPECT_NE(yaml.find("not valid YAML"), std::string::npos) << yaml;
+
+  auto cross = error_of("model:\n  num_attention_heads: 4\n  num_key_value_heads: 3\n");
+  EXPECT_NE(cross.find("test.yaml:3:24"), std::string::npos) << cross;
+  EXPECT_NE(cross.find("model.num_key_value_heads"), std::string::npos) << cross;
+}
+
+TEST(Config, OverrideErrorsNameTheOverride) {
+  auto e = error_of("", {"grpo.group_size=many"});
+  EXPECT_NE(e.find("--set grpo.group_size"), std::string::npos) << e;
+  auto unknown = error_of("", {"grpo.groupsize=4"});
+  EXPECT_NE(unknown.find("--set grpo.groupsize"), std::string::npos) << unknown;
+  EXPECT_NE(error_of("", {"noequals"}).find("expected key.path=value"), std::string::npos);
+}
+
+TEST(Config, DumpRoundTrips) {
+  Config c;
+  c.grpo.group_size = 5;
+  c.optim.lr = 3e-6;
+  c.reward.weights = {{"accuracy", 2.0}};
+  auto back = load_config_text(grpo::train::to_yaml(c), "dump.yaml");
+  EXPECT_EQ(back.grpo.group_size, 5);
+  EXPECT_DOUBLE_EQ(back.optim.lr, 3e-6);
+  EXPECT_EQ(back.reward.weights, c.reward.weights);
+  EXPECT_EQ(grpo::train::to_yaml(back), grpo::train::to_yaml(c));
+}

@@ -1,0 +1,127 @@
+// Sampler and generation engine.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "grpo/model/transformer.h"
+#include "grpo/rollout/generate.h"
+#include "grpo/rollout/sampler.h"
+
+using namespace grpo::rollout;
+
+TEST(Sampler, TemperatureZeroIsArgmax) {
+  auto logits = at::randn({6, 11});
+  SamplingParams p;
+  p.temperature = 0.0;
+  auto u = at::rand({6});
+  auto s = sample_tokens(logits, u, p);
+  EXPECT_TRUE(s.tokens.equal(logits.argmax(-1)));
+}
+
+TEST(Sampler, TopPKeepsTheSmallestSetReachingTheMass) {
+  // probs 0.5, 0.3, 0.15, 0.05 (after softmax of their logs)
+  auto logits = at::log(at::tensor({0.15, 0.5, 0.05, 0.3}, at::kFloat)).view({1, 4});
+  SamplingParams p;
+  p.top_p = 0.7;  // 0.5 < 0.7 <= 0.8: keep {0.5, 0.3}
+  auto d = sampling_distribution(logits, p);
+  EXPECT_NEAR(d[0][1].item<float>(), 0.5 / 0.8, 1e-6);
+  EXPECT_NEAR(d[0][3].item<float>(), 0.3 / 0.8, 1e-6);
+  EXPECT_EQ(d[0][0].item<float>(), 0.0f);
+  EXPECT_EQ(d[0][2].item<float>(), 0.0f);
+  p.top_p = 0.8;  // exactly reached by two tokens
+  d = sampling_distribution(logits, p);
+  EXPECT_EQ(d[0][0].item<float>(), 0.0f);
+  p.top_p = 0.81;
+  d = sampling_distribution(logits, p);
+  EXPECT_NEAR(d[0][0].item<float>(), 0.15 / 0.95, 1e-6);
+  p.top_p = 0.1;  // the top token always stays
+  d = sampling_distribution(logits, p);
+  EXPECT_NEAR(d[0][1].item<float>(), 1.0, 1e-6);
+}
+
+TEST(Sampler, TopKAndTemperature) {
+  auto logits = at::tensor({1.0, 3.0, 2.0, 0.0}, at::kFloat).view({1, 4});
+  SamplingParams p;
+  p.top_k = 2;
+  p.temperature = 2.0;
+  auto d = sampling_distribution(logits, p);
+  double a = std::exp(1.5), b = std::exp(1.0);
+  EXPECT_NEAR(d[0][1].item<float>(), a / (a + b), 1e-6);
+  EXPECT_NEAR(d[0][2].item<float>(), b / (a + b), 1e-6);
+  EXPECT_EQ(d[0][0].item<float>() + d[0][3].item<float>(), 0.0f);
+}
+
+TEST(Sampler, InverseCdfFollowsTheUniforms) {
+  auto logits = at::log(at::tensor({0.2, 0.5, 0.3}, at::kFloat)).view({1, 3}).expand({4, 3}).contiguous();
+  SamplingParams p;
+  auto s = sample_tokens(logits, at::tensor({0.1f, 0.25f, 0.69f, 0.75f}), p);
+  std::vector<int64_t> want{0, 1, 1, 2};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(s.tokens[i].item<int64_t>(), want[i]);
+  EXPECT_NEAR(s.logprobs[1].item<float>(), std::log(0.5), 1e-6);
+}
+
+TEST(Sampler, EmpiricalFrequenciesMatchTopPDistribution) {
+  auto logits = at::randn({1, 8}).expand({20000, 8}).contiguous();
+  SamplingParams p;
+  p.top_p = 0.9;
+  p.temperature = 0.8;
+  auto s = sample_tokens(logits, at::rand({20000}, at::kDouble).to(at::kFloat), p);
+  auto want = sampling_distribution(logits.narrow(0, 0, 1), p)[0];
+  auto counts = at::bincount(s.tokens, {}, 8).to(at::kDouble) / 20000.0;
+  EXPECT_LT((counts - want.to(at::kDouble)).abs().max().item<double>(), 0.015);
+  EXPECT_EQ(at::where(want == 0, counts, at::zeros_like(counts)).sum().item<double>(), 0.0);
+}
+
+namespace {
+grpo::model::ModelConfig small_model() {
+  grpo::model::ModelConfig c;
+  c.vocab_size = 12;
+  c.hidden_size = 16;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.intermediate_size = 24;
+  c.max_position_embeddings = 32;
+  c.initializer_range = 0.5;
+  return c;
+}
+}  // namespace
+
+TEST(Generate, SamplesDoNotDependOnBatchCompositionAndLogprobsMatchForward) {
+  at::manual_seed(5);
+  grpo::model::Transformer m(small_model());
+  GenerateRequest a;
+  a.prompts = {{3, 4, 5}, {6, 7}, {8, 9, 10, 11}};
+  a.prompt_keys = {10, 20, 30};
+  a.group_size = 3;
+  a.sampling.max_new_tokens = 8;
+  a.key = {7, 1, 2};
+  a.eos_id = 1;
+  auto full = generate(m, a);
+  // the same second prompt alone (different padding, different batch) gives the same samples
+  GenerateRequest b = a;
+  b.prompts = {{6, 7}};
+  b.prompt_keys = {20};
+  auto alone = generate(m, b);
+  for (int g = 0; g < 3; ++g) EXPECT_EQ(full.responses[3 + g], alone.responses[g]) << g;
+  // a different step gives different samples somewhere
+  b.key.step = 3;
+  auto other = generate(m, b);
+  bool differs = false;
+  for (int g = 0; g < 3; ++g) differs |= other.responses[g] != alone.responses[g];
+  EXPECT_TRUE(differs);
+  // sampling log-probs equal the full forward pass over the finished sequences
+  auto pos = at::clamp_min(full.attention_mask.to(at::kLong).cumsum(1) - 1, 0);
+  at::NoGradGuard ng;
+  auto h = m.forward(full.tokens, pos, full.attention_mask);
+  auto lp = at::log_softmax(m.logits(h), -1);
+  const int64_t P = full.prompt_width;
+  for (int64_t r = 0; r < full.rows(); ++r) {
+    for (int64_t t = 0; t < full.response_mask.size(1); ++t) {
+      if (!full.response_mask[r][t].item<bool>()) continue;
+      auto tok = full.tokens[r][P + t].item<int64_t>();
+      EXPECT_NEAR(full.sampling_logprobs[r][t].item<float>(), lp[r][P + t - 1][tok].item<float>(), 1e-5);
+    }
+    EXPECT_EQ(full.finish[r] == FinishReason::kStop,
+              static_cast<int64_t>(full.responses[r].size()) < a.sampling.max_new_tokens);
+  }
+}

@@ -1,0 +1,106 @@
+// Char tokenizer, templates, answer extraction, format reward and the addition task.
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "grpo/core/error.h"
+#include "grpo/data/arithmetic.h"
+#include "grpo/reward/reward.h"
+#include "grpo/text/tokenizer.h"
+
+using namespace grpo;
+
+TEST(CharTokenizer, RoundTripWithSpecialTokens) {
+  text::CharTokenizer tok("0123456789+=", {"<think>", "</think>"});
+  auto ids = tok.encode("12+3=<think>4</think>");
+  EXPECT_EQ(ids.size(), 5u + 1 + 1 + 1);
+  EXPECT_EQ(tok.decode(ids), "12+3=<think>4</think>");
+  EXPECT_EQ(tok.decode(ids, true), "12+3=4");
+  EXPECT_EQ(*tok.token_id("<think>"), 2);
+  EXPECT_EQ(tok.vocab_size(), 2 + 2 + 12);
+  EXPECT_THROW(tok.encode("1a"), Error);
+  EXPECT_THROW(tok.decode({99}), Error);
+}
+
+TEST(Template, SubstitutesPrompt) {
+  EXPECT_EQ(text::apply_template("Q: {prompt} A:", "1+1="), "Q: 1+1= A:");
+  EXPECT_EQ(text::apply_template("{{x}} {prompt}", "p"), "{x} p");
+  EXPECT_THROW(text::apply_template("no field", "p"), Error);
+  EXPECT_THROW(text::apply_template("{question}", "p"), Error);
+}
+
+TEST(Reward, ExtractAnswer) {
+  EXPECT_EQ(reward::extract_answer("<think>x</think><answer> 843 </answer>").value(), "843");
+  EXPECT_EQ(reward::extract_answer("843").value(), "843");
+  EXPECT_EQ(reward::extract_answer("<think>13,14</think>843").value(), "843");
+  EXPECT_EQ(reward::extract_answer("<answer>1</answer><answer>2</answer>").value(), "2");
+  EXPECT_EQ(reward::extract_answer("<think>843").value(), "843");
+  EXPECT_FALSE(reward::extract_answer("<think></think>").has_value());
+}
+
+TEST(Reward, R1FormatIsStrict) {
+  EXPECT_TRUE(reward::has_r1_format("<think>a</think><answer>1</answer>"));
+  EXPECT_TRUE(reward::has_r1_format(" <think></think> <answer>1</answer> "));
+  EXPECT_FALSE(reward::has_r1_format("<answer>1</answer><think>a</think>"));
+  EXPECT_FALSE(reward::has_r1_format("<think>a</think>x<answer>1</answer>"));
+  EXPECT_FALSE(reward::has_r1_format("<think>a</think><answer>1</answer><answer>1</answer>"));
+  EXPECT_FALSE(reward::has_r1_format("<think><answer></think><answer>1</answer>"));
+  EXPECT_FALSE(reward::has_r1_format("1"));
+}
+
+TEST(Reward, CombinedWeightsAndUnknownName) {
+  reward::CombinedReward r({{"accuracy", 1.0}, {"format", 0.5}});
+  auto s = r.score("<think></think><answer>12</answer>", "12");
+  EXPECT_DOUBLE_EQ(s.total, 1.5);
+  EXPECT_DOUBLE_EQ(r.score("12", "12").total, 1.0);
+  EXPECT_DOUBLE_EQ(r.score("<think></think><answer>13</answer>", "12").total, 0.5);
+  EXPECT_THROW(reward::CombinedReward({{"nope", 1.0}}), Error);
+}
+
+TEST(ArithmeticTask, SplitsAreDisjointAndDeterministic) {
+  data::ArithmeticConfig c;
+  data::ArithmeticTask t(c, 1), t2(c, 2);
+  std::set<std::pair<int64_t, int64_t>> held;
+  for (int i = 0; i < 300; ++i) {
+    auto p = t.heldout_problem(i);
+    EXPECT_TRUE(t.is_heldout(p.a, p.b));
+    EXPECT_EQ(p.a, t2.heldout_problem(i).a);  // same held-out set for every seed
+    held.insert({p.a, p.b});
+  }
+  for (int i = 0; i < 3000; ++i) {
+    auto p = t.train_problem(i);
+    EXPECT_FALSE(held.count({p.a, p.b}));
+    EXPECT_GE(p.a, 100);
+    EXPECT_LE(p.b, 999);
+    EXPECT_EQ(p.answer, std::to_string(p.a + p.b));
+    EXPECT_EQ(p.prompt, fmt::format("{}+{}=", p.a, p.b));
+  }
+  EXPECT_EQ(t.train_problem(17).a, data::ArithmeticTask(c, 1).train_problem(17).a);
+}
+
+TEST(ArithmeticTask, DemonstrationsHaveTheConfiguredMistakeRate) {
+  EXPECT_EQ(data::carry_dropping_sum(457, 386, 3), 733);
+  EXPECT_EQ(data::carry_dropping_sum(999, 999, 3), 1888);
+  EXPECT_EQ(data::carry_dropping_sum(123, 456, 3), 579);
+  data::ArithmeticConfig c;
+  c.noise = 0.6;
+  c.format_rate = 0.5;
+  data::ArithmeticTask t(c, 3);
+  int wrong = 0, formatted = 0, n = 4000;
+  reward::CombinedReward acc({{"accuracy", 1.0}});
+  for (int i = 0; i < n; ++i) {
+    auto p = t.train_problem(i);
+    auto d = t.demonstration(p, 1000 + i);
+    formatted += reward::has_r1_format(d);
+    wrong += acc.score(d, p.answer).total == 0.0;
+  }
+  EXPECT_NEAR(double(formatted) / n, 0.5, 0.03);
+  // a carry-dropping demonstration is wrong unless the problem has no carry at all
+  EXPECT_GT(double(wrong) / n, 0.4);
+  EXPECT_LT(double(wrong) / n, 0.6);
+  c.scratchpad = true;
+  data::ArithmeticTask ts(c, 3);
+  data::Problem p{457, 386, "457+386=", "457+386=", "843"};
+  EXPECT_EQ(ts.formatted(p, 843, false), "<think>13,14,8</think><answer>843</answer>");
+  EXPECT_EQ(ts.formatted(p, 733, true), "<think>13,13,7</think><answer>733</answer>");
+}
