@@ -32,7 +32,7 @@ const char* dtype_name(at::ScalarType t) {
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  nlohmann::ordered_json header;
+  auto header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<at::Tensor> data;
   uint64_t offset = 0;
@@ -67,9 +67,9 @@ NamedTensors load_safetensors(const std::string& path, std::map<std::string, std
   for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(bytes[i])) << (8 * i);
   GRPO_CHECK(n <= bytes.size() - 8, "{}: header length {} is past the end of the file ({} bytes)",
              path, n, bytes.size());
-  nlohmann::json header;
+  nlohmann::ordered_json header;  // keeps the file's order
   try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + n);
+    header = nlohmann::ordered_json::parse(bytes.begin() + 8, bytes.begin() + 8 + n);
   } catch (const std::exception& e) {
     fail("{}: header is not valid JSON: {}", path, e.what());
   }

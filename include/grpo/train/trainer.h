@@ -9,6 +9,7 @@
 // eval.jsonl (one object per evaluation), checkpoints/.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,7 +35,9 @@ class Trainer {
   ~Trainer();
 
   /// Runs (or resumes, per run.resume) until the base stage and all GRPO rollout steps are done.
-  void run();
+  /// `stop_early`, when given, is asked after every GRPO rollout step; returning true saves a
+  /// checkpoint and returns (e.g. to respect a job's time limit; the next run resumes).
+  void run(const std::function<bool(const TrainState&)>& stop_early = {});
   /// Held-out evaluation of the current policy.
   EvalResult evaluate();
 

@@ -1,0 +1,202 @@
+// safetensors, checkpoints and resume.
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "grpo/core/config.h"
+#include "grpo/core/error.h"
+#include "grpo/io/safetensors.h"
+#include "grpo/model/transformer.h"
+#include "grpo/train/checkpoint.h"
+#include "grpo/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace grpo;
+
+namespace {
+
+std::string tmpdir(const std::string& name) {
+  auto d = fs::path(GRPO_TEST_TMPDIR) / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string with_header(const std::string& json, const std::string& data) {
+  std::string s(8, '\0');
+  uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i) s[i] = char((n >> (8 * i)) & 0xff);
+  return s + json + data;
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+}  // namespace
+
+TEST(Safetensors, RoundTripAllDtypes) {
+  auto dir = tmpdir("st_roundtrip");
+  io::NamedTensors ts{{"f32", at::randn({3, 4})},
+                      {"bf16", at::randn({5}).to(at::kBFloat16)},
+                      {"i64", at::arange(7, at::kLong)},
+                      {"scalar", at::scalar_tensor(3.5, at::kDouble)},
+                      {"empty", at::zeros({0, 3})},
+                      {"view", at::randn({4, 4}).t()}};
+  io::save_safetensors(dir + "/a.safetensors", ts, {{"format", "pt"}});
+  std::map<std::string, std::string> meta;
+  auto back = io::load_safetensors(dir + "/a.safetensors", &meta);
+  ASSERT_EQ(back.size(), ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    EXPECT_EQ(back[i].first, ts[i].first);
+    EXPECT_TRUE(back[i].second.equal(ts[i].second)) << ts[i].first;
+    EXPECT_EQ(back[i].second.scalar_type(), ts[i].second.scalar_type());
+  }
+  EXPECT_EQ(meta["format"], "pt");
+  // header is 8-byte aligned
+  auto bytes = core::read_file(dir + "/a.safetensors");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[i])) << (8 * i);
+  EXPECT_EQ(n % 8, 0u);
+}
+
+TEST(Safetensors, MalformedFilesGiveClearErrors) {
+  auto dir = tmpdir("st_bad");
+  auto p = dir + "/bad.safetensors";
+  write_bytes(p, "abc");
+  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("not a safetensors file"), std::string::npos);
+  write_bytes(p, std::string("\xff\xff\xff\xff\x00\x00\x00\x00", 8) + "{}");
+  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("past the end"), std::string::npos);
+  write_bytes(p, with_header("{not json", ""));
+  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("not valid JSON"), std::string::npos);
+  write_bytes(p, with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", std::string(8, '\0')));
+  auto e = error_of([&] { io::load_safetensors(p); });
+  EXPECT_NE(e.find("outside the data section"), std::string::npos) << e;
+  EXPECT_NE(e.find("'a'"), std::string::npos) << e;
+  write_bytes(p, with_header(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')));
+  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("shape and dtype need 12"), std::string::npos);
+  write_bytes(p, with_header(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0')));
+  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("unsupported dtype 'Q4'"), std::string::npos);
+  write_bytes(p, with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                             std::string(12, '\0')));
+  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("overlap"), std::string::npos);
+  EXPECT_NE(error_of([&] { io::load_safetensors(dir + "/missing"); }).find("cannot open"), std::string::npos);
+}
+
+TEST(Checkpoint, AtomicSaveRetentionAndLatest) {
+  auto dir = tmpdir("ckpt");
+  train::Checkpoint ck;
+  ck.model = {{"w", at::ones({2})}};
+  ck.state.stage = "grpo";
+  for (int s = 1; s <= 3; ++s) {
+    ck.state.rollout_step = s;
+    train::save_checkpoint(dir, fmt::format("{:06d}", s), ck, 2);
+  }
+  EXPECT_FALSE(fs::exists(dir + "/step-000001"));
+  EXPECT_TRUE(fs::exists(dir + "/step-000002"));
+  EXPECT_EQ(*train::latest_checkpoint(dir), dir + "/step-000003");
+  // a save that died half-way leaves a .tmp directory; latest still names the good one
+  fs::create_directories(dir + "/step-000004.tmp");
+  write_bytes(dir + "/step-000004.tmp/model.safetensors", "garbage");
+  auto back = train::load_checkpoint(*train::latest_checkpoint(dir));
+  EXPECT_EQ(back.state.rollout_step, 3);
+  EXPECT_TRUE(back.model[0].second.equal(at::ones({2})));
+  // a corrupt manifest is reported with its path
+  write_bytes(dir + "/step-000003/manifest.json", "{\"format_version\": 1}");
+  auto e = error_of([&] { train::load_checkpoint(dir + "/step-000003"); });
+  EXPECT_NE(e.find("manifest.json"), std::string::npos) << e;
+}
+
+namespace {
+
+train::Config tiny_run(const std::string& dir, int64_t rollout_steps) {
+  auto c = train::load_config_text(R"(
+run: {seed: 3, threads: 1}
+model: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
+        intermediate_size: 48, max_position_embeddings: 40, initializer_range: 0.06}
+task: {digits: 2}
+pretrain: {steps: 40, batch_size: 32, lr: 3.0e-3}
+rollout: {max_new_tokens: 16}
+grpo: {prompts_per_step: 4, group_size: 4, mini_batches: 2, inner_epochs: 2, kl_coef: 0.05,
+       ref_refresh_steps: 3, micro_batch_tokens: 100}
+optim: {warmup_steps: 2, schedule: cosine}
+eval: {every: 2, num_prompts: 8}
+checkpoint: {every: 1, keep: 10}
+)", "tiny.yaml");
+  c.run.dir = dir;
+  c.grpo.rollout_steps = rollout_steps;
+  return c;
+}
+
+}  // namespace
+
+TEST(Resume, ReproducesTheUninterruptedRun) {
+  auto a = tmpdir("resume_a"), b = tmpdir("resume_b");
+  {
+    train::Trainer t(tiny_run(a, 4));
+    t.run();
+  }
+  {
+    train::Trainer t(tiny_run(b, 4));  // "interrupted" after two rollout steps
+    t.run([](const train::TrainState& s) { return s.rollout_step == 2; });
+  }
+  // the interrupted run also wrote a step that its checkpoint does not contain
+  fs::remove_all(b + "/checkpoints/step-000002");
+  std::ofstream(b + "/checkpoints/latest") << "step-000001\n";
+  train::Trainer resumed(tiny_run(b, 4));
+  resumed.run();
+  EXPECT_EQ(resumed.state().rollout_step, 4);
+  EXPECT_EQ(resumed.state().optimizer_step, 4 * 2 * 2);
+
+  auto ma = read_jsonl(a + "/metrics.jsonl"), mb = read_jsonl(b + "/metrics.jsonl");
+  ASSERT_EQ(ma.size(), mb.size());  // the dropped step's line was replaced, not duplicated
+  for (size_t i = 0; i < ma.size(); ++i) {
+    ASSERT_EQ(ma[i]["step"], mb[i]["step"]);
+    if (ma[i]["stage"] != "grpo") continue;
+    EXPECT_EQ(ma[i]["loss"].get<double>(), mb[i]["loss"].get<double>()) << "step " << ma[i]["step"];
+    EXPECT_EQ(ma[i]["reward_mean"].get<double>(), mb[i]["reward_mean"].get<double>());
+    EXPECT_EQ(ma[i]["kl"].get<double>(), mb[i]["kl"].get<double>());
+  }
+  EXPECT_NE(ma.back()["loss"].get<double>(), 0.0);
+  EXPECT_EQ(read_jsonl(a + "/eval.jsonl").size(), read_jsonl(b + "/eval.jsonl").size());
+  auto fa = train::load_checkpoint(a + "/checkpoints/step-000004");
+  auto fb = train::load_checkpoint(b + "/checkpoints/step-000004");
+  for (size_t i = 0; i < fa.model.size(); ++i)
+    EXPECT_TRUE(fa.model[i].second.equal(fb.model[i].second)) << fa.model[i].first;
+  // the run directory holds the resolved config, which loads back
+  EXPECT_NO_THROW(train::load_config_file(a + "/config.yaml"));
+}
+
+TEST(Resume, RefusesACheckpointOfAnotherModel) {
+  auto a = tmpdir("resume_other");
+  {
+    train::Trainer t(tiny_run(a, 1));
+    t.run();
+  }
+  auto c = tiny_run(a, 2);
+  c.model.hidden_size = 64;
+  train::Trainer t(c);
+  auto e = error_of([&] { t.run(); });
+  EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
+  EXPECT_NE(e.find("shape"), std::string::npos) << e;
+}
