@@ -258,8 +258,10 @@ std::string number_text(double v) {
 // Writes YAML (dump) or a key table (describe).
 class Writer : public ConfigVisitor {
  public:
-  Writer(std::string& out, bool docs, bool table, std::string prefix = "", int indent = 0)
-      : out_(out), docs_(docs), table_(table), prefix_(std::move(prefix)), indent_(indent) {}
+  Writer(std::string& out, bool docs, bool table, bool markdown = false, std::string prefix = "",
+         int indent = 0)
+      : out_(out), docs_(docs), table_(table), markdown_(markdown), prefix_(std::move(prefix)),
+        indent_(indent) {}
   using ConfigVisitor::field;
   using ConfigVisitor::section;
   void field(const char* key, bool& v, const char* doc) override {
@@ -287,17 +289,26 @@ class Writer : public ConfigVisitor {
   }
   void section(const char* key, const char* doc,
                const std::function<void(ConfigVisitor&)>& body) override {
-    if (!table_) {
+    if (markdown_) {
+      out_ += fmt::format("\n### `{}`: {}\n\n| key | default | allowed | meaning |\n| --- | --- | --- | --- |\n",
+                          join_key(prefix_, key), doc);
+    } else if (!table_) {
       if (docs_ && doc && *doc) out_ += fmt::format("{:{}}# {}\n", "", indent_, doc);
       out_ += fmt::format("{:{}}{}:\n", "", indent_, key);
     }
-    Writer sub(out_, docs_, table_, join_key(prefix_, key), indent_ + 2);
+    Writer sub(out_, docs_, table_, markdown_, join_key(prefix_, key), indent_ + 2);
     body(sub);
   }
 
  private:
   void emit(const char* key, const std::string& value, const std::string& type, const char* doc) {
-    if (table_) {
+    if (markdown_) {
+      std::string d = doc;
+      for (size_t p = d.find('|'); p != std::string::npos; p = d.find('|', p + 2)) d.replace(p, 1, "\\|");
+      std::string t = type;
+      for (size_t p = t.find('|'); p != std::string::npos; p = t.find('|', p + 2)) t.replace(p, 1, "\\|");
+      out_ += fmt::format("| `{}` | `{}` | {} | {} |\n", key, value, t, d);
+    } else if (table_) {
       out_ += fmt::format("  {:<34} {:<22} {}\n      ({})\n", join_key(prefix_, key), value, doc, type);
     } else if (docs_) {
       out_ += fmt::format("{:{}}{}: {}  # {}\n", "", indent_, key, value, doc);
@@ -306,7 +317,7 @@ class Writer : public ConfigVisitor {
     }
   }
   std::string& out_;
-  bool docs_, table_;
+  bool docs_, table_, markdown_;
   std::string prefix_;
   int indent_;
 };
@@ -359,9 +370,9 @@ std::string dump_config(const std::function<void(ConfigVisitor&)>& visit, bool w
   return out;
 }
 
-std::string describe_config(const std::function<void(ConfigVisitor&)>& visit) {
+std::string describe_config(const std::function<void(ConfigVisitor&)>& visit, bool markdown) {
   std::string out;
-  Writer w(out, true, true);
+  Writer w(out, true, true, markdown);
   visit(w);
   return out;
 }

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/train/config.h"
 
@@ -99,4 +100,17 @@ TEST(Config, DumpRoundTrips) {
   EXPECT_DOUBLE_EQ(back.optim.lr, 3e-6);
   EXPECT_EQ(back.reward.weights, c.reward.weights);
   EXPECT_EQ(grpo::train::to_yaml(back), grpo::train::to_yaml(c));
+}
+
+TEST(Config, DocsListEveryKeyAsTheCodeDefinesIt) {
+  auto reference = grpo::core::describe_config(
+      [](grpo::core::ConfigVisitor& v) {
+        Config c;
+        c.visit(v);
+      },
+      true);
+  auto doc = grpo::core::read_file(std::string(GRPO_SOURCE_DIR) + "/docs/configuration.md");
+  EXPECT_NE(doc.find(reference), std::string::npos)
+      << "docs/configuration.md is out of date: replace its key tables with the output of "
+         "`build/bin/grpo_train --config-reference`";
 }

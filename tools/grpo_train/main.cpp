@@ -25,6 +25,7 @@ void usage(std::ostream& os) {
         "  --resume           continue from the run directory's latest checkpoint (run.resume=auto)\n"
         "  --fresh            ignore existing checkpoints and start over (run.resume=never)\n"
         "  --print-config     print the resolved config and exit\n"
+        "  --config-reference print every key as Markdown tables (docs/configuration.md)\n"
         "  --help             this text\n"
         "\n"
         "Config keys (defaults shown):\n"
@@ -64,6 +65,14 @@ int main(int argc, char** argv) {
       overrides.push_back("run.resume=auto");
     } else if (a == "--fresh") {
       overrides.push_back("run.resume=never");
+    } else if (a == "--config-reference") {
+      std::cout << grpo::core::describe_config(
+          [](grpo::core::ConfigVisitor& v) {
+            grpo::train::Config c;
+            c.visit(v);
+          },
+          true);
+      return 0;
     } else if (a == "--print-config") {
       print_only = true;
     } else {

@@ -80,8 +80,9 @@ void load_config(const std::string& yaml_text, const std::string& name,
 /// Writes the struct as YAML (every key, with its documentation as comments).
 std::string dump_config(const std::function<void(ConfigVisitor&)>& visit, bool with_docs = true);
 
-/// One line per key: "section.key  <type/range>  default  doc", for --help and the docs.
-std::string describe_config(const std::function<void(ConfigVisitor&)>& visit);
+/// Every key with its default, allowed values and meaning: plain text for --help, or Markdown
+/// tables (one per section) for docs/configuration.md.
+std::string describe_config(const std::function<void(ConfigVisitor&)>& visit, bool markdown = false);
 
 /// Reads a whole file; throws grpo::Error naming the path when it cannot.
 std::string read_file(const std::string& path);
