@@ -22,14 +22,15 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
                              const at::Tensor& tgt, int64_t chunk, double temperature,
                              bool with_entropy) {
     const int64_t N = h.size(0);
-    auto opts = h.options().dtype(at::kFloat);
+    const auto acc = at::promote_types(h.scalar_type(), at::kFloat);  // fp32 (fp64 for fp64 inputs)
+    auto opts = h.options().dtype(acc);
     auto logp = at::empty({N}, opts);
     auto ent = with_entropy ? at::empty({N}, opts) : at::empty({0}, opts);
     auto lse = at::empty({N}, opts);
     const double inv_t = 1.0 / temperature;
     for (int64_t s = 0; s < N; s += chunk) {
       int64_t n = std::min(chunk, N - s);
-      auto z = at::matmul(h.narrow(0, s, n), w.t()).to(at::kFloat);  // [n, V]
+      auto z = at::matmul(h.narrow(0, s, n), w.t()).to(acc);  // [n, V]
       if (inv_t != 1.0) z.mul_(inv_t);
       auto l = at::logsumexp(z, -1);
       lse.narrow(0, s, n).copy_(l);
@@ -57,11 +58,12 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
     auto g_ent = with_entropy ? grads[1] : at::Tensor();
     const int64_t N = h.size(0);
     auto dh = at::zeros_like(h);
-    auto dw = at::zeros(w.sizes(), w.options().dtype(at::kFloat));
+    const auto acc = lse.scalar_type();
+    auto dw = at::zeros(w.sizes(), w.options().dtype(acc));
     for (int64_t s = 0; s < N; s += chunk) {
       int64_t n = std::min(chunk, N - s);
       auto hc = h.narrow(0, s, n);
-      auto z = at::matmul(hc, w.t()).to(at::kFloat);
+      auto z = at::matmul(hc, w.t()).to(acc);
       if (inv_t != 1.0) z.mul_(inv_t);
       auto p = at::exp(z - lse.narrow(0, s, n).unsqueeze(1));  // [n, V]
       at::Tensor dz = at::zeros_like(p);
@@ -77,7 +79,7 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       }
       if (inv_t != 1.0) dz.mul_(inv_t);
       dh.narrow(0, s, n).copy_(at::matmul(dz.to(w.scalar_type()), w));
-      dw.add_(at::matmul(dz.t(), hc.to(at::kFloat)));
+      dw.add_(at::matmul(dz.t(), hc.to(acc)));
     }
     return {dh, dw.to(w.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

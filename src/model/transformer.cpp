@@ -5,6 +5,7 @@
 #include "grpo/model/transformer.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
@@ -16,25 +17,64 @@
 namespace grpo::model {
 namespace {
 
+// RMSNorm as one autograd node with a closed-form backward (fewer saved tensors and kernel
+// launches than the composite, which matters for small models on CPU):
+//   r = rsqrt(mean(x^2) + eps), y = x r, out = w y
+//   dx = r (g w - y mean(g w y)),   dw = sum over rows of g y
+struct RMSNormFn : torch::autograd::Function<RMSNormFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& w, double eps) {
+    auto xf = x.to(at::promote_types(x.scalar_type(), at::kFloat));  // fp32 (or fp64) math
+    auto r = at::rsqrt(xf.square().mean(-1, true) + eps);
+    auto y = xf * r;
+    ctx->save_for_backward({y, r, w});
+    return (y.to(x.scalar_type()) * w);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto y = saved[0], r = saved[1], w = saved[2];
+    auto g = grads[0].to(y.scalar_type());
+    auto gw = g * w.to(y.scalar_type());
+    auto dx = r * (gw - y * (gw * y).mean(-1, true));
+    auto dw = (g * y).reshape({-1, y.size(-1)}).sum(0);
+    return {dx.to(grads[0].scalar_type()), dw.to(w.scalar_type()), at::Tensor()};
+  }
+};
+
 struct RMSNormImpl : torch::nn::Module {
   RMSNormImpl(int64_t dim, double eps) : eps(eps) {
     weight = register_parameter("weight", at::ones({dim}));
   }
-  at::Tensor forward(const at::Tensor& x) {
-    // computed in fp32 as in the HF reference, then cast back
-    auto xf = x.to(at::kFloat);
-    auto y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-    return weight * y.to(x.scalar_type());
-  }
+  at::Tensor forward(const at::Tensor& x) { return RMSNormFn::apply(x, weight, eps); }
   double eps;
   at::Tensor weight;
 };
 TORCH_MODULE(RMSNorm);
 
+// RoPE in the rotate-half layout (Hugging Face Llama): out = x cos + rotate_half(x) sin with
+// rotate_half([a, b]) = [-b, a]. One autograd node; its transpose gives the backward:
+//   dx = g cos + [ (g sin)_2, -(g sin)_1 ]
 at::Tensor rotate_half(const at::Tensor& x) {
   auto half = x.size(-1) / 2;
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
+struct RopeFn : torch::autograd::Function<RopeFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& cos, const at::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return x * cos + rotate_half(x) * sin;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto g = grads[0];
+    auto gs = g * saved[1];
+    auto half = gs.size(-1) / 2;
+    auto rt = at::cat({gs.narrow(-1, half, half), -gs.narrow(-1, 0, half)}, -1);
+    return {g * saved[0] + rt, at::Tensor(), at::Tensor()};
+  }
+};
 
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const ModelConfig& c) : heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
@@ -55,8 +95,8 @@ struct AttentionImpl : torch::nn::Module {
     auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
     auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
     auto v = v_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
+    q = RopeFn::apply(q, cos, sin);
+    k = RopeFn::apply(k, cos, sin);
     if (cache) std::tie(k, v) = cache->append(layer, k, v);
     at::Tensor out;
     if (mask.defined()) {

@@ -49,8 +49,12 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const std::strin
       {"rollout_step", ck.state.rollout_step},
       {"optimizer_step", ck.state.optimizer_step},
       {"ref_version", ck.state.ref_version},
+      {"data_position", ck.state.data_position},
+      {"pretrain_position", ck.state.pretrain_position},
+      // The LR is a pure function of optimizer_step and the config's optim section.
+      {"scheduler", {{"optimizer_step", ck.state.optimizer_step}, {"lr", ck.lr}}},
       // All randomness is counter-based (core/rng.h): the seed and the counters above are the
-      // complete RNG state; the data position is rollout_step * prompts_per_step.
+      // complete RNG state.
       {"rng", {{"kind", "counter-based splitmix64"}, {"seed", ck.seed}}},
       {"config", ck.config_yaml},
   };
@@ -92,6 +96,8 @@ Checkpoint load_checkpoint(const std::string& dir) {
     ck.state.rollout_step = m.at("rollout_step").get<int64_t>();
     ck.state.optimizer_step = m.at("optimizer_step").get<int64_t>();
     ck.state.ref_version = m.at("ref_version").get<int64_t>();
+    ck.state.data_position = m.at("data_position").get<int64_t>();
+    ck.state.pretrain_position = m.at("pretrain_position").get<int64_t>();
     ck.seed = m.at("rng").at("seed").get<uint64_t>();
     ck.config_yaml = m.at("config").get<std::string>();
   } catch (const nlohmann::json::exception& e) {

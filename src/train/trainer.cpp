@@ -142,6 +142,7 @@ struct Trainer::Impl {
     if (ref) ck.reference = ref->named_parameters();
     ck.config_yaml = to_yaml(cfg, false);
     ck.seed = static_cast<uint64_t>(cfg.run.seed);
+    ck.lr = st.optimizer_step > 0 ? lr_at(st.optimizer_step - 1) : 0.0;
     auto dir = save_checkpoint((run_dir / "checkpoints").string(), tag, ck, cfg.checkpoint.keep);
     spdlog::info("checkpoint {}", dir);
   }
@@ -211,7 +212,7 @@ struct Trainer::Impl {
     std::vector<int64_t> prompt_lens;
     int64_t L = 0;
     for (int64_t j = 0; j < B; ++j) {
-      auto p = task->train_problem(st.pretrain_step * B + j, core::Stream::kPretrainData);
+      auto p = task->train_problem(st.pretrain_position + j, core::Stream::kPretrainData);
       auto demo = task->demonstration(
           p, core::hash_key({uint64_t(core::Stream::kPretrainData), uint64_t(cfg.run.seed),
                              uint64_t(st.pretrain_step), uint64_t(j)}));
@@ -241,6 +242,7 @@ struct Trainer::Impl {
     loss.backward();
     opt->step();
     ++st.pretrain_step;
+    st.pretrain_position += B;
     nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step},
                         {"loss", loss.item<double>()}, {"time_step", seconds_since(t0)}};
     metrics << j.dump() << "\n" << std::flush;
@@ -325,7 +327,7 @@ struct Trainer::Impl {
     rollout::GenerateRequest req;
     std::vector<data::Problem> probs;
     for (int64_t j = 0; j < g.prompts_per_step; ++j) {
-      int64_t idx = st.rollout_step * g.prompts_per_step + j;
+      int64_t idx = st.data_position + j;
       probs.push_back(task->train_problem(idx));
       req.prompts.push_back(tok.encode(probs.back().prompt));
       req.prompt_keys.push_back(uint64_t(idx));
@@ -374,19 +376,29 @@ struct Trainer::Impl {
     auto sampling_lp = batch.sampling_logprobs.narrow(1, 0, s.R);
     auto all_rows = at::arange(N, at::kLong);
 
+    // Old log-probs. Fully on-policy (one mini-batch, one epoch) the policy that sampled is the
+    // one being updated, so the training forward pass itself provides them (detached; ratio = 1
+    // exactly, as TRL does) and no extra pass is spent. Otherwise one no-grad pass computes them.
+    const bool on_policy = g.mini_batches == 1 && g.inner_epochs == 1;
+    const bool old_from_training_pass = g.recompute_old_logprobs && on_policy;
     at::Tensor old_lp = sampling_lp, ref_lp;
-    double lp_diff_max = 0, lp_diff_mean = 0;
+    double lp_diff_max = 0, lp_diff_sum = 0;
+    auto log_diff = [&](const at::Tensor& recomputed, const at::Tensor& sampled, const at::Tensor& mask) {
+      auto d = (recomputed.detach() - sampled).abs() * mask;
+      lp_diff_max = std::max(lp_diff_max, d.max().item<double>());
+      lp_diff_sum += d.sum().item<double>();
+    };
     {
       at::NoGradGuard ng;
       policy->train(false);
-      std::vector<at::Tensor> parts;
-      for (auto& mb : micro_batches(all_rows, s.P + s.R))
-        parts.push_back(response_logprobs(*policy, s, mb).logprobs);
-      auto recomputed = at::cat(parts, 0);
-      auto d = (recomputed - sampling_lp).abs() * s.resp_mask;
-      lp_diff_max = d.max().item<double>();
-      lp_diff_mean = d.sum().item<double>() / std::max(1.0, s.resp_mask.sum().item<double>());
-      if (g.recompute_old_logprobs) old_lp = recomputed;
+      if (!old_from_training_pass) {
+        std::vector<at::Tensor> parts;
+        for (auto& mb : micro_batches(all_rows, s.P + s.R))
+          parts.push_back(response_logprobs(*policy, s, mb).logprobs);
+        auto recomputed = at::cat(parts, 0);
+        log_diff(recomputed, sampling_lp, s.resp_mask);
+        if (g.recompute_old_logprobs) old_lp = recomputed;
+      }
       if (ref) {
         std::vector<at::Tensor> rp;
         for (auto& mb : micro_batches(all_rows, s.P + s.R))
@@ -424,7 +436,14 @@ struct Trainer::Impl {
         for (auto& mb : micro_batches(rows, s.P + s.R)) {
           auto lp = response_logprobs(*policy, s, mb);
           auto mask = s.resp_mask.index_select(0, mb);
-          auto out = algo::policy_loss(lp.logprobs, old_lp.index_select(0, mb),
+          at::Tensor old_mb;
+          if (old_from_training_pass) {
+            old_mb = lp.logprobs.detach();
+            log_diff(old_mb, sampling_lp.index_select(0, mb), mask);
+          } else {
+            old_mb = old_lp.index_select(0, mb);
+          }
+          auto out = algo::policy_loss(lp.logprobs, old_mb,
                                        ref_lp.defined() ? ref_lp.index_select(0, mb) : at::Tensor(),
                                        adv.values.index_select(0, mb), mask,
                                        weights.narrow(0, off, mb.size(0)), po);
@@ -455,6 +474,7 @@ struct Trainer::Impl {
     }
     double t_update = seconds_since(t2);
     ++st.rollout_step;
+    st.data_position += g.prompts_per_step;
 
     // 5. metrics
     double rmean = rewards_t.mean().item<double>();
@@ -486,7 +506,7 @@ struct Trainer::Impl {
         {"grad_norm", gn_sum / std::max<int64_t>(1, n_opt)},
         {"lr", lr_at(st.optimizer_step - 1)},
         {"old_logprob_diff_max", lp_diff_max},
-        {"old_logprob_diff_mean", lp_diff_mean},
+        {"old_logprob_diff_mean", lp_diff_sum / std::max(1.0, resp_tokens)},
         {"time_rollout", t_rollout},
         {"time_reward", t_reward},
         {"time_update", t_update},
@@ -531,7 +551,14 @@ struct Trainer::Impl {
 
     if (st.stage == "pretrain") {
       auto t0 = Clock::now();
-      while (st.pretrain_step < cfg.pretrain.steps) pretrain_step();
+      while (st.pretrain_step < cfg.pretrain.steps) {
+        pretrain_step();
+        if (stop_early && stop_early(st)) {
+          save(tag());
+          spdlog::info("stopped early at base step {}", st.pretrain_step);
+          return;
+        }
+      }
       spdlog::info("base stage done in {:.1f}s", seconds_since(t0));
       st.stage = "grpo";
       make_stage_optimizer();

@@ -1,5 +1,7 @@
 // grpo_train: parse flags -> load and validate the config -> run the trainer. The only place
 // that catches errors: it prints one clear message and exits non-zero.
+#include <atomic>
+#include <csignal>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -12,6 +14,14 @@
 #include "grpo/train/trainer.h"
 
 namespace {
+
+// SIGINT/SIGTERM (Ctrl-C, Slurm preemption): finish the current step, checkpoint, exit. A second
+// signal kills the process at once.
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int sig) {
+  g_stop = true;
+  std::signal(sig, SIG_DFL);
+}
 
 void usage(std::ostream& os) {
   os << "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume] [--fresh]\n"
@@ -92,7 +102,13 @@ int main(int argc, char** argv) {
       return 0;
     }
     grpo::train::Trainer trainer(std::move(cfg));
-    trainer.run();
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    trainer.run([](const grpo::train::TrainState&) { return g_stop.load(); });
+    if (g_stop) {
+      spdlog::info("interrupted: checkpoint written; rerun the same command to resume");
+      return 130;
+    }
   } catch (const grpo::Error& e) {
     std::cerr << "grpo_train: error: " << e.what() << "\n";
     return 1;

@@ -18,8 +18,8 @@ struct LogProbOptions {
 };
 
 struct TokenLogProbs {
-  at::Tensor logprobs;  // [batch, seq] fp32: log p(target)
-  at::Tensor entropy;   // [batch, seq] fp32 (undefined when with_entropy is false)
+  at::Tensor logprobs;  // [batch, seq] fp32 (fp64 for fp64 inputs): log p(target)
+  at::Tensor entropy;   // [batch, seq] same dtype (undefined when with_entropy is false)
 };
 
 /// hidden [batch, seq, hidden], weight [vocab, hidden], targets [batch, seq] int64 in [0, vocab).

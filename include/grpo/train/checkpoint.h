@@ -20,6 +20,8 @@ struct TrainState {
   int64_t rollout_step = 0;        // GRPO generation rounds done
   int64_t optimizer_step = 0;      // GRPO optimizer steps done
   int64_t ref_version = 0;         // optimizer step at which the reference was last refreshed
+  int64_t data_position = 0;       // GRPO training prompts consumed (the data cursor)
+  int64_t pretrain_position = 0;   // base-stage demonstrations consumed
 };
 
 struct Checkpoint {
@@ -29,6 +31,7 @@ struct Checkpoint {
   io::NamedTensors reference;  // empty unless the reference differs from the initial policy
   std::string config_yaml;
   uint64_t seed = 0;
+  double lr = 0;                 // learning rate of the last optimizer step (informational)
   std::string path;
 };
 

@@ -35,8 +35,8 @@ class Trainer {
   ~Trainer();
 
   /// Runs (or resumes, per run.resume) until the base stage and all GRPO rollout steps are done.
-  /// `stop_early`, when given, is asked after every GRPO rollout step; returning true saves a
-  /// checkpoint and returns (e.g. to respect a job's time limit; the next run resumes).
+  /// `stop_early`, when given, is asked after every base-stage and GRPO step; returning true
+  /// saves a checkpoint and returns (Ctrl-C, a job's time limit; the next run resumes).
   void run(const std::function<bool(const TrainState&)>& stop_early = {});
   /// Held-out evaluation of the current policy.
   EvalResult evaluate();
