@@ -19,11 +19,21 @@ echo "== C++ grpo_train (configs/demo.yaml, seed 1)"
 start=$(date +%s.%N)
 "$root/build/bin/grpo_train" --config "$root/configs/demo.yaml" --set run.dir="$out/cpp" --fresh \
   > "$out/cpp.log" 2>&1
-cpp_total=$(echo "$(date +%s.%N) - $start" | bc)
+cpp_total=$(python3 -c "import time;print(time.time()-$start)")
 cpp_base=$(sed -n 's/.*base stage done in \([0-9.]*\)s.*/\1/p' "$out/cpp.log")
 cpp_rl=$(python3 -c "import json;print(sum(json.loads(l)['time_step'] for l in open('$out/cpp/metrics.jsonl') if '\"grpo\"' in l))")
 read -r cpp_acc0 cpp_acc50 < <(python3 -c "
 import json; r=[json.loads(l) for l in open('$out/cpp/eval.jsonl')]
+print(r[0]['accuracy_greedy'], [x for x in r if x['step']==50][0]['accuracy_greedy'])")
+
+echo "== C++ grpo_train on the probe's exact task (plain answers, accuracy reward, 5 new tokens)"
+"$root/build/bin/grpo_train" --config "$root/configs/demo.yaml" --set run.dir="$out/same" --fresh \
+  --set task.format_rate=0 --set "reward.weights={accuracy: 1.0}" --set rollout.max_new_tokens=5 \
+  > "$out/same.log" 2>&1
+same_base=$(sed -n 's/.*base stage done in \([0-9.]*\)s.*/\1/p' "$out/same.log")
+same_rl=$(python3 -c "import json;print(sum(json.loads(l)['time_step'] for l in open('$out/same/metrics.jsonl') if '\"grpo\"' in l))")
+read -r same_acc0 same_acc50 < <(python3 -c "
+import json; r=[json.loads(l) for l in open('$out/same/eval.jsonl')]
 print(r[0]['accuracy_greedy'], [x for x in r if x['step']==50][0]['accuracy_greedy'])")
 
 echo "== Python probe ($probe 3 0.6), stopped after RL step 50"
@@ -39,10 +49,17 @@ probe_acc0=$(sed -n 's/^pretrain .*held-out greedy acc \([0-9.]*\).*/\1/p' "$out
 probe_rl=$(sed -n 's/^rl step 50 \([0-9.]*\)s.*/\1/p' "$out/probe.log")
 probe_acc50=$(sed -n 's/^rl step 50 .*held-out greedy \([0-9.]*\).*/\1/p' "$out/probe.log")
 
-printf '\n%-28s %12s %12s %8s\n' "" "python probe" "C++ grpo" "ratio"
-printf '%-28s %11ss %11ss %7.1fx\n' "base stage (800 steps)" "$probe_base" "$cpp_base" "$(echo "$probe_base / $cpp_base" | bc -l)"
-printf '%-28s %11ss %11.1fs %7.1fx\n' "GRPO, 50 rollout steps" "$probe_rl" "$cpp_rl" "$(echo "$probe_rl / $cpp_rl" | bc -l)"
-printf '%-28s %12s %12s\n' "held-out greedy acc, start" "$probe_acc0" "$cpp_acc0"
-printf '%-28s %12s %12s\n' "held-out greedy acc, step 50" "$probe_acc50" "$cpp_acc50"
-printf '(C++ GRPO time includes rewards and metrics, excludes evaluation; the probe'"'"'s includes its\n'
-printf ' evaluation at step 25. C++ whole run incl. 6 evaluations: %.1fs)\n' "$cpp_total"
+python3 - "$probe_base" "$probe_rl" "$probe_acc0" "$probe_acc50" "$same_base" "$same_rl" \
+  "$same_acc0" "$same_acc50" "$cpp_base" "$cpp_rl" "$cpp_acc0" "$cpp_acc50" "$cpp_total" <<'PY'
+import sys
+pb, pr, pa0, pa50, sb, sr, sa0, sa50, cb, cr, ca0, ca50, ct = map(float, sys.argv[1:])
+print()
+print("| | Python probe | C++, probe's task | ratio | C++ demo (R1 format) | ratio |")
+print("| --- | --- | --- | --- | --- | --- |")
+print(f"| base stage, 800 steps | {pb:.1f} s | {sb:.1f} s | {pb/sb:.2f}x | {cb:.1f} s | {pb/cb:.2f}x |")
+print(f"| GRPO, 50 rollout steps | {pr:.1f} s | {sr:.1f} s | {pr/sr:.2f}x | {cr:.1f} s | {pr/cr:.2f}x |")
+print(f"| held-out greedy, start | {pa0:.3f} | {sa0:.3f} | | {ca0:.3f} | |")
+print(f"| held-out greedy, step 50 | {pa50:.3f} | {sa50:.3f} | | {ca50:.3f} | |")
+print(f"\nratio = probe time / C++ time (>1: C++ faster). C++ GRPO time = rollout + reward + update,")
+print(f"no evaluation; the probe's includes one evaluation (step 25). C++ demo whole run: {ct:.1f} s.")
+PY

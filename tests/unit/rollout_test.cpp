@@ -9,6 +9,7 @@
 using namespace grpo::rollout;
 
 TEST(Sampler, TemperatureZeroIsArgmax) {
+  at::manual_seed(10);
   auto logits = at::randn({6, 11});
   SamplingParams p;
   p.temperature = 0.0;
@@ -60,6 +61,7 @@ TEST(Sampler, InverseCdfFollowsTheUniforms) {
 }
 
 TEST(Sampler, EmpiricalFrequenciesMatchTopPDistribution) {
+  at::manual_seed(11);
   auto logits = at::randn({1, 8}).expand({20000, 8}).contiguous();
   SamplingParams p;
   p.top_p = 0.9;
