@@ -78,7 +78,7 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 class Loader : public ConfigVisitor {
  public:
   Loader(YAML::Node node, std::string prefix, const std::string& name,
-         const std::set<std::string>& overridden, ConfigSource& src)
+         const std::map<std::string, std::string>& overridden, ConfigSource& src)
       : node_(std::move(node)), prefix_(std::move(prefix)), name_(name),
         overridden_(overridden), src_(src) {}
 
@@ -188,8 +188,8 @@ class Loader : public ConfigVisitor {
     return n;
   }
   void record(const std::string& path, const YAML::Node& n) {
-    if (overridden_.count(path)) {
-      src_.record(path, "--set " + path);
+    if (auto it = overridden_.find(path); it != overridden_.end()) {
+      src_.record(path, "--set " + it->second);
     } else {
       auto m = n.Mark();
       src_.record(path, m.is_null() ? name_ : fmt::format("{}:{}:{}", name_, m.line + 1, m.column + 1));
@@ -210,7 +210,7 @@ class Loader : public ConfigVisitor {
   YAML::Node node_;
   std::string prefix_;
   const std::string& name_;
-  const std::set<std::string>& overridden_;
+  const std::map<std::string, std::string>& overridden_;
   ConfigSource& src_;
   std::set<std::string> seen_;
   std::vector<std::string> seen_all_;
@@ -338,7 +338,7 @@ void load_config(const std::string& yaml_text, const std::string& name,
   if (!root.IsMap())
     throw ConfigError(fmt::format("{}: expected a map of sections at the top level, found {}",
                                   name, describe_node(root)));
-  std::set<std::string> overridden;
+  std::map<std::string, std::string> overridden;  // key -> the whole "--set key=value" text
   for (const auto& o : overrides) {
     auto eq = o.find('=');
     if (eq == std::string::npos || eq == 0)
@@ -354,7 +354,7 @@ void load_config(const std::string& yaml_text, const std::string& name,
     for (auto& p : parts)
       if (p.empty()) throw ConfigError(fmt::format("--set {}: empty key component", o));
     set_path(root, parts, 0, value, o);
-    overridden.insert(key);
+    overridden[key] = o;
   }
   ConfigSource local;
   ConfigSource& src = source ? *source : local;

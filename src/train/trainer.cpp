@@ -153,7 +153,12 @@ struct Trainer::Impl {
     if (cfg.run.resume == "auto") path = latest_checkpoint((run_dir / "checkpoints").string());
     else path = cfg.run.resume;
     if (!path) return false;
-    auto ck = load_checkpoint(*path);
+    Checkpoint ck;
+    try {
+      ck = load_checkpoint(*path);
+    } catch (const Error& e) {
+      fail("run.resume = {}: cannot resume from {}: {}", cfg.run.resume, *path, e.what());
+    }
     GRPO_CHECK(ck.seed == static_cast<uint64_t>(cfg.run.seed),
                "{}: checkpoint was made with run.seed {}, the config says {}", *path, ck.seed,
                cfg.run.seed);
@@ -527,6 +532,21 @@ struct Trainer::Impl {
     }
   }
 
+  // One line on what GRPO achieved, from eval.jsonl (the start of GRPO vs the latest evaluation).
+  void summarize() {
+    std::ifstream in(run_dir / "eval.jsonl");
+    std::vector<nlohmann::json> rows;
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_discarded()) rows.push_back(j);
+    }
+    if (rows.size() < 2) return;
+    double a = rows.front().value("accuracy_greedy", 0.0), b = rows.back().value("accuracy_greedy", 0.0);
+    spdlog::info("held-out greedy accuracy {:.3f} at the start of GRPO -> {:.3f} at rollout step {} "
+                 "({:+.1f} points); curves in {}", a, b, rows.back().value("step", 0), 100 * (b - a),
+                 (run_dir / "metrics.jsonl").string());
+  }
+
   std::string tag() const { return fmt::format("{:06d}", st.rollout_step); }
 
   void run(const std::function<bool(const TrainState&)>& stop_early) {
@@ -595,6 +615,7 @@ struct Trainer::Impl {
     }
     if (ran && !evaluated) evaluate_and_log("grpo");
     if (ran && !saved) save(tag());
+    summarize();
     spdlog::info("done: {} rollout steps, {} optimizer steps in {:.1f}s", st.rollout_step,
                  st.optimizer_step, seconds_since(t0));
   }

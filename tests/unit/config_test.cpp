@@ -84,7 +84,7 @@ TEST(Config, ErrorsNameTheKeyAndWhatWasFound) {
 
 TEST(Config, OverrideErrorsNameTheOverride) {
   auto e = error_of("", {"grpo.group_size=many"});
-  EXPECT_NE(e.find("--set grpo.group_size"), std::string::npos) << e;
+  EXPECT_NE(e.find("--set grpo.group_size=many: grpo.group_size"), std::string::npos) << e;
   auto unknown = error_of("", {"grpo.groupsize=4"});
   EXPECT_NE(unknown.find("--set grpo.groupsize"), std::string::npos) << unknown;
   EXPECT_NE(error_of("", {"noequals"}).find("expected key.path=value"), std::string::npos);
