@@ -85,7 +85,11 @@ struct AttentionImpl : torch::nn::Module {
     q_proj = register_module("q_proj", lin(c.hidden_size, heads * head_dim, c.attention_bias));
     k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads * head_dim, c.attention_bias));
     v_proj = register_module("v_proj", lin(c.hidden_size, kv_heads * head_dim, c.attention_bias));
-    o_proj = register_module("o_proj", lin(heads * head_dim, c.hidden_size, false));
+    o_proj = register_module("o_proj", lin(heads * head_dim, c.hidden_size, c.attention_out_bias));
+    if (c.qk_norm) {
+      q_norm = register_module("q_norm", RMSNorm(head_dim, c.rms_norm_eps));
+      k_norm = register_module("k_norm", RMSNorm(head_dim, c.rms_norm_eps));
+    }
   }
   // x [B, T, D]; cos/sin [B, 1, T, hd]; mask: undefined (causal, no padding) or bool
   // [B, 1, T, past+T] (true = may attend).
@@ -95,6 +99,10 @@ struct AttentionImpl : torch::nn::Module {
     auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
     auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
     auto v = v_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    if (q_norm) {  // Qwen3: normalise each head before the rotation
+      q = q_norm(q);
+      k = k_norm(k);
+    }
     q = RopeFn::apply(q, cos, sin);
     k = RopeFn::apply(k, cos, sin);
     if (cache) std::tie(k, v) = cache->append(layer, k, v);
@@ -110,13 +118,14 @@ struct AttentionImpl : torch::nn::Module {
   }
   int64_t heads, kv_heads, head_dim;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};
 };
 TORCH_MODULE(Attention);
 
 struct MLPImpl : torch::nn::Module {
   MLPImpl(const ModelConfig& c) {
-    auto lin = [](int64_t in, int64_t out) {
-      return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+    auto lin = [&](int64_t in, int64_t out) {
+      return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(c.mlp_bias));
     };
     gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
     up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));

@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "grpo/core/config.h"
 
 namespace grpo::model {
 
 struct ModelConfig {
+  std::string model_type = "llama";  // llama | qwen2 | qwen3 (Hugging Face model_type)
   int64_t vocab_size = 0;  // 0: taken from the tokenizer
   int64_t hidden_size = 128;
   int64_t num_hidden_layers = 3;
@@ -20,7 +22,10 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-6;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v projection bias (Qwen2)
+  bool attention_bias = false;      // q/k/v projection bias (Qwen2: always)
+  bool attention_out_bias = false;  // o_proj bias (Llama/Qwen3 attention_bias)
+  bool mlp_bias = false;            // gate/up/down bias (Llama mlp_bias)
+  bool qk_norm = false;             // RMSNorm on each head of q and k before RoPE (Qwen3)
   double initializer_range = 0.02;
 
   int64_t resolved_head_dim() const {
@@ -31,6 +36,8 @@ struct ModelConfig {
 
   void visit(core::ConfigVisitor& v) {
     using core::at_least;
+    v.field("model_type", model_type, "architecture family (Hugging Face model_type)",
+            {"llama", "qwen2", "qwen3"});
     v.field("vocab_size", vocab_size, "vocabulary size; 0 = the tokenizer's", at_least(0));
     v.field("hidden_size", hidden_size, "model width", at_least(1));
     v.field("num_hidden_layers", num_hidden_layers, "transformer blocks", at_least(1));
@@ -46,6 +53,9 @@ struct ModelConfig {
     v.field("rms_norm_eps", rms_norm_eps, "RMSNorm epsilon", core::positive());
     v.field("tie_word_embeddings", tie_word_embeddings, "LM head shares the embedding matrix");
     v.field("attention_bias", attention_bias, "bias on q/k/v projections (Qwen2 style)");
+    v.field("attention_out_bias", attention_out_bias, "bias on the attention output projection");
+    v.field("mlp_bias", mlp_bias, "bias on the MLP projections");
+    v.field("qk_norm", qk_norm, "RMSNorm per head on q and k before RoPE (Qwen3 style)");
     v.field("initializer_range", initializer_range, "std of the normal weight init",
             core::positive());
   }
