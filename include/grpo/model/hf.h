@@ -1,0 +1,37 @@
+// Hugging Face checkpoints in and out: config.json of the Llama, Qwen2 and Qwen3 families onto
+// ModelConfig, weights by their HF names, and export of a model as an HF directory that
+// transformers loads (config.json, safetensors shards + index, generation_config.json).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "grpo/model/model_config.h"
+#include "grpo/model/transformer.h"
+
+namespace grpo::model {
+
+/// Parses config.json text (`origin` names the file in errors). Unknown model_type, rope scaling,
+/// activation or sliding-window attention: grpo::Error naming the key and the value found.
+ModelConfig parse_hf_config(const std::string& json_text, const std::string& origin);
+ModelConfig read_hf_config(const std::string& config_json_path);
+
+/// config.json text for `c` (both transformers 5 `rope_parameters` and the older `rope_theta`).
+std::string hf_config_json(const ModelConfig& c, const std::string& dtype = "float32");
+
+/// Loads `dir` (config.json + model.safetensors or sharded index) into a new fp32 model (bf16/fp16
+/// weights are converted). Missing or unexpected tensors are reported by name.
+std::unique_ptr<Transformer> load_hf_model(const std::string& dir);
+
+struct HfExportOptions {
+  std::string dtype = "float32";            // float32 | bfloat16 | float16
+  uint64_t max_shard_bytes = 5ull << 30;    // larger models are split into shards + index
+  std::string tokenizer_dir;                // copy tokenizer files from here (optional)
+  int64_t bos_token_id = -1, eos_token_id = -1;  // generation_config.json (-1: omitted)
+};
+
+/// Writes `model` as a Hugging Face directory.
+void save_hf_model(const Transformer& model, const std::string& dir, const HfExportOptions& options = {});
+
+}  // namespace grpo::model
