@@ -1,0 +1,70 @@
+// grpo_export: writes a policy as a Hugging Face directory (config.json, safetensors shards +
+// index, generation_config.json, tokenizer files) that transformers and vLLM load.
+// Input: a grpo checkpoint directory (checkpoints/step-N) or a Hugging Face directory.
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "grpo/core/config.h"
+#include "grpo/core/error.h"
+#include "grpo/io/safetensors.h"
+#include "grpo/model/hf.h"
+#include "grpo/train/checkpoint.h"
+#include "grpo/train/config.h"
+
+namespace fs = std::filesystem;
+
+int main(int argc, char** argv) {
+  std::string from, out, tokenizer;
+  grpo::model::HfExportOptions o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "grpo_export: " << a << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--from") from = next();
+    else if (a == "--out") out = next();
+    else if (a == "--dtype") o.dtype = next();
+    else if (a == "--max-shard-bytes") o.max_shard_bytes = std::stoull(next());
+    else if (a == "--tokenizer") o.tokenizer_dir = next();
+    else if (a == "--help" || a == "-h") {
+      std::cout << "usage: grpo_export --from CHECKPOINT_OR_HF_DIR --out DIR [--dtype float32|bfloat16|float16]\n"
+                   "                   [--max-shard-bytes N] [--tokenizer DIR]\n"
+                   "Writes a Hugging Face model directory (config.json, model*.safetensors, index,\n"
+                   "generation_config.json; tokenizer files copied from --tokenizer or the source).\n";
+      return 0;
+    } else {
+      std::cerr << "grpo_export: unknown argument '" << a << "' (see --help)\n";
+      return 2;
+    }
+  }
+  if (from.empty() || out.empty()) {
+    std::cerr << "grpo_export: --from and --out are required (see --help)\n";
+    return 2;
+  }
+  try {
+    std::unique_ptr<grpo::model::Transformer> model;
+    if (fs::exists(fs::path(from) / "manifest.json")) {  // a grpo checkpoint
+      auto ck = grpo::train::load_checkpoint(from);
+      auto cfg = grpo::train::load_config_text(ck.config_yaml, from + "/manifest.json (config)");
+      GRPO_CHECK(cfg.model.vocab_size > 0, "{}: the checkpoint's config has no vocab_size", from);
+      model = std::make_unique<grpo::model::Transformer>(cfg.model);
+      model->load_parameters(ck.model, from + "/model.safetensors");
+    } else {
+      model = grpo::model::load_hf_model(from);
+      if (o.tokenizer_dir.empty()) o.tokenizer_dir = from;
+    }
+    grpo::model::save_hf_model(*model, out, o);
+    std::cout << "wrote " << out << " (" << model->num_parameters() << " parameters, " << o.dtype << ")\n";
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_export: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
