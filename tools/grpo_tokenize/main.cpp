@@ -1,0 +1,74 @@
+// grpo_tokenize: reads JSON strings, one per line, on stdin and prints the token ids of each as a
+// JSON array per line; --decode reads JSON arrays of ids and prints JSON strings. --template NAME
+// applies a prompt template first (r1_zero, or a string containing {prompt}). How users debug
+// tokenization and templates.
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "grpo/core/error.h"
+#include "grpo/text/hf_tokenizer.h"
+#include "grpo/text/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+// The R1-Zero template of DeepSeek-R1 (Nature, 2025).
+const char* kR1Zero =
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves "
+    "it. The assistant first thinks about the reasoning process in the mind and then provides the "
+    "user with the answer. The reasoning process and answer are enclosed within <think> </think> and "
+    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> "
+    "answer here </answer>. User: {prompt}. Assistant:";
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir, tmpl;
+  bool decode = false, skip_special = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--tokenizer" && i + 1 < argc) dir = argv[++i];
+    else if (a == "--decode") decode = true;
+    else if (a == "--skip-special") skip_special = true;
+    else if (a == "--template" && i + 1 < argc) tmpl = argv[++i];
+    else if (a == "--help" || a == "-h") {
+      std::cout << "usage: grpo_tokenize --tokenizer DIR_OR_TOKENIZER_JSON [--decode [--skip-special]] "
+                   "[--template r1_zero|'...{prompt}...']\n"
+                   "stdin: one JSON string per line (or, with --decode, one JSON array of ids)\n"
+                   "stdout: one JSON array of ids per line (or, with --decode, one JSON string)\n";
+      return 0;
+    } else {
+      std::cerr << "grpo_tokenize: unknown argument '" << a << "' (see --help)\n";
+      return 2;
+    }
+  }
+  if (dir.empty()) {
+    std::cerr << "grpo_tokenize: --tokenizer is required (see --help)\n";
+    return 2;
+  }
+  if (tmpl == "r1_zero") tmpl = kR1Zero;
+  try {
+    std::string path = fs::is_directory(dir) ? (fs::path(dir) / "tokenizer.json").string() : dir;
+    auto tok = grpo::text::HfTokenizer::from_file(path);
+    std::string line;
+    for (int64_t n = 1; std::getline(std::cin, line); ++n) {
+      if (line.empty()) continue;
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (decode) {
+        GRPO_CHECK(j.is_array(), "stdin line {}: expected a JSON array of ids", n);
+        std::cout << nlohmann::json(tok->decode(j.get<std::vector<int64_t>>(), skip_special)).dump() << "\n";
+      } else {
+        GRPO_CHECK(j.is_string(), "stdin line {}: expected a JSON string", n);
+        std::string text = j.get<std::string>();
+        if (!tmpl.empty()) text = grpo::text::apply_template(tmpl, text);
+        std::cout << nlohmann::json(tok->encode(text)).dump() << "\n";
+      }
+    }
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_tokenize: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
