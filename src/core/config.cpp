@@ -2,8 +2,11 @@
 // node (yaml-cpp marks), or the --set override that introduced it.
 #include "grpo/core/config.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 

@@ -7,6 +7,10 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
+#include <algorithm>
+#include <climits>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
@@ -210,6 +214,12 @@ std::vector<std::string> split_pieces(const std::string& s, const Regex& re, Spl
   return out;
 }
 
+// An integer JSON value (a float or anything else is an error, never a cast).
+int64_t json_int(const json& v, const std::string& origin, const char* what) {
+  GRPO_CHECK(v.is_number_integer(), "{}: {} must be an integer, found {}", origin, what, v.dump());
+  return v.get<int64_t>();
+}
+
 }  // namespace
 
 struct HfTokenizer::Impl {
@@ -344,13 +354,19 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& text, con
     GRPO_CHECK(!model.contains("dropout") || model["dropout"].is_null(), "{}: BPE dropout is not supported", origin);
     m.ignore_merges = model.value("ignore_merges", false);
     int64_t max_id = -1;
+    constexpr int64_t kMaxId = 1 << 24;
+    GRPO_CHECK(model.at("vocab").is_object(), "{}: model.vocab must be an object of token: id", origin);
     for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-      m.vocab[it.key()] = it->get<int64_t>();
-      max_id = std::max(max_id, it->get<int64_t>());
+      int64_t id = json_int(*it, origin, "a vocab id");
+      GRPO_CHECK(id >= 0 && id < kMaxId, "{}: vocab id {} of '{}' is out of range [0, {})", origin, id,
+                 it.key(), kMaxId);
+      m.vocab[it.key()] = id;
+      max_id = std::max(max_id, id);
     }
     for (const auto& a : j.value("added_tokens", json::array())) {
-      int64_t id = a.at("id").get<int64_t>();
+      int64_t id = json_int(a.at("id"), origin, "an added token id");
       std::string content = a.at("content").get<std::string>();
+      GRPO_CHECK(id >= 0 && id < kMaxId, "{}: added token id {} is out of range [0, {})", origin, id, kMaxId);
       for (const char* k : {"single_word", "lstrip", "rstrip"})
         GRPO_CHECK(!a.value(k, false), "{}: added token '{}' uses {} = true, which is not supported", origin,
                    content, k);
@@ -366,7 +382,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& text, con
     m.is_special.assign(max_id + 1, false);
     for (auto& [tok, id] : m.vocab) m.id_to_token[id] = tok;
     for (const auto& a : j.value("added_tokens", json::array()))
-      if (a.value("special", false)) m.is_special[a.at("id").get<int64_t>()] = true;
+      if (a.value("special", false)) m.is_special[json_int(a.at("id"), origin, "an added token id")] = true;
     int32_t rank = 0;
     for (const auto& mg : model.at("merges")) {
       std::string a, b;

@@ -28,6 +28,12 @@ void write_atomically(const fs::path& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
+int64_t json_int(const nlohmann::json& m, const char* key, const std::string& origin) {
+  const auto& v = m.at(key);
+  GRPO_CHECK(v.is_number_integer(), "{}: '{}' must be an integer, found {}", origin, key, v.dump());
+  return v.get<int64_t>();
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& checkpoints_dir, const std::string& tag,
@@ -88,16 +94,18 @@ Checkpoint load_checkpoint(const std::string& dir) {
     fail("{}: not valid JSON: {}", manifest_path, e.what());
   }
   try {
-    GRPO_CHECK(m.at("format_version").get<int>() == kFormatVersion,
+    GRPO_CHECK(json_int(m, "format_version", manifest_path) == kFormatVersion,
                "{}: format_version {} is not supported (expected {})", manifest_path,
                m.at("format_version").dump(), kFormatVersion);
     ck.state.stage = m.at("stage").get<std::string>();
-    ck.state.pretrain_step = m.at("pretrain_step").get<int64_t>();
-    ck.state.rollout_step = m.at("rollout_step").get<int64_t>();
-    ck.state.optimizer_step = m.at("optimizer_step").get<int64_t>();
-    ck.state.ref_version = m.at("ref_version").get<int64_t>();
-    ck.state.data_position = m.at("data_position").get<int64_t>();
-    ck.state.pretrain_position = m.at("pretrain_position").get<int64_t>();
+    ck.state.pretrain_step = json_int(m, "pretrain_step", manifest_path);
+    ck.state.rollout_step = json_int(m, "rollout_step", manifest_path);
+    ck.state.optimizer_step = json_int(m, "optimizer_step", manifest_path);
+    ck.state.ref_version = json_int(m, "ref_version", manifest_path);
+    ck.state.data_position = json_int(m, "data_position", manifest_path);
+    ck.state.pretrain_position = json_int(m, "pretrain_position", manifest_path);
+    GRPO_CHECK(m.at("rng").at("seed").is_number_unsigned(), "{}: rng.seed must be a non-negative integer",
+               manifest_path);
     ck.seed = m.at("rng").at("seed").get<uint64_t>();
     ck.config_yaml = m.at("config").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
