@@ -93,4 +93,19 @@ std::string apply_template(const std::string& tmpl, const std::string& prompt) {
   return out;
 }
 
+const char* const kR1ZeroTemplate =
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves "
+    "it. The assistant first thinks about the reasoning process in the mind and then provides the "
+    "user with the answer. The reasoning process and answer are enclosed within <think> </think> and "
+    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> "
+    "answer here </answer>. User: {prompt}. Assistant:";
+
+std::string resolve_template(const std::string& name) {
+  if (name == "r1_zero") return kR1ZeroTemplate;
+  if (name == "plain") return "{prompt}";
+  GRPO_CHECK(name.find("{prompt}") != std::string::npos,
+             "unknown prompt template '{}': expected r1_zero, plain, or a string containing {{prompt}}", name);
+  return name;
+}
+
 }  // namespace grpo::text

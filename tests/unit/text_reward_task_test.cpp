@@ -27,6 +27,11 @@ TEST(Template, SubstitutesPrompt) {
   EXPECT_EQ(text::apply_template("{{x}} {prompt}", "p"), "{x} p");
   EXPECT_THROW(text::apply_template("no field", "p"), Error);
   EXPECT_THROW(text::apply_template("{question}", "p"), Error);
+  auto r1 = text::apply_template(text::resolve_template("r1_zero"), "What is 2+3?");
+  EXPECT_EQ(r1.substr(0, 40), "A conversation between User and Assistan");
+  EXPECT_EQ(r1.substr(r1.size() - 30), "User: What is 2+3?. Assistant:");
+  EXPECT_EQ(text::resolve_template("plain"), "{prompt}");
+  EXPECT_THROW(text::resolve_template("chatml2"), Error);
 }
 
 TEST(Reward, ExtractAnswer) {

@@ -14,16 +14,6 @@
 
 namespace fs = std::filesystem;
 
-namespace {
-// The R1-Zero template of DeepSeek-R1 (Nature, 2025).
-const char* kR1Zero =
-    "A conversation between User and Assistant. The user asks a question, and the Assistant solves "
-    "it. The assistant first thinks about the reasoning process in the mind and then provides the "
-    "user with the answer. The reasoning process and answer are enclosed within <think> </think> and "
-    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> "
-    "answer here </answer>. User: {prompt}. Assistant:";
-}  // namespace
-
 int main(int argc, char** argv) {
   std::string dir, tmpl;
   bool decode = false, skip_special = false;
@@ -48,8 +38,8 @@ int main(int argc, char** argv) {
     std::cerr << "grpo_tokenize: --tokenizer is required (see --help)\n";
     return 2;
   }
-  if (tmpl == "r1_zero") tmpl = kR1Zero;
   try {
+    if (!tmpl.empty()) tmpl = grpo::text::resolve_template(tmpl);
     std::string path = fs::is_directory(dir) ? (fs::path(dir) / "tokenizer.json").string() : dir;
     auto tok = grpo::text::HfTokenizer::from_file(path);
     std::string line;

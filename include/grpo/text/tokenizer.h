@@ -53,4 +53,11 @@ class CharTokenizer : public Tokenizer {
 /// literal braces. Throws grpo::Error when the template has no {prompt} or an unknown field.
 std::string apply_template(const std::string& tmpl, const std::string& prompt);
 
+/// The R1-Zero prompt template (DeepSeek-R1, Nature 2025), with {prompt}.
+extern const char* const kR1ZeroTemplate;
+
+/// A named built-in template ("r1_zero", "plain" = "{prompt}"), or `name_or_template` itself when
+/// it contains "{prompt}". Throws grpo::Error naming the unknown template otherwise.
+std::string resolve_template(const std::string& name_or_template);
+
 }  // namespace grpo::text

@@ -1,0 +1,93 @@
+#include "grpo/data/jsonl_dataset.h"
+
+#include <cstring>
+#include <fstream>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "grpo/core/error.h"
+#include "grpo/core/rng.h"
+
+namespace grpo::data {
+namespace {
+
+// Value at a dotted path ("a.b.0.c"): object keys or list indices.
+const nlohmann::json* find_path(const nlohmann::json& j, const std::string& path) {
+  const nlohmann::json* cur = &j;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t dot = path.find('.', start);
+    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (cur->is_object()) {
+      auto it = cur->find(part);
+      if (it == cur->end()) return nullptr;
+      cur = &*it;
+    } else if (cur->is_array() && !part.empty() && part.find_first_not_of("0123456789") == std::string::npos) {
+      size_t idx = std::stoul(part);
+      if (idx >= cur->size()) return nullptr;
+      cur = &(*cur)[idx];
+    } else {
+      return nullptr;
+    }
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return cur;
+}
+
+std::string as_text(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number() || v.is_boolean()) return v.dump();
+  return "";
+}
+
+}  // namespace
+
+JsonlDataset::JsonlDataset(const JsonlDatasetConfig& config, uint64_t seed) : config_(config), seed_(seed) {
+  std::ifstream in(config.path);
+  GRPO_CHECK(in.good(), "cannot open dataset '{}': {}", config.path, std::strerror(errno));
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are fine
+    std::string problem;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    Example ex;
+    ex.line = n;
+    if (j.is_discarded() || !j.is_object()) {
+      problem = "not a JSON object";
+    } else {
+      const auto* p = find_path(j, config.prompt_field);
+      const auto* a = find_path(j, config.answer_field);
+      if (!p) problem = "no field '" + config.prompt_field + "'";
+      else if (!a) problem = "no field '" + config.answer_field + "'";
+      else if ((ex.prompt = as_text(*p)).empty()) problem = "field '" + config.prompt_field + "' is empty or not text";
+      else if ((ex.answer = as_text(*a)).empty()) problem = "field '" + config.answer_field + "' is empty or not text";
+    }
+    if (!problem.empty()) {
+      GRPO_CHECK(config.on_bad_line == "skip", "{}:{}: {} (set on_bad_line: skip to skip such lines)",
+                 config.path, n, problem);
+      ++skipped_;
+      continue;
+    }
+    examples_.push_back(std::move(ex));
+  }
+  GRPO_CHECK(!examples_.empty(), "dataset '{}' has no usable examples ({} lines skipped)", config.path, skipped_);
+}
+
+const Example& JsonlDataset::sample(int64_t position) const {
+  GRPO_CHECK(position >= 0, "dataset position {} is negative", position);
+  const int64_t n = size(), epoch = position / n, i = position % n;
+  if (!config_.shuffle) return examples_[i];
+  if (epoch != cached_epoch_) {
+    perm_.resize(n);
+    std::iota(perm_.begin(), perm_.end(), 0);
+    core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kTrainData), seed_, 0x6a736f6eull, uint64_t(epoch)}));
+    for (int64_t k = n - 1; k > 0; --k) std::swap(perm_[k], perm_[rng.uniform_int(0, k)]);
+    cached_epoch_ = epoch;
+  }
+  return examples_[perm_[i]];
+}
+
+}  // namespace grpo::data
