@@ -1,7 +1,8 @@
 // grpo_tokenize: reads JSON strings, one per line, on stdin and prints the token ids of each as a
 // JSON array per line; --decode reads JSON arrays of ids and prints JSON strings. --template NAME
-// applies a prompt template first (r1_zero, or a string containing {prompt}). How users debug
-// tokenization and templates.
+// applies a prompt template first: r1_zero, a chat template (deepseek_v3, qwen3: one user turn plus
+// the generation prompt), or a string containing {prompt}. How users debug tokenization and
+// templates.
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "grpo/core/error.h"
+#include "grpo/text/chat_template.h"
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/text/tokenizer.h"
 
@@ -25,7 +27,7 @@ int main(int argc, char** argv) {
     else if (a == "--template" && i + 1 < argc) tmpl = argv[++i];
     else if (a == "--help" || a == "-h") {
       std::cout << "usage: grpo_tokenize --tokenizer DIR_OR_TOKENIZER_JSON [--decode [--skip-special]] "
-                   "[--template r1_zero|'...{prompt}...']\n"
+                   "[--template r1_zero|deepseek_v3|qwen3|'...{prompt}...']\n"
                    "stdin: one JSON string per line (or, with --decode, one JSON array of ids)\n"
                    "stdout: one JSON array of ids per line (or, with --decode, one JSON string)\n";
       return 0;
@@ -39,7 +41,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (!tmpl.empty()) tmpl = grpo::text::resolve_template(tmpl);
+    std::optional<grpo::text::ChatFormat> chat;
+    if (tmpl == "deepseek_v3" || tmpl == "qwen3" || tmpl == "chatml") chat = grpo::text::parse_chat_format(tmpl);
+    else if (!tmpl.empty()) tmpl = grpo::text::resolve_template(tmpl);
     std::string path = fs::is_directory(dir) ? (fs::path(dir) / "tokenizer.json").string() : dir;
     auto tok = grpo::text::HfTokenizer::from_file(path);
     std::string line;
@@ -52,7 +56,8 @@ int main(int argc, char** argv) {
       } else {
         GRPO_CHECK(j.is_string(), "stdin line {}: expected a JSON string", n);
         std::string text = j.get<std::string>();
-        if (!tmpl.empty()) text = grpo::text::apply_template(tmpl, text);
+        if (chat) text = grpo::text::apply_chat_template(*chat, {{"user", text}}, /*add_generation_prompt=*/true);
+        else if (!tmpl.empty()) text = grpo::text::apply_template(tmpl, text);
         std::cout << nlohmann::json(tok->encode(text)).dump() << "\n";
       }
     }
