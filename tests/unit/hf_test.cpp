@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 
 #include "grpo/core/error.h"
+#include "test_util.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/model/hf.h"
 
 namespace fs = std::filesystem;
 using namespace grpo;
+using grpo::test_util::error_of;
 
 namespace {
 
@@ -22,15 +24,6 @@ std::string fixture(const std::string& family) {
 std::pair<at::Tensor, at::Tensor> expected(const std::string& family) {
   io::SafetensorsFile f(fixture(family) + "/expected.safetensors");
   return {f.tensor("input_ids").clone(), f.tensor("logits").clone()};
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 class HfFamily : public ::testing::TestWithParam<std::string> {};

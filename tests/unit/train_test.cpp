@@ -8,6 +8,7 @@
 
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
+#include "test_util.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/model/transformer.h"
 #include "grpo/train/checkpoint.h"
@@ -15,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using namespace grpo;
+using grpo::test_util::error_of;
 
 namespace {
 
@@ -23,15 +25,6 @@ std::string tmpdir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d.string();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 void write_bytes(const std::string& path, const std::string& bytes) {
