@@ -83,7 +83,7 @@ const Example& JsonlDataset::sample(int64_t position) const {
   if (epoch != cached_epoch_) {
     perm_.resize(n);
     std::iota(perm_.begin(), perm_.end(), 0);
-    core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kTrainData), seed_, 0x6a736f6eull, uint64_t(epoch)}));
+    core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kDatasetShuffle), seed_, uint64_t(epoch)}));
     for (int64_t k = n - 1; k > 0; --k) std::swap(perm_[k], perm_[rng.uniform_int(0, k)]);
     cached_epoch_ = epoch;
   }

@@ -44,7 +44,6 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
     ctx->saved_data["chunk"] = chunk;
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["with_entropy"] = with_entropy;
-    ctx->mark_non_differentiable({});
     return {logp, ent};
   }
 
@@ -66,11 +65,13 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       auto z = at::matmul(hc, w.t()).to(acc);
       if (inv_t != 1.0) z.mul_(inv_t);
       auto p = at::exp(z - lse.narrow(0, s, n).unsqueeze(1));  // [n, V]
-      at::Tensor dz = at::zeros_like(p);
+      at::Tensor dz;  // dL/dz for this chunk [n, V]
       if (g_logp.defined()) {
         auto g = g_logp.narrow(0, s, n).unsqueeze(1);
         dz = -p * g;
         dz.scatter_add_(1, tgt.narrow(0, s, n).unsqueeze(1), g);
+      } else {
+        dz = at::zeros_like(p);
       }
       if (g_ent.defined()) {
         auto logp_all = z - lse.narrow(0, s, n).unsqueeze(1);

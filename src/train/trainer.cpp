@@ -193,14 +193,17 @@ struct Trainer::Impl {
     bool needs_mask = false;
   };
   // log-probs (and entropy) of response tokens for `rows` of `s` under `m`.
-  model::TokenLogProbs response_logprobs(model::Transformer& m, const Seqs& s, const at::Tensor& rows) {
+  model::TokenLogProbs response_logprobs(model::Transformer& m, const Seqs& s, const at::Tensor& rows,
+                                         bool with_entropy = true) {
     auto tok = s.tokens.index_select(0, rows);
     auto input = tok.narrow(1, 0, s.P + s.R - 1);
     auto pos = s.positions.index_select(0, rows).narrow(1, 0, s.P + s.R - 1);
     at::Tensor mask;
     if (s.needs_mask) mask = s.attn.index_select(0, rows).narrow(1, 0, s.P + s.R - 1);
     auto hidden = m.forward(input, pos, mask).narrow(1, s.P - 1, s.R);
-    return model::token_logprobs(hidden, m.lm_head_weight(), tok.narrow(1, s.P, s.R));
+    model::LogProbOptions lo;
+    lo.with_entropy = with_entropy;
+    return model::token_logprobs(hidden, m.lm_head_weight(), tok.narrow(1, s.P, s.R), lo);
   }
   std::vector<at::Tensor> micro_batches(const at::Tensor& rows, int64_t width) {
     int64_t per = std::max<int64_t>(1, cfg.grpo.micro_batch_tokens / std::max<int64_t>(1, width));
@@ -399,7 +402,7 @@ struct Trainer::Impl {
       if (!old_from_training_pass) {
         std::vector<at::Tensor> parts;
         for (auto& mb : micro_batches(all_rows, s.P + s.R))
-          parts.push_back(response_logprobs(*policy, s, mb).logprobs);
+          parts.push_back(response_logprobs(*policy, s, mb, /*with_entropy=*/false).logprobs);
         auto recomputed = at::cat(parts, 0);
         log_diff(recomputed, sampling_lp, s.resp_mask);
         if (g.recompute_old_logprobs) old_lp = recomputed;
@@ -407,7 +410,7 @@ struct Trainer::Impl {
       if (ref) {
         std::vector<at::Tensor> rp;
         for (auto& mb : micro_batches(all_rows, s.P + s.R))
-          rp.push_back(response_logprobs(*ref, s, mb).logprobs);
+          rp.push_back(response_logprobs(*ref, s, mb, /*with_entropy=*/false).logprobs);
         ref_lp = at::cat(rp, 0);
       }
     }
@@ -425,7 +428,8 @@ struct Trainer::Impl {
     for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
       at::Tensor order = all_rows;
       if (g.mini_batches > 1 || epoch > 0) {  // deterministic shuffle per (step, epoch)
-        core::KeyedRng rng(core::hash_key({uint64_t(cfg.run.seed), 77, uint64_t(st.rollout_step), uint64_t(epoch)}));
+        core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kMiniBatchShuffle), uint64_t(cfg.run.seed),
+                                                  uint64_t(st.rollout_step), uint64_t(epoch)}));
         std::vector<int64_t> perm(N);
         for (int64_t i = 0; i < N; ++i) perm[i] = i;
         for (int64_t i = N - 1; i > 0; --i) std::swap(perm[i], perm[rng.uniform_int(0, i)]);

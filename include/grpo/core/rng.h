@@ -35,6 +35,8 @@ enum class Stream : uint64_t {
   kEvalSampling = 4, // sampled evaluation
   kSplit = 5,        // train / held-out split
   kEvalData = 6,     // held-out prompt order
+  kMiniBatchShuffle = 7,  // order of rollout rows across mini-batches
+  kDatasetShuffle = 8,    // per-epoch order of JSONL datasets
 };
 
 /// A small deterministic generator seeded from a key, for loops that need several draws.
