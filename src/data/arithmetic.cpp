@@ -38,7 +38,6 @@ Problem ArithmeticTask::make(int64_t a, int64_t b) const {
   p.a = a;
   p.b = b;
   p.question = fmt::format("{}+{}=", a, b);
-  p.prompt = text::apply_template(config_.prompt_template, p.question);
   p.answer = std::to_string(a + b);
   return p;
 }

@@ -8,6 +8,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <climits>
 #include <functional>
 #include <map>
@@ -238,6 +239,7 @@ struct HfTokenizer::Impl {
   bool ignore_merges = false;
   std::unordered_map<uint64_t, std::pair<int32_t, int64_t>> merges;  // (a, b) -> (rank, merged id)
   int64_t eos = -1, pad = -1;
+  std::optional<int64_t> bos;
   mutable std::mutex cache_mu;
   mutable std::unordered_map<std::string, std::vector<int64_t>> cache;
 
@@ -475,6 +477,10 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& text, con
     if (id && m.eos < 0) m.eos = *id;
   }
   m.pad = m.eos;
+  for (const char* name : {"<｜begin▁of▁sentence｜>", "<s>", "<|begin_of_text|>"}) {
+    auto id = t->token_id(name);
+    if (id && !m.bos) m.bos = *id;
+  }
   return t;
 }
 
@@ -542,6 +548,48 @@ int64_t HfTokenizer::eos_id() const { return impl_->eos; }
 int64_t HfTokenizer::pad_id() const { return impl_->pad; }
 void HfTokenizer::set_eos_id(int64_t id) { impl_->eos = id; }
 void HfTokenizer::set_pad_id(int64_t id) { impl_->pad = id; }
+std::optional<int64_t> HfTokenizer::bos_id() const { return impl_->bos; }
+void HfTokenizer::set_bos_id(std::optional<int64_t> id) { impl_->bos = id; }
+
+std::unique_ptr<HfTokenizer> HfTokenizer::from_dir(const std::string& dir, const std::string& eos_override) {
+  namespace fs = std::filesystem;
+  const bool is_dir = fs::is_directory(dir);
+  const std::string json_path = is_dir ? (fs::path(dir) / "tokenizer.json").string() : dir;
+  GRPO_CHECK(fs::exists(json_path), "no tokenizer.json in '{}' (expected a Hugging Face tokenizer "
+             "directory or a tokenizer.json file)", dir);
+  auto t = from_file(json_path);
+  const auto cfg_path = fs::path(json_path).parent_path() / "tokenizer_config.json";
+  auto resolve = [&](const std::string& text, const std::string& what) -> int64_t {
+    auto id = t->token_id(text);
+    GRPO_CHECK(id.has_value(), "{}: {} '{}' is not a token of {}", cfg_path.string(), what, text, json_path);
+    return *id;
+  };
+  if (fs::exists(cfg_path)) {
+    auto j = json::parse(core::read_file(cfg_path.string()), nullptr, false);
+    GRPO_CHECK(!j.is_discarded() && j.is_object(), "{}: not a JSON object", cfg_path.string());
+    auto token_text = [&](const char* key) -> std::optional<std::string> {
+      auto it = j.find(key);
+      if (it == j.end() || it->is_null()) return std::nullopt;
+      if (it->is_string()) return it->get<std::string>();
+      if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+        return (*it)["content"].get<std::string>();
+      fail("{}: '{}' must be a string or an object with 'content', found {}", cfg_path.string(), key,
+           it->dump());
+    };
+    if (auto s = token_text("eos_token")) t->impl_->eos = resolve(*s, "eos_token");
+    if (auto s = token_text("bos_token")) t->impl_->bos = resolve(*s, "bos_token");
+    else if (j.contains("bos_token")) t->impl_->bos.reset();  // explicitly none (Qwen)
+    t->impl_->pad = t->impl_->eos;
+    if (auto s = token_text("pad_token")) t->impl_->pad = resolve(*s, "pad_token");
+  }
+  if (!eos_override.empty()) {
+    auto id = t->token_id(eos_override);
+    GRPO_CHECK(id.has_value(), "tokenizer.eos_token '{}' is not a token of {}", eos_override, json_path);
+    t->impl_->eos = *id;
+  }
+  GRPO_CHECK(t->impl_->eos >= 0, "{}: no EOS token found (set tokenizer.eos_token)", json_path);
+  return t;
+}
 
 std::optional<int64_t> HfTokenizer::token_id(std::string_view token) const {
   auto it = impl_->vocab.find(std::string(token));

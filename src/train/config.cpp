@@ -1,16 +1,86 @@
 #include "grpo/train/config.h"
 
+#include <filesystem>
+
 #include "grpo/core/error.h"
+#include "grpo/model/hf.h"
 #include "grpo/reward/reward.h"
 
+namespace fs = std::filesystem;
+
 namespace grpo::train {
+namespace {
+
+// Every scalar field of a section as text, by key (to compare two ModelConfigs field by field).
+class FieldText : public core::ConfigVisitor {
+ public:
+  std::map<std::string, std::string> values;
+  void field(const char* k, bool& v, const char*) override { values[k] = v ? "true" : "false"; }
+  void field(const char* k, int64_t& v, const char*, core::Bounds) override { values[k] = std::to_string(v); }
+  void field(const char* k, double& v, const char*, core::Bounds) override { values[k] = fmt::format("{}", v); }
+  void field(const char* k, std::string& v, const char*, const std::vector<std::string>&) override {
+    values[k] = v;
+  }
+  void field(const char*, std::map<std::string, double>&, const char*,
+             const std::vector<std::string>&) override {}
+  void section(const char*, const char*, const std::function<void(ConfigVisitor&)>&) override {}
+};
+
+// model.path set: the architecture comes from its config.json; sizes the user also wrote must
+// agree with it (so a resolved config.yaml, which lists every key, loads again).
+void read_model_dir(Config& c, const core::ConfigSource& src) {
+  const std::string dir = c.model.path;
+  const auto cfg_json = fs::path(dir) / "config.json";
+  if (!fs::is_directory(dir) || !fs::exists(cfg_json))
+    core::config_fail(src, "model.path", fmt::format("'{}' is not a Hugging Face model directory "
+                                                     "(expected {})", dir, cfg_json.string()));
+  model::ModelConfig hf;
+  try {
+    hf = model::read_hf_config(cfg_json.string());
+  } catch (const Error& e) {
+    core::config_fail(src, "model.path", e.what());
+  }
+  hf.path = dir;
+  hf.initializer_range = c.model.initializer_range;
+  FieldText mine, theirs;
+  c.model.visit(mine);
+  hf.visit(theirs);
+  for (auto& [key, value] : mine.values) {
+    const std::string dotted = "model." + key;
+    if (src.where(dotted) == "default" || value == theirs.values[key]) continue;
+    core::config_fail(src, dotted, fmt::format("{} but {} says {} (leave it out to use the "
+                                               "directory's value)", value, cfg_json.string(),
+                                               theirs.values[key]));
+  }
+  c.model = hf;
+}
+
+void check_tokenizer_path(const Config& c, const core::ConfigSource& src) {
+  if (!c.tokenizer.path.empty() && !fs::exists(fs::path(c.tokenizer.path) / "tokenizer.json") &&
+      !(fs::is_regular_file(c.tokenizer.path)))
+    core::config_fail(src, "tokenizer.path", fmt::format("no tokenizer.json in '{}'", c.tokenizer.path));
+  if (c.tokenizer.path.empty() && !c.model.path.empty() &&
+      !fs::exists(fs::path(c.model.path) / "tokenizer.json"))
+    core::config_fail(src, "tokenizer.path", fmt::format("empty, and model.path '{}' has no "
+                      "tokenizer.json: set tokenizer.path", c.model.path));
+}
+
+}  // namespace
 
 Config load_config_text(const std::string& yaml, const std::string& name,
-                        const std::vector<std::string>& overrides) {
+                        const std::vector<std::string>& overrides, bool to_run) {
   Config c;
   core::ConfigSource src;
   core::load_config(yaml, name, overrides, [&](core::ConfigVisitor& v) { c.visit(v); }, &src);
-  validate(c, src);
+  if (to_run && !c.model.path.empty()) read_model_dir(c, src);
+  validate(c, src, to_run);
+  if (to_run) {
+    check_tokenizer_path(c, src);
+    for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"data.train", c.data.train},
+                                    {"data.eval", c.data.eval}})
+      if (!path.empty() && !fs::is_regular_file(path))
+        core::config_fail(src, key, fmt::format("no such file '{}'", path));
+  }
   return c;
 }
 
@@ -24,29 +94,64 @@ Config load_config_file(const std::string& path, const std::vector<std::string>&
   return load_config_text(text, path, overrides);
 }
 
-void validate(const Config& c, const core::ConfigSource& src) {
+void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
   c.model.validate(src);
   auto known = reward::RewardRegistry::names();
   for (auto& [name, w] : c.reward.weights)
-    if (std::find(known.begin(), known.end(), name) == known.end())
+    if (to_run && std::find(known.begin(), known.end(), name) == known.end())
       core::config_fail(src, "reward.weights." + name,
                         fmt::format("unknown reward '{}'; registered: {}", name, fmt::join(known, ", ")));
   if (c.reward.weights.empty())
     core::config_fail(src, "reward.weights", "at least one reward function is needed");
-  // prompt "a+b=" with the template, plus the response, must fit the model's positions
-  int64_t prompt_chars = 2 * c.task.digits + 2 + static_cast<int64_t>(c.task.prompt_template.size()) - 8;
-  if (prompt_chars + c.rollout.max_new_tokens > c.model.max_position_embeddings)
+  text::validate_prompt_config(c.prompt, src);
+  const bool builtin_tokenizer = c.tokenizer.resolved_path(c.model).empty();
+  if (!c.data.train.empty()) {
+    // A JSONL dataset: the built-in task's keys do not apply, and there are no demonstrations.
+    // (a resolved config.yaml lists every key, at its default)
+    FieldText mine, defaults;
+    data::ArithmeticConfig(c.task).visit(mine);
+    data::ArithmeticConfig().visit(defaults);
+    for (auto& [k, value] : mine.values)
+      if (value != defaults.values[k])
+        core::config_fail(src, "task." + k, "applies to the built-in task only, but data.train is set");
+    if (c.pretrain.steps > 0)
+      core::config_fail(src, "pretrain.steps", "the base stage trains on the built-in task's "
+                        "demonstrations; with data.train set it must be 0");
+    if (builtin_tokenizer)
+      core::config_fail(src, "data.train", "a JSONL dataset needs a real tokenizer: set "
+                        "tokenizer.path or model.path");
+  } else if (!c.data.eval.empty()) {
+    core::config_fail(src, "data.eval", "set without data.train (the built-in task has its own "
+                      "held-out set)");
+  }
+  if (builtin_tokenizer) {
+    if (c.prompt.chat != "none" || c.prompt.add_bos)
+      core::config_fail(src, c.prompt.add_bos ? "prompt.add_bos" : "prompt.chat",
+                        "needs a real tokenizer (set tokenizer.path or model.path)");
+    if (!c.tokenizer.eos_token.empty())
+      core::config_fail(src, "tokenizer.eos_token", "the built-in character tokenizer has a fixed EOS");
+    // The built-in task's prompt "a+b=" with the template, plus the response, must fit.
+    int64_t prompt_chars = 0;
+    try {
+      prompt_chars = static_cast<int64_t>(text::format_prompt(c.prompt, std::string(2 * c.task.digits + 2, '0')).size());
+    } catch (const Error& e) {
+      core::config_fail(src, "prompt.template", e.what());
+    }
+    if (prompt_chars + c.rollout.max_new_tokens > c.model.max_position_embeddings)
+      core::config_fail(src, "rollout.max_new_tokens",
+                        fmt::format("prompt (~{} tokens) + max_new_tokens ({}) exceeds "
+                                    "model.max_position_embeddings ({})",
+                                    prompt_chars, c.rollout.max_new_tokens,
+                                    c.model.max_position_embeddings));
+  }
+  if (c.rollout.max_new_tokens >= c.model.max_position_embeddings)
     core::config_fail(src, "rollout.max_new_tokens",
-                      fmt::format("prompt (~{} tokens) + max_new_tokens ({}) exceeds "
-                                  "model.max_position_embeddings ({})",
-                                  prompt_chars, c.rollout.max_new_tokens,
-                                  c.model.max_position_embeddings));
+                      fmt::format("{} leaves no room for a prompt within model.max_position_embeddings ({})",
+                                  c.rollout.max_new_tokens, c.model.max_position_embeddings));
   if (c.grpo.mini_batches > c.grpo.prompts_per_step * c.grpo.group_size)
     core::config_fail(src, "grpo.mini_batches",
                       fmt::format("{} mini-batches but only {} samples per rollout step",
                                   c.grpo.mini_batches, c.grpo.prompts_per_step * c.grpo.group_size));
-  if (c.task.prompt_template.find("{prompt}") == std::string::npos)
-    core::config_fail(src, "task.prompt_template", "must contain {prompt}");
 }
 
 std::string to_yaml(Config c, bool with_docs) {

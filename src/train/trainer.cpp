@@ -17,10 +17,14 @@
 #include "grpo/core/error.h"
 #include "grpo/core/rng.h"
 #include "grpo/data/arithmetic.h"
+#include "grpo/data/jsonl_dataset.h"
+#include "grpo/model/hf.h"
 #include "grpo/model/logprob.h"
 #include "grpo/model/transformer.h"
 #include "grpo/reward/reward.h"
 #include "grpo/rollout/generate.h"
+#include "grpo/text/hf_tokenizer.h"
+#include "grpo/text/prompt.h"
 #include "grpo/text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -55,11 +59,19 @@ void filter_jsonl(const fs::path& path, const std::function<bool(const nlohmann:
 
 }  // namespace
 
+// A question and its ground truth, from the built-in task or a JSONL file.
+struct Item {
+  std::string question, answer;
+  std::string origin;  // "file:line" for dataset items (error messages)
+};
+
 struct Trainer::Impl {
   Config cfg;
   fs::path run_dir;
-  text::CharTokenizer tok{data::ArithmeticTask::alphabet(), r1_special_tokens()};
-  std::unique_ptr<data::ArithmeticTask> task;
+  std::unique_ptr<text::Tokenizer> tok;
+  std::unique_ptr<data::ArithmeticTask> task;           // the built-in task (data.train empty)
+  std::unique_ptr<data::JsonlDataset> train_data, eval_data;
+  std::unique_ptr<reward::RewardFn> accuracy_fn;
   std::unique_ptr<model::Transformer> policy, ref;
   std::unique_ptr<torch::optim::AdamW> opt;
   std::unique_ptr<reward::CombinedReward> rewards;
@@ -68,15 +80,69 @@ struct Trainer::Impl {
 
   explicit Impl(Config c) : cfg(std::move(c)) {
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
-    if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok.vocab_size();
-    GRPO_CHECK(cfg.model.vocab_size >= tok.vocab_size(),
-               "model.vocab_size {} is smaller than the tokenizer's {}", cfg.model.vocab_size,
-               tok.vocab_size());
+    const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
+    if (tok_path.empty())
+      tok = std::make_unique<text::CharTokenizer>(data::ArithmeticTask::alphabet(), r1_special_tokens());
+    else
+      tok = text::HfTokenizer::from_dir(tok_path, cfg.tokenizer.eos_token);
+    if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok->vocab_size();
+    GRPO_CHECK(cfg.model.vocab_size >= tok->vocab_size(),
+               "model.vocab_size {} is smaller than the tokenizer's {} ({})", cfg.model.vocab_size,
+               tok->vocab_size(), tok_path.empty() ? "built-in" : tok_path);
     run_dir = cfg.run.dir;
-    task = std::make_unique<data::ArithmeticTask>(cfg.task, cfg.run.seed);
+    if (cfg.data.train.empty()) {
+      task = std::make_unique<data::ArithmeticTask>(cfg.task, cfg.run.seed);
+    } else {
+      train_data = std::make_unique<data::JsonlDataset>(cfg.data.file(cfg.data.train), cfg.run.seed);
+      if (!cfg.data.eval.empty())
+        eval_data = std::make_unique<data::JsonlDataset>(cfg.data.file(cfg.data.eval), cfg.run.seed);
+      spdlog::info("data: {} training examples from {} ({} lines skipped){}", train_data->size(),
+                   cfg.data.train, train_data->skipped_lines(),
+                   eval_data ? fmt::format(", {} held-out from {} ({} skipped)", eval_data->size(),
+                                           cfg.data.eval, eval_data->skipped_lines())
+                             : std::string(", no held-out set (data.eval)"));
+    }
     rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights);
+    accuracy_fn = reward::RewardRegistry::create("accuracy");
     at::manual_seed(cfg.run.seed);
     policy = std::make_unique<model::Transformer>(cfg.model);
+  }
+
+  // ---------------------------------------------------------------- questions and prompts
+  Item train_item(int64_t position, core::Stream stream = core::Stream::kTrainData) const {
+    if (task) {
+      auto p = task->train_problem(position, stream);
+      return {p.question, p.answer, ""};
+    }
+    const auto& e = train_data->sample(position);
+    return {e.prompt, e.answer, fmt::format("{}:{}", cfg.data.train, e.line)};
+  }
+  int64_t eval_count() const {
+    if (task) return cfg.eval.num_prompts;
+    return eval_data ? std::min<int64_t>(cfg.eval.num_prompts, eval_data->size()) : 0;
+  }
+  Item eval_item(int64_t i) const {
+    if (task) {
+      auto p = task->heldout_problem(i);
+      return {p.question, p.answer, ""};
+    }
+    const auto& e = eval_data->examples()[i];
+    return {e.prompt, e.answer, fmt::format("{}:{}", cfg.data.eval, e.line)};
+  }
+  // Prompt token ids (text/prompt.h: the same formatting everywhere); a prompt that leaves no
+  // room for the response is an error naming its line.
+  std::vector<int64_t> prompt_ids(const Item& item) const {
+    std::vector<int64_t> ids;
+    try {
+      ids = text::encode_prompt(cfg.prompt, *tok, item.question);
+    } catch (const Error& e) {
+      fail("{}: cannot encode the prompt: {}", item.origin.empty() ? "built-in task" : item.origin, e.what());
+    }
+    GRPO_CHECK(int64_t(ids.size()) + cfg.rollout.max_new_tokens <= cfg.model.max_position_embeddings,
+               "{}: the prompt is {} tokens; with rollout.max_new_tokens {} it exceeds "
+               "model.max_position_embeddings {}", item.origin.empty() ? "built-in task" : item.origin,
+               ids.size(), cfg.rollout.max_new_tokens, cfg.model.max_position_embeddings);
+    return ids;
   }
 
   // ---------------------------------------------------------------- optimizer & checkpoints
@@ -224,15 +290,15 @@ struct Trainer::Impl {
       auto demo = task->demonstration(
           p, core::hash_key({uint64_t(core::Stream::kPretrainData), uint64_t(cfg.run.seed),
                              uint64_t(st.pretrain_step), uint64_t(j)}));
-      auto ids = tok.encode(p.prompt);
+      auto ids = prompt_ids({p.question, p.answer, ""});
       prompt_lens.push_back(ids.size());
-      auto c = tok.encode(demo);
+      auto c = tok->encode(demo);
       ids.insert(ids.end(), c.begin(), c.end());
-      ids.push_back(tok.eos_id());
+      ids.push_back(tok->eos_id());
       L = std::max<int64_t>(L, ids.size());
       seqs.push_back(std::move(ids));
     }
-    auto tokens = at::full({B, L}, tok.pad_id(), at::kLong);
+    auto tokens = at::full({B, L}, tok->pad_id(), at::kLong);
     auto mask = at::zeros({B, L - 1}, at::kFloat);
     auto ta = tokens.accessor<int64_t, 2>();
     auto ma = mask.accessor<float, 2>();
@@ -261,28 +327,30 @@ struct Trainer::Impl {
   // ---------------------------------------------------------------- evaluation
   EvalResult evaluate() {
     EvalResult r;
-    const int64_t N = cfg.eval.num_prompts;
-    int64_t correct_g = 0, correct_s = 0, fmt_g = 0;
+    const int64_t N = eval_count();
+    if (N == 0) return r;
+    double correct_g = 0, correct_s = 0;
+    int64_t fmt_g = 0;
     for (int64_t s = 0; s < N; s += cfg.eval.batch_size) {
       int64_t n = std::min(cfg.eval.batch_size, N - s);
       rollout::GenerateRequest req;
-      std::vector<data::Problem> probs;
+      std::vector<Item> probs;
       for (int64_t i = s; i < s + n; ++i) {
-        probs.push_back(task->heldout_problem(i));
-        req.prompts.push_back(tok.encode(probs.back().prompt));
+        probs.push_back(eval_item(i));
+        req.prompts.push_back(prompt_ids(probs.back()));
         req.prompt_keys.push_back(uint64_t(i));
       }
       req.group_size = 1;
-      req.eos_id = tok.eos_id();
-      req.pad_id = tok.pad_id();
+      req.eos_id = tok->eos_id();
+      req.pad_id = tok->pad_id();
       req.sampling = cfg.rollout;
       for (int pass = 0; pass < (cfg.eval.sampled ? 2 : 1); ++pass) {
         req.sampling.temperature = pass == 0 ? 0.0 : cfg.rollout.temperature;
         req.key = {uint64_t(cfg.run.seed), uint64_t(core::Stream::kEvalSampling), uint64_t(st.rollout_step)};
         auto out = rollout::generate(*policy, req);
         for (int64_t i = 0; i < n; ++i) {
-          auto text = tok.decode(out.responses[i]);
-          bool ok = reward::extract_answer(text).value_or("") == probs[i].answer;
+          auto text = tok->decode(out.responses[i]);
+          double ok = accuracy_fn->score(text, probs[i].answer);
           if (pass == 0) {
             correct_g += ok;
             fmt_g += reward::has_r1_format(text);
@@ -293,12 +361,13 @@ struct Trainer::Impl {
       }
     }
     r.num_prompts = N;
-    r.accuracy_greedy = double(correct_g) / N;
+    r.accuracy_greedy = correct_g / N;
     r.format_greedy = double(fmt_g) / N;
-    if (cfg.eval.sampled) r.accuracy_sampled = double(correct_s) / N;
+    if (cfg.eval.sampled) r.accuracy_sampled = correct_s / N;
     return r;
   }
   void evaluate_and_log(const std::string& stage) {
+    if (eval_count() == 0) return;  // no held-out set (data.eval empty)
     auto t0 = Clock::now();
     auto r = evaluate();
     nlohmann::json j = {{"step", st.rollout_step},
@@ -333,18 +402,18 @@ struct Trainer::Impl {
     auto t0 = Clock::now();
     // 1. rollout
     rollout::GenerateRequest req;
-    std::vector<data::Problem> probs;
+    std::vector<Item> probs;
     for (int64_t j = 0; j < g.prompts_per_step; ++j) {
       int64_t idx = st.data_position + j;
-      probs.push_back(task->train_problem(idx));
-      req.prompts.push_back(tok.encode(probs.back().prompt));
+      probs.push_back(train_item(idx));
+      req.prompts.push_back(prompt_ids(probs.back()));
       req.prompt_keys.push_back(uint64_t(idx));
     }
     req.group_size = g.group_size;
     req.sampling = cfg.rollout;
     req.key = {uint64_t(cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(st.rollout_step)};
-    req.eos_id = tok.eos_id();
-    req.pad_id = tok.pad_id();
+    req.eos_id = tok->eos_id();
+    req.pad_id = tok->pad_id();
     auto batch = rollout::generate(*policy, req);
     const int64_t N = batch.rows();
     double t_rollout = seconds_since(t0);
@@ -353,7 +422,7 @@ struct Trainer::Impl {
     auto t1 = Clock::now();
     std::vector<std::string> texts, truths;
     for (int64_t i = 0; i < N; ++i) {
-      texts.push_back(tok.decode(batch.responses[i]));
+      texts.push_back(tok->decode(batch.responses[i]));
       truths.push_back(probs[i / g.group_size].answer);
     }
     auto scored = rewards->score_batch(texts, truths);
@@ -497,6 +566,7 @@ struct Trainer::Impl {
         {"stage", "grpo"},
         {"step", st.rollout_step},
         {"optimizer_step", st.optimizer_step},
+        {"epoch", train_data ? double(st.data_position) / train_data->size() : 0.0},
         {"reward_mean", rmean},
         {"reward_std", rstd},
         {"accuracy", part_sums.count("accuracy") ? part_sums["accuracy"] / N : -1.0},
@@ -557,6 +627,10 @@ struct Trainer::Impl {
     fs::create_directories(run_dir);
     bool resumed = try_resume();
     if (!resumed) {
+      if (!cfg.model.path.empty()) {
+        policy = model::load_hf_model(cfg.model.path);
+        spdlog::info("policy loaded from {}", cfg.model.path);
+      }
       st = TrainState{};
       st.stage = cfg.pretrain.steps > 0 ? "pretrain" : "grpo";
       make_stage_optimizer();
@@ -624,6 +698,27 @@ struct Trainer::Impl {
                  st.optimizer_step, seconds_since(t0));
   }
 };
+
+std::unique_ptr<model::Transformer> load_policy(const std::string& dir, Config* config) {
+  if (fs::exists(fs::path(dir) / "manifest.json")) {  // a grpo checkpoint
+    auto ck = load_checkpoint(dir);
+    auto cfg = load_config_text(ck.config_yaml, dir + "/manifest.json (config)", {}, /*to_run=*/false);
+    GRPO_CHECK(cfg.model.vocab_size > 0, "{}: the checkpoint's config has no vocab_size", dir);
+    auto model = std::make_unique<model::Transformer>(cfg.model);
+    model->load_parameters(ck.model, dir + "/model.safetensors");
+    if (config) *config = std::move(cfg);
+    return model;
+  }
+  GRPO_CHECK(fs::exists(fs::path(dir) / "config.json"), "'{}' is neither a grpo checkpoint "
+             "(manifest.json) nor a Hugging Face model directory (config.json)", dir);
+  auto model = model::load_hf_model(dir);
+  if (config) {
+    *config = Config{};
+    config->model = model->config();
+    config->model.path = dir;
+  }
+  return model;
+}
 
 Trainer::Trainer(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Trainer::~Trainer() = default;

@@ -78,7 +78,7 @@ TEST(ArithmeticTask, SplitsAreDisjointAndDeterministic) {
     EXPECT_GE(p.a, 100);
     EXPECT_LE(p.b, 999);
     EXPECT_EQ(p.answer, std::to_string(p.a + p.b));
-    EXPECT_EQ(p.prompt, fmt::format("{}+{}=", p.a, p.b));
+    EXPECT_EQ(p.question, fmt::format("{}+{}=", p.a, p.b));
   }
   EXPECT_EQ(t.train_problem(17).a, data::ArithmeticTask(c, 1).train_problem(17).a);
 }
@@ -105,7 +105,7 @@ TEST(ArithmeticTask, DemonstrationsHaveTheConfiguredMistakeRate) {
   EXPECT_LT(double(wrong) / n, 0.6);
   c.scratchpad = true;
   data::ArithmeticTask ts(c, 3);
-  data::Problem p{457, 386, "457+386=", "457+386=", "843"};
+  data::Problem p{457, 386, "457+386=", "843"};
   EXPECT_EQ(ts.formatted(p, 843, false), "<think>13,14,8</think><answer>843</answer>");
   EXPECT_EQ(ts.formatted(p, 733, true), "<think>13,13,7</think><answer>733</answer>");
 }

@@ -11,8 +11,9 @@
 #include "grpo/core/error.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/model/hf.h"
-#include "grpo/train/checkpoint.h"
+#include "grpo/text/hf_tokenizer.h"
 #include "grpo/train/config.h"
+#include "grpo/train/trainer.h"
 
 namespace fs = std::filesystem;
 
@@ -49,16 +50,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    std::unique_ptr<grpo::model::Transformer> model;
-    if (fs::exists(fs::path(from) / "manifest.json")) {  // a grpo checkpoint
-      auto ck = grpo::train::load_checkpoint(from);
-      auto cfg = grpo::train::load_config_text(ck.config_yaml, from + "/manifest.json (config)");
-      GRPO_CHECK(cfg.model.vocab_size > 0, "{}: the checkpoint's config has no vocab_size", from);
-      model = std::make_unique<grpo::model::Transformer>(cfg.model);
-      model->load_parameters(ck.model, from + "/model.safetensors");
-    } else {
-      model = grpo::model::load_hf_model(from);
-      if (o.tokenizer_dir.empty()) o.tokenizer_dir = from;
+    grpo::train::Config cfg;
+    auto model = grpo::train::load_policy(from, &cfg);
+    // Tokenizer files: --tokenizer, else the one the run trained with (or the HF source's).
+    if (o.tokenizer_dir.empty()) o.tokenizer_dir = cfg.tokenizer.resolved_path(cfg.model);
+    if (!o.tokenizer_dir.empty() && fs::exists(fs::path(o.tokenizer_dir) / "tokenizer.json")) {
+      auto tok = grpo::text::HfTokenizer::from_dir(o.tokenizer_dir, cfg.tokenizer.eos_token);
+      o.eos_token_id = tok->eos_id();
+      if (auto bos = tok->bos_id()) o.bos_token_id = *bos;
+    } else if (!o.tokenizer_dir.empty()) {
+      std::cerr << "grpo_export: note: no tokenizer.json in " << o.tokenizer_dir << "; none copied\n";
+      o.tokenizer_dir.clear();
     }
     grpo::model::save_hf_model(*model, out, o);
     std::cout << "wrote " << out << " (" << model->num_parameters() << " parameters, " << o.dtype << ")\n";

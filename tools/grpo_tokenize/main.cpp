@@ -10,7 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "grpo/core/error.h"
-#include "grpo/text/chat_template.h"
+#include "grpo/core/config.h"
+#include "grpo/text/prompt.h"
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/text/tokenizer.h"
 
@@ -41,9 +42,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    std::optional<grpo::text::ChatFormat> chat;
-    if (tmpl == "deepseek_v3" || tmpl == "qwen3" || tmpl == "chatml") chat = grpo::text::parse_chat_format(tmpl);
-    else if (!tmpl.empty()) tmpl = grpo::text::resolve_template(tmpl);
+    // The same formatting as training (text/prompt.h): a chat format wraps the question as one
+    // user turn with the generation prompt; anything else is a template.
+    grpo::text::PromptConfig pf;
+    if (tmpl == "deepseek_v3" || tmpl == "qwen3" || tmpl == "chatml")
+      pf.chat = tmpl == "chatml" ? "qwen3" : tmpl;
+    else if (!tmpl.empty())
+      pf.template_text = tmpl;
+    grpo::core::ConfigSource src;
+    src.record("prompt.template", "--template");
+    grpo::text::validate_prompt_config(pf, src);
     std::string path = fs::is_directory(dir) ? (fs::path(dir) / "tokenizer.json").string() : dir;
     auto tok = grpo::text::HfTokenizer::from_file(path);
     std::string line;
@@ -56,8 +64,7 @@ int main(int argc, char** argv) {
       } else {
         GRPO_CHECK(j.is_string(), "stdin line {}: expected a JSON string", n);
         std::string text = j.get<std::string>();
-        if (chat) text = grpo::text::apply_chat_template(*chat, {{"user", text}}, /*add_generation_prompt=*/true);
-        else if (!tmpl.empty()) text = grpo::text::apply_template(tmpl, text);
+        if (!tmpl.empty()) text = grpo::text::format_prompt(pf, text);
         std::cout << nlohmann::json(tok->encode(text)).dump() << "\n";
       }
     }

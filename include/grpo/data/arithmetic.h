@@ -20,7 +20,6 @@ struct ArithmeticConfig {
   std::string name = "addition";
   int64_t digits = 3;                // operands have exactly this many digits
   double heldout_fraction = 0.1;     // share of all operand pairs reserved for evaluation
-  std::string prompt_template = "{prompt}";  // applied to "a+b=" (see text::apply_template)
   bool scratchpad = false;           // demonstrations think aloud: column sums, right to left
   double noise = 0.6;                // base stage: share of demonstrations that drop all carries
   double format_rate = 0.5;          // base stage: share of demonstrations in the R1-Zero format
@@ -30,7 +29,6 @@ struct ArithmeticConfig {
     v.field("digits", digits, "digits per operand", core::between(1, 9));
     v.field("heldout_fraction", heldout_fraction,
             "share of operand pairs reserved for held-out evaluation", {0.0, 1.0, true, true});
-    v.field("prompt_template", prompt_template, "template around the question; {prompt} = 'a+b='");
     v.field("scratchpad", scratchpad,
             "demonstrations put column sums inside <think> (otherwise the think block is empty)");
     v.field("noise", noise, "base stage: share of demonstrations that drop every carry",
@@ -43,8 +41,7 @@ struct ArithmeticConfig {
 
 struct Problem {
   int64_t a = 0, b = 0;
-  std::string question;  // "a+b=" before the template
-  std::string prompt;    // after the template
+  std::string question;  // "a+b=" (the prompt before the template, see text/prompt.h)
   std::string answer;    // ground truth, e.g. "843"
 };
 

@@ -17,12 +17,32 @@ struct JsonlDatasetConfig {
   std::string answer_field = "answer";    // GSM8K: answer; MATH: solution / answer
   std::string on_bad_line = "error";      // error | skip (skipped lines are counted)
   bool shuffle = true;
+};
+
+/// The `data` section of a training config: a training file, an optional held-out file, and the
+/// record layout both share.
+struct DataConfig {
+  std::string train;  // empty: the built-in task
+  std::string eval;
+  std::string prompt_field = "question";
+  std::string answer_field = "answer";
+  std::string on_bad_line = "error";
+  bool shuffle = true;
+
+  JsonlDatasetConfig file(const std::string& path) const {
+    return {path, prompt_field, answer_field, on_bad_line, shuffle};
+  }
 
   void visit(core::ConfigVisitor& v) {
-    v.field("path", path, "JSONL file, one object per line");
-    v.field("prompt_field", prompt_field, "key of the question (dots reach into nested objects)");
+    v.field("train", train, "JSONL file of training prompts, one object per line; empty = the "
+            "built-in task (see task)");
+    v.field("eval", eval, "JSONL file of held-out prompts (same fields), evaluated in file order; "
+            "empty = no evaluation");
+    v.field("prompt_field", prompt_field, "key of the question (dots reach into nested objects: "
+            "messages.0.content)");
     v.field("answer_field", answer_field, "key of the ground-truth answer");
-    v.field("on_bad_line", on_bad_line, "a malformed line stops with an error or is skipped and counted",
+    v.field("on_bad_line", on_bad_line,
+            "a malformed line stops with an error naming file and line, or is skipped and counted",
             {"error", "skip"});
     v.field("shuffle", shuffle, "seeded reshuffle every epoch (otherwise file order)");
   }

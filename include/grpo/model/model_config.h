@@ -10,6 +10,7 @@
 namespace grpo::model {
 
 struct ModelConfig {
+  std::string path;  // Hugging Face directory to start from; empty = random init of these sizes
   std::string model_type = "llama";  // llama | qwen2 | qwen3 (Hugging Face model_type)
   int64_t vocab_size = 0;  // 0: taken from the tokenizer
   int64_t hidden_size = 128;
@@ -36,6 +37,9 @@ struct ModelConfig {
 
   void visit(core::ConfigVisitor& v) {
     using core::at_least;
+    v.field("path", path, "Hugging Face model directory to start from (config.json + safetensors); "
+            "empty = a new random model of the sizes below. With a path, the sizes come from its "
+            "config.json and any size also set here must agree with it");
     v.field("model_type", model_type, "architecture family (Hugging Face model_type)",
             {"llama", "qwen2", "qwen3"});
     v.field("vocab_size", vocab_size, "vocabulary size; 0 = the tokenizer's", at_least(0));

@@ -20,6 +20,11 @@ class HfTokenizer : public Tokenizer {
   /// Loads `path` (a tokenizer.json). Unsupported components are errors naming the component.
   /// eos/pad default to the file's well-known special tokens when present; override with set_*.
   static std::unique_ptr<HfTokenizer> from_file(const std::string& path);
+  /// Loads a tokenizer directory (or a tokenizer.json path): tokenizer.json, plus eos/bos/pad from
+  /// tokenizer_config.json when the directory has one (strings or {"content": ...} objects).
+  /// `eos_override` (a token's text, if non-empty) replaces the EOS token.
+  static std::unique_ptr<HfTokenizer> from_dir(const std::string& dir,
+                                               const std::string& eos_override = "");
   static std::unique_ptr<HfTokenizer> from_json(const std::string& json_text, const std::string& origin);
   ~HfTokenizer() override;
 
@@ -28,9 +33,11 @@ class HfTokenizer : public Tokenizer {
   int64_t vocab_size() const override;
   int64_t eos_id() const override;
   int64_t pad_id() const override;
+  std::optional<int64_t> bos_id() const override;
   std::optional<int64_t> token_id(std::string_view token) const override;
   void set_eos_id(int64_t id);
   void set_pad_id(int64_t id);
+  void set_bos_id(std::optional<int64_t> id);
 
  private:
   HfTokenizer();

@@ -23,6 +23,8 @@ class Tokenizer {
   virtual int64_t vocab_size() const = 0;
   virtual int64_t eos_id() const = 0;
   virtual int64_t pad_id() const = 0;
+  /// Beginning-of-sequence token, for models that expect one (Llama, DeepSeek); none by default.
+  virtual std::optional<int64_t> bos_id() const { return std::nullopt; }
   /// Id of a token given by its text, if it is one token.
   virtual std::optional<int64_t> token_id(std::string_view token) const = 0;
 };

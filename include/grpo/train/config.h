@@ -11,8 +11,10 @@
 
 #include "grpo/core/config.h"
 #include "grpo/data/arithmetic.h"
+#include "grpo/data/jsonl_dataset.h"
 #include "grpo/model/model_config.h"
 #include "grpo/rollout/sampler.h"
+#include "grpo/text/prompt.h"
 
 namespace grpo::train {
 
@@ -34,16 +36,31 @@ struct RunConfig {
   }
 };
 
+struct TokenizerConfig {
+  std::string path;       // empty: model.path's tokenizer, or the built-in character tokenizer
+  std::string eos_token;  // empty: tokenizer_config.json's eos_token
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("path", path, "Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json)"
+            "; empty = model.path's tokenizer when model.path is set, else the built-in character "
+            "tokenizer of the built-in task");
+    v.field("eos_token", eos_token, "token that ends a response (its text, e.g. <|im_end|>); empty "
+            "= tokenizer_config.json's eos_token");
+  }
+  /// The directory to load, or "" for the built-in character tokenizer.
+  std::string resolved_path(const model::ModelConfig& m) const { return path.empty() ? m.path : path; }
+};
+
 /// The base stage: supervised training on imperfect demonstrations, producing a starting policy
 /// with some but not much skill (the analogue of R1-Zero's base model).
 struct PretrainConfig {
-  int64_t steps = 800;
+  int64_t steps = 0;
   int64_t batch_size = 128;
   double lr = 1e-3;
   double weight_decay = 0.0;
 
   void visit(core::ConfigVisitor& v) {
-    v.field("steps", steps, "optimizer steps of the base stage (0 = skip it)", core::at_least(0));
+    v.field("steps", steps, "optimizer steps of the base stage (0 = skip it; built-in task only)", core::at_least(0));
     v.field("batch_size", batch_size, "demonstrations per step", core::at_least(1));
     v.field("lr", lr, "AdamW learning rate", core::positive());
     v.field("weight_decay", weight_decay, "AdamW weight decay", core::at_least(0));
@@ -158,7 +175,10 @@ struct CheckpointConfig {
 struct Config {
   RunConfig run;
   model::ModelConfig model;
+  TokenizerConfig tokenizer;
+  data::DataConfig data;
   data::ArithmeticConfig task;
+  text::PromptConfig prompt;
   PretrainConfig pretrain;
   rollout::SamplingParams rollout;
   GrpoConfig grpo;
@@ -171,8 +191,14 @@ struct Config {
 
   void visit(core::ConfigVisitor& v) {
     v.section("run", "where and how the run executes", run);
-    v.section("model", "policy architecture (Llama/Qwen-style decoder)", model);
-    v.section("task", "built-in task and its base-stage demonstrations", task);
+    v.section("model", "policy: a Hugging Face directory or the sizes of a new Llama/Qwen-style "
+              "decoder", model);
+    v.section("tokenizer", "tokenizer of prompts and responses", tokenizer);
+    v.section("data", "prompt/answer datasets (JSONL)", data);
+    v.section("task", "built-in task (used when data.train is empty) and its base-stage "
+              "demonstrations", task);
+    v.section("prompt", "how a question becomes the prompt (same in training, evaluation and "
+              "grpo_generate)", prompt);
     v.section("pretrain", "base stage: supervised training on imperfect demonstrations", pretrain);
     v.section("rollout", "sampling of GRPO rollouts", rollout);
     v.section("grpo", "GRPO algorithm", grpo);
@@ -184,13 +210,16 @@ struct Config {
 };
 
 /// Parses and validates a config file (plus --set overrides). Throws ConfigError naming the file,
-/// line and key.
+/// line and key. With model.path set, the model section is filled from that directory's
+/// config.json (sizes also given in the file must agree with it).
 Config load_config_file(const std::string& path, const std::vector<std::string>& overrides = {});
-/// Same, from YAML text (`name` is used in messages).
+/// Same, from YAML text (`name` is used in messages). to_run = false reads a checkpoint's resolved
+/// config to sample from or export its model: the model section is kept as written (model.path
+/// may be gone), and data files and custom reward functions need not exist here.
 Config load_config_text(const std::string& yaml, const std::string& name,
-                        const std::vector<std::string>& overrides = {});
+                        const std::vector<std::string>& overrides = {}, bool to_run = true);
 /// Cross-field checks (e.g. model heads, reward names, prompt + response fitting the model).
-void validate(const Config& c, const core::ConfigSource& src);
+void validate(const Config& c, const core::ConfigSource& src, bool to_run = true);
 /// The resolved config as YAML.
 std::string to_yaml(Config c, bool with_docs = true);
 

@@ -29,6 +29,11 @@ struct EvalResult {
   int64_t num_prompts = 0;
 };
 
+/// A policy to sample from or export: a grpo checkpoint directory (manifest.json; the architecture
+/// comes from its config) or a Hugging Face model directory. `config`, when given, receives the
+/// checkpoint's training config (for an HF directory: the defaults with model.path = dir).
+std::unique_ptr<model::Transformer> load_policy(const std::string& dir, Config* config = nullptr);
+
 class Trainer {
  public:
   explicit Trainer(Config config);

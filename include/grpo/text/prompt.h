@@ -1,0 +1,51 @@
+// How a question becomes the token ids the policy sees, in one place: the template around the
+// question, an optional chat format (DeepSeek-V3, Qwen3/ChatML) with an optional system message,
+// and an optional BOS token. Training, evaluation, grpo_generate and grpo_tokenize all call
+// encode_prompt(), so a prompt is formatted identically everywhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "grpo/core/config.h"
+
+namespace grpo::text {
+
+class Tokenizer;
+
+struct PromptConfig {
+  std::string template_text = "plain";  // YAML key `template`
+  std::string chat = "none";
+  std::string system;
+  std::string thinking = "default";
+  bool add_bos = false;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("template", template_text,
+            "text around the question: r1_zero (the DeepSeek-R1-Zero template), plain (the question "
+            "itself), or a string containing {prompt}");
+    v.field("chat", chat, "chat format wrapped around the templated question as one user turn, "
+            "with the assistant generation prompt; none = raw text (base models, R1-Zero)",
+            {"none", "deepseek_v3", "qwen3"});
+    v.field("system", system, "system message (chat formats only; empty = none)");
+    v.field("thinking", thinking, "qwen3 chat only: off adds the empty <think></think> block, as "
+            "enable_thinking=False does in transformers", {"default", "on", "off"});
+    v.field("add_bos", add_bos, "prepend the tokenizer's BOS token (Llama/DeepSeek base models; the "
+            "deepseek_v3 chat format already starts with it)");
+  }
+};
+
+/// Throws ConfigError naming the key (prefix + "." + key, located by `src`) when the template or
+/// the combination of options is invalid.
+void validate_prompt_config(const PromptConfig& c, const core::ConfigSource& src,
+                            const std::string& prefix = "prompt");
+
+/// The prompt text for `question` (template, then chat format). BOS is not part of the text.
+std::string format_prompt(const PromptConfig& c, const std::string& question);
+
+/// Token ids of the formatted prompt, with BOS when add_bos (error if the tokenizer has none).
+std::vector<int64_t> encode_prompt(const PromptConfig& c, const Tokenizer& tok,
+                                   const std::string& question);
+
+}  // namespace grpo::text
