@@ -42,6 +42,13 @@ std::string as_text(const nlohmann::json& v) {
   return "";
 }
 
+std::string trim(const std::string& s) {
+  const char* ws = " \t\r\n";
+  auto b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
 }  // namespace
 
 JsonlDataset::JsonlDataset(const JsonlDatasetConfig& config, uint64_t seed) : config_(config), seed_(seed) {
@@ -64,6 +71,15 @@ JsonlDataset::JsonlDataset(const JsonlDatasetConfig& config, uint64_t seed) : co
       else if (!a) problem = "no field '" + config.answer_field + "'";
       else if ((ex.prompt = as_text(*p)).empty()) problem = "field '" + config.prompt_field + "' is empty or not text";
       else if ((ex.answer = as_text(*a)).empty()) problem = "field '" + config.answer_field + "' is empty or not text";
+      else if (!config.answer_after.empty()) {
+        auto at = ex.answer.rfind(config.answer_after);
+        if (at == std::string::npos) {
+          problem = "field '" + config.answer_field + "' has no '" + config.answer_after + "' (data.answer_after)";
+        } else {
+          ex.answer = trim(ex.answer.substr(at + config.answer_after.size()));
+          if (ex.answer.empty()) problem = "nothing after '" + config.answer_after + "' in field '" + config.answer_field + "'";
+        }
+      }
     }
     if (!problem.empty()) {
       GRPO_CHECK(config.on_bad_line == "skip", "{}:{}: {} (set on_bad_line: skip to skip such lines)",

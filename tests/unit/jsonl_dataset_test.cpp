@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include "grpo/core/error.h"
 #include "grpo/data/jsonl_dataset.h"
 
@@ -36,6 +38,20 @@ TEST(JsonlDataset, FieldsNestedPathsAndNumbers) {
   JsonlDataset n(c, 1);
   EXPECT_EQ(n.examples()[0].prompt, "hi");
   EXPECT_EQ(n.examples()[0].answer, "x");
+}
+
+TEST(JsonlDataset, AnswerAfterMarkerAsInGsm8k) {
+  JsonlDatasetConfig c;
+  c.answer_after = "####";
+  c.path = write("gsm_marker.jsonl",
+                 "{\"question\": \"q1\", \"answer\": \"3 + 4 = 7 #### 9 ####  1,234 \\n\"}\n"
+                 "{\"question\": \"q2\", \"answer\": \"no marker\"}\n");
+  auto e = grpo::test_util::error_of([&] { JsonlDataset d(c, 1); });
+  EXPECT_NE(e.find("gsm_marker.jsonl:2: field 'answer' has no '####'"), std::string::npos) << e;
+  c.on_bad_line = "skip";
+  JsonlDataset d(c, 1);
+  ASSERT_EQ(d.size(), 1);
+  EXPECT_EQ(d.examples()[0].answer, "1,234");  // after the last marker, trimmed
 }
 
 TEST(JsonlDataset, BadLinesNameFileAndLineOrAreSkipped) {

@@ -15,6 +15,7 @@ struct JsonlDatasetConfig {
   std::string path;
   std::string prompt_field = "question";  // GSM8K: question; MATH: problem
   std::string answer_field = "answer";    // GSM8K: answer; MATH: solution / answer
+  std::string answer_after;               // keep the text after the last occurrence (GSM8K: ####)
   std::string on_bad_line = "error";      // error | skip (skipped lines are counted)
   bool shuffle = true;
 };
@@ -26,11 +27,12 @@ struct DataConfig {
   std::string eval;
   std::string prompt_field = "question";
   std::string answer_field = "answer";
+  std::string answer_after;
   std::string on_bad_line = "error";
   bool shuffle = true;
 
   JsonlDatasetConfig file(const std::string& path) const {
-    return {path, prompt_field, answer_field, on_bad_line, shuffle};
+    return {path, prompt_field, answer_field, answer_after, on_bad_line, shuffle};
   }
 
   void visit(core::ConfigVisitor& v) {
@@ -41,6 +43,9 @@ struct DataConfig {
     v.field("prompt_field", prompt_field, "key of the question (dots reach into nested objects: "
             "messages.0.content)");
     v.field("answer_field", answer_field, "key of the ground-truth answer");
+    v.field("answer_after", answer_after, "the answer is the text after the last occurrence of "
+            "this marker, trimmed (GSM8K: '####'); a line without it is a bad line; empty = the "
+            "whole field");
     v.field("on_bad_line", on_bad_line,
             "a malformed line stops with an error naming file and line, or is skipped and counted",
             {"error", "skip"});
