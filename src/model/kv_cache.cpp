@@ -7,11 +7,12 @@
 namespace grpo::model {
 
 StaticKVCache::StaticKVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity,
-                             int64_t head_dim, at::TensorOptions options)
+                             int64_t head_dim, at::TensorOptions options, int64_t v_head_dim)
     : batch_(batch), capacity_(capacity) {
+  if (v_head_dim <= 0) v_head_dim = head_dim;
   for (int64_t l = 0; l < layers; ++l) {
     k_.push_back(at::zeros({batch, kv_heads, capacity, head_dim}, options));
-    v_.push_back(at::zeros({batch, kv_heads, capacity, head_dim}, options));
+    v_.push_back(at::zeros({batch, kv_heads, capacity, v_head_dim}, options));
   }
 }
 
@@ -21,7 +22,7 @@ std::pair<at::Tensor, at::Tensor> StaticKVCache::append(int64_t layer, const at:
   int64_t n = k.size(2);
   GRPO_CHECK(length_ + n <= capacity_, "KV cache overflow: {} stored + {} new > capacity {}",
              length_, n, capacity_);
-  GRPO_ASSERT(k.size(0) == batch_ && v.sizes() == k.sizes());
+  GRPO_ASSERT(k.size(0) == batch_ && v.size(0) == batch_ && v.size(2) == n);
   k_[layer].narrow(2, length_, n).copy_(k);
   v_[layer].narrow(2, length_, n).copy_(v);
   return {k_[layer].narrow(2, 0, length_ + n), v_[layer].narrow(2, 0, length_ + n)};

@@ -6,7 +6,7 @@ namespace grpo::model {
 
 void ModelConfig::validate(const core::ConfigSource& src, const char* prefix) const {
   auto key = [&](const char* k) { return fmt::format("{}.{}", prefix, k); };
-  if (head_dim == 0 && hidden_size % num_attention_heads != 0)
+  if (!is_mla() && head_dim == 0 && hidden_size % num_attention_heads != 0)
     core::config_fail(src, key("num_attention_heads"),
                       fmt::format("hidden_size {} is not divisible by num_attention_heads {}",
                                   hidden_size, num_attention_heads));
@@ -15,10 +15,79 @@ void ModelConfig::validate(const core::ConfigSource& src, const char* prefix) co
                       fmt::format("num_attention_heads {} is not a multiple of "
                                   "num_key_value_heads {}",
                                   num_attention_heads, num_key_value_heads));
-  if (resolved_head_dim() % 2 != 0)
+  if (!is_mla() && resolved_head_dim() % 2 != 0)
     core::config_fail(src, key("head_dim"),
                       fmt::format("RoPE needs an even head dimension, found {}",
                                   resolved_head_dim()));
+  if (is_mla()) {
+    for (auto [k, v] : {std::pair<const char*, int64_t>{"kv_lora_rank", kv_lora_rank},
+                        {"qk_nope_head_dim", qk_nope_head_dim},
+                        {"qk_rope_head_dim", qk_rope_head_dim}, {"v_head_dim", v_head_dim}})
+      if (v <= 0) core::config_fail(src, key(k), fmt::format("deepseek_v3 (MLA) needs {} > 0", k));
+    if (qk_rope_head_dim % 2 != 0)
+      core::config_fail(src, key("qk_rope_head_dim"),
+                        fmt::format("RoPE needs an even width, found {}", qk_rope_head_dim));
+  } else {
+    if (q_lora_rank || kv_lora_rank || qk_nope_head_dim || qk_rope_head_dim || v_head_dim)
+      core::config_fail(src, key("kv_lora_rank"),
+                        fmt::format("MLA sizes apply to model_type deepseek_v3 only (found {})",
+                                    model_type));
+    if (n_routed_experts > 0)
+      core::config_fail(src, key("n_routed_experts"),
+                        fmt::format("MoE layers apply to model_type deepseek_v3 only (found {})",
+                                    model_type));
+  }
+  if (n_routed_experts > 0) {
+    if (num_experts_per_tok < 1 || num_experts_per_tok > n_routed_experts)
+      core::config_fail(src, key("num_experts_per_tok"),
+                        fmt::format("must be in [1, n_routed_experts = {}], found {}",
+                                    n_routed_experts, num_experts_per_tok));
+    if (moe_intermediate_size < 1)
+      core::config_fail(src, key("moe_intermediate_size"), "MoE layers need moe_intermediate_size > 0");
+    if (n_routed_experts % n_group != 0)
+      core::config_fail(src, key("n_group"), fmt::format("n_routed_experts {} is not divisible by "
+                                                         "n_group {}", n_routed_experts, n_group));
+    if (topk_group > n_group)
+      core::config_fail(src, key("topk_group"),
+                        fmt::format("{} groups chosen out of n_group = {}", topk_group, n_group));
+    if (n_routed_experts / n_group < 2)
+      core::config_fail(src, key("n_group"), "each group needs at least 2 experts (a group's score "
+                                             "is the sum of its top 2)");
+    if (num_experts_per_tok > topk_group * (n_routed_experts / n_group))
+      core::config_fail(src, key("num_experts_per_tok"),
+                        fmt::format("{} experts per token but only {} in the {} chosen groups",
+                                    num_experts_per_tok, topk_group * (n_routed_experts / n_group),
+                                    topk_group));
+  }
+  if (rope_type == "yarn" && rope_original_max_position_embeddings <= 0)
+    core::config_fail(src, key("rope_original_max_position_embeddings"),
+                      "yarn needs the original context length");
+}
+
+int64_t ModelConfig::count_parameters() const {
+  const int64_t H = hidden_size;
+  int64_t n = vocab_size * H * (tie_word_embeddings ? 1 : 2) + H;  // embeddings, head, final norm
+  int64_t attn;
+  if (is_mla()) {
+    const int64_t heads = num_attention_heads, qk = qk_nope_head_dim + qk_rope_head_dim;
+    attn = (q_lora_rank > 0 ? H * q_lora_rank + q_lora_rank + q_lora_rank * heads * qk : H * heads * qk) +
+           H * (kv_lora_rank + qk_rope_head_dim) + kv_lora_rank +
+           kv_lora_rank * heads * (qk_nope_head_dim + v_head_dim) + heads * v_head_dim * H;
+  } else {
+    const int64_t hd = resolved_head_dim(), q = num_attention_heads * hd, kv = num_key_value_heads * hd;
+    attn = H * (q + 2 * kv) + q * H + (attention_bias ? q + 2 * kv : 0) + (attention_out_bias ? H : 0) +
+           (qk_norm ? 2 * hd : 0);
+  }
+  for (int64_t l = 0; l < num_hidden_layers; ++l) {
+    int64_t mlp;
+    if (is_moe_layer(l))
+      mlp = 3 * H * moe_intermediate_size * (n_routed_experts + n_shared_experts) +
+            n_routed_experts * H + n_routed_experts;  // router weight + correction bias
+    else
+      mlp = 3 * H * intermediate_size + (mlp_bias ? 2 * intermediate_size + H : 0);
+    n += attn + mlp + 2 * H;
+  }
+  return n;
 }
 
 }  // namespace grpo::model

@@ -1,6 +1,11 @@
-// The transformer as LibTorch modules. Module tree mirrors Hugging Face's LlamaForCausalLM:
+// The transformer as LibTorch modules. Module tree mirrors Hugging Face's LlamaForCausalLM /
+// DeepseekV3ForCausalLM:
 //   model.embed_tokens, model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
-//   post_attention_layernorm, mlp.{gate,up,down}_proj}, model.norm, lm_head.
+//   post_attention_layernorm, mlp.{gate,up,down}_proj}, model.norm, lm_head;
+//   MLA: self_attn.{q_proj | q_a_proj, q_a_layernorm, q_b_proj}, kv_a_proj_with_mqa,
+//        kv_a_layernorm, kv_b_proj, o_proj;
+//   MoE: mlp.gate.{weight, e_score_correction_bias}, mlp.experts.{gate,up,down}_proj (stacked
+//        [E, ...]; hf.cpp maps them to HF's per-expert tensors), mlp.shared_experts.*.
 // Attention uses at::scaled_dot_product_attention (fused kernels when available) with native GQA.
 #include "grpo/model/transformer.h"
 
@@ -13,6 +18,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/core/tensor_util.h"
+#include "grpo/model/moe.h"
 
 namespace grpo::model {
 namespace {
@@ -76,6 +82,17 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
   }
 };
 
+// RoPE on `x` [.., d]; interleaved (DeepSeek): pairs (x0, x1), (x2, x3), .. each rotate by one
+// frequency. De-interleaving to [x0, x2, .., x1, x3, ..] and rotating in the half layout gives
+// exactly the reference's output layout (transformers' apply_rotary_pos_emb_interleave).
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool interleave) {
+  if (!interleave) return RopeFn::apply(x, cos, sin);
+  auto d = x.size(-1);
+  auto y = x.unflatten(-1, {d / 2, 2}).transpose(-1, -2).flatten(-2);
+  return RopeFn::apply(y, cos, sin);
+}
+
+
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const ModelConfig& c) : heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
                                        head_dim(c.resolved_head_dim()) {
@@ -123,13 +140,13 @@ struct AttentionImpl : torch::nn::Module {
 TORCH_MODULE(Attention);
 
 struct MLPImpl : torch::nn::Module {
-  MLPImpl(const ModelConfig& c) {
+  MLPImpl(int64_t hidden, int64_t inter, bool bias) {
     auto lin = [&](int64_t in, int64_t out) {
-      return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(c.mlp_bias));
+      return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
     };
-    gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
-    up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
-    down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
+    gate_proj = register_module("gate_proj", lin(hidden, inter));
+    up_proj = register_module("up_proj", lin(hidden, inter));
+    down_proj = register_module("down_proj", lin(inter, hidden));
   }
   at::Tensor forward(const at::Tensor& x) {
     return down_proj(at::silu(gate_proj(x)) * up_proj(x));
@@ -138,22 +155,171 @@ struct MLPImpl : torch::nn::Module {
 };
 TORCH_MODULE(MLP);
 
-struct BlockImpl : torch::nn::Module {
-  BlockImpl(const ModelConfig& c) {
-    input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-    self_attn = register_module("self_attn", Attention(c));
-    post_attention_layernorm =
-        register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-    mlp = register_module("mlp", MLP(c));
+// YaRN's attention temperature: 0.1 * mscale * ln(scale) + 1 (1 when not extending).
+double yarn_mscale(double scale, double mscale) {
+  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+// Multi-head latent attention (DeepSeek-V2/V3). Keys and values come from a compressed latent
+// c = RMSNorm(W_dkv x) (kv_lora_rank wide) plus one RoPE key shared by all heads.
+//  * without a cache (training, prefill of the reference): c is expanded to per-head K/V by
+//    kv_b_proj and attention runs as usual;
+//  * with a cache (generation): the cache holds only (c, k_rope) per token, and kv_b_proj is
+//    absorbed into the query and the output ("weight absorption"):
+//      q_lat = q_nope W_uk,  scores = q_lat c^T + q_rope k_rope^T,  out = (P c) W_uv^T,
+//    which equals the expanded path exactly in real arithmetic.
+struct MLAImpl : torch::nn::Module {
+  MLAImpl(const ModelConfig& c)
+      : heads(c.num_attention_heads), dn(c.qk_nope_head_dim), dr(c.qk_rope_head_dim),
+        dv(c.v_head_dim), rank(c.kv_lora_rank), interleave(c.rope_interleave) {
+    auto lin = [&](int64_t in, int64_t out) {
+      return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+    };
+    const int64_t qk = dn + dr;
+    if (c.q_lora_rank > 0) {
+      q_a_proj = register_module("q_a_proj", lin(c.hidden_size, c.q_lora_rank));
+      q_a_layernorm = register_module("q_a_layernorm", RMSNorm(c.q_lora_rank, 1e-6));
+      q_b_proj = register_module("q_b_proj", lin(c.q_lora_rank, heads * qk));
+    } else {
+      q_proj = register_module("q_proj", lin(c.hidden_size, heads * qk));
+    }
+    kv_a_proj_with_mqa = register_module("kv_a_proj_with_mqa", lin(c.hidden_size, rank + dr));
+    kv_a_layernorm = register_module("kv_a_layernorm", RMSNorm(rank, 1e-6));
+    kv_b_proj = register_module("kv_b_proj", lin(rank, heads * (dn + dv)));
+    o_proj = register_module("o_proj", lin(heads * dv, c.hidden_size));
+    scale = 1.0 / std::sqrt(double(qk));
+    if (c.rope_type != "default" && c.rope_mscale_all_dim != 0) {
+      double m = yarn_mscale(c.rope_factor, c.rope_mscale_all_dim);
+      scale *= m * m;
+    }
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    auto h = x + self_attn->forward(input_layernorm(x), cos, sin, mask, cache, layer);
-    return h + mlp(post_attention_layernorm(h));
+    const auto B = x.size(0), T = x.size(1);
+    auto q = q_proj ? q_proj(x) : q_b_proj(q_a_layernorm(q_a_proj(x)));
+    q = q.view({B, T, heads, dn + dr}).transpose(1, 2);  // [B, H, T, dn + dr]
+    auto q_nope = q.narrow(-1, 0, dn);
+    auto q_rope = apply_rope(q.narrow(-1, dn, dr), cos, sin, interleave);
+    auto ckv = kv_a_proj_with_mqa(x);                              // [B, T, rank + dr]
+    auto latent = kv_a_layernorm(ckv.narrow(-1, 0, rank)).unsqueeze(1);  // [B, 1, T, rank]
+    auto k_rope = apply_rope(ckv.narrow(-1, rank, dr).unsqueeze(1), cos, sin, interleave);  // [B, 1, T, dr]
+    at::Tensor out;  // [B, H, T, dv]
+    auto sdpa = [&](const at::Tensor& qq, const at::Tensor& kk, const at::Tensor& vv, bool gqa) {
+      if (mask.defined()) return at::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, false, scale, gqa);
+      return at::scaled_dot_product_attention(qq, kk, vv, {}, 0.0, true, scale, gqa);
+    };
+    if (!cache) {
+      auto kv = kv_b_proj(latent.squeeze(1)).view({B, T, heads, dn + dv}).transpose(1, 2);
+      auto k = at::cat({kv.narrow(-1, 0, dn), k_rope.expand({B, heads, T, dr})}, -1);
+      out = sdpa(at::cat({q_nope, q_rope}, -1), k, kv.narrow(-1, dn, dv), false);
+    } else {
+      auto [c_all, r_all] = cache->append(layer, latent, k_rope);  // [B, 1, S, rank], [B, 1, S, dr]
+      auto w = kv_b_proj->weight.view({heads, dn + dv, rank});
+      auto q_lat = at::matmul(q_nope, w.narrow(1, 0, dn));            // [B, H, T, rank]
+      auto lat = sdpa(at::cat({q_lat, q_rope}, -1), at::cat({c_all, r_all}, -1), c_all, true);
+      out = at::matmul(lat, w.narrow(1, dn, dv).transpose(1, 2));     // [B, H, T, dv]
+    }
+    return o_proj(out.transpose(1, 2).reshape({B, T, heads * dv}));
+  }
+  int64_t heads, dn, dr, dv, rank;
+  bool interleave;
+  double scale;
+  torch::nn::Linear q_proj{nullptr}, q_a_proj{nullptr}, q_b_proj{nullptr}, kv_a_proj_with_mqa{nullptr},
+      kv_b_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_a_layernorm{nullptr}, kv_a_layernorm{nullptr};
+};
+TORCH_MODULE(MLA);
+
+struct RouterImpl : torch::nn::Module {
+  RouterImpl(int64_t experts, int64_t hidden) {
+    weight = register_parameter("weight", at::zeros({experts, hidden}));
+    // Not trained by gradients: moved by the aux-loss-free balancing rule (update_router_bias).
+    e_score_correction_bias = register_parameter("e_score_correction_bias", at::zeros({experts}), false);
+  }
+  at::Tensor weight, e_score_correction_bias;
+};
+TORCH_MODULE(Router);
+
+struct ExpertsImpl : torch::nn::Module {
+  ExpertsImpl(int64_t experts, int64_t hidden, int64_t inter) {
+    gate_proj = register_parameter("gate_proj", at::zeros({experts, inter, hidden}));
+    up_proj = register_parameter("up_proj", at::zeros({experts, inter, hidden}));
+    down_proj = register_parameter("down_proj", at::zeros({experts, hidden, inter}));
+  }
+  at::Tensor gate_proj, up_proj, down_proj;
+};
+TORCH_MODULE(Experts);
+
+// DeepSeekMoE: shared experts + routed experts through the moe.h ops.
+struct MoEImpl : torch::nn::Module {
+  MoEImpl(const ModelConfig& c) {
+    rc.num_experts = c.n_routed_experts;
+    rc.top_k = c.num_experts_per_tok;
+    rc.n_group = c.n_group;
+    rc.topk_group = c.topk_group;
+    rc.norm_topk_prob = c.norm_topk_prob;
+    rc.routed_scaling_factor = c.routed_scaling_factor;
+    gate = register_module("gate", Router(c.n_routed_experts, c.hidden_size));
+    experts = register_module("experts", Experts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size));
+    if (c.n_shared_experts > 0)
+      shared_experts = register_module(
+          "shared_experts", MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, false));
+    load = at::zeros({c.n_routed_experts}, at::kLong);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    const auto H = x.size(-1);
+    auto flat = x.reshape({-1, H});
+    auto logits = at::linear(flat.to(at::kFloat), gate->weight.to(at::kFloat));
+    auto r = moe::route(logits, gate->e_score_correction_bias.to(at::kFloat), rc);
+    auto plan = moe::plan_dispatch(r.indices, rc.num_experts);
+    auto y = moe::grouped_swiglu(moe::permute(flat, plan), experts->gate_proj, experts->up_proj,
+                                 experts->down_proj, plan.counts);
+    auto out = moe::unpermute(y, plan, r.weights).view(x.sizes());
+    if (is_training()) {
+      load += at::tensor(plan.counts, at::kLong);
+      if (balance_coef > 0 && at::GradMode::is_enabled()) {
+        auto l = moe::sequence_balance_loss(r.indices, r.scores, x.size(0), rc.top_k) * balance_coef;
+        balance_loss = balance_loss.defined() ? balance_loss + l : l;
+      }
+    }
+    last = {r.indices.detach(), r.weights.detach(), at::Tensor()};
+    if (shared_experts) out = out + shared_experts(x);
+    return out;
+  }
+  moe::RouterConfig rc;
+  Router gate{nullptr};
+  Experts experts{nullptr};
+  MLP shared_experts{nullptr};
+  at::Tensor load;          // [E] slots routed to each expert in training forwards since reset
+  double balance_coef = 0;  // sequence-wise balance loss coefficient (alpha)
+  at::Tensor balance_loss;  // accumulated until taken
+  moe::Routing last;        // routing of the latest forward
+};
+TORCH_MODULE(MoE);
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(const ModelConfig& c, int64_t index) {
+    input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+    if (c.is_mla()) mla = register_module("self_attn", MLA(c));
+    else self_attn = register_module("self_attn", Attention(c));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+    if (c.is_moe_layer(index)) moe = register_module("mlp", MoE(c));
+    else mlp = register_module("mlp", MLP(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& mask, KVCache* cache, int64_t layer) {
+    auto a = input_layernorm(x);
+    auto h = x + (mla ? mla->forward(a, cos, sin, mask, cache, layer)
+                      : self_attn->forward(a, cos, sin, mask, cache, layer));
+    auto m = post_attention_layernorm(h);
+    return h + (moe ? moe->forward(m) : mlp(m));
   }
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
+  MLA mla{nullptr};
   MLP mlp{nullptr};
+  MoE moe{nullptr};
 };
 TORCH_MODULE(Block);
 
@@ -161,7 +327,7 @@ struct BackboneImpl : torch::nn::Module {
   BackboneImpl(const ModelConfig& c) {
     embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
     layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(Block(c));
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(Block(c, i));
     norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   }
   torch::nn::Embedding embed_tokens{nullptr};
@@ -179,14 +345,33 @@ struct Transformer::Impl : torch::nn::Module {
       lm_head = register_module(
           "lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
     }
-    // RoPE table [max_pos, head_dim] (rotate-half layout, as Hugging Face Llama)
-    auto hd = c.resolved_head_dim();
-    auto inv_freq = 1.0 / at::pow(c.rope_theta, at::arange(0, hd, 2, at::kDouble) / hd);
+    // RoPE table [max_pos, rope_dim] (rotate-half layout, as Hugging Face), YaRN-scaled if set.
+    auto hd = c.rope_dim();
+    auto pos_freqs = at::pow(c.rope_theta, at::arange(0, hd, 2, at::kDouble) / hd);
+    auto inv_freq = 1.0 / pos_freqs;
+    double attention_factor = 1.0;
+    if (c.rope_type == "yarn") {
+      // transformers' _compute_yarn_parameters (truncate = true)
+      auto correction_dim = [&](double rotations) {
+        return hd * std::log(c.rope_original_max_position_embeddings / (rotations * 2 * M_PI)) /
+               (2 * std::log(c.rope_theta));
+      };
+      double low = std::max(std::floor(correction_dim(c.rope_beta_fast)), 0.0);
+      double high = std::min(std::ceil(correction_dim(c.rope_beta_slow)), double(hd - 1));
+      if (low == high) high += 0.001;
+      auto ramp = at::clamp((at::arange(hd / 2, at::kDouble) - low) / (high - low), 0, 1);
+      auto extrapolation = 1 - ramp;
+      inv_freq = (1.0 / (c.rope_factor * pos_freqs)) * (1 - extrapolation) + inv_freq * extrapolation;
+      attention_factor = (c.rope_mscale != 0 && c.rope_mscale_all_dim != 0)
+                             ? yarn_mscale(c.rope_factor, c.rope_mscale) /
+                                   yarn_mscale(c.rope_factor, c.rope_mscale_all_dim)
+                             : yarn_mscale(c.rope_factor, 1.0);
+    }
     auto t = at::arange(c.max_position_embeddings, at::kDouble);
     auto freqs = at::outer(t, inv_freq);
     auto emb = at::cat({freqs, freqs}, -1);
-    cos_table = register_buffer("rope_cos", emb.cos().to(at::kFloat));
-    sin_table = register_buffer("rope_sin", emb.sin().to(at::kFloat));
+    cos_table = register_buffer("rope_cos", (emb.cos() * attention_factor).to(at::kFloat));
+    sin_table = register_buffer("rope_sin", (emb.sin() * attention_factor).to(at::kFloat));
     init_weights();
   }
   void init_weights() {
@@ -195,6 +380,10 @@ struct Transformer::Impl : torch::nn::Module {
     for (auto& p : named_parameters()) {
       const auto& name = p.key();
       if (name.find("norm") != std::string::npos) continue;  // RMSNorm weights stay 1
+      if (name.find("e_score_correction_bias") != std::string::npos) {
+        p.value().zero_();
+        continue;
+      }
       if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
         p.value().zero_();
         continue;
@@ -268,6 +457,9 @@ at::Tensor Transformer::logits(const at::Tensor& hidden) const {
 
 std::unique_ptr<KVCache> Transformer::make_cache(int64_t batch, int64_t capacity) const {
   auto w = lm_head_weight();
+  if (config_.is_mla())  // the compressed latent: (c_kv, k_rope) per token, one "head"
+    return std::make_unique<StaticKVCache>(config_.num_hidden_layers, batch, 1, capacity,
+                                           config_.kv_lora_rank, w.options(), config_.qk_rope_head_dim);
   return std::make_unique<StaticKVCache>(config_.num_hidden_layers, batch, config_.num_key_value_heads,
                                          capacity, config_.resolved_head_dim(), w.options());
 }
@@ -307,6 +499,54 @@ void Transformer::load_parameters(const std::vector<std::pair<std::string, at::T
 
 void Transformer::copy_from(const Transformer& other) {
   load_parameters(other.named_parameters(), "model copy");
+}
+
+namespace {
+MoEImpl* moe_of(torch::nn::Module& model, int64_t layer) {
+  auto& layers = *static_cast<Transformer::Impl&>(model).model->layers;
+  GRPO_CHECK(layer >= 0 && layer < int64_t(layers.size()), "layer {} out of range", layer);
+  auto* b = layers[layer]->as<BlockImpl>();
+  GRPO_CHECK(b->moe, "layer {} is not an MoE layer", layer);
+  return b->moe.get();
+}
+}  // namespace
+
+std::vector<int64_t> Transformer::moe_layers() const {
+  std::vector<int64_t> out;
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l)
+    if (config_.is_moe_layer(l)) out.push_back(l);
+  return out;
+}
+
+moe::Routing Transformer::last_routing(int64_t layer) const { return moe_of(*impl_, layer)->last; }
+
+at::Tensor Transformer::expert_load(int64_t layer) const { return moe_of(*impl_, layer)->load.clone(); }
+
+void Transformer::reset_expert_load() {
+  for (auto l : moe_layers()) moe_of(*impl_, l)->load.zero_();
+}
+
+void Transformer::update_router_bias(double rate) {
+  for (auto l : moe_layers()) {
+    auto* m = moe_of(*impl_, l);
+    if (rate > 0) moe::update_bias(m->gate->e_score_correction_bias, m->load, rate);
+    m->load.zero_();
+  }
+}
+
+void Transformer::set_balance_loss_coef(double alpha) {
+  for (auto l : moe_layers()) moe_of(*impl_, l)->balance_coef = alpha;
+}
+
+at::Tensor Transformer::take_balance_loss() {
+  at::Tensor total;
+  for (auto l : moe_layers()) {
+    auto* m = moe_of(*impl_, l);
+    if (!m->balance_loss.defined()) continue;
+    total = total.defined() ? total + m->balance_loss : m->balance_loss;
+    m->balance_loss = at::Tensor();
+  }
+  return total;
 }
 
 void Transformer::train(bool on) { impl_->train(on); }

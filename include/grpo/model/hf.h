@@ -21,8 +21,16 @@ ModelConfig read_hf_config(const std::string& config_json_path);
 std::string hf_config_json(const ModelConfig& c, const std::string& dtype = "float32");
 
 /// Loads `dir` (config.json + model.safetensors or sharded index) into a new fp32 model (bf16/fp16
-/// weights are converted). Missing or unexpected tensors are reported by name.
+/// weights are converted; block-scaled fp8 weights are dequantised with their weight_scale_inv;
+/// DeepSeek's per-expert tensors are stacked; multi-token-prediction layers are skipped with a
+/// note). Missing or unexpected tensors are reported by name.
 std::unique_ptr<Transformer> load_hf_model(const std::string& dir);
+
+/// w (fp8 or any float) [rows, cols] times its per-block scale scale_inv [ceil(rows / block_rows),
+/// ceil(cols / block_cols)] -> fp32 (DeepSeek-V3's weight_scale_inv, 128 x 128 blocks).
+at::Tensor dequantize_fp8_blocks(const at::Tensor& w, const at::Tensor& scale_inv,
+                                 int64_t block_rows = 128, int64_t block_cols = 128,
+                                 const std::string& name = "weight");
 
 struct HfExportOptions {
   std::string dtype = "float32";            // float32 | bfloat16 | float16

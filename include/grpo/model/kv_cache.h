@@ -28,11 +28,14 @@ class KVCache {
   virtual void select_rows(const at::Tensor& rows) = 0;
 };
 
-/// Preallocated contiguous cache: per layer [batch, kv_heads, capacity, head_dim].
+/// Preallocated contiguous cache: per layer [batch, kv_heads, capacity, head_dim] for keys and
+/// [.., v_head_dim] for values (default: head_dim). MLA stores its compressed latent here: one
+/// "head" of c_kv (kv_lora_rank wide) as keys and the shared RoPE key (qk_rope_head_dim) as values,
+/// not per-head K/V.
 class StaticKVCache : public KVCache {
  public:
   StaticKVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity,
-                int64_t head_dim, at::TensorOptions options);
+                int64_t head_dim, at::TensorOptions options, int64_t v_head_dim = 0);
   std::pair<at::Tensor, at::Tensor> append(int64_t layer, const at::Tensor& k,
                                            const at::Tensor& v) override;
   void commit(int64_t n) override;

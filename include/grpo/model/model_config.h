@@ -1,5 +1,6 @@
-// Sizes of a decoder-only transformer (Llama/Qwen family). Field names follow Hugging Face
-// config.json where one exists, so a later importer maps them one to one.
+// Sizes of a decoder-only transformer: the Llama/Qwen family (grouped-query attention, SwiGLU) and
+// DeepSeek-V3 (multi-head latent attention, DeepSeekMoE). Field names follow Hugging Face
+// config.json, so the importer maps them one to one.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +12,7 @@ namespace grpo::model {
 
 struct ModelConfig {
   std::string path;  // Hugging Face directory to start from; empty = random init of these sizes
-  std::string model_type = "llama";  // llama | qwen2 | qwen3 (Hugging Face model_type)
+  std::string model_type = "llama";  // llama | qwen2 | qwen3 | deepseek_v3 (HF model_type)
   int64_t vocab_size = 0;  // 0: taken from the tokenizer
   int64_t hidden_size = 128;
   int64_t num_hidden_layers = 3;
@@ -29,6 +30,41 @@ struct ModelConfig {
   bool qk_norm = false;             // RMSNorm on each head of q and k before RoPE (Qwen3)
   double initializer_range = 0.02;
 
+  // RoPE scaling (YaRN, as DeepSeek-V3 uses it) and layout.
+  std::string rope_type = "default";  // default | yarn
+  double rope_factor = 1.0;
+  int64_t rope_original_max_position_embeddings = 0;
+  double rope_beta_fast = 32.0, rope_beta_slow = 1.0;
+  double rope_mscale = 0.0, rope_mscale_all_dim = 0.0;
+  bool rope_interleave = false;  // DeepSeek: rotary dims in interleaved pairs
+
+  // Multi-head latent attention (deepseek_v3).
+  int64_t q_lora_rank = 0;  // 0: q is one projection (no low-rank query)
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+
+  // DeepSeekMoE (deepseek_v3).
+  int64_t n_routed_experts = 0;  // 0: every MLP is dense
+  int64_t n_shared_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  bool norm_topk_prob = true;
+  double routed_scaling_factor = 1.0;
+  int64_t first_k_dense_replace = 0;
+
+  bool is_mla() const { return model_type == "deepseek_v3"; }
+  bool is_moe_layer(int64_t layer) const {
+    return n_routed_experts > 0 && layer >= first_k_dense_replace;
+  }
+  /// Width of the rotary part of a head (all of it, except in MLA).
+  int64_t rope_dim() const { return is_mla() ? qk_rope_head_dim : resolved_head_dim(); }
+  /// Parameter count of the model this config describes (no allocation; 671B checks).
+  int64_t count_parameters() const;
+
   int64_t resolved_head_dim() const {
     return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
   }
@@ -41,7 +77,7 @@ struct ModelConfig {
             "empty = a new random model of the sizes below. With a path, the sizes come from its "
             "config.json and any size also set here must agree with it");
     v.field("model_type", model_type, "architecture family (Hugging Face model_type)",
-            {"llama", "qwen2", "qwen3"});
+            {"llama", "qwen2", "qwen3", "deepseek_v3"});
     v.field("vocab_size", vocab_size, "vocabulary size; 0 = the tokenizer's", at_least(0));
     v.field("hidden_size", hidden_size, "model width", at_least(1));
     v.field("num_hidden_layers", num_hidden_layers, "transformer blocks", at_least(1));
@@ -62,6 +98,42 @@ struct ModelConfig {
     v.field("qk_norm", qk_norm, "RMSNorm per head on q and k before RoPE (Qwen3 style)");
     v.field("initializer_range", initializer_range, "std of the normal weight init",
             core::positive());
+    v.field("rope_type", rope_type, "RoPE scaling: default, or yarn (DeepSeek-V3's long context)",
+            {"default", "yarn"});
+    v.field("rope_factor", rope_factor, "yarn: context extension factor", core::at_least(1));
+    v.field("rope_original_max_position_embeddings", rope_original_max_position_embeddings,
+            "yarn: the pre-extension context length", at_least(0));
+    v.field("rope_beta_fast", rope_beta_fast, "yarn: ramp boundary (fast rotations)", core::positive());
+    v.field("rope_beta_slow", rope_beta_slow, "yarn: ramp boundary (slow rotations)", core::positive());
+    v.field("rope_mscale", rope_mscale, "yarn: mscale (attention temperature)", at_least(0));
+    v.field("rope_mscale_all_dim", rope_mscale_all_dim,
+            "yarn: mscale_all_dim; also scales the softmax by mscale(factor, mscale_all_dim)^2",
+            at_least(0));
+    v.field("rope_interleave", rope_interleave,
+            "rotary dimensions come in interleaved pairs (DeepSeek checkpoints)");
+    v.field("q_lora_rank", q_lora_rank, "MLA: rank of the low-rank query; 0 = a full projection",
+            at_least(0));
+    v.field("kv_lora_rank", kv_lora_rank, "MLA: rank of the compressed key/value latent", at_least(0));
+    v.field("qk_nope_head_dim", qk_nope_head_dim, "MLA: per-head query/key width without RoPE",
+            at_least(0));
+    v.field("qk_rope_head_dim", qk_rope_head_dim,
+            "MLA: per-head query/key width with RoPE (the key part is shared by all heads)",
+            at_least(0));
+    v.field("v_head_dim", v_head_dim, "MLA: per-head value width", at_least(0));
+    v.field("n_routed_experts", n_routed_experts, "MoE: routed experts per layer; 0 = dense MLPs",
+            at_least(0));
+    v.field("n_shared_experts", n_shared_experts, "MoE: shared experts (always active)", at_least(0));
+    v.field("num_experts_per_tok", num_experts_per_tok, "MoE: routed experts per token (top-k)",
+            at_least(0));
+    v.field("moe_intermediate_size", moe_intermediate_size, "MoE: SwiGLU width of each expert",
+            at_least(0));
+    v.field("n_group", n_group, "MoE: expert groups (group-limited routing)", at_least(1));
+    v.field("topk_group", topk_group, "MoE: groups each token may route to", at_least(1));
+    v.field("norm_topk_prob", norm_topk_prob, "MoE: normalise the top-k weights to sum to 1");
+    v.field("routed_scaling_factor", routed_scaling_factor, "MoE: routed output scale",
+            core::positive());
+    v.field("first_k_dense_replace", first_k_dense_replace,
+            "MoE: the first k layers keep a dense MLP (intermediate_size)", at_least(0));
   }
 };
 

@@ -1,6 +1,6 @@
-// Decoder-only transformer (Llama/Qwen family): token embedding, N blocks of
-// RMSNorm -> grouped-query attention with RoPE -> residual -> RMSNorm -> SwiGLU MLP -> residual,
-// a final RMSNorm and an LM head. Parameters carry Hugging Face names
+// Decoder-only transformer: token embedding, N blocks of RMSNorm -> attention -> residual ->
+// RMSNorm -> MLP -> residual, a final RMSNorm and an LM head. Attention is grouped-query with RoPE
+// (Llama/Qwen) or multi-head latent attention (DeepSeek-V3); the MLP is SwiGLU or DeepSeekMoE. Parameters carry Hugging Face names
 // ("model.layers.0.self_attn.q_proj.weight", "lm_head.weight", ...), so checkpoints map 1:1.
 //
 // The LibTorch module lives behind a pimpl: this header stays light (no torch/torch.h), and
@@ -16,6 +16,7 @@
 
 #include "grpo/model/kv_cache.h"
 #include "grpo/model/model_config.h"
+#include "grpo/model/moe.h"
 
 namespace grpo::model {
 
@@ -61,8 +62,26 @@ class Transformer {
   bool is_training() const;
   const ModelConfig& config() const { return config_; }
 
- private:
+  // ---- MoE (deepseek_v3 with n_routed_experts > 0)
+  /// Indices of the MoE layers (first_k_dense_replace ..).
+  std::vector<int64_t> moe_layers() const;
+  /// Routing (indices, weights) of `layer` in the latest forward pass.
+  moe::Routing last_routing(int64_t layer) const;
+  /// Slots routed to each expert of `layer` [E] int64 by training-mode forwards since the last
+  /// reset / bias update.
+  at::Tensor expert_load(int64_t layer) const;
+  void reset_expert_load();
+  /// Aux-loss-free balancing: every MoE layer's e_score_correction_bias += rate * sign(mean load
+  /// - load), from the load counted since the last call; then resets the counts.
+  void update_router_bias(double rate);
+  /// alpha of DeepSeek-V3's sequence-wise balance loss (0 = off); training forwards accumulate it.
+  void set_balance_loss_coef(double alpha);
+  /// The accumulated balance loss (undefined if none) and resets it; add it to the loss.
+  at::Tensor take_balance_loss();
+
   struct Impl;
+
+ private:
   ModelConfig config_;
   std::shared_ptr<Impl> impl_;
 };

@@ -1,0 +1,71 @@
+// DeepSeekMoE building blocks as separate ops with a stable interface:
+//
+//   route()          router logits -> top-k experts and gate weights (sigmoid scores, bias for
+//                    selection only, group-limited top-k; exactly DeepseekV3TopkRouter)
+//   plan_dispatch()  -> the permutation that groups token slots by expert (stable)
+//   permute()        tokens -> expert-major rows         (expert parallelism: all-to-all here)
+//   grouped_swiglu() one matmul per expert over its contiguous slice
+//   unpermute()      expert rows -> tokens, weighted sum over each token's k slots
+//
+// The expert-parallel dispatch and the CUDA kernels of later issues replace these ops one by one;
+// the MoE layer (transformer.cpp) only calls them.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace grpo::model::moe {
+
+struct RouterConfig {
+  int64_t num_experts = 0;
+  int64_t top_k = 1;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  bool norm_topk_prob = true;
+  double routed_scaling_factor = 1.0;
+};
+
+struct Routing {
+  at::Tensor indices;  // [N, k] int64: chosen experts, in the reference's (unsorted top-k) order
+  at::Tensor weights;  // [N, k] fp32: gate weights from the un-biased scores
+  at::Tensor scores;   // [N, E] fp32: sigmoid scores (for the sequence-wise balance loss)
+};
+
+/// logits [N, E] fp32 (hidden @ router_weight^T), bias [E] fp32 (e_score_correction_bias, used
+/// to choose experts only). scores = sigmoid(logits); each group scores the sum of its two best
+/// (biased) experts; the best topk_group groups are kept; top-k of the biased scores within them;
+/// weights = un-biased scores of the chosen experts, normalised if norm_topk_prob, times
+/// routed_scaling_factor.
+Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConfig& c);
+
+struct DispatchPlan {
+  at::Tensor slots;              // [N*k] int64: flat slot (token * k + j), sorted by expert, stable
+  at::Tensor tokens;             // [N*k] int64: the token of each sorted slot
+  std::vector<int64_t> counts;   // [E] slots per expert (the per-expert load)
+  int64_t num_tokens = 0;
+};
+
+DispatchPlan plan_dispatch(const at::Tensor& indices, int64_t num_experts);
+
+/// x [N, H] -> [N*k, H]: row i is the token of sorted slot i (expert-major).
+at::Tensor permute(const at::Tensor& x, const DispatchPlan& plan);
+
+/// Expert-major rows [N*k, H] through each expert's SwiGLU: gate/up [E, I, H], down [E, H, I].
+at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& up,
+                          const at::Tensor& down, const std::vector<int64_t>& counts);
+
+/// y [N*k, H] (expert-major) -> [N, H]: out[t] = sum_j weights[t, j] * y[slot of (t, j)].
+at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Tensor& weights);
+
+/// DeepSeek-V3's sequence-wise balance loss for one layer: per sequence,
+/// sum_i f_i P_i with f_i = E / (k T) * #tokens choosing i, P_i = mean_t s_i,t / sum_j s_j,t.
+/// indices [B*T, k], scores [B*T, E]; returns the mean over sequences (a scalar).
+at::Tensor sequence_balance_loss(const at::Tensor& indices, const at::Tensor& scores, int64_t batch,
+                                 int64_t top_k);
+
+/// Aux-loss-free balancing (DeepSeek-V3): bias += rate * sign(mean load - load), per expert.
+void update_bias(at::Tensor& bias, const at::Tensor& load, double rate);
+
+}  // namespace grpo::model::moe

@@ -1,0 +1,81 @@
+#include "grpo/model/moe.h"
+
+#include <ATen/ATen.h>
+
+#include "grpo/core/error.h"
+
+namespace grpo::model::moe {
+
+Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConfig& c) {
+  GRPO_ASSERT(logits.dim() == 2 && logits.size(1) == c.num_experts);
+  const int64_t N = logits.size(0), E = c.num_experts, per_group = E / c.n_group;
+  // The same op sequence as the reference (transformers' DeepseekV3TopkRouter), so ties between
+  // equal scores resolve the same way.
+  auto scores = logits.sigmoid();
+  auto choice = scores + bias;
+  auto group_scores = std::get<0>(choice.view({N, c.n_group, per_group}).topk(2, -1)).sum(-1);
+  auto group_idx = std::get<1>(at::topk(group_scores, c.topk_group, -1, true, /*sorted=*/false));
+  auto group_mask = at::zeros_like(group_scores).scatter_(1, group_idx, 1);
+  auto score_mask = group_mask.unsqueeze(-1).expand({N, c.n_group, per_group}).reshape({N, E});
+  choice = choice.masked_fill(score_mask.logical_not(), -std::numeric_limits<float>::infinity());
+  auto idx = std::get<1>(at::topk(choice, c.top_k, -1, true, /*sorted=*/false));
+  auto w = scores.gather(1, idx);
+  if (c.norm_topk_prob) w = w / (w.sum(-1, true) + 1e-20);
+  w = w * c.routed_scaling_factor;
+  return {idx, w, scores};
+}
+
+DispatchPlan plan_dispatch(const at::Tensor& indices, int64_t num_experts) {
+  DispatchPlan p;
+  const int64_t k = indices.size(1);
+  p.num_tokens = indices.size(0);
+  auto flat = indices.reshape({-1});
+  p.slots = std::get<1>(at::sort(flat, /*stable=*/true, 0, false));
+  p.tokens = at::div(p.slots, k, "floor");
+  auto counts = at::bincount(flat, {}, num_experts);
+  p.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + num_experts);
+  return p;
+}
+
+at::Tensor permute(const at::Tensor& x, const DispatchPlan& plan) {
+  return x.index_select(0, plan.tokens);
+}
+
+at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& up,
+                          const at::Tensor& down, const std::vector<int64_t>& counts) {
+  // unbind (not select per expert): its backward stacks the per-expert gradients in one op
+  auto g = gate.unbind(0), u = up.unbind(0), d = down.unbind(0);
+  std::vector<at::Tensor> outs;
+  int64_t off = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] == 0) continue;
+    auto xe = x.narrow(0, off, counts[e]);
+    outs.push_back(at::mm(at::silu(at::mm(xe, g[e].t())) * at::mm(xe, u[e].t()), d[e].t()));
+    off += counts[e];
+  }
+  if (outs.empty()) return at::zeros({0, down.size(1)}, x.options());
+  return at::cat(outs, 0);
+}
+
+at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Tensor& weights) {
+  auto w = weights.reshape({-1}).index_select(0, plan.slots).to(y.scalar_type()).unsqueeze(1);
+  return at::zeros({plan.num_tokens, y.size(1)}, y.options()).index_add(0, plan.tokens, y * w);
+}
+
+at::Tensor sequence_balance_loss(const at::Tensor& indices, const at::Tensor& scores, int64_t batch,
+                                 int64_t top_k) {
+  const int64_t E = scores.size(1), T = scores.size(0) / batch;
+  auto chosen = at::zeros({batch * T, E}, scores.options()).scatter_(1, indices, 1.0);
+  auto f = chosen.view({batch, T, E}).sum(1) * (double(E) / double(top_k * T));  // [B, E]
+  auto s = scores / scores.sum(-1, true);
+  auto P = s.view({batch, T, E}).mean(1);                                          // [B, E]
+  return (f * P).sum(-1).mean();
+}
+
+void update_bias(at::Tensor& bias, const at::Tensor& load, double rate) {
+  at::NoGradGuard g;
+  auto l = load.to(at::kFloat);
+  bias.add_(at::sign(l.mean() - l) * rate);
+}
+
+}  // namespace grpo::model::moe
