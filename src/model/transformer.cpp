@@ -275,9 +275,9 @@ struct MoEImpl : torch::nn::Module {
     auto y = moe::grouped_swiglu(moe::permute(flat, plan), experts->gate_proj, experts->up_proj,
                                  experts->down_proj, plan.counts);
     auto out = moe::unpermute(y, plan, r.weights).view(x.sizes());
-    if (is_training()) {
+    if (is_training() && at::GradMode::is_enabled()) {  // training forwards only
       load += at::tensor(plan.counts, at::kLong);
-      if (balance_coef > 0 && at::GradMode::is_enabled()) {
+      if (balance_coef > 0) {
         auto l = moe::sequence_balance_loss(r.indices, r.scores, x.size(0), rc.top_k) * balance_coef;
         balance_loss = balance_loss.defined() ? balance_loss + l : l;
       }

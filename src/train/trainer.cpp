@@ -106,6 +106,39 @@ struct Trainer::Impl {
     accuracy_fn = reward::RewardRegistry::create("accuracy");
     at::manual_seed(cfg.run.seed);
     policy = std::make_unique<model::Transformer>(cfg.model);
+    policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
+  }
+
+  // ---------------------------------------------------------------- MoE balancing
+  // Per-layer expert load summed over the optimizer steps of the current stage step.
+  std::map<int64_t, at::Tensor> step_load;
+  at::Tensor with_balance_loss(const at::Tensor& loss) {
+    auto b = policy->take_balance_loss();
+    return b.defined() ? loss + b : loss;
+  }
+  void after_optimizer_step() {
+    for (auto layer : policy->moe_layers()) {
+      auto l = policy->expert_load(layer);
+      auto& acc = step_load[layer];
+      acc = acc.defined() ? acc + l : l;
+    }
+    policy->update_router_bias(cfg.moe.bias_update_rate);
+  }
+  // {"layer_N": {"max_over_mean", "min_over_mean", "load": [...]}} and the mean max/mean ratio.
+  std::pair<nlohmann::json, double> take_load_stats() {
+    nlohmann::json j = nlohmann::json::object();
+    double ratio_sum = 0;
+    for (auto& [layer, load] : step_load) {
+      auto l = load.to(at::kDouble);
+      double mean = std::max(1e-12, l.mean().item<double>());
+      double mx = l.max().item<double>() / mean, mn = l.min().item<double>() / mean;
+      std::vector<int64_t> counts(load.data_ptr<int64_t>(), load.data_ptr<int64_t>() + load.numel());
+      j[fmt::format("layer_{}", layer)] = {{"max_over_mean", mx}, {"min_over_mean", mn}, {"load", counts}};
+      ratio_sum += mx;
+    }
+    double avg = step_load.empty() ? 0.0 : ratio_sum / step_load.size();
+    step_load.clear();
+    return {j, avg};
   }
 
   // ---------------------------------------------------------------- questions and prompts
@@ -312,13 +345,19 @@ struct Trainer::Impl {
     model::LogProbOptions lo;
     lo.with_entropy = false;
     auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo);
-    auto loss = -(lp.logprobs * mask).sum() / mask.sum();
+    auto loss = with_balance_loss(-(lp.logprobs * mask).sum() / mask.sum());
     loss.backward();
     opt->step();
+    after_optimizer_step();
     ++st.pretrain_step;
     st.pretrain_position += B;
     nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step},
                         {"loss", loss.item<double>()}, {"time_step", seconds_since(t0)}};
+    if (!policy->moe_layers().empty()) {
+      auto [stats, ratio] = take_load_stats();
+      j["moe_load_max_over_mean"] = ratio;
+      j["moe"] = stats;
+    }
     metrics << j.dump() << "\n" << std::flush;
     if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
       spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss.item<double>());
@@ -525,8 +564,11 @@ struct Trainer::Impl {
                                        ref_lp.defined() ? ref_lp.index_select(0, mb) : at::Tensor(),
                                        adv.values.index_select(0, mb), mask,
                                        weights.narrow(0, off, mb.size(0)), po);
+          auto loss = out.loss;
+          if (auto b = policy->take_balance_loss(); b.defined())  // this micro-batch's share
+            loss = loss + b * (double(mb.size(0)) / double(rows.size(0)));
           off += mb.size(0);
-          out.loss.backward();
+          loss.backward();
           mb_loss += out.loss.item<double>();
           double nt = out.tokens;
           tok_count += nt;
@@ -541,6 +583,7 @@ struct Trainer::Impl {
         gn_sum += torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
         set_lr(lr_at(st.optimizer_step));
         opt->step();
+        after_optimizer_step();
         ++st.optimizer_step;
         ++n_opt;
         loss_sum += mb_loss;
@@ -592,17 +635,24 @@ struct Trainer::Impl {
         {"time_step", tstep},
         {"tokens_per_s", resp_tokens / tstep},
     };
+    double moe_ratio = 0;
+    if (!policy->moe_layers().empty()) {
+      auto [stats, ratio] = take_load_stats();
+      j["moe_load_max_over_mean"] = moe_ratio = ratio;
+      j["moe"] = stats;
+    }
     metrics << j.dump() << "\n" << std::flush;
     if (st.rollout_step % cfg.run.log_every == 0 || st.rollout_step == g.rollout_steps) {
       spdlog::info(
           "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.3e} kl {:.4f} "
           "clip {:.3f} ent {:.3f} | len {:.1f} | gnorm {:.3f} lr {:.2e} | rollout {:.2f}s reward "
-          "{:.3f}s update {:.2f}s | {:.0f} tok/s",
+          "{:.3f}s update {:.2f}s | {:.0f} tok/s{}",
           st.rollout_step, g.rollout_steps, rmean, rstd, j["accuracy"].get<double>(),
           j["format_rate"].get<double>(), j["loss"].get<double>(), j["kl"].get<double>(),
           j["clip_fraction"].get<double>(), j["entropy"].get<double>(), resp_tokens / N,
           j["grad_norm"].get<double>(), j["lr"].get<double>(), t_rollout, t_reward, t_update,
-          resp_tokens / tstep);
+          resp_tokens / tstep,
+          policy->moe_layers().empty() ? std::string() : fmt::format(" | expert load max/mean {:.2f}", moe_ratio));
     }
   }
 
@@ -629,6 +679,7 @@ struct Trainer::Impl {
     if (!resumed) {
       if (!cfg.model.path.empty()) {
         policy = model::load_hf_model(cfg.model.path);
+        policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
         spdlog::info("policy loaded from {}", cfg.model.path);
       }
       st = TrainState{};

@@ -12,6 +12,7 @@
 #include "grpo/model/hf.h"
 #include "grpo/model/moe.h"
 #include "grpo/model/transformer.h"
+#include "grpo/train/config.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -153,7 +154,6 @@ TEST(MoeBalance, BiasUpdateMovesLoadTowardBalance) {
   m.train(true);
   auto ids = at::randint(0, cfg.vocab_size, {16, 12}, at::kLong);
   auto imbalance = [&] {
-    at::NoGradGuard g;
     m.reset_expert_load();
     m.forward(ids);
     auto load = m.expert_load(1).to(at::kDouble);
@@ -161,7 +161,6 @@ TEST(MoeBalance, BiasUpdateMovesLoadTowardBalance) {
   };
   double before = imbalance();
   for (int step = 0; step < 300; ++step) {
-    at::NoGradGuard g;
     m.forward(ids);
     m.update_router_bias(0.01);
   }
@@ -250,6 +249,16 @@ TEST(DeepSeekV3, ConfigErrorsAndThe671BCount) {
   EXPECT_EQ(c.rope_type, "yarn");
   // 671B parameters without the multi-token-prediction module (DeepSeek-V3 report)
   EXPECT_NEAR(double(c.count_parameters()) / 1e9, 671.0, 0.5);
+  // the recipe's model section says exactly what the real config.json says
+  auto recipe = train::load_config_file(std::string(GRPO_SOURCE_DIR) + "/configs/models/deepseek_v3_base.yaml");
+  train::Config from_json;
+  from_json.model = c;
+  auto model_yaml = [](const train::Config& x) {
+    auto y = train::to_yaml(x, false);
+    auto b = y.find("model:"), e = y.find("\ntokenizer:");
+    return y.substr(b, e - b);
+  };
+  EXPECT_EQ(model_yaml(recipe), model_yaml(from_json));
   auto e = error_of([&] {
     model::parse_hf_config(R"({"model_type":"deepseek_v3","vocab_size":10,"hidden_size":8,"intermediate_size":16,
       "num_hidden_layers":1,"num_attention_heads":2,"kv_lora_rank":4,"qk_nope_head_dim":2,"qk_rope_head_dim":2,

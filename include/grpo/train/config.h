@@ -138,6 +138,22 @@ struct OptimConfig {
   }
 };
 
+/// Load balancing of MoE policies (model.n_routed_experts > 0), as in DeepSeek-V3.
+struct MoeConfig {
+  double bias_update_rate = 0.001;
+  double balance_loss_coef = 0.0;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("bias_update_rate", bias_update_rate,
+            "gamma of aux-loss-free balancing: after every optimizer step, each router's "
+            "e_score_correction_bias += gamma * sign(mean load - expert load); 0 = frozen",
+            core::at_least(0));
+    v.field("balance_loss_coef", balance_loss_coef,
+            "alpha of the sequence-wise balance loss added to the training loss (DeepSeek-V3: "
+            "1e-4); 0 = off", core::at_least(0));
+  }
+};
+
 struct RewardConfig {
   std::map<std::string, double> weights{{"accuracy", 1.0}, {"format", 0.5}};
   void visit(core::ConfigVisitor& v) {
@@ -183,6 +199,7 @@ struct Config {
   rollout::SamplingParams rollout;
   GrpoConfig grpo;
   OptimConfig optim;
+  MoeConfig moe;
   RewardConfig reward;
   EvalConfig eval;
   CheckpointConfig checkpoint;
@@ -203,6 +220,7 @@ struct Config {
     v.section("rollout", "sampling of GRPO rollouts", rollout);
     v.section("grpo", "GRPO algorithm", grpo);
     v.section("optim", "optimizer of the GRPO stage", optim);
+    v.section("moe", "expert load balancing (MoE policies only)", moe);
     v.section("reward", "rule-based rewards", reward);
     v.section("eval", "held-out evaluation (eval.jsonl)", eval);
     v.section("checkpoint", "checkpoints (checkpoints/ in the run directory)", checkpoint);
