@@ -43,7 +43,23 @@ at::Tensor permute(const at::Tensor& x, const DispatchPlan& plan) {
 
 at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& up,
                           const at::Tensor& down, const std::vector<int64_t>& counts) {
-  // unbind (not select per expert): its backward stacks the per-expert gradients in one op
+  const auto dt = x.scalar_type();
+  const int64_t es = x.element_size();
+  const bool aligned = (gate.size(1) * es) % 16 == 0 && (gate.size(2) * es) % 16 == 0;  // _grouped_mm's rule
+  if ((dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf) && aligned) {
+    // One grouped GEMM per projection over the expert-major rows (offs = end row of each expert);
+    // measured 1.3-1.9x faster forward+backward on CPU than a loop of per-expert matmuls
+    // (docs/performance.md).
+    std::vector<int32_t> ends(counts.size());
+    int64_t acc = 0;
+    for (size_t e = 0; e < counts.size(); ++e) ends[e] = int32_t(acc += counts[e]);
+    auto offs = at::tensor(ends, at::kInt);
+    auto g = at::_grouped_mm(x, gate.transpose(1, 2), offs);
+    auto u = at::_grouped_mm(x, up.transpose(1, 2), offs);
+    return at::_grouped_mm(at::silu(g) * u, down.transpose(1, 2), offs);
+  }
+  // Other dtypes (fp64 in tests) or odd widths: one matmul per expert over its slice. unbind (not select per
+  // expert): its backward stacks the per-expert gradients in one op.
   auto g = gate.unbind(0), u = up.unbind(0), d = down.unbind(0);
   std::vector<at::Tensor> outs;
   int64_t off = 0;
