@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "grpo/core/error.h"
+#include "grpo/reward/math_verify.h"
 
 namespace grpo::reward {
 namespace {
@@ -20,11 +21,15 @@ size_t count(const std::string& s, const std::string& pat) {
   return n;
 }
 
+// The final answer (extract_answer) equals the ground truth: identical text, or mathematically
+// equal by the math verifier (fractions, LaTeX, sets, intervals, equations, ...).
 class Accuracy : public RewardFn {
  public:
   double score(const std::string& completion, const std::string& truth) const override {
     auto a = extract_answer(completion);
-    return a && *a == trim(truth) ? 1.0 : 0.0;
+    if (!a) return 0.0;
+    if (*a == trim(truth)) return 1.0;
+    return math::verify(truth, *a).equal ? 1.0 : 0.0;
   }
 };
 

@@ -1,0 +1,45 @@
+// Math answer verification: is the final answer of a completion equal to the ground truth?
+//
+//   1. extract_final_answer: the <answer> block, else the last \boxed{} / \fbox{}, else "final
+//      answer is ...", "The answer is ...", "Answer: ...", GSM8K "#### ...", else the last LaTeX
+//      math span, else the last number.
+//   2. normalise LaTeX (\dfrac -> \frac, \left/\right, \text{}, units, degrees, \%, thousands
+//      separators, spacing commands, trailing punctuation).
+//   3. parse to an expression tree: numbers (exact rationals while they fit), symbols, + - * / ^,
+//      \frac, \sqrt[n]{}, \pi, e, \infty, \pm, functions, \binom, factorial, percentages,
+//      tuples, sets, intervals (and unions), matrices, equations/relations, choice letters, text.
+//   4. compare: exact rational arithmetic where both sides are numbers, otherwise evaluation at
+//      random positive points with a relative tolerance (so sqrt(1/n) = 1/sqrt(n)); sets and
+//      comma lists are order-free, tuples/intervals/matrices element-wise.
+// Every call has a time budget and hard limits on sizes and exponents: no input can hang it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace grpo::reward::math {
+
+struct VerifyOptions {
+  double rel_tol = 1e-6;        // numeric comparison: |a - b| <= rel_tol * max(1, |a|, |b|)
+  int64_t budget_us = 50000;    // per call; past it the answer counts as not verified
+};
+
+struct Verdict {
+  bool equal = false;
+  bool gold_parsed = false, pred_parsed = false;
+  bool timed_out = false;
+  std::string gold_answer, pred_answer;  // extracted and normalised
+};
+
+/// The final answer written in a completion (see above), trimmed; nullopt if there is none.
+std::optional<std::string> extract_final_answer(const std::string& completion);
+
+/// Normalised LaTeX of an answer (exposed for tests and debugging).
+std::string normalize_answer(const std::string& answer);
+
+/// Does `completion` state an answer equal to `gold`? (gold: a bare answer, possibly in $..$,
+/// \boxed{} or after ####.)
+Verdict verify(const std::string& gold, const std::string& completion, const VerifyOptions& o = {});
+
+}  // namespace grpo::reward::math
