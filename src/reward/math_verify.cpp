@@ -40,7 +40,8 @@ std::string lower(std::string s) {
 std::optional<std::string> braced(const std::string& s, size_t open, size_t* end) {
   if (open >= s.size() || s[open] != '{') return std::nullopt;
   int depth = 0;
-  for (size_t i = open; i < s.size(); ++i) {
+  const size_t limit = std::min(s.size(), open + 20000);  // answers are short: bounded work per box
+  for (size_t i = open; i < limit; ++i) {
     if (s[i] == '\\' && i + 1 < s.size()) { ++i; continue; }
     if (s[i] == '{') ++depth;
     else if (s[i] == '}' && --depth == 0) {
@@ -58,7 +59,9 @@ struct Box {
 std::vector<Box> all_boxes(const std::string& s) {
   std::vector<Box> out;
   for (const char* cmd : {"\\boxed", "\\fbox"}) {
-    for (size_t p = s.find(cmd); p != std::string::npos; p = s.find(cmd, p + 1)) {
+    // the last 64 boxes are enough (bounded work on hostile inputs)
+    int n = 0;
+    for (size_t p = s.rfind(cmd); p != std::string::npos && n < 64; p = p == 0 ? std::string::npos : s.rfind(cmd, p - 1), ++n) {
       size_t q = p + std::strlen(cmd), end = 0;
       while (q < s.size() && s[q] == ' ') ++q;
       if (q < s.size() && s[q] == '{')
@@ -85,7 +88,8 @@ std::optional<std::string> last_boxed(const std::string& s) {
   std::optional<std::string> best;
   size_t best_pos = 0;
   for (const char* cmd : {"\\boxed", "\\fbox"}) {
-    for (size_t p = s.find(cmd); p != std::string::npos; p = s.find(cmd, p + 1)) {
+    int n = 0;
+    for (size_t p = s.rfind(cmd); p != std::string::npos && n < 64; p = p == 0 ? std::string::npos : s.rfind(cmd, p - 1), ++n) {
       size_t q = p + std::strlen(cmd);
       while (q < s.size() && s[q] == ' ') ++q;
       std::optional<std::string> content;
@@ -677,7 +681,7 @@ struct Parser {
     }
     std::string digits = s.substr(b, i - b);
     const bool decimal_literal = dot != std::string::npos;
-    if (digits.size() > 40) return num(Q::of_double(std::strtod(digits.c_str(), nullptr)));  // inf if huge
+    if (digits.size() > 30) return num(Q::of_double(std::strtod(digits.c_str(), nullptr)));  // inf if huge
     __int128 n = 0, d = 1;
     for (size_t k = 0; k < digits.size(); ++k) {
       if (k == dot - b || digits[k] == '.') continue;
