@@ -1,6 +1,8 @@
 #include "grpo/reward/reward.h"
 
+#include <cmath>
 #include <mutex>
+#include <stdexcept>
 
 #include "grpo/core/error.h"
 #include "grpo/reward/math_verify.h"
@@ -40,6 +42,23 @@ class Format : public RewardFn {
   }
 };
 
+class FormatLenient : public RewardFn {
+ public:
+  double score(const std::string& completion, const std::string&) const override {
+    return has_r1_format_lenient(completion) ? 1.0 : 0.0;
+  }
+};
+
+// Partial credit: 0.25 for each of <think>, </think>, <answer>, </answer> appearing exactly once.
+class TagCount : public RewardFn {
+ public:
+  double score(const std::string& completion, const std::string&) const override {
+    double s = 0;
+    for (const char* tag : kTags) s += count(completion, tag) == 1 ? 0.25 : 0.0;
+    return s;
+  }
+};
+
 std::mutex& registry_mutex() {
   static std::mutex m;
   return m;
@@ -48,6 +67,8 @@ std::map<std::string, RewardRegistry::Factory>& registry() {
   static std::map<std::string, RewardRegistry::Factory> r{
       {"accuracy", [] { return std::make_unique<Accuracy>(); }},
       {"format", [] { return std::make_unique<Format>(); }},
+      {"format_lenient", [] { return std::make_unique<FormatLenient>(); }},
+      {"tag_count", [] { return std::make_unique<TagCount>(); }},
   };
   return r;
 }
@@ -89,6 +110,13 @@ bool has_r1_format(const std::string& c) {
          trim(c.substr(a1 + 9)).empty() && c.find('<', t0 + 7) == t1 && c.find('<', a0 + 8) == a1;
 }
 
+bool has_r1_format_lenient(const std::string& c) {
+  for (const char* tag : kTags)
+    if (count(c, tag) != 1) return false;
+  auto t0 = c.find("<think>"), t1 = c.find("</think>"), a0 = c.find("<answer>"), a1 = c.find("</answer>");
+  return t0 < t1 && t1 < a0 && a0 < a1 && !trim(c.substr(a0 + 8, a1 - a0 - 8)).empty();
+}
+
 void RewardRegistry::add(const std::string& name, Factory f) {
   std::lock_guard<std::mutex> g(registry_mutex());
   registry()[name] = std::move(f);
@@ -107,7 +135,8 @@ std::vector<std::string> RewardRegistry::names() {
   return known_names();
 }
 
-CombinedReward::CombinedReward(const std::map<std::string, double>& weights) {
+CombinedReward::CombinedReward(const std::map<std::string, double>& weights, double failure_value)
+    : failure_value_(failure_value) {
   GRPO_CHECK(!weights.empty(), "no reward functions configured");
   for (auto& [name, w] : weights) {
     weights_.emplace_back(name, w);
@@ -118,7 +147,14 @@ CombinedReward::CombinedReward(const std::map<std::string, double>& weights) {
 RewardResult CombinedReward::score(const std::string& completion, const std::string& truth) const {
   RewardResult r;
   for (size_t i = 0; i < fns_.size(); ++i) {
-    double s = fns_[i]->score(completion, truth);
+    double s = failure_value_;
+    try {
+      s = fns_[i]->score(completion, truth);
+      if (!std::isfinite(s)) throw std::runtime_error("returned a non-finite score");
+    } catch (const std::exception& e) {  // a broken reward never stops training
+      s = failure_value_;
+      r.failed.push_back(weights_[i].first + ": " + e.what());
+    }
     r.parts[weights_[i].first] = s;
     r.total += weights_[i].second * s;
   }

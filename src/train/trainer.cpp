@@ -102,7 +102,7 @@ struct Trainer::Impl {
                                            cfg.data.eval, eval_data->skipped_lines())
                              : std::string(", no held-out set (data.eval)"));
     }
-    rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights);
+    rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights, cfg.reward.failure_value);
     accuracy_fn = reward::RewardRegistry::create("accuracy");
     at::manual_seed(cfg.run.seed);
     policy = std::make_unique<model::Transformer>(cfg.model);
@@ -467,9 +467,13 @@ struct Trainer::Impl {
     auto scored = rewards->score_batch(texts, truths);
     std::vector<double> rv(N);
     std::map<std::string, double> part_sums;
+    int64_t reward_failures = 0;
     for (int64_t i = 0; i < N; ++i) {
       rv[i] = scored[i].total;
       for (auto& [k, v] : scored[i].parts) part_sums[k] += v;
+      if (!scored[i].failed.empty() && reward_failures == 0)
+        spdlog::warn("reward failed (scored {}): {}", cfg.reward.failure_value, scored[i].failed.front());
+      reward_failures += int64_t(scored[i].failed.size());
     }
     auto rewards_t = at::tensor(rv, at::kDouble);
     double t_reward = seconds_since(t1);
@@ -612,6 +616,7 @@ struct Trainer::Impl {
         {"epoch", train_data ? double(st.data_position) / train_data->size() : 0.0},
         {"reward_mean", rmean},
         {"reward_std", rstd},
+        {"reward_failures", reward_failures},
         {"accuracy", part_sums.count("accuracy") ? part_sums["accuracy"] / N : -1.0},
         {"format_rate", part_sums.count("format") ? part_sums["format"] / N : -1.0},
         {"loss", loss_sum / std::max<int64_t>(1, n_opt)},

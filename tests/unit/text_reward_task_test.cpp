@@ -1,5 +1,7 @@
 // Char tokenizer, templates, answer extraction, format reward and the addition task.
+#include <cmath>
 #include <set>
+#include <stdexcept>
 
 #include <gtest/gtest.h>
 
@@ -60,6 +62,49 @@ TEST(Reward, CombinedWeightsAndUnknownName) {
   EXPECT_DOUBLE_EQ(r.score("12", "12").total, 1.0);
   EXPECT_DOUBLE_EQ(r.score("<think></think><answer>13</answer>", "12").total, 0.5);
   EXPECT_THROW(reward::CombinedReward({{"nope", 1.0}}), Error);
+}
+
+TEST(Reward, LenientFormatAndTagCount) {
+  EXPECT_TRUE(reward::has_r1_format_lenient("Sure! <think>a</think>\nso: <answer>3</answer> done"));
+  EXPECT_FALSE(reward::has_r1_format("Sure! <think>a</think>\nso: <answer>3</answer> done"));
+  EXPECT_FALSE(reward::has_r1_format_lenient("<answer>3</answer><think>a</think>"));  // order
+  EXPECT_FALSE(reward::has_r1_format_lenient("<think>a</think><answer> </answer>"));  // empty answer
+  auto tags = reward::RewardRegistry::create("tag_count");
+  EXPECT_DOUBLE_EQ(tags->score("<think>a</think><answer>3</answer>", ""), 1.0);
+  EXPECT_DOUBLE_EQ(tags->score("<think>a</think>", ""), 0.5);
+  EXPECT_DOUBLE_EQ(tags->score("<think><think>a</think><answer>3", ""), 0.5);
+  EXPECT_DOUBLE_EQ(tags->score("nothing", ""), 0.0);
+}
+
+namespace {
+class Throwing : public reward::RewardFn {
+ public:
+  double score(const std::string& c, const std::string&) const override {
+    if (c == "nan") return std::nan("");
+    throw std::runtime_error("boom");
+  }
+};
+}  // namespace
+
+TEST(Reward, AFailingRewardScoresTheFailureValueAndIsCounted) {
+  reward::RewardRegistry::add("test_throwing", [] { return std::make_unique<Throwing>(); });
+  reward::CombinedReward r({{"test_throwing", 2.0}, {"format", 1.0}}, -0.5);
+  auto out = r.score("<think>a</think><answer>1</answer>", "1");
+  EXPECT_DOUBLE_EQ(out.parts["test_throwing"], -0.5);
+  EXPECT_DOUBLE_EQ(out.total, 2.0 * -0.5 + 1.0);
+  ASSERT_EQ(out.failed.size(), 1u);
+  EXPECT_NE(out.failed[0].find("test_throwing: boom"), std::string::npos) << out.failed[0];
+  auto nan = r.score("nan", "1");
+  ASSERT_EQ(nan.failed.size(), 1u);
+  EXPECT_NE(nan.failed[0].find("non-finite"), std::string::npos) << nan.failed[0];
+}
+
+TEST(Reward, AccuracyUsesMathVerification) {
+  auto acc = reward::RewardRegistry::create("accuracy");
+  EXPECT_DOUBLE_EQ(acc->score("<think>..</think><answer>\\frac{1}{2}</answer>", "0.5"), 1.0);
+  EXPECT_DOUBLE_EQ(acc->score("<think>..</think><answer>\\frac{1}{3}</answer>", "0.5"), 0.0);
+  EXPECT_DOUBLE_EQ(acc->score("843", "843"), 1.0);
+  EXPECT_DOUBLE_EQ(acc->score("<think>843</think><answer>733</answer>", "843"), 0.0);
 }
 
 TEST(ArithmeticTask, SplitsAreDisjointAndDeterministic) {

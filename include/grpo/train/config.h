@@ -156,9 +156,14 @@ struct MoeConfig {
 
 struct RewardConfig {
   std::map<std::string, double> weights{{"accuracy", 1.0}, {"format", 0.5}};
+  double failure_value = 0.0;
   void visit(core::ConfigVisitor& v) {
     v.field("weights", weights,
-            "reward = sum of weight * reward function, by registered name (accuracy, format)", {});
+            "reward = sum of weight * reward function, by registered name (accuracy, format, "
+            "format_lenient, tag_count, or your own)", {});
+    v.field("failure_value", failure_value,
+            "score of a reward function that throws or returns NaN (counted in metrics as "
+            "reward_failures; training goes on)");
   }
 };
 
