@@ -4,8 +4,11 @@
 #include <mutex>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "grpo/core/error.h"
 #include "grpo/reward/math_verify.h"
+#include "grpo/reward/task_rewards.h"
 
 namespace grpo::reward {
 namespace {
@@ -59,6 +62,47 @@ class TagCount : public RewardFn {
   }
 };
 
+// Share of the completion's words in the target script (the prompt's, unless configured).
+class Language : public RewardFn {
+ public:
+  double score_sample(const Sample& s) const override {
+    auto target = s.params.language == "auto" ? dominant_scripts(s.prompt) : parse_target_script(s.params.language);
+    if (target.empty()) return 1.0;  // nothing to be consistent with
+    return language_consistency(s.completion, target);
+  }
+};
+
+// Countdown: the ground truth is {"target": T, "numbers": [...]}; the answer is an expression.
+class CountdownReward : public RewardFn {
+ public:
+  double score(const std::string& completion, const std::string& truth) const override {
+    auto j = nlohmann::json::parse(truth, nullptr, false);
+    GRPO_CHECK(!j.is_discarded() && j.is_object() && j.contains("target") && j.contains("numbers"),
+               "countdown: the ground truth must be {{\"target\": T, \"numbers\": [...]}}, found '{}'",
+               truth.substr(0, 80));
+    auto a = extract_answer(completion);
+    if (!a) return 0.0;
+    auto ok = countdown_correct(*a, j["target"].get<int64_t>(), j["numbers"].get<std::vector<int64_t>>());
+    return ok.value_or(false) ? 1.0 : 0.0;
+  }
+};
+
+// GSM8K: the number after "####" in the ground truth against the completion's final answer.
+class Gsm8k : public RewardFn {
+ public:
+  double score(const std::string& completion, const std::string& truth) const override {
+    return math::verify(truth, completion).equal ? 1.0 : 0.0;
+  }
+};
+
+// DAPO's soft overlong penalty (0 or negative; weight it like any reward).
+class Overlong : public RewardFn {
+ public:
+  double score_sample(const Sample& s) const override {
+    return overlong_penalty(s.response_tokens, s.max_response_tokens, s.params.overlong_buffer);
+  }
+};
+
 std::mutex& registry_mutex() {
   static std::mutex m;
   return m;
@@ -69,6 +113,10 @@ std::map<std::string, RewardRegistry::Factory>& registry() {
       {"format", [] { return std::make_unique<Format>(); }},
       {"format_lenient", [] { return std::make_unique<FormatLenient>(); }},
       {"tag_count", [] { return std::make_unique<TagCount>(); }},
+      {"language", [] { return std::make_unique<Language>(); }},
+      {"countdown", [] { return std::make_unique<CountdownReward>(); }},
+      {"gsm8k", [] { return std::make_unique<Gsm8k>(); }},
+      {"overlong", [] { return std::make_unique<Overlong>(); }},
   };
   return r;
 }
@@ -135,8 +183,9 @@ std::vector<std::string> RewardRegistry::names() {
   return known_names();
 }
 
-CombinedReward::CombinedReward(const std::map<std::string, double>& weights, double failure_value)
-    : failure_value_(failure_value) {
+CombinedReward::CombinedReward(const std::map<std::string, double>& weights, double failure_value,
+                               RewardParams params)
+    : failure_value_(failure_value), params_(std::move(params)) {
   GRPO_CHECK(!weights.empty(), "no reward functions configured");
   for (auto& [name, w] : weights) {
     weights_.emplace_back(name, w);
@@ -145,11 +194,19 @@ CombinedReward::CombinedReward(const std::map<std::string, double>& weights, dou
 }
 
 RewardResult CombinedReward::score(const std::string& completion, const std::string& truth) const {
+  Sample s;
+  s.completion = completion;
+  s.answer = truth;
+  return score(std::move(s));
+}
+
+RewardResult CombinedReward::score(Sample sample) const {
+  sample.params = params_;
   RewardResult r;
   for (size_t i = 0; i < fns_.size(); ++i) {
     double s = failure_value_;
     try {
-      s = fns_[i]->score(completion, truth);
+      s = fns_[i]->score_sample(sample);
       if (!std::isfinite(s)) throw std::runtime_error("returned a non-finite score");
     } catch (const std::exception& e) {  // a broken reward never stops training
       s = failure_value_;

@@ -5,6 +5,7 @@
 #include "grpo/core/error.h"
 #include "grpo/model/hf.h"
 #include "grpo/reward/reward.h"
+#include "grpo/reward/task_rewards.h"
 
 namespace fs = std::filesystem;
 
@@ -103,6 +104,17 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
                         fmt::format("unknown reward '{}'; registered: {}", name, fmt::join(known, ", ")));
   if (c.reward.weights.empty())
     core::config_fail(src, "reward.weights", "at least one reward function is needed");
+  if (c.reward.language != "auto") {
+    try {
+      reward::parse_target_script(c.reward.language);
+    } catch (const Error& e) {
+      core::config_fail(src, "reward.language", e.what());
+    }
+  }
+  if (c.reward.weights.count("overlong") && c.reward.overlong_buffer >= c.rollout.max_new_tokens)
+    core::config_fail(src, "reward.overlong_buffer",
+                      fmt::format("{} must be below rollout.max_new_tokens ({})", c.reward.overlong_buffer,
+                                  c.rollout.max_new_tokens));
   text::validate_prompt_config(c.prompt, src);
   const bool builtin_tokenizer = c.tokenizer.resolved_path(c.model).empty();
   if (!c.data.train.empty()) {

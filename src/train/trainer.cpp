@@ -102,7 +102,10 @@ struct Trainer::Impl {
                                            cfg.data.eval, eval_data->skipped_lines())
                              : std::string(", no held-out set (data.eval)"));
     }
-    rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights, cfg.reward.failure_value);
+    reward::RewardParams rp;
+    rp.overlong_buffer = cfg.reward.overlong_buffer;
+    rp.language = cfg.reward.language;
+    rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights, cfg.reward.failure_value, rp);
     accuracy_fn = reward::RewardRegistry::create("accuracy");
     at::manual_seed(cfg.run.seed);
     policy = std::make_unique<model::Transformer>(cfg.model);
@@ -459,12 +462,19 @@ struct Trainer::Impl {
 
     // 2. rewards
     auto t1 = Clock::now();
-    std::vector<std::string> texts, truths;
+    std::vector<reward::RewardResult> scored;
+    scored.reserve(N);
+    auto lengths = batch.response_mask.sum(1).to(at::kLong);
+    auto len_a = lengths.accessor<int64_t, 1>();
     for (int64_t i = 0; i < N; ++i) {
-      texts.push_back(tok->decode(batch.responses[i]));
-      truths.push_back(probs[i / g.group_size].answer);
+      reward::Sample smp;
+      smp.completion = tok->decode(batch.responses[i]);
+      smp.answer = probs[i / g.group_size].answer;
+      smp.prompt = probs[i / g.group_size].question;
+      smp.response_tokens = len_a[i];
+      smp.max_response_tokens = cfg.rollout.max_new_tokens;
+      scored.push_back(rewards->score(std::move(smp)));
     }
-    auto scored = rewards->score_batch(texts, truths);
     std::vector<double> rv(N);
     std::map<std::string, double> part_sums;
     int64_t reward_failures = 0;

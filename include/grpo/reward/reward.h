@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -12,16 +13,44 @@
 
 namespace grpo::reward {
 
+/// Settings of the built-in rewards that take any (from the config's reward section).
+struct RewardParams {
+  int64_t overlong_buffer = 0;     // "overlong": tokens before the limit where the penalty ramps
+  std::string language = "auto";   // "language": target script; auto = the prompt's script
+};
+
+/// Everything a reward function may look at for one completion.
+struct Sample {
+  std::string completion;            // generated text, without the prompt
+  std::string answer;                // ground truth
+  std::string prompt;                // the question (before the template)
+  int64_t response_tokens = -1;      // length of the completion in tokens (-1: unknown)
+  int64_t max_response_tokens = -1;  // the generation limit (-1: unknown)
+  std::map<std::string, std::string> fields;  // other dataset fields (JSON text), e.g. tests
+  RewardParams params;
+};
+
 class RewardFn {
  public:
   virtual ~RewardFn() = default;
   /// Score of `completion` (the generated text, without the prompt) given the ground truth.
-  virtual double score(const std::string& completion, const std::string& ground_truth) const = 0;
+  virtual double score(const std::string& completion, const std::string& ground_truth) const {
+    Sample s;
+    s.completion = completion;
+    s.answer = ground_truth;
+    return score_sample(s);
+  }
+  /// Score from the whole sample; override this one when the prompt, lengths or extra fields
+  /// matter (the default calls score(completion, answer)).
+  virtual double score_sample(const Sample& s) const { return score(s.completion, s.answer); }
 };
 
 /// Name -> factory. Built-ins: "accuracy" (math verification of the final answer), "format"
 /// (strict R1-Zero structure), "format_lenient" (the four tags once each, in order, non-empty
-/// answer), "tag_count" (0.25 per tag present exactly once).
+/// answer), "tag_count" (0.25 per tag present exactly once), "language" (share of the
+/// completion's words in the target script), "countdown" (the answer expression uses the given
+/// numbers once each and equals the target), "gsm8k" (the number after #### in the ground
+/// truth), "overlong" (DAPO's soft length penalty, <= 0).
 class RewardRegistry {
  public:
   using Factory = std::function<std::unique_ptr<RewardFn>()>;
@@ -41,8 +70,10 @@ class CombinedReward {
  public:
   /// A function that throws or returns NaN/inf scores `failure_value` (counted in
   /// RewardResult::failed) instead of stopping training.
-  explicit CombinedReward(const std::map<std::string, double>& weights, double failure_value = 0.0);
+  explicit CombinedReward(const std::map<std::string, double>& weights, double failure_value = 0.0,
+                          RewardParams params = {});
   RewardResult score(const std::string& completion, const std::string& ground_truth) const;
+  RewardResult score(Sample sample) const;
   std::vector<RewardResult> score_batch(const std::vector<std::string>& completions,
                                         const std::vector<std::string>& truths) const;
 
@@ -50,6 +81,7 @@ class CombinedReward {
   std::vector<std::pair<std::string, double>> weights_;
   std::vector<std::unique_ptr<RewardFn>> fns_;
   double failure_value_ = 0.0;
+  RewardParams params_;
 };
 
 /// The final answer of a completion: the content of the last <answer>...</answer> block if there

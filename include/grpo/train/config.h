@@ -157,13 +157,20 @@ struct MoeConfig {
 struct RewardConfig {
   std::map<std::string, double> weights{{"accuracy", 1.0}, {"format", 0.5}};
   double failure_value = 0.0;
+  int64_t overlong_buffer = 0;
+  std::string language = "auto";
   void visit(core::ConfigVisitor& v) {
     v.field("weights", weights,
             "reward = sum of weight * reward function, by registered name (accuracy, format, "
-            "format_lenient, tag_count, or your own)", {});
+            "format_lenient, tag_count, language, countdown, gsm8k, overlong, or your own)", {});
     v.field("failure_value", failure_value,
             "score of a reward function that throws or returns NaN (counted in metrics as "
             "reward_failures; training goes on)");
+    v.field("overlong_buffer", overlong_buffer,
+            "overlong reward: the penalty ramps from 0 to -1 over the last N tokens before "
+            "rollout.max_new_tokens (DAPO)", core::at_least(0));
+    v.field("language", language, "language reward: target script or language code (latin, "
+            "han, japanese, hangul, cyrillic, ..., en, zh, ja, ...); auto = the prompt's script");
   }
 };
 
