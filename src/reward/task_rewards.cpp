@@ -1,5 +1,7 @@
 #include "grpo/reward/task_rewards.h"
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 
 #include <utf8proc.h>
@@ -163,7 +165,10 @@ struct Countdown {
     }
     if (a > 1) n /= a, d /= a;
     const __int128 lim = __int128(1) << 60;
-    if (n > lim || n < -lim || d > lim) ok = false;
+    if (n > lim || n < -lim || d > lim) {  // too large for Countdown: give up, never overflow
+      ok = false;
+      return {0, 1};
+    }
     return {n, d};
   }
   Frac expr() {
@@ -174,7 +179,7 @@ struct Countdown {
     Frac a = term();
     for (;;) {
       ws();
-      if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+      if (ok && i < s.size() && (s[i] == '+' || s[i] == '-')) {
         char o = s[i++];
         Frac b = term();
         a = norm(o == '+' ? a.n * b.d + b.n * a.d : a.n * b.d - b.n * a.d, a.d * b.d, ok);
@@ -189,7 +194,7 @@ struct Countdown {
     Frac a = factor();
     for (;;) {
       ws();
-      if (i < s.size() && (s[i] == '*' || s[i] == '/' || s[i] == 'x' || s[i] == 'X')) {
+      if (ok && i < s.size() && (s[i] == '*' || s[i] == '/' || s[i] == 'x' || s[i] == 'X')) {
         char o = s[i++];
         Frac b = factor();
         a = o == '/' ? norm(a.n * b.d, a.d * b.n, ok) : norm(a.n * b.n, a.d * b.d, ok);
@@ -212,8 +217,9 @@ struct Countdown {
     if (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
       int64_t v = 0;
       while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
-        if (v > 1000000000) ok = false;
-        v = v * 10 + (s[i++] - '0');
+        if (v > 1000000000) ok = false;  // no Countdown number is this large
+        else v = v * 10 + (s[i] - '0');
+        ++i;
       }
       used.push_back(v);
       return {v, 1};
