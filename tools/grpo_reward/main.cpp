@@ -1,6 +1,8 @@
 // grpo_reward: scores completions with registered reward functions, the way training does.
-// stdin: JSON lines {"completion": ..., "answer": ...}; stdout: one JSON line per input, in input
-// order: {"score": weighted sum, "components": {name: score}, "failed": [...] (if any)}.
+// stdin: JSON lines {"completion": ..., "answer": ..., optional "prompt", "response_tokens",
+// "max_response_tokens" and any other fields (passed to rewards as Sample::fields)}; stdout: one
+// JSON line per input, in input order: {"score": weighted sum, "components": {name: score},
+// "failed": [...] (if any)}.
 // How users debug rewards and score outputs produced elsewhere.
 #include <iostream>
 #include <sstream>
@@ -14,6 +16,7 @@
 int main(int argc, char** argv) {
   std::map<std::string, double> weights;
   double failure_value = 0.0;
+  grpo::reward::RewardParams params;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--reward" && i + 1 < argc) {
@@ -35,9 +38,15 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--failure-value" && i + 1 < argc) {
       failure_value = std::atof(argv[++i]);
+    } else if (a == "--language" && i + 1 < argc) {
+      params.language = argv[++i];
+    } else if (a == "--overlong-buffer" && i + 1 < argc) {
+      params.overlong_buffer = std::atoll(argv[++i]);
     } else if (a == "--help" || a == "-h") {
       std::cout << "usage: grpo_reward --reward NAME[=WEIGHT][,NAME[=WEIGHT]...] [--failure-value X]\n"
-                   "stdin:  JSON lines {\"completion\": ..., \"answer\": ...}\n"
+                   "                   [--language auto|SCRIPT|CODE] [--overlong-buffer TOKENS]\n"
+                   "stdin:  JSON lines {\"completion\": ..., \"answer\": ..., \"prompt\"?, \"response_tokens\"?,\n"
+                   "        \"max_response_tokens\"?, other fields}\n"
                    "stdout: JSON lines {\"score\", \"components\": {name: score}}, in input order\n"
                    "rewards: ";
       auto names = grpo::reward::RewardRegistry::names();
@@ -54,7 +63,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    grpo::reward::CombinedReward reward(weights, failure_value);
+    grpo::reward::CombinedReward reward(weights, failure_value, params);
     std::string line;
     for (int64_t n = 1; std::getline(std::cin, line); ++n) {
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -65,7 +74,17 @@ int main(int argc, char** argv) {
       std::string answer = j.contains("answer") ? (j["answer"].is_string() ? j["answer"].get<std::string>()
                                                                           : j["answer"].dump())
                                                 : "";
-      auto r = reward.score(j["completion"].get<std::string>(), answer);
+      grpo::reward::Sample smp;
+      smp.completion = j["completion"].get<std::string>();
+      smp.answer = answer;
+      if (j.contains("prompt") && j["prompt"].is_string()) smp.prompt = j["prompt"].get<std::string>();
+      if (j.contains("response_tokens") && j["response_tokens"].is_number_integer())
+        smp.response_tokens = j["response_tokens"].get<int64_t>();
+      if (j.contains("max_response_tokens") && j["max_response_tokens"].is_number_integer())
+        smp.max_response_tokens = j["max_response_tokens"].get<int64_t>();
+      for (auto& [k, v] : j.items())  // everything else reaches rewards as fields (JSON text)
+        if (k != "completion" && k != "answer" && k != "prompt") smp.fields[k] = v.is_string() ? v.get<std::string>() : v.dump();
+      auto r = reward.score(std::move(smp));
       nlohmann::json out = {{"score", r.total}, {"components", r.parts}};
       if (!r.failed.empty()) out["failed"] = r.failed;
       std::cout << out.dump() << "\n";
