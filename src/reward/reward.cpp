@@ -30,11 +30,14 @@ size_t count(const std::string& s, const std::string& pat) {
 // equal by the math verifier (fractions, LaTeX, sets, intervals, equations, ...).
 class Accuracy : public RewardFn {
  public:
-  double score(const std::string& completion, const std::string& truth) const override {
-    auto a = extract_answer(completion);
+  double score_sample(const Sample& s) const override {
+    auto a = extract_answer(s.completion);
     if (!a) return 0.0;
-    if (*a == trim(truth)) return 1.0;
-    return math::verify(truth, *a).equal ? 1.0 : 0.0;
+    if (*a == trim(s.answer)) return 1.0;
+    math::VerifyOptions o;  // within the sample's deadline
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(s.deadline - std::chrono::steady_clock::now());
+    if (s.deadline != std::chrono::steady_clock::time_point::max()) o.budget_us = std::max<int64_t>(0, std::min<int64_t>(o.budget_us, left.count()));
+    return math::verify(s.answer, *a, o).equal ? 1.0 : 0.0;
   }
 };
 
@@ -198,6 +201,15 @@ RewardResult CombinedReward::score(const std::string& completion, const std::str
   s.completion = completion;
   s.answer = truth;
   return score(std::move(s));
+}
+
+double CombinedReward::total_of(const std::map<std::string, double>& parts) const {
+  double t = 0;
+  for (auto& [name, w] : weights_) {
+    auto it = parts.find(name);
+    t += w * (it == parts.end() ? failure_value_ : it->second);
+  }
+  return t;
 }
 
 RewardResult CombinedReward::score(Sample sample) const {

@@ -91,12 +91,17 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
       sl[row][t] = lpp[i];
       if (tk[i] == req.eos_id) {
         out.finish[row] = FinishReason::kStop;
+        if (req.on_finish) req.on_finish(row, out.responses[row]);
       } else {
         out.responses[row].push_back(tk[i]);
         keep.push_back(i);
       }
     }
-    if (keep.empty() || t + 1 == R) break;
+    if (keep.empty() || t + 1 == R) {
+      if (req.on_finish)  // the rest stopped at the length limit
+        for (auto i : keep) req.on_finish(active[i], out.responses[active[i]]);
+      break;
+    }
     auto step_tokens = tok.view({n, 1});
     active_mask = at::cat({active_mask, at::ones({n, 1}, at::kBool)}, 1);
     if (static_cast<int64_t>(keep.size()) < n) {

@@ -21,6 +21,7 @@
 #include "grpo/model/hf.h"
 #include "grpo/model/logprob.h"
 #include "grpo/model/transformer.h"
+#include "grpo/reward/pool.h"
 #include "grpo/reward/reward.h"
 #include "grpo/rollout/generate.h"
 #include "grpo/text/hf_tokenizer.h"
@@ -75,6 +76,7 @@ struct Trainer::Impl {
   std::unique_ptr<model::Transformer> policy, ref;
   std::unique_ptr<torch::optim::AdamW> opt;
   std::unique_ptr<reward::CombinedReward> rewards;
+  std::unique_ptr<reward::RewardPool> reward_pool;  // scores while the rollout generates
   TrainState st;
   std::ofstream metrics, evals;
 
@@ -106,6 +108,9 @@ struct Trainer::Impl {
     rp.overlong_buffer = cfg.reward.overlong_buffer;
     rp.language = cfg.reward.language;
     rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights, cfg.reward.failure_value, rp);
+    if (cfg.reward.workers > 0)
+      reward_pool = std::make_unique<reward::RewardPool>(*rewards, int(cfg.reward.workers), cfg.reward.sample_timeout,
+                                                         cfg.reward.failure_value);
     accuracy_fn = reward::RewardRegistry::create("accuracy");
     at::manual_seed(cfg.run.seed);
     policy = std::make_unique<model::Transformer>(cfg.model);
@@ -456,6 +461,21 @@ struct Trainer::Impl {
     req.key = {uint64_t(cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(st.rollout_step)};
     req.eos_id = tok->eos_id();
     req.pad_id = tok->pad_id();
+    const int64_t R_max = cfg.rollout.max_new_tokens;
+    auto make_sample = [&](int64_t row, const std::vector<int64_t>& response) {
+      reward::Sample smp;
+      smp.completion = tok->decode(response);
+      smp.answer = probs[row / g.group_size].answer;
+      smp.prompt = probs[row / g.group_size].question;
+      // the EOS counts as a generated token; a response of R_max tokens hit the limit
+      smp.response_tokens = int64_t(response.size()) == R_max ? R_max : int64_t(response.size()) + 1;
+      smp.max_response_tokens = R_max;
+      return smp;
+    };
+    if (reward_pool)
+      req.on_finish = [&](int64_t row, const std::vector<int64_t>& response) {
+        reward_pool->submit(row, make_sample(row, response));
+      };
     auto batch = rollout::generate(*policy, req);
     const int64_t N = batch.rows();
     double t_rollout = seconds_since(t0);
@@ -463,17 +483,15 @@ struct Trainer::Impl {
     // 2. rewards
     auto t1 = Clock::now();
     std::vector<reward::RewardResult> scored;
-    scored.reserve(N);
-    auto lengths = batch.response_mask.sum(1).to(at::kLong);
-    auto len_a = lengths.accessor<int64_t, 1>();
-    for (int64_t i = 0; i < N; ++i) {
-      reward::Sample smp;
-      smp.completion = tok->decode(batch.responses[i]);
-      smp.answer = probs[i / g.group_size].answer;
-      smp.prompt = probs[i / g.group_size].question;
-      smp.response_tokens = len_a[i];
-      smp.max_response_tokens = cfg.rollout.max_new_tokens;
-      scored.push_back(rewards->score(std::move(smp)));
+    double reward_busy = 0;
+    int64_t reward_timeouts = 0;
+    if (reward_pool) {  // most of it was scored while the rollout was still generating
+      scored = reward_pool->wait(N);
+      reward_busy = reward_pool->last_stats().busy_seconds;
+      reward_timeouts = reward_pool->last_stats().timeouts;
+    } else {
+      for (int64_t i = 0; i < N; ++i) scored.push_back(rewards->score(make_sample(i, batch.responses[i])));
+      reward_busy = seconds_since(t1);
     }
     std::vector<double> rv(N);
     std::map<std::string, double> part_sums;
@@ -646,6 +664,8 @@ struct Trainer::Impl {
         {"old_logprob_diff_mean", lp_diff_sum / std::max(1.0, resp_tokens)},
         {"time_rollout", t_rollout},
         {"time_reward", t_reward},
+        {"time_reward_busy", reward_busy},
+        {"reward_timeouts", reward_timeouts},
         {"time_update", t_update},
         {"time_step", tstep},
         {"tokens_per_s", resp_tokens / tstep},

@@ -6,6 +6,8 @@
 #include "grpo/rollout/generate.h"
 #include "grpo/rollout/sampler.h"
 
+#include <map>
+
 using namespace grpo::rollout;
 
 TEST(Sampler, TemperatureZeroIsArgmax) {
@@ -126,4 +128,31 @@ TEST(Generate, SamplesDoNotDependOnBatchCompositionAndLogprobsMatchForward) {
     EXPECT_EQ(full.finish[r] == FinishReason::kStop,
               static_cast<int64_t>(full.responses[r].size()) < a.sampling.max_new_tokens);
   }
+}
+
+TEST(Generate, OnFinishReportsEveryRowOnceWithItsFinalResponse) {
+  at::manual_seed(5);
+  grpo::model::Transformer m(small_model());
+  GenerateRequest a;
+  a.prompts = {{3, 4, 5}, {6, 7}};
+  a.prompt_keys = {1, 2};
+  a.group_size = 4;
+  a.sampling.max_new_tokens = 6;
+  a.key = {3, 1, 0};
+  a.eos_id = 1;
+  std::map<int64_t, std::vector<int64_t>> seen;
+  std::vector<int64_t> order;
+  a.on_finish = [&](int64_t row, const std::vector<int64_t>& r) {
+    EXPECT_EQ(seen.count(row), 0u) << "row " << row << " reported twice";
+    seen[row] = r;
+    order.push_back(row);
+  };
+  auto out = generate(m, a);
+  ASSERT_EQ(int64_t(seen.size()), out.rows());
+  bool early = false;
+  for (int64_t r = 0; r < out.rows(); ++r) {
+    EXPECT_EQ(seen[r], out.responses[r]) << r;
+    early |= out.finish[r] == FinishReason::kStop;
+  }
+  EXPECT_TRUE(early) << "the test wants some rows to stop at EOS (change the seed)";
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -28,6 +29,8 @@ struct Sample {
   int64_t max_response_tokens = -1;  // the generation limit (-1: unknown)
   std::map<std::string, std::string> fields;  // other dataset fields (JSON text), e.g. tests
   RewardParams params;
+  /// When scoring must be done (RewardPool sets it); rewards that can stop early check it.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 class RewardFn {
@@ -74,6 +77,8 @@ class CombinedReward {
                           RewardParams params = {});
   RewardResult score(const std::string& completion, const std::string& ground_truth) const;
   RewardResult score(Sample sample) const;
+  /// The weighted sum of per-function scores.
+  double total_of(const std::map<std::string, double>& parts) const;
   std::vector<RewardResult> score_batch(const std::vector<std::string>& completions,
                                         const std::vector<std::string>& truths) const;
 

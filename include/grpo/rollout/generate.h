@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,9 @@ struct GenerateRequest {
   RolloutKey key;
   int64_t eos_id = 1;
   int64_t pad_id = 0;
+  /// Called (on the generating thread) as soon as row `row` is complete -- at its EOS, or at the
+  /// length limit -- with its response ids; e.g. to start scoring it while others generate.
+  std::function<void(int64_t row, const std::vector<int64_t>& response)> on_finish;
 };
 
 RolloutBatch generate(model::Transformer& model, const GenerateRequest& request);

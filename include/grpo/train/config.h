@@ -159,6 +159,8 @@ struct RewardConfig {
   double failure_value = 0.0;
   int64_t overlong_buffer = 0;
   std::string language = "auto";
+  int64_t workers = 1;
+  double sample_timeout = 10.0;
   void visit(core::ConfigVisitor& v) {
     v.field("weights", weights,
             "reward = sum of weight * reward function, by registered name (accuracy, format, "
@@ -171,6 +173,11 @@ struct RewardConfig {
             "rollout.max_new_tokens (DAPO)", core::at_least(0));
     v.field("language", language, "language reward: target script or language code (latin, "
             "han, japanese, hangul, cyrillic, ..., en, zh, ja, ...); auto = the prompt's script");
+    v.field("workers", workers, "threads scoring completions while the rollout is still "
+            "generating (each completion as soon as it ends); 0 = score after generation",
+            core::at_least(0));
+    v.field("sample_timeout", sample_timeout, "seconds one completion may take to score; later "
+            "scores count as failures (reward_timeouts in metrics)", core::positive());
   }
 };
 
