@@ -99,7 +99,10 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
   c.model.validate(src);
   auto known = reward::RewardRegistry::names();
   for (auto& [name, w] : c.reward.weights)
-    if (to_run && std::find(known.begin(), known.end(), name) == known.end())
+    if (name == "plugin") {
+      if (c.reward.plugin.empty())
+        core::config_fail(src, "reward.weights.plugin", "the plugin reward needs reward.plugin (a command)");
+    } else if (to_run && std::find(known.begin(), known.end(), name) == known.end())
       core::config_fail(src, "reward.weights." + name,
                         fmt::format("unknown reward '{}'; registered: {}", name, fmt::join(known, ", ")));
   if (c.reward.weights.empty())

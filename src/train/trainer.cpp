@@ -21,6 +21,7 @@
 #include "grpo/model/hf.h"
 #include "grpo/model/logprob.h"
 #include "grpo/model/transformer.h"
+#include "grpo/reward/plugin.h"
 #include "grpo/reward/pool.h"
 #include "grpo/reward/reward.h"
 #include "grpo/rollout/generate.h"
@@ -103,6 +104,11 @@ struct Trainer::Impl {
                    eval_data ? fmt::format(", {} held-out from {} ({} skipped)", eval_data->size(),
                                            cfg.data.eval, eval_data->skipped_lines())
                              : std::string(", no held-out set (data.eval)"));
+    }
+    if (!cfg.reward.plugin.empty()) {
+      const std::string cmd = cfg.reward.plugin;
+      const double timeout = cfg.reward.sample_timeout;
+      reward::RewardRegistry::add("plugin", [cmd, timeout] { return reward::make_process_reward(cmd, timeout); });
     }
     reward::RewardParams rp;
     rp.overlong_buffer = cfg.reward.overlong_buffer;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "grpo/core/error.h"
+#include "grpo/reward/plugin.h"
 #include "grpo/reward/reward.h"
 
 int main(int argc, char** argv) {
@@ -38,6 +39,9 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--failure-value" && i + 1 < argc) {
       failure_value = std::atof(argv[++i]);
+    } else if (a == "--plugin" && i + 1 < argc) {
+      std::string cmd = argv[++i];
+      grpo::reward::RewardRegistry::add("plugin", [cmd] { return grpo::reward::make_process_reward(cmd); });
     } else if (a == "--language" && i + 1 < argc) {
       params.language = argv[++i];
     } else if (a == "--overlong-buffer" && i + 1 < argc) {
@@ -45,6 +49,7 @@ int main(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       std::cout << "usage: grpo_reward --reward NAME[=WEIGHT][,NAME[=WEIGHT]...] [--failure-value X]\n"
                    "                   [--language auto|SCRIPT|CODE] [--overlong-buffer TOKENS]\n"
+                   "                   [--plugin COMMAND]   (an external reward named plugin)\n"
                    "stdin:  JSON lines {\"completion\": ..., \"answer\": ..., \"prompt\"?, \"response_tokens\"?,\n"
                    "        \"max_response_tokens\"?, other fields}\n"
                    "stdout: JSON lines {\"score\", \"components\": {name: score}}, in input order\n"

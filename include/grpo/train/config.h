@@ -161,6 +161,7 @@ struct RewardConfig {
   std::string language = "auto";
   int64_t workers = 1;
   double sample_timeout = 10.0;
+  std::string plugin;
   void visit(core::ConfigVisitor& v) {
     v.field("weights", weights,
             "reward = sum of weight * reward function, by registered name (accuracy, format, "
@@ -178,6 +179,8 @@ struct RewardConfig {
             core::at_least(0));
     v.field("sample_timeout", sample_timeout, "seconds one completion may take to score; later "
             "scores count as failures (reward_timeouts in metrics)", core::positive());
+    v.field("plugin", plugin, "command of an external reward (any language: JSON lines on "
+            "stdin/stdout, see reward/plugin.h), used as the reward named plugin in weights");
   }
 };
 
