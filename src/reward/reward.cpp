@@ -98,6 +98,30 @@ class Gsm8k : public RewardFn {
   }
 };
 
+// Code execution: the last fenced code block, run in the sandbox on the sample's tests (field
+// "tests", or the ground truth: a JSON list of {"input", "output"}); the score is the pass rate.
+class CodeReward : public RewardFn {
+ public:
+  double score_sample(const Sample& s) const override {
+    auto it = s.fields.find("tests");
+    const std::string& text = it != s.fields.end() ? it->second : s.answer;
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    GRPO_CHECK(!j.is_discarded() && j.is_array(), "code reward: tests must be a JSON list of {{\"input\", \"output\"}}, "
+               "found '{}'", text.substr(0, 80));
+    std::vector<CodeTest> tests;
+    for (auto& t : j) {
+      GRPO_CHECK(t.is_object() && t.contains("output"), "code reward: each test needs \"output\"");
+      tests.push_back({t.value("input", std::string()), t["output"].get<std::string>()});
+    }
+    std::string lang;
+    auto code = last_code_block(s.completion, &lang);
+    if (!code) return 0.0;
+    auto lang_field = s.fields.find("language");
+    if (lang.empty() && lang_field != s.fields.end()) lang = lang_field->second;
+    return code_pass_rate(*code, lang, tests);
+  }
+};
+
 // DAPO's soft overlong penalty (0 or negative; weight it like any reward).
 class Overlong : public RewardFn {
  public:
@@ -120,6 +144,7 @@ std::map<std::string, RewardRegistry::Factory>& registry() {
       {"countdown", [] { return std::make_unique<CountdownReward>(); }},
       {"gsm8k", [] { return std::make_unique<Gsm8k>(); }},
       {"overlong", [] { return std::make_unique<Overlong>(); }},
+      {"code", [] { return std::make_unique<CodeReward>(); }},
   };
   return r;
 }

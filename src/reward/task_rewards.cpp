@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <sstream>
 
 #include <utf8proc.h>
 
 #include "grpo/core/error.h"
+#include "grpo/reward/sandbox.h"
 
 namespace grpo::reward {
 namespace {
@@ -247,6 +249,62 @@ std::optional<bool> countdown_correct(const std::string& expression, int64_t tar
   std::sort(b.begin(), b.end());
   if (a != b) return false;
   return v.d == 1 && v.n == target;
+}
+
+std::optional<std::string> last_code_block(const std::string& c, std::string* language) {
+  auto close = c.rfind("```");
+  if (close == std::string::npos || close == 0) return std::nullopt;
+  auto open = c.rfind("```", close - 1);
+  if (open == std::string::npos) return std::nullopt;
+  auto nl = c.find('\n', open);
+  if (nl == std::string::npos || nl > close) return std::nullopt;
+  if (language) {
+    std::string lang = c.substr(open + 3, nl - open - 3);
+    for (auto& ch : lang) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    while (!lang.empty() && std::isspace(static_cast<unsigned char>(lang.back()))) lang.pop_back();
+    *language = lang;
+  }
+  return c.substr(nl + 1, close - nl - 1);
+}
+
+namespace {
+std::string normalize_output(const std::string& s) {
+  std::string out, line;
+  std::istringstream in(s);
+  while (std::getline(in, line)) {
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+    out += line + "\n";
+  }
+  while (out.size() >= 2 && out[out.size() - 1] == '\n' && out[out.size() - 2] == '\n') out.pop_back();
+  if (out == "\n") out.clear();
+  return out;
+}
+}  // namespace
+
+double code_pass_rate(const std::string& code, const std::string& language, const std::vector<CodeTest>& tests,
+                      double wall_seconds_per_test) {
+  if (tests.empty()) return 0.0;
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> files;
+  SandboxLimits l;
+  l.wall_seconds = wall_seconds_per_test;
+  if (language == "python" || language == "py" || language == "python3" || language.empty()) {
+    files["main.py"] = code;
+    argv = {"python3", "main.py"};
+  } else if (language == "cpp" || language == "c++" || language == "cc") {
+    files["main.cpp"] = code;
+    argv = {"sh", "-c", "g++ -O1 -std=c++17 -o main main.cpp 2>compile.log && ./main"};
+    l.cpu_seconds = 20;
+    l.memory_bytes = int64_t(2) << 30;
+  } else {
+    fail("code reward: language '{}' is not supported (python, cpp)", language);
+  }
+  int passed = 0;
+  for (auto& t : tests) {
+    auto r = run_sandboxed(argv, t.input, files, l);
+    passed += !r.timed_out && r.signal == 0 && r.exit_code == 0 && normalize_output(r.out) == normalize_output(t.output);
+  }
+  return double(passed) / double(tests.size());
 }
 
 double overlong_penalty(int64_t length, int64_t max_len, int64_t buffer) {

@@ -30,6 +30,19 @@ double language_consistency(const std::string& text, const std::vector<Script>& 
 std::optional<bool> countdown_correct(const std::string& expression, int64_t target,
                                       const std::vector<int64_t>& numbers);
 
+/// The last fenced code block of a completion (```python / ```cpp / ```c++ / ```); `language`
+/// gets the fence's language (lower case, may be empty). nullopt if there is none.
+std::optional<std::string> last_code_block(const std::string& completion, std::string* language = nullptr);
+
+struct CodeTest {
+  std::string input, output;
+};
+
+/// Runs `code` (python or cpp) on each test in the sandbox (reward/sandbox.h) and returns the
+/// fraction whose stdout equals the expected output (trailing whitespace of lines ignored).
+double code_pass_rate(const std::string& code, const std::string& language, const std::vector<CodeTest>& tests,
+                      double wall_seconds_per_test = 10.0);
+
 /// DAPO's soft overlong penalty: 0 up to max_len - buffer tokens, then falling linearly to -1 at
 /// max_len, and -1 beyond.
 double overlong_penalty(int64_t length, int64_t max_len, int64_t buffer);

@@ -1,0 +1,168 @@
+// Sandbox attack suite (label `sandbox`): each hostile program must be contained, leave the
+// machine as it was, and end as a failed run (non-zero exit, a signal, or a timeout).
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <chrono>
+#include <thread>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "grpo/core/error.h"
+#include "grpo/reward/reward.h"
+#include "grpo/reward/sandbox.h"
+
+using namespace grpo::reward;
+
+namespace {
+
+// Live (non-zombie) processes whose command line contains `needle`.
+int live_processes_with(const std::string& needle) {
+  int n = 0;
+  DIR* d = ::opendir("/proc");
+  if (!d) return 0;
+  while (auto* e = ::readdir(d)) {
+    std::string pid = e->d_name;
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmd("/proc/" + pid + "/cmdline");
+    std::string c((std::istreambuf_iterator<char>(cmd)), {});
+    for (auto& ch : c)
+      if (ch == '\0') ch = ' ';
+    if (c.find(needle) == std::string::npos) continue;
+    std::ifstream st("/proc/" + pid + "/stat");
+    std::string p, comm, state;
+    st >> p >> comm >> state;
+    if (state != "Z") ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+// Killed processes take a moment to disappear: wait up to 2 s for none to be left.
+int survivors(const std::string& needle) {
+  int n = 0;
+  for (int i = 0; i < 40 && (n = live_processes_with(needle)) > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return n;
+}
+
+SandboxLimits quick() {
+  SandboxLimits l;
+  l.wall_seconds = 3;
+  l.cpu_seconds = 2;
+  return l;
+}
+
+bool failed(const SandboxResult& r) { return r.timed_out || r.signal != 0 || r.exit_code != 0; }
+
+SandboxResult py(const std::string& code, const SandboxLimits& l = quick()) {
+  return run_sandboxed({"python3", "main.py"}, "", {{"main.py", code}}, l);
+}
+
+}  // namespace
+
+TEST(SandboxAttack, ForkBomb) {
+  auto r = py("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n");
+  EXPECT_TRUE(failed(r));
+  EXPECT_LT(r.wall_seconds, 6.0);
+  EXPECT_EQ(survivors("main.py"), 0) << "fork bomb processes survived";
+}
+
+TEST(SandboxAttack, MemoryBomb) {
+  auto r = py("x = bytearray(8 * 1024 ** 3)\nprint(len(x))\n");
+  EXPECT_TRUE(failed(r));
+  EXPECT_EQ(r.out.find("8589934592"), std::string::npos);
+}
+
+TEST(SandboxAttack, InfiniteLoop) {
+  auto r = py("while True:\n    pass\n");
+  EXPECT_TRUE(failed(r));
+  EXPECT_LT(r.wall_seconds, 6.0);
+}
+
+TEST(SandboxAttack, SleepingForeverAndIgnoringSigterm) {
+  auto r = py("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(10 ** 6)\n");
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_LT(r.wall_seconds, 6.0);
+  EXPECT_EQ(survivors("main.py"), 0);
+}
+
+TEST(SandboxAttack, WritingOutsideItsDirectory) {
+  const std::string repo_target = std::string(GRPO_SOURCE_DIR) + "/sandbox_pwned";
+  auto r = py("import sys\nok = 0\nfor p in ['/etc/sandbox_pwned', '" + repo_target +
+              "', '/usr/sandbox_pwned']:\n    try:\n        open(p, 'w').write('x')\n        ok += 1\n"
+              "    except OSError:\n        pass\nsys.exit(10 + ok)\n");
+  EXPECT_EQ(r.exit_code, 10) << "wrote " << r.exit_code - 10 << " files outside its directory; " << r.err;
+  EXPECT_FALSE(std::filesystem::exists("/etc/sandbox_pwned"));
+  EXPECT_FALSE(std::filesystem::exists(repo_target));
+  // its own directory is writable
+  auto ok = py("open('out.txt', 'w').write('fine')\nprint(open('out.txt').read())\n");
+  EXPECT_EQ(ok.out, "fine\n") << ok.err;
+}
+
+TEST(SandboxAttack, ReadingFilesItShouldNot) {
+  auto r = py("print(open('/etc/shadow').read())\n");
+  EXPECT_TRUE(failed(r));
+  EXPECT_EQ(r.out.find("root:"), std::string::npos);
+  if (::geteuid() == 0) {  // root's home is hidden behind an empty private mount
+    auto h = py("import os\nprint(sorted(os.listdir('/root')))\n");
+    if (h.isolated) EXPECT_EQ(h.out, "[]\n") << h.err;
+    else EXPECT_TRUE(failed(h)) << h.out;  // nobody may not list root's home
+  }
+}
+
+TEST(SandboxAttack, OpeningANetworkConnection) {
+  // a listener on the host's loopback that must not see a connection
+  int srv = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(srv, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ASSERT_EQ(::bind(srv, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(srv, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(srv, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  auto r = py("import socket\nsocket.create_connection(('127.0.0.1', " + std::to_string(port) +
+              "), timeout=2)\nprint('connected')\n");
+  EXPECT_TRUE(failed(r));
+  EXPECT_EQ(r.out.find("connected"), std::string::npos);
+  auto ext = py("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\nprint('connected')\n");
+  EXPECT_TRUE(failed(ext));
+  ::fcntl(srv, F_SETFL, O_NONBLOCK);
+  EXPECT_LT(::accept(srv, nullptr, nullptr), 0) << "the sandboxed program reached the host";
+  ::close(srv);
+}
+
+TEST(SandboxAttack, ABackgroundProcessDoesNotOutliveTheRun) {
+  auto r = py("import subprocess\nsubprocess.Popen(['sleep', '4242'], start_new_session=True)\nprint('spawned')\n");
+  EXPECT_EQ(r.out, "spawned\n") << r.err;
+  EXPECT_EQ(survivors("sleep 4242"), 0) << "a background process outlived the sandbox";
+}
+
+TEST(CodeReward, PassRateOfTheLastCodeBlockInPythonAndCpp) {
+  auto code = grpo::reward::RewardRegistry::create("code");
+  const std::string tests = R"([{"input": "2 3\n", "output": "5\n"}, {"input": "10 -4\n", "output": "6"},
+                                {"input": "1 1\n", "output": "3\n"}])";
+  grpo::reward::Sample s;
+  s.answer = tests;
+  s.completion = "First try:\n```python\nprint(0)\n```\nFixed:\n```python\na, b = map(int, input().split())\nprint(a + b)\n```\n";
+  EXPECT_NEAR(code->score_sample(s), 2.0 / 3.0, 1e-12);  // the third test expects a wrong sum
+  s.completion = "```cpp\n#include <iostream>\nint main() { long a, b; std::cin >> a >> b; std::cout << a + b << \"\\n\"; }\n```";
+  EXPECT_NEAR(code->score_sample(s), 2.0 / 3.0, 1e-12);
+  s.completion = "```python\nimport os\nwhile True:\n    os.fork()\n```";  // hostile: contained, scores 0
+  EXPECT_DOUBLE_EQ(code->score_sample(s), 0.0);
+  s.completion = "no code here";
+  EXPECT_DOUBLE_EQ(code->score_sample(s), 0.0);
+  s.fields["tests"] = "not json";
+  EXPECT_THROW(code->score_sample(s), grpo::Error);
+}
