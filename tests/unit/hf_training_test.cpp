@@ -1,6 +1,8 @@
 // Training from a Hugging Face directory: model.path, the tokenizer directory, JSONL data, prompt
 // formatting (template + chat format + BOS, one function for training, evaluation and
 // generation), resume, and the grpo_generate / grpo_export command lines on the result.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -50,7 +52,7 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
 // A tiny random Qwen2 model with the real Qwen3 tokenizer, written as an HF directory (made once).
 const std::string& hf_model_dir() {
   static const std::string dir = [] {
-    auto d = tmpdir("hf_tiny_qwen2");
+    auto d = tmpdir("hf_tiny_qwen2_" + std::to_string(::getpid()));  // ctest -j runs tests in parallel processes
     model::ModelConfig c;
     c.model_type = "qwen2";
     c.vocab_size = 151680;  // >= the tokenizer's 151669, as Qwen pads its embeddings
