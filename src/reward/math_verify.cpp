@@ -252,6 +252,36 @@ std::optional<std::string> extract_gold(const std::string& gold) {
       gold.find("####") != std::string::npos || gold.find("<answer>") != std::string::npos)
     return extract_final_answer(gold);
   auto t = trim(gold);
+  if (!t.empty() && t[0] == '$' && t.find("$$") == std::string::npos) {
+    // "$1$ and $2$ and $3$", "$21,16$ or $11$": several spans joined only by words like and/or
+    std::vector<std::string> spans;
+    std::string between;
+    bool only_joiners = true;
+    for (size_t p = 0; p < t.size();) {
+      auto b = t.find('$', p);
+      if (b == std::string::npos) {
+        between += t.substr(p);
+        break;
+      }
+      between += t.substr(p, b - p);
+      auto e = t.find('$', b + 1);
+      if (e == std::string::npos) {
+        only_joiners = false;
+        break;
+      }
+      std::string gap = lower(trim(between));
+      if (!spans.empty() && !(gap.empty() || gap == "and" || gap == "or" || gap == "," || gap == ";" || gap == ", and"))
+        only_joiners = false;
+      spans.push_back(t.substr(b + 1, e - b - 1));
+      between.clear();
+      p = e + 1;
+    }
+    if (only_joiners && spans.size() > 1 && trim(between).find_first_not_of(".") == std::string::npos) {
+      std::string joined;
+      for (auto& sp : spans) joined += (joined.empty() ? "" : ", ") + trim(sp);
+      return joined;
+    }
+  }
   if (!t.empty() && (t[0] == '$' || starts_with(t, 0, "\\(") || starts_with(t, 0, "\\[")))
     if (auto m = last_math_span(t)) return trim(*m);
   if (t.empty()) return std::nullopt;
@@ -323,6 +353,10 @@ std::string normalize_answer(const std::string& answer) {
                         "\\operatorname", "\\boxed", "\\fbox", "\\textnormal", "\\mathsf", "\\emph"})
     unwrap(s, c, " ", " ");
   replace_all(s, "**", "");
+  replace_all(s, "\\colon", ":");
+  // a ratio "a:b" is a/b ("7:32", "V_1:V_2 = 11:21")
+  for (size_t p = s.find(':'); p != std::string::npos; p = s.find(':', p + 1))
+    if (p > 0 && p + 1 < s.size()) s[p] = '/';
   // "a \approx b": an exact value followed by its approximation keeps the exact value
   if (auto p = s.find('\x03'); p != std::string::npos) {
     auto eq = s.rfind('=', p);
@@ -1234,7 +1268,10 @@ std::optional<Node> to_node(const std::string& norm, const Clock::time_point& de
       while (e < norm.size() && std::isalpha(static_cast<unsigned char>(norm[e]))) ++e;
       static const std::set<std::string> fn{"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt",
                                             "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh"};
-      if (e - k >= 2 && !fn.count(norm.substr(k, e - k))) has_word = true;
+      const std::string w = norm.substr(k, e - k);
+      const bool all_caps = std::all_of(w.begin(), w.end(), [](char ch) { return std::isupper(static_cast<unsigned char>(ch)); });
+      // "AB", "NO": products of point names (geometry), not words; a capitalised word has lower case
+      if (e - k >= 2 && !fn.count(w) && !(all_caps && e - k <= 4)) has_word = true;
       k = e;
     } else if (norm[k] == '\\') {  // skip the command name (and an environment's name)
       size_t e = k + 1;
