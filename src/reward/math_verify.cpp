@@ -1041,6 +1041,17 @@ bool is_scalar(const Node& n) {
   return true;
 }
 
+// Values in [0.5, 3) for each symbol from a linear congruential stream (positive: so that
+// sqrt(1/n) = 1/sqrt(n) and logs are defined).
+Env random_point(const std::set<std::string>& names, uint64_t& seed) {
+  Env env;
+  for (auto& name : names) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    env[name] = 0.5 + 2.5 * double(seed >> 11) / double(1ull << 53);
+  }
+  return env;
+}
+
 bool close_enough(double a, double b, double tol) {
   if (std::isinf(a) || std::isinf(b)) return a == b;
   if (std::isnan(a) || std::isnan(b)) return false;
@@ -1066,11 +1077,7 @@ struct Comparer {
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     int valid = 0;
     for (int point = 0; point < 6; ++point) {
-      Env env;
-      for (auto& name : sa) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        env[name] = 0.5 + 2.5 * double(seed >> 11) / double(1ull << 53);
-      }
+      Env env = random_point(sa, seed);
       double x = eval(a, env, deadline).value(), y = eval(b, env, deadline).value();
       if (std::isnan(x) && std::isnan(y)) continue;
       if (!close_enough(x, y, 1e-9 > tol ? 1e-9 : tol)) return false;
@@ -1088,11 +1095,7 @@ struct Comparer {
     double ratio = 0;
     int valid = 0;
     for (int point = 0; point < 6; ++point) {
-      Env env;
-      for (auto& name : sa) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        env[name] = 0.5 + 2.5 * double(seed >> 11) / double(1ull << 53);
-      }
+      Env env = random_point(sa, seed);
       double x = eval(a, env, deadline).value(), y = eval(b, env, deadline).value();
       if (!std::isfinite(x) || !std::isfinite(y) || std::fabs(y) < 1e-12) continue;
       double r = x / y;

@@ -27,6 +27,8 @@
 namespace fs = std::filesystem;
 using namespace grpo;
 using grpo::test_util::error_of;
+using grpo::test_util::read_jsonl;
+using grpo::test_util::tmpdir;
 
 namespace {
 
@@ -34,20 +36,7 @@ const std::string kFixtures = std::string(GRPO_SOURCE_DIR) + "/tests/fixtures";
 const std::string kQwen3Tok = kFixtures + "/tokenizers/qwen3";
 const std::string kDeepSeekTok = kFixtures + "/tokenizers/deepseek_v3";
 
-std::string tmpdir(const std::string& name) {
-  auto d = fs::path(GRPO_TEST_TMPDIR) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
 
-std::vector<nlohmann::json> read_jsonl(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 // A tiny random Qwen2 model with the real Qwen3 tokenizer, written as an HF directory (made once).
 const std::string& hf_model_dir() {

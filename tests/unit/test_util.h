@@ -1,8 +1,13 @@
 // Helpers shared by the unit tests.
 #pragma once
 
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "grpo/core/error.h"
 
@@ -16,6 +21,23 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+/// A fresh, empty directory under the test build's tmp/ (removed first if it exists).
+inline std::string tmpdir(const std::string& name) {
+  auto d = std::filesystem::path(GRPO_TEST_TMPDIR) / name;
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+
+/// The JSON objects of a JSONL file (blank lines skipped).
+inline std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
 }
 
 }  // namespace grpo::test_util

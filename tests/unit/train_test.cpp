@@ -17,15 +17,11 @@
 namespace fs = std::filesystem;
 using namespace grpo;
 using grpo::test_util::error_of;
+using grpo::test_util::read_jsonl;
+using grpo::test_util::tmpdir;
 
 namespace {
 
-std::string tmpdir(const std::string& name) {
-  auto d = fs::path(GRPO_TEST_TMPDIR) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
@@ -38,13 +34,6 @@ std::string with_header(const std::string& json, const std::string& data) {
   return s + json + data;
 }
 
-std::vector<nlohmann::json> read_jsonl(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 }  // namespace
 
