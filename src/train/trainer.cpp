@@ -39,10 +39,6 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-std::vector<std::string> r1_special_tokens() {
-  return {"<think>", "</think>", "<answer>", "</answer>"};
-}
-
 // Keeps the lines of a JSONL file for which keep(json) is true (used when resuming, to drop what
 // the interrupted run wrote after its last checkpoint).
 void filter_jsonl(const fs::path& path, const std::function<bool(const nlohmann::json&)>& keep) {
@@ -84,10 +80,7 @@ struct Trainer::Impl {
   explicit Impl(Config c) : cfg(std::move(c)) {
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
-    if (tok_path.empty())
-      tok = std::make_unique<text::CharTokenizer>(data::ArithmeticTask::alphabet(), r1_special_tokens());
-    else
-      tok = text::HfTokenizer::from_dir(tok_path, cfg.tokenizer.eos_token);
+    tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok->vocab_size();
     GRPO_CHECK(cfg.model.vocab_size >= tok->vocab_size(),
                "model.vocab_size {} is smaller than the tokenizer's {} ({})", cfg.model.vocab_size,
@@ -790,6 +783,13 @@ struct Trainer::Impl {
                  st.optimizer_step, seconds_since(t0));
   }
 };
+
+std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const std::string& eos_token) {
+  if (path.empty())
+    return std::make_unique<text::CharTokenizer>(data::ArithmeticTask::alphabet(),
+                                                 std::vector<std::string>{"<think>", "</think>", "<answer>", "</answer>"});
+  return text::HfTokenizer::from_dir(path, eos_token);
+}
 
 std::unique_ptr<model::Transformer> load_policy(const std::string& dir, Config* config) {
   if (fs::exists(fs::path(dir) / "manifest.json")) {  // a grpo checkpoint

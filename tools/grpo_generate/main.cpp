@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -14,11 +15,9 @@
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/core/rng.h"
-#include "grpo/data/arithmetic.h"
 #include "grpo/data/jsonl_dataset.h"
 #include "grpo/model/transformer.h"
 #include "grpo/rollout/generate.h"
-#include "grpo/text/hf_tokenizer.h"
 #include "grpo/text/prompt.h"
 #include "grpo/train/trainer.h"
 
@@ -92,26 +91,22 @@ int main(int argc, char** argv) {
         GRPO_CHECK(i + 1 < argc, "{} needs a value", a);
         return argv[++i];
       };
-      auto next_int = [&]() -> int64_t {
+      // A whole-string number of type T (int64_t or double) for flag `a`.
+      auto next_number = [&](auto zero) -> decltype(zero) {
         std::string v = next();
         try {
           size_t used = 0;
-          int64_t x = std::stoll(v, &used);
+          decltype(zero) x;
+          if constexpr (std::is_integral_v<decltype(zero)>) x = std::stoll(v, &used);
+          else x = std::stod(v, &used);
           if (used == v.size()) return x;
         } catch (const std::exception&) {
         }
-        grpo::fail("{}: expected an integer, found '{}'", a, v);
+        grpo::fail("{}: expected {}, found '{}'", a,
+                   std::is_integral_v<decltype(zero)> ? "an integer" : "a number", v);
       };
-      auto next_double = [&]() -> double {
-        std::string v = next();
-        try {
-          size_t used = 0;
-          double x = std::stod(v, &used);
-          if (used == v.size()) return x;
-        } catch (const std::exception&) {
-        }
-        grpo::fail("{}: expected a number, found '{}'", a, v);
-      };
+      auto next_int = [&] { return next_number(int64_t(0)); };
+      auto next_double = [&] { return next_number(0.0); };
       if (a == "--model") model_dir = next();
       else if (a == "--tokenizer") tokenizer_dir = next();
       else if (a == "--eos-token") eos_token = next();
@@ -171,17 +166,13 @@ int main(int argc, char** argv) {
     if (tokenizer_dir.empty()) tokenizer_dir = run.tokenizer.resolved_path(run.model);
     if (eos_token.empty()) eos_token = run.tokenizer.eos_token;
     if (!ids_mode) {
-      if (tokenizer_dir.empty()) {
+      if (tokenizer_dir.empty())  // only a built-in-task checkpoint uses the character tokenizer
         GRPO_CHECK(run.data.train.empty() && from_checkpoint,
                    "{} has no tokenizer.json: give --tokenizer DIR (or --ids)", model_dir);
-        tok = std::make_unique<grpo::text::CharTokenizer>(
-            grpo::data::ArithmeticTask::alphabet(),
-            std::vector<std::string>{"<think>", "</think>", "<answer>", "</answer>"});
-      } else {
+      else
         GRPO_CHECK(fs::exists(fs::path(tokenizer_dir) / "tokenizer.json") || fs::is_regular_file(tokenizer_dir),
                    "{} has no tokenizer.json: give --tokenizer DIR (or --ids)", tokenizer_dir);
-        tok = grpo::text::HfTokenizer::from_dir(tokenizer_dir, eos_token);
-      }
+      tok = grpo::train::make_tokenizer(tokenizer_dir, eos_token);
       if (prompt_flags) {
         GRPO_CHECK(pf.chat == "none" || pf.chat == "deepseek_v3" || pf.chat == "qwen3",
                    "--chat: expected none, deepseek_v3 or qwen3, found '{}'", pf.chat);

@@ -13,12 +13,14 @@
 #include <memory>
 #include <string>
 
+#include "grpo/text/tokenizer.h"
 #include "grpo/train/checkpoint.h"
 #include "grpo/train/config.h"
 
 namespace grpo::model {
 class Transformer;
 }
+
 
 namespace grpo::train {
 
@@ -33,6 +35,10 @@ struct EvalResult {
 /// comes from its config) or a Hugging Face model directory. `config`, when given, receives the
 /// checkpoint's training config (for an HF directory: the defaults with model.path = dir).
 std::unique_ptr<model::Transformer> load_policy(const std::string& dir, Config* config = nullptr);
+
+/// The tokenizer of a run: the Hugging Face tokenizer at `path` (EOS overridden by `eos_token`
+/// when non-empty), or, for an empty path, the built-in character tokenizer of the built-in task.
+std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const std::string& eos_token = "");
 
 class Trainer {
  public:
