@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/landlock.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
@@ -59,6 +60,63 @@ void install_seccomp() {
   ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
+// Landlock access rights newer than some distributions' kernel headers (values from the kernel ABI)
+#ifndef LANDLOCK_ACCESS_FS_REFER
+#define LANDLOCK_ACCESS_FS_REFER (1ULL << 13)
+#endif
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
+#endif
+
+// Landlock (Linux >= 5.13, unprivileged): the ABI version, 0 where the kernel lacks it.
+int landlock_abi() {
+#ifdef SYS_landlock_create_ruleset
+  long v = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  return v < 0 ? 0 : int(v);
+#else
+  return 0;
+#endif
+}
+
+// Confines every filesystem write of this process and its children to `writable` (directories)
+// and a few character devices (/dev/null, /dev/zero): the one guard on writes that holds without
+// namespaces and without root (where the program cannot be moved to another user). Reads are left
+// to the file permissions (nobody reads neither /etc/shadow nor root's home). False on failure.
+bool restrict_writes(const std::vector<std::string>& writable, int abi) {
+#ifdef SYS_landlock_create_ruleset
+  uint64_t dir_rights = LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
+                        LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
+                        LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+                        LANDLOCK_ACCESS_FS_MAKE_SYM;
+  uint64_t file_rights = LANDLOCK_ACCESS_FS_WRITE_FILE;
+  if (abi >= 2) dir_rights |= LANDLOCK_ACCESS_FS_REFER;
+  if (abi >= 3) dir_rights |= LANDLOCK_ACCESS_FS_TRUNCATE, file_rights |= LANDLOCK_ACCESS_FS_TRUNCATE;
+  struct landlock_ruleset_attr attr {};
+  attr.handled_access_fs = dir_rights;
+  int rs = int(::syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0));
+  if (rs < 0) return false;
+  auto allow = [&](const char* path, uint64_t rights) {
+    int fd = ::open(path, O_PATH | O_CLOEXEC);
+    if (fd < 0) return true;  // absent: nothing to allow
+    struct landlock_path_beneath_attr pb {};
+    pb.allowed_access = rights;
+    pb.parent_fd = fd;
+    bool ok = ::syscall(SYS_landlock_add_rule, rs, LANDLOCK_RULE_PATH_BENEATH, &pb, 0) == 0;
+    ::close(fd);
+    return ok;
+  };
+  bool ok = true;
+  for (auto& w : writable) ok = ok && allow(w.c_str(), dir_rights);
+  for (const char* dev : {"/dev/null", "/dev/zero", "/dev/full"}) ok = ok && allow(dev, file_rights);
+  ok = ok && ::syscall(SYS_landlock_restrict_self, rs, 0) == 0;
+  ::close(rs);
+  return ok;
+#else
+  (void)writable, (void)abi;
+  return false;
+#endif
+}
+
 void set_limit(int resource, int64_t value) {
   struct rlimit r;
   r.rlim_cur = r.rlim_max = rlim_t(value);
@@ -86,7 +144,7 @@ void kill_orphans() {
     if (DIR* d = ::opendir("/proc")) {
       while (auto* e = ::readdir(d)) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-        char path[64];
+        char path[300];
         std::snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
         FILE* f = std::fopen(path, "r");
         if (!f) continue;
@@ -116,8 +174,10 @@ void kill_orphans() {
 // Exit codes the sandbox itself uses for setup failures (the program's own codes pass through).
 constexpr int kSetupFailed = 250;
 
-// The program: drops to nobody, limits, seccomp, clean environment, exec.
-[[noreturn]] void exec_program(const std::vector<std::string>& argv, const std::string& dir, const SandboxLimits& l) {
+// The program: drops to nobody, limits, writes confined to its directory (Landlock), seccomp, clean
+// environment, exec.
+[[noreturn]] void exec_program(const std::vector<std::string>& argv, const std::string& dir, const SandboxLimits& l,
+                               bool isolated, int abi) {
   if (::chdir(dir.c_str()) != 0) _exit(kSetupFailed);
   if (::geteuid() == 0) {
     if (::setgroups(0, nullptr) != 0 || ::setgid(kNogroup) != 0 || ::setuid(kNobody) != 0) _exit(kSetupFailed);
@@ -129,6 +189,12 @@ constexpr int kSetupFailed = 250;
   set_limit(RLIMIT_NOFILE, l.open_files);
   set_limit(RLIMIT_CORE, 0);
   ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (abi > 0) {
+    // with namespaces, /tmp and friends are private tmpfs mounts: tools that ignore TMPDIR may use them
+    std::vector<std::string> writable{dir};
+    if (isolated) writable.insert(writable.end(), {"/tmp", "/var/tmp", "/dev/shm"});
+    if (!restrict_writes(writable, abi)) _exit(kSetupFailed);
+  }
   install_seccomp();
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -154,6 +220,8 @@ SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::str
   // Fallback working directory on the host (used when there is no mount namespace).
   char host_dir[] = "/tmp/grpo-sandbox-XXXXXX";
   GRPO_CHECK(::mkdtemp(host_dir) != nullptr, "sandbox: mkdtemp: {}", std::strerror(errno));
+  const int abi = l.landlock ? landlock_abi() : 0;
+  res.writes_confined = abi > 0;
   const auto t0 = std::chrono::steady_clock::now();
   pid_t outer = ::fork();
   GRPO_CHECK(outer >= 0, "sandbox: fork: {}", std::strerror(errno));
@@ -161,7 +229,8 @@ SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::str
     // [outer] own process group; new namespaces for its children
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    bool isolated = ::unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) == 0;
+    bool isolated =
+        l.namespaces && ::unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) == 0;
     if (!isolated) ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // orphans come back to us
     char flag = isolated ? 1 : 0;
     (void)!::write(info_pipe[1], &flag, 1);
@@ -193,7 +262,7 @@ SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::str
         ::dup2(in_pipe[0], 0);
         ::dup2(out_pipe[1], 1);
         ::dup2(err_pipe[1], 2);
-        exec_program(argv, dir, l);
+        exec_program(argv, dir, l, isolated, abi);
       }
       ::close(in_pipe[0]);
       ::close(out_pipe[1]);

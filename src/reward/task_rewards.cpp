@@ -240,7 +240,7 @@ std::optional<bool> countdown_correct(const std::string& expression, int64_t tar
     for (size_t p = e.find(a); p != std::string::npos; p = e.find(a, p)) e.replace(p, a.size(), b);
   if (auto eq = e.find('='); eq != std::string::npos) e = e.substr(0, eq);  // "... = 98"
   if (e.size() > 1000) return std::nullopt;
-  Countdown c{e};
+  Countdown c{e, 0, 0, {}, true};
   Frac v = c.expr();
   c.ws();
   if (!c.ok || c.i != e.size()) return std::nullopt;
@@ -292,10 +292,18 @@ double code_pass_rate(const std::string& code, const std::string& language, cons
     files["main.py"] = code;
     argv = {"python3", "main.py"};
   } else if (language == "cpp" || language == "c++" || language == "cc") {
-    files["main.cpp"] = code;
-    argv = {"sh", "-c", "g++ -O1 -std=c++17 -o main main.cpp 2>compile.log && ./main"};
-    l.cpu_seconds = 20;
-    l.memory_bytes = int64_t(2) << 30;
+    // compiled once, in its own sandbox, which hands the executable back on stdout; each test then
+    // runs that executable
+    SandboxLimits cl = l;
+    cl.wall_seconds = std::max(wall_seconds_per_test, 30.0);
+    cl.cpu_seconds = 20;
+    cl.memory_bytes = int64_t(2) << 30;
+    cl.output_bytes = int64_t(64) << 20;
+    auto c = run_sandboxed({"sh", "-c", "g++ -O1 -std=c++17 -o main main.cpp 2>/dev/null && cat main"}, "",
+                           {{"main.cpp", code}}, cl);
+    if (c.timed_out || c.signal != 0 || c.exit_code != 0 || c.out.empty()) return 0.0;  // does not compile
+    files["main"] = std::move(c.out);
+    argv = {"sh", "-c", "chmod +x main && exec ./main"};
   } else {
     fail("code reward: language '{}' is not supported (python, cpp)", language);
   }

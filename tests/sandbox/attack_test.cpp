@@ -1,5 +1,8 @@
 // Sandbox attack suite (label `sandbox`): each hostile program must be contained, leave the
-// machine as it was, and end as a failed run (non-zero exit, a signal, or a timeout).
+// machine as it was, and end as a failed run (non-zero exit, a signal, or a timeout). Every attack
+// runs three ways: with namespaces (the normal path), without them (what a container that forbids
+// unshare gets: Landlock, rlimits, seccomp, subreaper), and without them and without Landlock
+// (old kernels: only the user drop guards writes, so that case needs root).
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,6 +15,7 @@
 #include <thread>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -54,48 +58,64 @@ int survivors(const std::string& needle) {
   return n;
 }
 
-SandboxLimits quick() {
-  SandboxLimits l;
-  l.wall_seconds = 3;
-  l.cpu_seconds = 2;
-  return l;
-}
+enum class Mode { kNamespaces, kFallback, kFallbackNoLandlock };
+
+class SandboxAttack : public ::testing::TestWithParam<Mode> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Mode::kFallbackNoLandlock && ::geteuid() != 0)
+      GTEST_SKIP() << "without namespaces and Landlock only the drop to nobody guards writes, and that needs root";
+  }
+  SandboxLimits quick() const {
+    SandboxLimits l;
+    l.wall_seconds = 3;
+    l.cpu_seconds = 2;
+    l.namespaces = GetParam() == Mode::kNamespaces;
+    l.landlock = GetParam() != Mode::kFallbackNoLandlock;
+    return l;
+  }
+  SandboxResult py(const std::string& code) const { return run_sandboxed({"python3", "main.py"}, "", {{"main.py", code}}, quick()); }
+};
 
 bool failed(const SandboxResult& r) { return r.timed_out || r.signal != 0 || r.exit_code != 0; }
 
-SandboxResult py(const std::string& code, const SandboxLimits& l = quick()) {
-  return run_sandboxed({"python3", "main.py"}, "", {{"main.py", code}}, l);
-}
-
 }  // namespace
 
-TEST(SandboxAttack, ForkBomb) {
+TEST_P(SandboxAttack, TheModeTakesEffect) {
+  auto r = py("print('hi')\n");
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  if (GetParam() != Mode::kNamespaces) EXPECT_FALSE(r.isolated);
+  if (GetParam() == Mode::kFallbackNoLandlock) EXPECT_FALSE(r.writes_confined);
+  std::cout << "isolated " << r.isolated << ", writes confined by Landlock " << r.writes_confined << "\n";
+}
+
+TEST_P(SandboxAttack, ForkBomb) {
   auto r = py("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n");
   EXPECT_TRUE(failed(r));
   EXPECT_LT(r.wall_seconds, 6.0);
   EXPECT_EQ(survivors("main.py"), 0) << "fork bomb processes survived";
 }
 
-TEST(SandboxAttack, MemoryBomb) {
+TEST_P(SandboxAttack, MemoryBomb) {
   auto r = py("x = bytearray(8 * 1024 ** 3)\nprint(len(x))\n");
   EXPECT_TRUE(failed(r));
   EXPECT_EQ(r.out.find("8589934592"), std::string::npos);
 }
 
-TEST(SandboxAttack, InfiniteLoop) {
+TEST_P(SandboxAttack, InfiniteLoop) {
   auto r = py("while True:\n    pass\n");
   EXPECT_TRUE(failed(r));
   EXPECT_LT(r.wall_seconds, 6.0);
 }
 
-TEST(SandboxAttack, SleepingForeverAndIgnoringSigterm) {
+TEST_P(SandboxAttack, SleepingForeverAndIgnoringSigterm) {
   auto r = py("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(10 ** 6)\n");
   EXPECT_TRUE(r.timed_out);
   EXPECT_LT(r.wall_seconds, 6.0);
   EXPECT_EQ(survivors("main.py"), 0);
 }
 
-TEST(SandboxAttack, WritingOutsideItsDirectory) {
+TEST_P(SandboxAttack, WritingOutsideItsDirectory) {
   const std::string repo_target = std::string(GRPO_SOURCE_DIR) + "/sandbox_pwned";
   auto r = py("import sys\nok = 0\nfor p in ['/etc/sandbox_pwned', '" + repo_target +
               "', '/usr/sandbox_pwned']:\n    try:\n        open(p, 'w').write('x')\n        ok += 1\n"
@@ -106,9 +126,20 @@ TEST(SandboxAttack, WritingOutsideItsDirectory) {
   // its own directory is writable
   auto ok = py("open('out.txt', 'w').write('fine')\nprint(open('out.txt').read())\n");
   EXPECT_EQ(ok.out, "fine\n") << ok.err;
+  // a world-writable directory on the host (file permissions alone would let anyone write there)
+  if (GetParam() != Mode::kFallbackNoLandlock) {
+    auto open_dir = std::filesystem::temp_directory_path() / ("grpo-open-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(open_dir);
+    std::filesystem::permissions(open_dir, std::filesystem::perms::all | std::filesystem::perms::sticky_bit);
+    auto w = py("import sys\ntry:\n    open('" + (open_dir / "pwned").string() +
+                "', 'w').write('x')\nexcept OSError:\n    sys.exit(3)\n");
+    EXPECT_EQ(w.exit_code, 3) << w.err;
+    EXPECT_FALSE(std::filesystem::exists(open_dir / "pwned"));
+    std::filesystem::remove_all(open_dir);
+  }
 }
 
-TEST(SandboxAttack, ReadingFilesItShouldNot) {
+TEST_P(SandboxAttack, ReadingFilesItShouldNot) {
   auto r = py("print(open('/etc/shadow').read())\n");
   EXPECT_TRUE(failed(r));
   EXPECT_EQ(r.out.find("root:"), std::string::npos);
@@ -119,7 +150,7 @@ TEST(SandboxAttack, ReadingFilesItShouldNot) {
   }
 }
 
-TEST(SandboxAttack, OpeningANetworkConnection) {
+TEST_P(SandboxAttack, OpeningANetworkConnection) {
   // a listener on the host's loopback that must not see a connection
   int srv = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(srv, 0);
@@ -143,11 +174,19 @@ TEST(SandboxAttack, OpeningANetworkConnection) {
   ::close(srv);
 }
 
-TEST(SandboxAttack, ABackgroundProcessDoesNotOutliveTheRun) {
+TEST_P(SandboxAttack, ABackgroundProcessDoesNotOutliveTheRun) {
   auto r = py("import subprocess\nsubprocess.Popen(['sleep', '4242'], start_new_session=True)\nprint('spawned')\n");
   EXPECT_EQ(r.out, "spawned\n") << r.err;
   EXPECT_EQ(survivors("sleep 4242"), 0) << "a background process outlived the sandbox";
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, SandboxAttack,
+                         ::testing::Values(Mode::kNamespaces, Mode::kFallback, Mode::kFallbackNoLandlock),
+                         [](const ::testing::TestParamInfo<Mode>& i) {
+                           return std::string(i.param == Mode::kNamespaces ? "namespaces"
+                                              : i.param == Mode::kFallback ? "fallback"
+                                                                            : "fallback_no_landlock");
+                         });
 
 TEST(CodeReward, PassRateOfTheLastCodeBlockInPythonAndCpp) {
   auto code = grpo::reward::RewardRegistry::create("code");
@@ -159,6 +198,13 @@ TEST(CodeReward, PassRateOfTheLastCodeBlockInPythonAndCpp) {
   EXPECT_NEAR(code->score_sample(s), 2.0 / 3.0, 1e-12);  // the third test expects a wrong sum
   s.completion = "```cpp\n#include <iostream>\nint main() { long a, b; std::cin >> a >> b; std::cout << a + b << \"\\n\"; }\n```";
   EXPECT_NEAR(code->score_sample(s), 2.0 / 3.0, 1e-12);
+  s.completion = "```cpp\nint main() { this does not compile }\n```";
+  EXPECT_DOUBLE_EQ(code->score_sample(s), 0.0);
+  // the compiled program is sandboxed too: it would pass 2 of 3 if it could write to /etc
+  s.completion = "```cpp\n#include <cstdio>\nint main() { long a, b; if (std::scanf(\"%ld %ld\", &a, &b) != 2 || "
+                 "!std::fopen(\"/etc/pwned\", \"w\")) return 1; std::printf(\"%ld\\n\", a + b); }\n```";
+  EXPECT_DOUBLE_EQ(code->score_sample(s), 0.0);
+  EXPECT_FALSE(std::filesystem::exists("/etc/pwned"));
   s.completion = "```python\nimport os\nwhile True:\n    os.fork()\n```";  // hostile: contained, scores 0
   EXPECT_DOUBLE_EQ(code->score_sample(s), 0.0);
   s.completion = "no code here";

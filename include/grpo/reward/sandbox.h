@@ -2,9 +2,12 @@
 // new PID, mount, network, IPC and UTS namespaces (killing the namespace's init kills everything
 // the program started, including processes that called setsid); an unprivileged user (nobody) when
 // the trainer runs as root; a private tmpfs as the only writable place (/tmp, /var/tmp, /dev/shm,
-// /root, /home are replaced by empty private mounts); rlimits on CPU seconds, address space, file
-// size, processes and open files; a seccomp filter denying sockets and ptrace; a scrubbed
-// environment; and a wall-clock timeout after which the whole tree is killed.
+// /root, /home are replaced by empty private mounts); filesystem writes confined to that directory
+// by Landlock (Linux >= 5.13; the guard that holds without namespaces or root); rlimits on CPU
+// seconds, address space, file size, processes and open files; a seccomp filter denying sockets
+// and ptrace; a scrubbed environment; and a wall-clock timeout after which the whole tree is killed.
+// Without namespaces (containers that forbid unshare), a child subreaper kills what the program
+// left behind, even processes that called setsid.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +25,8 @@ struct SandboxLimits {
   int64_t processes = 32;                   // RLIMIT_NPROC (of the sandbox user)
   int64_t open_files = 64;
   int64_t output_bytes = int64_t(1) << 20;  // stdout/stderr kept per stream
+  bool namespaces = true;  // false: the fallback path (what kernels that forbid unshare get); for tests
+  bool landlock = true;    // false: no Landlock write confinement; for tests
 };
 
 struct SandboxResult {
@@ -31,6 +36,7 @@ struct SandboxResult {
   std::string out, err;
   double wall_seconds = 0;
   bool isolated = false;  // namespaces were available (otherwise: rlimits + seccomp + process group)
+  bool writes_confined = false;  // Landlock confined writes to the working directory
 };
 
 /// Runs argv[0] (looked up in /usr/bin:/bin) inside a fresh sandbox whose working directory holds
