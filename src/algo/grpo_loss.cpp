@@ -6,11 +6,17 @@
 
 namespace grpo::algo {
 
-Advantages group_advantages(const at::Tensor& rewards, int64_t group_size,
-                            const AdvantageOptions& o) {
+AdvantageMode parse_advantage_mode(const std::string& name) {
+  if (name == "group") return AdvantageMode::kGroup;
+  if (name == "no_std") return AdvantageMode::kNoStd;
+  if (name == "batch_std") return AdvantageMode::kBatchStd;
+  if (name == "rloo") return AdvantageMode::kRloo;
+  fail("unknown advantage mode '{}'; expected group, no_std, batch_std or rloo", name);
+}
+
+Advantages group_advantages(const at::Tensor& rewards, int64_t group_size, const AdvantageOptions& o) {
   GRPO_CHECK(group_size > 0 && rewards.dim() == 1 && rewards.numel() % group_size == 0,
-             "group_advantages: {} rewards do not split into groups of {}", rewards.numel(),
-             group_size);
+             "group_advantages: {} rewards do not split into groups of {}", rewards.numel(), group_size);
   auto r = rewards.to(at::kDouble).view({-1, group_size});
   auto mean = r.mean(1, true);
   auto centered = r - mean;
@@ -19,69 +25,127 @@ Advantages group_advantages(const at::Tensor& rewards, int64_t group_size,
   centered = at::where(same, at::zeros_like(centered), centered);
   Advantages out;
   out.zero_std_groups = same.sum().item<int64_t>();
-  if (o.scale_by_std) {
-    at::Tensor std;
-    if (group_size == 1) {
-      std = at::zeros_like(mean);
-    } else {
-      std = (centered.pow(2).sum(1, true) / double(o.unbiased_std ? group_size - 1 : group_size)).sqrt();
+  auto std_of = [&](const at::Tensor& x, int64_t n, const at::Tensor& dev) {  // dev: x - mean(x)
+    if (n <= 1) return at::zeros({1, 1}, x.options());
+    return (dev.pow(2).sum(-1, true) / double(o.unbiased_std ? n - 1 : n)).sqrt();
+  };
+  switch (o.mode) {
+    case AdvantageMode::kGroup: centered = centered / (std_of(r, group_size, centered) + o.eps); break;
+    case AdvantageMode::kNoStd: break;
+    case AdvantageMode::kBatchStd: {
+      auto flat = r.reshape({1, -1});
+      auto s = std_of(flat, flat.numel(), flat - flat.mean(1, true));
+      centered = centered / (s + o.eps);
+      break;
     }
-    centered = centered / (std + o.eps);
+    case AdvantageMode::kRloo:
+      if (group_size > 1) centered = centered * (double(group_size) / double(group_size - 1));
+      break;
   }
   out.values = centered.view({-1}).to(at::kFloat);
   return out;
 }
 
-at::Tensor kl_k3(const at::Tensor& logp, const at::Tensor& ref_logp) {
+KlEstimator parse_kl_estimator(const std::string& name) {
+  if (name == "k1") return KlEstimator::kK1;
+  if (name == "k2") return KlEstimator::kK2;
+  if (name == "k3") return KlEstimator::kK3;
+  fail("unknown KL estimator '{}'; expected k1, k2 or k3", name);
+}
+
+at::Tensor kl_estimate(const at::Tensor& logp, const at::Tensor& ref_logp, KlEstimator e) {
   auto d = ref_logp - logp;
+  switch (e) {
+    case KlEstimator::kK1: return -d;
+    case KlEstimator::kK2: return 0.5 * d * d;
+    case KlEstimator::kK3: break;
+  }
   return at::exp(d) - d - 1.0;
+}
+
+at::Tensor kl_reward_penalty(const at::Tensor& logp, const at::Tensor& ref_logp, const at::Tensor& mask,
+                             double coef, KlEstimator e) {
+  at::NoGradGuard g;
+  auto kl = kl_estimate(logp.to(at::kDouble), ref_logp.to(at::kDouble), e) * mask.to(at::kDouble);
+  return coef * kl.sum(1);
 }
 
 LossAggregation parse_loss_aggregation(const std::string& name) {
   if (name == "seq-mean-token-mean") return LossAggregation::kSeqMeanTokenMean;
   if (name == "token-mean") return LossAggregation::kTokenMean;
-  fail("unknown loss aggregation '{}'; expected seq-mean-token-mean or token-mean", name);
+  if (name == "seq-mean-token-sum-norm") return LossAggregation::kSeqMeanTokenSumNorm;
+  fail("unknown loss aggregation '{}'; expected seq-mean-token-mean, token-mean or seq-mean-token-sum-norm", name);
 }
 
-at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode) {
-  auto m = mask.to(at::kFloat);
-  if (mode == LossAggregation::kTokenMean) return m / m.sum().clamp_min(1.0);
+at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode, int64_t max_tokens) {
+  auto m = mask.is_floating_point() ? mask : mask.to(at::kFloat);
+  const double rows = double(std::max<int64_t>(1, mask.size(0)));
+  switch (mode) {
+    case LossAggregation::kTokenMean: return m / m.sum().clamp_min(1.0);
+    case LossAggregation::kSeqMeanTokenSumNorm:
+      GRPO_CHECK(max_tokens > 0, "aggregation seq-mean-token-sum-norm needs the response-length limit");
+      return m / (rows * double(max_tokens));
+    case LossAggregation::kSeqMeanTokenMean: break;
+  }
   auto per_seq = m.sum(1, true).clamp_min(1.0);  // tokens per sequence
-  return m / per_seq / double(std::max<int64_t>(1, mask.size(0)));
+  return m / per_seq / rows;
 }
 
-PolicyLossOutput policy_loss(const at::Tensor& logp, const at::Tensor& old_logp,
-                             const at::Tensor& ref_logp, const at::Tensor& advantages,
-                             const at::Tensor& mask, const at::Tensor& weights,
-                             const PolicyLossOptions& o) {
-  GRPO_CHECK(logp.sizes() == old_logp.sizes() && logp.sizes() == mask.sizes() &&
-                 logp.sizes() == weights.sizes() && advantages.dim() == 1 &&
-                 advantages.size(0) == logp.size(0),
+PolicyLossOutput policy_loss(const PolicyLossInputs& in, const PolicyLossOptions& o) {
+  const auto& logp = in.logp;
+  GRPO_CHECK(logp.dim() == 2 && logp.sizes() == in.old_logp.sizes() && logp.sizes() == in.mask.sizes() &&
+                 logp.sizes() == in.weights.sizes() && in.advantages.dim() == 1 &&
+                 in.advantages.size(0) == logp.size(0),
              "policy_loss: shapes disagree");
-  auto m = mask.to(at::kFloat);
-  auto A = advantages.to(at::kFloat).unsqueeze(1);
-  auto ratio = at::exp(logp - old_logp);
+  const auto dt = logp.scalar_type();
+  auto m = in.mask.to(dt);
+  auto A = in.advantages.to(dt).unsqueeze(1);
+  auto log_ratio = logp - in.old_logp.to(dt);
+  if (o.sequence_ratio)  // GSPO: exp of the sequence's mean log-ratio, the same for all its tokens
+    log_ratio = ((log_ratio * m).sum(1, true) / m.sum(1, true).clamp_min(1.0)).expand_as(logp);
+  if (o.log_ratio_clamp > 0) log_ratio = at::clamp(log_ratio, -o.log_ratio_clamp, o.log_ratio_clamp);
+  auto ratio = at::exp(log_ratio);
   auto clipped = at::clamp(ratio, 1.0 - o.clip_eps_low, 1.0 + o.clip_eps_high);
-  auto per_token = -at::min(ratio * A, clipped * A);
+  auto unclipped = o.ratio_cap > 0 ? at::clamp_max(ratio, o.ratio_cap) : ratio;
+  auto per_token = at::max(-unclipped * A, -clipped * A);
+  at::Tensor dual_bounded;
+  if (o.dual_clip > 0) {
+    GRPO_CHECK(o.dual_clip > 1.0, "policy_loss: dual_clip must be > 1 (found {})", o.dual_clip);
+    auto bound = -o.dual_clip * A;
+    dual_bounded = (A < 0) & (per_token > bound);
+    per_token = at::where(A < 0, at::min(per_token, bound), per_token);
+  }
   at::Tensor kl;
   if (o.kl_coef != 0.0) {
-    GRPO_CHECK(ref_logp.defined(), "policy_loss: kl_coef = {} needs reference log-probs", o.kl_coef);
-    kl = kl_k3(logp, ref_logp);
+    GRPO_CHECK(in.ref_logp.defined(), "policy_loss: kl_coef = {} needs reference log-probs", o.kl_coef);
+    kl = kl_estimate(logp, in.ref_logp.to(dt), o.kl_estimator);
+    if (o.kl_clamp > 0) kl = at::clamp(kl, -o.kl_clamp, o.kl_clamp);
     per_token = per_token + o.kl_coef * kl;
   }
   PolicyLossOutput out;
   out.per_token = per_token;
-  out.loss = (per_token * weights).sum();
+  out.loss = (per_token * in.weights.to(dt)).sum();
+  if (o.entropy_coef != 0.0) {
+    GRPO_CHECK(in.entropy.defined() && in.entropy_weights.defined() && in.entropy.sizes() == logp.sizes(),
+               "policy_loss: entropy_coef = {} needs per-token entropies and their weights", o.entropy_coef);
+    out.loss = out.loss - o.entropy_coef * (in.entropy.to(dt) * in.entropy_weights.to(dt)).sum();
+  }
   {
     at::NoGradGuard g;
     double n = m.sum().item<double>();
     out.tokens = static_cast<int64_t>(n);
     double denom = std::max(1.0, n);
     auto r = ratio.detach();
-    out.clip_low_fraction = ((r < 1.0 - o.clip_eps_low) & (A < 0)).to(at::kFloat).mul(m).sum().item<double>() / denom;
-    out.clip_high_fraction = ((r > 1.0 + o.clip_eps_high) & (A > 0)).to(at::kFloat).mul(m).sum().item<double>() / denom;
+    auto frac = [&](const at::Tensor& cond) { return (cond.to(dt) * m).sum().item<double>() / denom; };
+    out.clip_low_fraction = frac((r < 1.0 - o.clip_eps_low) & (A < 0));
+    out.clip_high_fraction = frac((r > 1.0 + o.clip_eps_high) & (A > 0));
+    if (dual_bounded.defined()) out.dual_clip_fraction = frac(dual_bounded);
     out.ratio_mean = (r * m).sum().item<double>() / denom;
-    out.ratio_max = n > 0 ? at::where(m > 0, r, at::zeros_like(r)).max().item<double>() : 0.0;
+    if (n > 0) {
+      auto inf = std::numeric_limits<double>::infinity();
+      out.ratio_max = at::where(m > 0, r, at::full_like(r, -inf)).max().item<double>();
+      out.ratio_min = at::where(m > 0, r, at::full_like(r, inf)).min().item<double>();
+    }
     if (kl.defined()) out.kl_mean = (kl.detach() * m).sum().item<double>() / denom;
   }
   return out;

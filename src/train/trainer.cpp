@@ -505,13 +505,8 @@ struct Trainer::Impl {
     auto rewards_t = at::tensor(rv, at::kDouble);
     double t_reward = seconds_since(t1);
 
-    // 3. advantages, old and reference log-probs
+    // 3. old and reference log-probs, advantages
     auto t2 = Clock::now();
-    algo::AdvantageOptions ao;
-    ao.eps = g.adv_eps;
-    ao.unbiased_std = g.adv_unbiased_std;
-    auto adv = algo::group_advantages(rewards_t, g.group_size, ao);
-
     Seqs s;
     s.P = batch.prompt_width;
     s.R = std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
@@ -523,12 +518,24 @@ struct Trainer::Impl {
     auto sampling_lp = batch.sampling_logprobs.narrow(1, 0, s.R);
     auto all_rows = at::arange(N, at::kLong);
 
-    // Old log-probs. Fully on-policy (one mini-batch, one epoch) the policy that sampled is the
-    // one being updated, so the training forward pass itself provides them (detached; ratio = 1
-    // exactly, as TRL does) and no extra pass is spent. Otherwise one no-grad pass computes them.
-    const bool on_policy = g.mini_batches == 1 && g.inner_epochs == 1;
-    const bool old_from_training_pass = g.recompute_old_logprobs && on_policy;
-    at::Tensor old_lp = sampling_lp, ref_lp;
+    // Old log-probs. Until the first optimizer step the policy being trained is the one that
+    // sampled, so for the rows of the first mini-batch the training forward pass itself provides
+    // them (detached: ratio = 1 exactly, as in TRL) and is stored for later epochs; one no-grad
+    // pass computes them for the other rows only. With the KL in the reward, all are needed first.
+    auto order_of = [&](int64_t epoch) {
+      if (g.mini_batches == 1 && epoch == 0) return all_rows;
+      // deterministic shuffle per (step, epoch)
+      core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kMiniBatchShuffle), uint64_t(cfg.run.seed),
+                                         uint64_t(st.rollout_step), uint64_t(epoch)}));
+      std::vector<int64_t> perm(N);
+      for (int64_t i = 0; i < N; ++i) perm[i] = i;
+      for (int64_t i = N - 1; i > 0; --i) std::swap(perm[i], perm[rng.uniform_int(0, i)]);
+      return at::tensor(perm, at::kLong);
+    };
+    const bool kl_in_reward = ref && g.kl_in == "reward";
+    const bool first_from_training_pass = g.recompute_old_logprobs && !kl_in_reward;
+    const auto first_rows = order_of(0).narrow(0, 0, N / g.mini_batches);
+    at::Tensor old_lp = g.recompute_old_logprobs ? sampling_lp.clone() : sampling_lp, ref_lp;
     double lp_diff_max = 0, lp_diff_sum = 0;
     auto log_diff = [&](const at::Tensor& recomputed, const at::Tensor& sampled, const at::Tensor& mask) {
       auto d = (recomputed.detach() - sampled).abs() * mask;
@@ -538,13 +545,17 @@ struct Trainer::Impl {
     {
       at::NoGradGuard ng;
       policy->train(false);
-      if (!old_from_training_pass) {
-        std::vector<at::Tensor> parts;
-        for (auto& mb : micro_batches(all_rows, s.P + s.R))
-          parts.push_back(response_logprobs(*policy, s, mb, /*with_entropy=*/false).logprobs);
-        auto recomputed = at::cat(parts, 0);
-        log_diff(recomputed, sampling_lp, s.resp_mask);
-        if (g.recompute_old_logprobs) old_lp = recomputed;
+      if (g.recompute_old_logprobs) {
+        at::Tensor rest = all_rows;
+        if (first_from_training_pass) {
+          auto in_first = at::zeros({N}, at::kBool).index_fill_(0, first_rows, true);
+          rest = all_rows.masked_select(in_first.logical_not());
+        }
+        for (auto& mb : micro_batches(rest, s.P + s.R)) {
+          auto lp = response_logprobs(*policy, s, mb, /*with_entropy=*/false).logprobs;
+          log_diff(lp, sampling_lp.index_select(0, mb), s.resp_mask.index_select(0, mb));
+          old_lp.index_copy_(0, mb, lp.to(old_lp.scalar_type()));
+        }
       }
       if (ref) {
         std::vector<at::Tensor> rp;
@@ -553,48 +564,77 @@ struct Trainer::Impl {
         ref_lp = at::cat(rp, 0);
       }
     }
+    // KL in the reward (verl use_kl_in_reward): r -= beta * sum_t KL_t of the behaviour policy
+    double kl_penalty_mean = 0;
+    if (kl_in_reward) {
+      auto pen = algo::kl_reward_penalty(old_lp, ref_lp, s.resp_mask, g.kl_coef, algo::parse_kl_estimator(g.kl_estimator));
+      kl_penalty_mean = pen.mean().item<double>();
+      rewards_t = rewards_t - pen;
+    }
+    algo::AdvantageOptions ao;
+    ao.mode = algo::parse_advantage_mode(g.advantage);
+    ao.eps = g.adv_eps;
+    ao.unbiased_std = g.adv_unbiased_std;
+    auto adv = algo::group_advantages(rewards_t, g.group_size, ao);
+    // overlong filtering (DAPO): truncated responses take no part in the loss
+    at::Tensor loss_mask = s.resp_mask;
+    int64_t truncated = 0;
+    for (auto f : batch.finish) truncated += f == rollout::FinishReason::kLength;
+    if (g.mask_truncated && truncated > 0) {
+      std::vector<float> keep(N);
+      for (int64_t i = 0; i < N; ++i) keep[i] = batch.finish[i] == rollout::FinishReason::kLength ? 0.f : 1.f;
+      loss_mask = s.resp_mask * at::tensor(keep, at::kFloat).unsqueeze(1);
+    }
 
     // 4. optimizer steps
     policy->train(true);
     algo::PolicyLossOptions po;
     po.clip_eps_low = g.clip_eps_low;
     po.clip_eps_high = g.clip_eps_high;
-    po.kl_coef = g.kl_coef;
+    po.sequence_ratio = g.importance_ratio == "sequence";
+    po.dual_clip = g.dual_clip;
+    po.ratio_cap = g.ratio_cap;
+    po.log_ratio_clamp = g.log_ratio_clamp;
+    po.kl_coef = kl_in_reward ? 0.0 : g.kl_coef;
+    po.kl_estimator = algo::parse_kl_estimator(g.kl_estimator);
+    po.kl_clamp = g.kl_clamp;
+    po.entropy_coef = g.entropy_coef;
     auto agg = algo::parse_loss_aggregation(g.loss_aggregation);
-    double loss_sum = 0, kl_sum = 0, clip_lo = 0, clip_hi = 0, ent_sum = 0, ratio_sum = 0,
-           ratio_max = 0, gn_sum = 0, tok_count = 0;
+    double loss_sum = 0, kl_sum = 0, clip_lo = 0, clip_hi = 0, dual_sum = 0, ent_sum = 0, ratio_sum = 0,
+           ratio_max = 0, ratio_min = std::numeric_limits<double>::infinity(), gn_sum = 0, tok_count = 0;
     int64_t n_opt = 0;
     for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
-      at::Tensor order = all_rows;
-      if (g.mini_batches > 1 || epoch > 0) {  // deterministic shuffle per (step, epoch)
-        core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kMiniBatchShuffle), uint64_t(cfg.run.seed),
-                                                  uint64_t(st.rollout_step), uint64_t(epoch)}));
-        std::vector<int64_t> perm(N);
-        for (int64_t i = 0; i < N; ++i) perm[i] = i;
-        for (int64_t i = N - 1; i > 0; --i) std::swap(perm[i], perm[rng.uniform_int(0, i)]);
-        order = at::tensor(perm, at::kLong);
-      }
+      const at::Tensor order = order_of(epoch);
       for (int64_t m = 0; m < g.mini_batches; ++m) {
         int64_t b = N * m / g.mini_batches, e = N * (m + 1) / g.mini_batches;
         auto rows = order.narrow(0, b, e - b);
-        auto weights = algo::aggregation_weights(s.resp_mask.index_select(0, rows), agg);
+        auto mb_mask = loss_mask.index_select(0, rows);
+        auto weights = algo::aggregation_weights(mb_mask, agg, R_max);
+        auto ent_weights = algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean);
         opt->zero_grad();
         double mb_loss = 0;
         int64_t off = 0;
         for (auto& mb : micro_batches(rows, s.P + s.R)) {
           auto lp = response_logprobs(*policy, s, mb);
-          auto mask = s.resp_mask.index_select(0, mb);
+          auto mask = loss_mask.index_select(0, mb);
           at::Tensor old_mb;
-          if (old_from_training_pass) {
+          if (first_from_training_pass && epoch == 0 && m == 0) {
             old_mb = lp.logprobs.detach();
-            log_diff(old_mb, sampling_lp.index_select(0, mb), mask);
+            log_diff(old_mb, sampling_lp.index_select(0, mb), s.resp_mask.index_select(0, mb));
+            old_lp.index_copy_(0, mb, old_mb.to(old_lp.scalar_type()));
           } else {
             old_mb = old_lp.index_select(0, mb);
           }
-          auto out = algo::policy_loss(lp.logprobs, old_mb,
-                                       ref_lp.defined() ? ref_lp.index_select(0, mb) : at::Tensor(),
-                                       adv.values.index_select(0, mb), mask,
-                                       weights.narrow(0, off, mb.size(0)), po);
+          algo::PolicyLossInputs li;
+          li.logp = lp.logprobs;
+          li.old_logp = old_mb;
+          if (ref_lp.defined() && po.kl_coef != 0) li.ref_logp = ref_lp.index_select(0, mb);
+          li.advantages = adv.values.index_select(0, mb);
+          li.mask = mask;
+          li.weights = weights.narrow(0, off, mb.size(0));
+          li.entropy = lp.entropy;
+          li.entropy_weights = ent_weights.narrow(0, off, mb.size(0));
+          auto out = algo::policy_loss(li, po);
           auto loss = out.loss;
           if (auto b = policy->take_balance_loss(); b.defined())  // this micro-batch's share
             loss = loss + b * (double(mb.size(0)) / double(rows.size(0)));
@@ -606,8 +646,9 @@ struct Trainer::Impl {
           kl_sum += out.kl_mean * nt;
           clip_lo += out.clip_low_fraction * nt;
           clip_hi += out.clip_high_fraction * nt;
+          dual_sum += out.dual_clip_fraction * nt;
           ratio_sum += out.ratio_mean * nt;
-          ratio_max = std::max(ratio_max, out.ratio_max);
+          if (nt > 0) ratio_max = std::max(ratio_max, out.ratio_max), ratio_min = std::min(ratio_min, out.ratio_min);
           ent_sum += (lp.entropy.detach() * mask).sum().item<double>();
         }
         double max_norm = cfg.optim.grad_clip > 0 ? cfg.optim.grad_clip : std::numeric_limits<double>::infinity();
@@ -632,8 +673,6 @@ struct Trainer::Impl {
     double rmean = rewards_t.mean().item<double>();
     double rstd = N > 1 ? rewards_t.std().item<double>() : 0.0;
     double resp_tokens = s.resp_mask.sum().item<double>();
-    int64_t truncated = 0;
-    for (auto f : batch.finish) truncated += f == rollout::FinishReason::kLength;
     double tstep = seconds_since(t0);
     double denom = std::max(1.0, tok_count);
     nlohmann::json j = {
@@ -653,6 +692,9 @@ struct Trainer::Impl {
         {"clip_fraction", (clip_lo + clip_hi) / denom},
         {"ratio_mean", ratio_sum / denom},
         {"ratio_max", ratio_max},
+        {"ratio_min", std::isfinite(ratio_min) ? ratio_min : 0.0},
+        {"dual_clip_fraction", dual_sum / denom},
+        {"kl_reward_penalty", kl_penalty_mean},
         {"entropy", ent_sum / denom},
         {"response_length", resp_tokens / N},
         {"truncation_rate", double(truncated) / N},

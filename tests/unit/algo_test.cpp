@@ -3,6 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
 #include "grpo/algo/grpo_loss.h"
 #include "grpo/core/error.h"
 
@@ -28,7 +33,7 @@ TEST(Advantages, PopulationStdAndNoStd) {
   pop.eps = 0.0 + 1e-6;
   EXPECT_NEAR(group_advantages(r, 2, pop).values[0].item<double>(), 1.0 / (1.0 + 1e-6), 1e-6);
   AdvantageOptions dr;
-  dr.scale_by_std = false;
+  dr.mode = AdvantageMode::kNoStd;
   EXPECT_NEAR(group_advantages(r, 2, dr).values[0].item<double>(), 1.0, 1e-7);
 }
 
@@ -68,7 +73,7 @@ TEST(PolicyLoss, ClippedValuesAndGradientsMatchClosedForm) {
     PolicyLossOptions o;
     o.clip_eps_low = lo;
     o.clip_eps_high = hi;
-    auto out = policy_loss(logp, old, {}, adv, mask, mask, o);
+    auto out = policy_loss({logp, old, {}, adv, mask, mask}, o);
     double clipped = std::min(std::max(c.ratio, 1 - lo), 1 + hi);
     double unclipped_term = c.ratio * c.adv, clipped_term = clipped * c.adv;
     double want = -std::min(unclipped_term, clipped_term);
@@ -92,7 +97,7 @@ TEST(PolicyLoss, KlTermAndItsGradient) {
   auto w = aggregation_weights(mask, LossAggregation::kSeqMeanTokenMean).to(at::kDouble);
   PolicyLossOptions o;
   o.kl_coef = 0.1;
-  auto out = policy_loss(logp, old, ref, adv, mask, w, o);
+  auto out = policy_loss({logp, old, ref, adv, mask, w}, o);
   double want = 0, g0 = 0;
   std::vector<double> lp{-1.0, -2.0}, rf{-1.5, -1.0};
   std::vector<double> grads;
@@ -122,4 +127,181 @@ TEST(PolicyLoss, AggregationWeights) {
   EXPECT_FLOAT_EQ(tok.sum().item<float>(), 1.0f);
   EXPECT_FLOAT_EQ(seq.sum().item<float>(), 1.0f);
   EXPECT_THROW(parse_loss_aggregation("mean"), grpo::Error);
+}
+
+// ---- modes TRL lacks, against closed forms computed here in float64
+
+TEST(Advantages, RlooIsLeaveOneOutMean) {
+  std::vector<double> r{1.0, 0.0, 0.5, 0.0, 2.0, 2.0, 2.0, 2.0};
+  AdvantageOptions o;
+  o.mode = AdvantageMode::kRloo;
+  auto a = group_advantages(at::tensor(r, at::kDouble), 4, o);
+  for (int g = 0; g < 2; ++g)
+    for (int i = 0; i < 4; ++i) {
+      double others = 0;
+      for (int j = 0; j < 4; ++j)
+        if (j != i) others += r[g * 4 + j];
+      EXPECT_NEAR(a.values[g * 4 + i].item<double>(), r[g * 4 + i] - others / 3.0, 1e-6) << g << " " << i;
+    }
+  EXPECT_EQ(a.zero_std_groups, 1);
+  EXPECT_EQ(a.values.narrow(0, 4, 4).abs().max().item<double>(), 0.0);
+}
+
+TEST(Advantages, BatchStdCentersPerGroupAndScalesByTheBatch) {
+  std::vector<double> r{1.0, 0.0, 3.0, 1.0, 0.0, 0.0};
+  AdvantageOptions o;
+  o.mode = AdvantageMode::kBatchStd;
+  auto a = group_advantages(at::tensor(r, at::kDouble), 3, o);
+  double mean = 0, var = 0;
+  for (double x : r) mean += x / 6;
+  for (double x : r) var += (x - mean) * (x - mean) / 5;  // sample std of the whole batch
+  const double sd = std::sqrt(var);
+  std::vector<double> gm{4.0 / 3, 1.0 / 3};
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(a.values[i].item<double>(), (r[i] - gm[i / 3]) / (sd + 1e-4), 1e-6) << i;
+  EXPECT_THROW(parse_advantage_mode("gae"), grpo::Error);
+}
+
+TEST(Kl, K1AndK2MatchTheirFormulas) {
+  auto logp = at::tensor({-1.0, -0.2, -3.0}, at::kDouble);
+  auto ref = at::tensor({-1.5, -0.9, -0.1}, at::kDouble);
+  auto k1 = kl_estimate(logp, ref, KlEstimator::kK1), k2 = kl_estimate(logp, ref, KlEstimator::kK2);
+  for (int i = 0; i < 3; ++i) {
+    double d = logp[i].item<double>() - ref[i].item<double>();
+    EXPECT_NEAR(k1[i].item<double>(), d, 1e-15);
+    EXPECT_NEAR(k2[i].item<double>(), 0.5 * d * d, 1e-15);
+  }
+  EXPECT_THROW(parse_kl_estimator("k4"), grpo::Error);
+}
+
+TEST(Kl, InRewardSubtractsTheSequenceSumOfMaskedTokens) {
+  auto logp = at::tensor({-1.0, -2.0, -0.5, -0.1, -0.2, -9.0}, at::kDouble).view({2, 3});
+  auto ref = at::tensor({-1.2, -1.0, -0.5, -0.4, -0.2, -1.0}, at::kDouble).view({2, 3});
+  auto mask = at::tensor({1.0, 1.0, 1.0, 1.0, 1.0, 0.0}, at::kDouble).view({2, 3});
+  auto pen = kl_reward_penalty(logp, ref, mask, 0.1, KlEstimator::kK1);
+  EXPECT_NEAR(pen[0].item<double>(), 0.1 * ((-1.0 + 1.2) + (-2.0 + 1.0) + 0.0), 1e-15);
+  EXPECT_NEAR(pen[1].item<double>(), 0.1 * ((-0.1 + 0.4) + 0.0), 1e-15);  // the padded token is out
+}
+
+TEST(PolicyLoss, DualClipBoundsNegativeAdvantageLoss) {
+  // A = -1, ratio 5: the clipped surrogate gives max(5, 0.8) = 5; the dual clip (c = 3) caps it at 3
+  // with zero gradient; ratio 2 stays at 2 with gradient -A * ratio = 2.
+  const double c = 3.0;
+  for (auto [ratio, adv] : std::vector<std::pair<double, double>>{{5.0, -1.0}, {2.0, -1.0}, {5.0, 1.0}, {0.5, -2.0}}) {
+    auto old = at::tensor({-1.0}, at::kDouble).view({1, 1});
+    auto logp = (old + std::log(ratio)).detach().requires_grad_();
+    auto mask = at::ones({1, 1}, at::kDouble);
+    PolicyLossOptions o;
+    o.dual_clip = c;
+    auto out = policy_loss({logp, old, {}, at::tensor({adv}, at::kDouble), mask, mask}, o);
+    double clipped = std::min(std::max(ratio, 0.8), 1.2);
+    double l = std::max(-ratio * adv, -clipped * adv);
+    bool bounded = adv < 0 && l > -c * adv;
+    double want = bounded ? -c * adv : l;
+    double want_grad = bounded ? 0.0 : (-ratio * adv >= -clipped * adv ? -adv * ratio : 0.0);
+    EXPECT_NEAR(out.loss.item<double>(), want, 1e-12) << ratio << " " << adv;
+    EXPECT_NEAR(torch::autograd::grad({out.loss}, {logp})[0].item<double>(), want_grad, 1e-12) << ratio << " " << adv;
+    EXPECT_EQ(out.dual_clip_fraction, bounded ? 1.0 : 0.0);
+  }
+}
+
+TEST(PolicyLoss, K1AndK2InTheLossAndTheirGradients) {
+  auto old = at::tensor({-1.0, -2.0}, at::kDouble).view({1, 2});
+  auto ref = at::tensor({-1.5, -1.0}, at::kDouble).view({1, 2});
+  auto mask = at::ones({1, 2}, at::kDouble);
+  auto w = aggregation_weights(mask, LossAggregation::kTokenMean).to(at::kDouble);
+  for (auto est : {KlEstimator::kK1, KlEstimator::kK2}) {
+    auto logp = old.clone().requires_grad_();  // ratio 1: surrogate -A, gradient -A
+    PolicyLossOptions o;
+    o.kl_coef = 0.2;
+    o.kl_estimator = est;
+    auto out = policy_loss({logp, old, ref, at::tensor({0.5}, at::kDouble), mask, w}, o);
+    double want = 0;
+    std::vector<double> lp{-1.0, -2.0}, rf{-1.5, -1.0}, grads;
+    for (int t = 0; t < 2; ++t) {
+      double d = lp[t] - rf[t];
+      want += 0.5 * (-0.5 + 0.2 * (est == KlEstimator::kK1 ? d : 0.5 * d * d));
+      grads.push_back(0.5 * (-0.5 + 0.2 * (est == KlEstimator::kK1 ? 1.0 : d)));
+    }
+    EXPECT_NEAR(out.loss.item<double>(), want, 1e-12);
+    auto g = torch::autograd::grad({out.loss}, {logp})[0];
+    EXPECT_NEAR(g[0][0].item<double>(), grads[0], 1e-12);
+    EXPECT_NEAR(g[0][1].item<double>(), grads[1], 1e-12);
+  }
+}
+
+TEST(PolicyLoss, DrGrpoNormalisesByTheLengthLimit) {
+  auto mask = at::tensor({1.0, 1.0, 0.0, 1.0, 1.0, 1.0}, at::kDouble).view({2, 3});
+  auto w = aggregation_weights(mask, LossAggregation::kSeqMeanTokenSumNorm, 10);
+  EXPECT_DOUBLE_EQ(w[0][0].item<double>(), 1.0 / (2 * 10));
+  EXPECT_DOUBLE_EQ(w[0][2].item<double>(), 0.0);
+  EXPECT_THROW(aggregation_weights(mask, LossAggregation::kSeqMeanTokenSumNorm), grpo::Error);
+}
+
+// ---- against TRL 1.16.0's own GRPOTrainer._compute_loss (tests/fixtures/loss/trl_cases.json,
+// made by tools/make_loss_fixtures.py): loss and gradients w.r.t. log-probs and entropies, fp64.
+namespace {
+at::Tensor tensor_of(const nlohmann::json& j) {
+  std::vector<double> flat;
+  int64_t rows = 0, cols = 0;
+  if (j.is_array() && !j.empty() && j[0].is_array()) {
+    rows = int64_t(j.size());
+    cols = int64_t(j[0].size());
+    for (auto& r : j)
+      for (auto& v : r) flat.push_back(v.get<double>());
+    return at::tensor(flat, at::kDouble).view({rows, cols});
+  }
+  for (auto& v : j) flat.push_back(v.get<double>());
+  return at::tensor(flat, at::kDouble);
+}
+}  // namespace
+
+TEST(PolicyLoss, MatchesTrlLossAndGradients) {
+  std::ifstream in(std::string(GRPO_SOURCE_DIR) + "/tests/fixtures/loss/trl_cases.json");
+  ASSERT_TRUE(in.good());
+  auto fx = nlohmann::json::parse(in);
+  ASSERT_EQ(fx["trl"], "1.16.0");
+  std::set<std::string> seen;
+  for (auto& c : fx["cases"]) {
+    const std::string name = c["name"], type = c["loss_type"];
+    seen.insert(name);
+    auto logp = tensor_of(c["logp"]).requires_grad_();
+    auto entropy = tensor_of(c["entropy"]).requires_grad_();
+    auto mask = tensor_of(c["mask"]);
+    PolicyLossOptions o;
+    o.clip_eps_low = c["epsilon_low"];
+    o.clip_eps_high = c["epsilon_high"];
+    o.sequence_ratio = c["importance_sampling_level"] == "sequence";
+    o.kl_coef = c["beta"];
+    o.kl_estimator = KlEstimator::kK3;
+    if (!c["delta"].is_null()) o.ratio_cap = c["delta"];
+    o.entropy_coef = c["entropy_coef"];
+    const auto agg = type == "grpo"      ? LossAggregation::kSeqMeanTokenMean
+                     : type == "dr_grpo" ? LossAggregation::kSeqMeanTokenSumNorm
+                                         : LossAggregation::kTokenMean;  // bnpo, dapo (one process)
+    ASSERT_TRUE(type == "grpo" || type == "dr_grpo" || type == "bnpo" || type == "dapo") << type;
+    PolicyLossInputs li;
+    li.logp = logp;
+    li.old_logp = tensor_of(c["old_logp"]);
+    if (o.kl_coef != 0) li.ref_logp = tensor_of(c["ref_logp"]);
+    li.advantages = tensor_of(c["advantages"]);
+    li.mask = mask;
+    li.weights = aggregation_weights(mask, agg, c["max_completion_length"].get<int64_t>());
+    li.entropy = entropy;
+    li.entropy_weights = aggregation_weights(mask, LossAggregation::kTokenMean);
+    auto out = policy_loss(li, o);
+    const double want = c["loss"];
+    EXPECT_NEAR(out.loss.item<double>(), want, 1e-7 + 1e-6 * std::fabs(want)) << name;
+    auto grads = torch::autograd::grad({out.loss}, {logp, entropy}, {}, false, false, /*allow_unused=*/true);
+    auto check = [&](const at::Tensor& got, const nlohmann::json& ref, const char* what) {
+      auto r = tensor_of(ref);
+      auto g = got.defined() ? got : at::zeros_like(r);
+      auto bad = ((g - r).abs() > 1e-7 + 1e-6 * r.abs()).sum().item<int64_t>();
+      EXPECT_EQ(bad, 0) << name << " " << what << ": max |diff| " << (g - r).abs().max().item<double>();
+    };
+    check(grads[0], c["grad_logp"], "d loss / d logp");
+    check(grads[1], c["grad_entropy"], "d loss / d entropy");
+  }
+  for (const char* must : {"grpo", "grpo_clip_higher", "grpo_kl", "bnpo", "dr_grpo", "dapo", "dapo_kl", "gspo",
+                           "gspo_dapo", "grpo_delta", "grpo_entropy"})
+    EXPECT_TRUE(seen.count(must)) << must;
 }

@@ -76,12 +76,22 @@ struct GrpoConfig {
   int64_t micro_batch_tokens = 16384;// gradient accumulation: tokens per forward/backward
   double clip_eps_low = 0.2;
   double clip_eps_high = 0.28;
+  std::string importance_ratio = "token";
+  double dual_clip = 0;
+  double ratio_cap = 0;
+  double log_ratio_clamp = 0;
   double kl_coef = 0.0;              // beta; 0 = no reference model at all
+  std::string kl_estimator = "k3";
+  std::string kl_in = "loss";
+  double kl_clamp = 0;
+  double entropy_coef = 0;
   int64_t ref_refresh_steps = 0;     // optimizer steps between reference = policy; 0 = never
+  std::string advantage = "group";
   double adv_eps = 1e-4;
   bool adv_unbiased_std = true;
   std::string loss_aggregation = "seq-mean-token-mean";
   bool recompute_old_logprobs = true;
+  bool mask_truncated = false;
 
   void visit(core::ConfigVisitor& v) {
     using core::at_least;
@@ -97,18 +107,48 @@ struct GrpoConfig {
             at_least(1));
     v.field("clip_eps_low", clip_eps_low, "ratio clipped below at 1 - clip_eps_low",
             {0.0, 1.0, false, true});
-    v.field("clip_eps_high", clip_eps_high, "ratio clipped above at 1 + clip_eps_high",
-            core::at_least(0));
-    v.field("kl_coef", kl_coef, "beta of the k3 KL(policy || reference) term in the loss; 0 = "
-            "no reference model is built", at_least(0));
+    v.field("clip_eps_high", clip_eps_high, "ratio clipped above at 1 + clip_eps_high (DAPO "
+            "clip-higher: above clip_eps_low)", core::at_least(0));
+    v.field("importance_ratio", importance_ratio, "token = one ratio per token (GRPO, DAPO); "
+            "sequence = exp(mean log-ratio) per sequence (GSPO; TRL importance_sampling_level)",
+            {"token", "sequence"});
+    v.field("dual_clip", dual_clip, "c > 1: for negative advantages the token loss is at most "
+            "-c * A (dual clip, verl clip_ratio_c); 0 = off", at_least(0));
+    v.field("ratio_cap", ratio_cap, "cap on the unclipped ratio (TRL delta, two-sided clipping); "
+            "0 = off", at_least(0));
+    v.field("log_ratio_clamp", log_ratio_clamp, "log-ratio clamped to [-x, x] before exp "
+            "(overflow guard; verl: 20); 0 = off", at_least(0));
+    v.field("kl_coef", kl_coef, "beta of the KL(policy || reference) term; 0 = no reference model "
+            "is built", at_least(0));
+    v.field("kl_estimator", kl_estimator, "per-token KL estimator: k1 = logp - ref, k2 = (logp - "
+            "ref)^2 / 2, k3 = exp(ref - logp) - (ref - logp) - 1 (GRPO paper, TRL)",
+            {"k1", "k2", "k3"});
+    v.field("kl_in", kl_in, "loss = beta * KL added to each token's loss (GRPO); reward = beta * "
+            "the sequence's summed KL subtracted from its reward before advantages (verl "
+            "use_kl_in_reward)", {"loss", "reward"});
+    v.field("kl_clamp", kl_clamp, "per-token KL clamped to [-x, x] (verl: 10); 0 = off",
+            at_least(0));
+    v.field("entropy_coef", entropy_coef, "entropy bonus: loss -= coef * token-mean entropy (TRL "
+            "entropy_coef); 0 = off", at_least(0));
     v.field("ref_refresh_steps", ref_refresh_steps,
-            "reference model := current policy every N optimizer steps; 0 = never", at_least(0));
-    v.field("adv_eps", adv_eps, "A = (r - mean) / (std + adv_eps)", core::positive());
-    v.field("adv_unbiased_std", adv_unbiased_std, "group std with Bessel's correction (TRL, verl)");
-    v.field("loss_aggregation", loss_aggregation, "how token losses are averaged",
-            {"seq-mean-token-mean", "token-mean"});
+            "reference model := current policy every N optimizer steps (R1: 400); 0 = never",
+            at_least(0));
+    v.field("advantage", advantage, "group = (r - group mean) / (group std + adv_eps) (GRPO); "
+            "no_std = r - group mean (Dr. GRPO); batch_std = (r - group mean) / (batch std + "
+            "adv_eps) (TRL scale_rewards=batch); rloo = r - mean of the group's other rewards",
+            {"group", "no_std", "batch_std", "rloo"});
+    v.field("adv_eps", adv_eps, "epsilon added to the std in group/batch_std advantages",
+            core::positive());
+    v.field("adv_unbiased_std", adv_unbiased_std, "std with Bessel's correction (TRL, verl); "
+            "false = population std");
+    v.field("loss_aggregation", loss_aggregation, "how token losses are averaged: "
+            "seq-mean-token-mean (GRPO, TRL grpo), token-mean (DAPO, TRL dapo/bnpo), "
+            "seq-mean-token-sum-norm = token sum / (sequences * rollout.max_new_tokens) (Dr. GRPO)",
+            {"seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"});
     v.field("recompute_old_logprobs", recompute_old_logprobs,
             "old log-probs from the trainer's own forward pass (true) or from the sampler");
+    v.field("mask_truncated", mask_truncated, "overlong filtering (DAPO): responses cut at "
+            "rollout.max_new_tokens take no part in the loss");
   }
 };
 
