@@ -603,6 +603,7 @@ struct Trainer::Impl {
     double loss_sum = 0, kl_sum = 0, clip_lo = 0, clip_hi = 0, dual_sum = 0, ent_sum = 0, ratio_sum = 0,
            ratio_max = 0, ratio_min = std::numeric_limits<double>::infinity(), gn_sum = 0, tok_count = 0;
     int64_t n_opt = 0;
+    nlohmann::json updates = nlohmann::json::array();  // one record per optimizer step
     for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
       const at::Tensor order = order_of(epoch);
       for (int64_t m = 0; m < g.mini_batches; ++m) {
@@ -612,7 +613,7 @@ struct Trainer::Impl {
         auto weights = algo::aggregation_weights(mb_mask, agg, R_max);
         auto ent_weights = algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean);
         opt->zero_grad();
-        double mb_loss = 0;
+        double mb_loss = 0, mb_kl = 0, mb_tokens = 0, mb_rmin = std::numeric_limits<double>::infinity(), mb_rmax = 0;
         int64_t off = 0;
         for (auto& mb : micro_batches(rows, s.P + s.R)) {
           auto lp = response_logprobs(*policy, s, mb);
@@ -649,6 +650,9 @@ struct Trainer::Impl {
           dual_sum += out.dual_clip_fraction * nt;
           ratio_sum += out.ratio_mean * nt;
           if (nt > 0) ratio_max = std::max(ratio_max, out.ratio_max), ratio_min = std::min(ratio_min, out.ratio_min);
+          if (nt > 0) mb_rmax = std::max(mb_rmax, out.ratio_max), mb_rmin = std::min(mb_rmin, out.ratio_min);
+          mb_kl += out.kl_mean * nt;
+          mb_tokens += nt;
           ent_sum += (lp.entropy.detach() * mask).sum().item<double>();
         }
         double max_norm = cfg.optim.grad_clip > 0 ? cfg.optim.grad_clip : std::numeric_limits<double>::infinity();
@@ -659,10 +663,18 @@ struct Trainer::Impl {
         ++st.optimizer_step;
         ++n_opt;
         loss_sum += mb_loss;
-        if (ref && g.ref_refresh_steps > 0 && st.optimizer_step % g.ref_refresh_steps == 0) {
+        const bool refresh = ref && g.ref_refresh_steps > 0 && st.optimizer_step % g.ref_refresh_steps == 0;
+        if (refresh) {
           ref->copy_from(*policy);
           st.ref_version = st.optimizer_step;
         }
+        updates.push_back({{"optimizer_step", st.optimizer_step},
+                           {"epoch", epoch},
+                           {"loss", mb_loss},
+                           {"kl", mb_kl / std::max(1.0, mb_tokens)},
+                           {"ratio_min", std::isfinite(mb_rmin) ? mb_rmin : 0.0},
+                           {"ratio_max", mb_rmax},
+                           {"ref_refreshed", refresh}});
       }
     }
     double t_update = seconds_since(t2);
@@ -710,6 +722,8 @@ struct Trainer::Impl {
         {"time_update", t_update},
         {"time_step", tstep},
         {"tokens_per_s", resp_tokens / tstep},
+        {"ref_version", st.ref_version},
+        {"updates", updates},
     };
     double moe_ratio = 0;
     if (!policy->moe_layers().empty()) {

@@ -1,6 +1,7 @@
 // safetensors, checkpoints and resume.
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -216,4 +217,99 @@ TEST(Trainer, NoReferenceModelWithoutKl) {
   train::Trainer tk(tiny_run(k, 1));
   tk.run();
   EXPECT_TRUE(fs::exists(k + "/checkpoints/step-000001/reference.safetensors"));
+}
+
+// R1 refreshes the reference every 400 optimizer steps (not rollout steps): here every 3, with 4
+// optimizer steps per rollout step, so refreshes fall inside rollout steps too.
+TEST(Trainer, ReferenceRefreshesExactlyEveryNOptimizerSteps) {
+  auto a = tmpdir("ref_refresh");
+  auto c = tiny_run(a, 3);  // 2 mini-batches x 2 epochs = 4 optimizer steps per rollout step
+  c.grpo.ref_refresh_steps = 3;
+  train::Trainer t(c);
+  t.run();
+  std::vector<int64_t> refreshed, all;
+  for (auto& m : read_jsonl(a + "/metrics.jsonl")) {
+    if (m["stage"] != "grpo") continue;
+    for (auto& u : m["updates"]) {
+      all.push_back(u["optimizer_step"].get<int64_t>());
+      if (u["ref_refreshed"].get<bool>()) refreshed.push_back(u["optimizer_step"].get<int64_t>());
+    }
+  }
+  EXPECT_EQ(all, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(refreshed, (std::vector<int64_t>{3, 6, 9, 12}));
+  EXPECT_EQ(t.state().ref_version, 12);
+  // the refresh copies the policy: at rollout step 3 (optimizer step 12) the saved reference is the
+  // policy bit for bit; at rollout step 2 (optimizer step 8) it is the policy of step 6, not 8
+  auto same = [&](const std::string& ck) {
+    auto model = io::load_safetensors(a + "/checkpoints/" + ck + "/model.safetensors");
+    auto ref = io::load_safetensors(a + "/checkpoints/" + ck + "/reference.safetensors");
+    EXPECT_EQ(model.size(), ref.size());
+    for (size_t i = 0; i < model.size(); ++i)
+      if (!model[i].second.equal(ref[i].second)) return false;
+    return true;
+  };
+  EXPECT_TRUE(same("step-000003"));
+  EXPECT_FALSE(same("step-000002"));
+}
+
+// With old log-probs recomputed by the trainer, the first mini-batch of every rollout batch is
+// on-policy: its ratio is exactly 1 (also with several mini-batches and epochs); later mini-batches
+// follow a changed policy.
+TEST(Trainer, FirstMiniBatchOfAnOnPolicyBatchHasRatioExactlyOne) {
+  auto a = tmpdir("ratio_one");
+  auto c = tiny_run(a, 2);
+  c.grpo.clip_eps_high = 0.2;
+  train::Trainer t(c);
+  t.run();
+  int checked = 0;
+  bool later_moved = false;
+  for (auto& m : read_jsonl(a + "/metrics.jsonl")) {
+    if (m["stage"] != "grpo") continue;
+    auto& u = m["updates"];
+    ASSERT_EQ(u.size(), 4u);
+    EXPECT_EQ(u[0]["ratio_min"].get<double>(), 1.0) << m["step"];
+    EXPECT_EQ(u[0]["ratio_max"].get<double>(), 1.0) << m["step"];
+    ++checked;
+    for (size_t k = 1; k < u.size(); ++k)
+      later_moved = later_moved || u[k]["ratio_max"].get<double>() != 1.0 || u[k]["ratio_min"].get<double>() != 1.0;
+  }
+  EXPECT_EQ(checked, 2);
+  EXPECT_TRUE(later_moved);
+}
+
+// Every loss/advantage option runs through the trainer (one rollout step each) and leaves finite
+// metrics; the KL-in-reward run reports its penalty, overlong filtering masks what was truncated.
+TEST(Trainer, EveryGrpoVariantTrains) {
+  struct Variant {
+    const char* name;
+    std::function<void(train::Config&)> set;
+  };
+  std::vector<Variant> variants{
+      {"dr_grpo", [](train::Config& c) { c.grpo.advantage = "no_std"; c.grpo.loss_aggregation = "seq-mean-token-sum-norm"; }},
+      {"dapo", [](train::Config& c) { c.grpo.loss_aggregation = "token-mean"; c.grpo.mask_truncated = true; c.rollout.max_new_tokens = 6; }},
+      {"gspo", [](train::Config& c) { c.grpo.importance_ratio = "sequence"; c.grpo.clip_eps_low = 3e-4; c.grpo.clip_eps_high = 4e-4; }},
+      {"rloo_dual", [](train::Config& c) { c.grpo.advantage = "rloo"; c.grpo.dual_clip = 3; c.grpo.ratio_cap = 5; }},
+      {"batch_std_k2", [](train::Config& c) { c.grpo.advantage = "batch_std"; c.grpo.kl_estimator = "k2"; c.grpo.kl_clamp = 10; }},
+      {"kl_in_reward", [](train::Config& c) { c.grpo.kl_in = "reward"; c.grpo.kl_estimator = "k1"; c.grpo.ref_refresh_steps = 0; }},
+      {"entropy", [](train::Config& c) { c.grpo.entropy_coef = 0.01; c.grpo.log_ratio_clamp = 20; }},
+  };
+  for (auto& v : variants) {
+    auto dir = tmpdir(std::string("variant_") + v.name);
+    auto c = tiny_run(dir, 2);
+    c.checkpoint.every = 0;
+    v.set(c);
+    train::Trainer t(c);
+    t.run();
+    auto rows = read_jsonl(dir + "/metrics.jsonl");
+    const auto& last = rows.back();
+    ASSERT_EQ(last["stage"], "grpo") << v.name;
+    for (const char* k : {"loss", "kl", "entropy", "ratio_mean", "grad_norm", "clip_fraction"})
+      EXPECT_TRUE(std::isfinite(last[k].get<double>())) << v.name << " " << k;
+    EXPECT_GT(last["grad_norm"].get<double>(), 0.0) << v.name;
+    if (std::string(v.name) == "kl_in_reward") {
+      EXPECT_NE(last["kl_reward_penalty"].get<double>(), 0.0);
+      EXPECT_EQ(last["kl"].get<double>(), 0.0);  // not in the loss
+    }
+    if (std::string(v.name) == "dapo") EXPECT_GT(last["truncation_rate"].get<double>(), 0.0);
+  }
 }
