@@ -122,4 +122,44 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
   return out;
 }
 
+RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
+                          const std::vector<std::pair<int64_t, int64_t>>& groups, int64_t pad_id) {
+  GRPO_CHECK(!batches.empty() && !groups.empty(), "merge_groups: nothing to merge");
+  const int64_t G = batches[0]->group_size;
+  int64_t P = 0, R = 0;
+  for (auto* b : batches) {
+    GRPO_CHECK(b->group_size == G, "merge_groups: group sizes differ ({} vs {})", b->group_size, G);
+    P = std::max(P, b->prompt_width);
+    R = std::max(R, b->response_mask.size(1));
+  }
+  RolloutBatch out;
+  out.group_size = G;
+  out.prompt_width = P;
+  std::vector<at::Tensor> tok, attn, rmask, lp;
+  for (auto [bi, gi] : groups) {
+    GRPO_CHECK(bi >= 0 && bi < int64_t(batches.size()) && gi >= 0 && (gi + 1) * G <= batches[bi]->rows(),
+               "merge_groups: no group {} in batch {}", gi, bi);
+    const auto& b = *batches[bi];
+    const int64_t pb = b.prompt_width, rb = b.response_mask.size(1);
+    auto rows = b.tokens.narrow(0, gi * G, G);
+    auto arows = b.attention_mask.narrow(0, gi * G, G);
+    // [P - pb pads | prompt pb | response rb | R - rb pads]
+    tok.push_back(at::cat({at::full({G, P - pb}, pad_id, at::kLong), rows.narrow(1, 0, pb + rb),
+                           at::full({G, R - rb}, pad_id, at::kLong)}, 1));
+    attn.push_back(at::cat({at::zeros({G, P - pb}, at::kBool), arows.narrow(1, 0, pb + rb),
+                            at::zeros({G, R - rb}, at::kBool)}, 1));
+    rmask.push_back(at::cat({b.response_mask.narrow(0, gi * G, G), at::zeros({G, R - rb}, at::kBool)}, 1));
+    lp.push_back(at::cat({b.sampling_logprobs.narrow(0, gi * G, G), at::zeros({G, R - rb}, at::kFloat)}, 1));
+    for (int64_t r = gi * G; r < (gi + 1) * G; ++r) {
+      out.finish.push_back(b.finish[size_t(r)]);
+      out.responses.push_back(b.responses[size_t(r)]);
+    }
+  }
+  out.tokens = at::cat(tok, 0);
+  out.attention_mask = at::cat(attn, 0);
+  out.response_mask = at::cat(rmask, 0);
+  out.sampling_logprobs = at::cat(lp, 0);
+  return out;
+}
+
 }  // namespace grpo::rollout

@@ -1,5 +1,6 @@
 #include "grpo/train/config.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "grpo/core/error.h"
@@ -118,6 +119,15 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
     core::config_fail(src, "reward.overlong_buffer",
                       fmt::format("{} must be below rollout.max_new_tokens ({})", c.reward.overlong_buffer,
                                   c.rollout.max_new_tokens));
+  for (auto& [k, v] : c.grpo.length_schedule) {
+    const std::string key = "grpo.length_schedule." + k;
+    if (k.empty() || k.find_first_not_of("0123456789") != std::string::npos)
+      core::config_fail(src, key, "expected an optimizer step (a non-negative integer) as the key");
+    if (v < 1 || v != std::floor(v))
+      core::config_fail(src, key, fmt::format("expected a whole number of tokens >= 1, found {}", v));
+  }
+  const int64_t longest = c.grpo.max_new_tokens_max(c.rollout.max_new_tokens);
+  const std::string longest_key = longest == c.rollout.max_new_tokens ? "rollout.max_new_tokens" : "grpo.length_schedule";
   text::validate_prompt_config(c.prompt, src);
   const bool builtin_tokenizer = c.tokenizer.resolved_path(c.model).empty();
   if (!c.data.train.empty()) {
@@ -152,17 +162,16 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
     } catch (const Error& e) {
       core::config_fail(src, "prompt.template", e.what());
     }
-    if (prompt_chars + c.rollout.max_new_tokens > c.model.max_position_embeddings)
-      core::config_fail(src, "rollout.max_new_tokens",
+    if (prompt_chars + longest > c.model.max_position_embeddings)
+      core::config_fail(src, longest_key,
                         fmt::format("prompt (~{} tokens) + max_new_tokens ({}) exceeds "
                                     "model.max_position_embeddings ({})",
-                                    prompt_chars, c.rollout.max_new_tokens,
-                                    c.model.max_position_embeddings));
+                                    prompt_chars, longest, c.model.max_position_embeddings));
   }
-  if (c.rollout.max_new_tokens >= c.model.max_position_embeddings)
-    core::config_fail(src, "rollout.max_new_tokens",
-                      fmt::format("{} leaves no room for a prompt within model.max_position_embeddings ({})",
-                                  c.rollout.max_new_tokens, c.model.max_position_embeddings));
+  if (longest >= c.model.max_position_embeddings)
+    core::config_fail(src, longest_key,
+                      fmt::format("max_new_tokens {} leaves no room for a prompt within model.max_position_embeddings ({})",
+                                  longest, c.model.max_position_embeddings));
   if (c.grpo.mini_batches > c.grpo.prompts_per_step * c.grpo.group_size)
     core::config_fail(src, "grpo.mini_batches",
                       fmt::format("{} mini-batches but only {} samples per rollout step",

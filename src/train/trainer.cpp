@@ -178,10 +178,12 @@ struct Trainer::Impl {
     } catch (const Error& e) {
       fail("{}: cannot encode the prompt: {}", item.origin.empty() ? "built-in task" : item.origin, e.what());
     }
-    GRPO_CHECK(int64_t(ids.size()) + cfg.rollout.max_new_tokens <= cfg.model.max_position_embeddings,
-               "{}: the prompt is {} tokens; with rollout.max_new_tokens {} it exceeds "
-               "model.max_position_embeddings {}", item.origin.empty() ? "built-in task" : item.origin,
-               ids.size(), cfg.rollout.max_new_tokens, cfg.model.max_position_embeddings);
+    const int64_t longest = cfg.grpo.max_new_tokens_max(cfg.rollout.max_new_tokens);
+    GRPO_CHECK(int64_t(ids.size()) + longest <= cfg.model.max_position_embeddings,
+               "{}: the prompt is {} tokens; with max_new_tokens {} (rollout.max_new_tokens or "
+               "grpo.length_schedule) it exceeds model.max_position_embeddings {}",
+               item.origin.empty() ? "built-in task" : item.origin, ids.size(), longest,
+               cfg.model.max_position_embeddings);
     return ids;
   }
 
@@ -443,55 +445,114 @@ struct Trainer::Impl {
     return o.lr;
   }
 
-  void grpo_step() {
+  // One generation round: G samples for each of n prompts from data position `first`, scored
+  // (while generating, with reward workers).
+  struct Round {
+    rollout::RolloutBatch batch;
+    std::vector<Item> items;  // one per prompt
+    std::vector<reward::RewardResult> scored;
+    double reward_busy = 0;
+    double reward_wait = 0;  // after generation ended
+    int64_t reward_timeouts = 0;
+  };
+  Round rollout_round(int64_t first, int64_t n, int64_t max_new_tokens) {
     const auto& g = cfg.grpo;
-    auto t0 = Clock::now();
-    // 1. rollout
+    Round rd;
     rollout::GenerateRequest req;
-    std::vector<Item> probs;
-    for (int64_t j = 0; j < g.prompts_per_step; ++j) {
-      int64_t idx = st.data_position + j;
-      probs.push_back(train_item(idx));
-      req.prompts.push_back(prompt_ids(probs.back()));
-      req.prompt_keys.push_back(uint64_t(idx));
+    for (int64_t j = 0; j < n; ++j) {
+      rd.items.push_back(train_item(first + j));
+      req.prompts.push_back(prompt_ids(rd.items.back()));
+      req.prompt_keys.push_back(uint64_t(first + j));
     }
     req.group_size = g.group_size;
     req.sampling = cfg.rollout;
+    req.sampling.max_new_tokens = max_new_tokens;
     req.key = {uint64_t(cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(st.rollout_step)};
     req.eos_id = tok->eos_id();
     req.pad_id = tok->pad_id();
-    const int64_t R_max = cfg.rollout.max_new_tokens;
     auto make_sample = [&](int64_t row, const std::vector<int64_t>& response) {
       reward::Sample smp;
       smp.completion = tok->decode(response);
-      smp.answer = probs[row / g.group_size].answer;
-      smp.prompt = probs[row / g.group_size].question;
-      // the EOS counts as a generated token; a response of R_max tokens hit the limit
-      smp.response_tokens = int64_t(response.size()) == R_max ? R_max : int64_t(response.size()) + 1;
-      smp.max_response_tokens = R_max;
+      smp.answer = rd.items[row / g.group_size].answer;
+      smp.prompt = rd.items[row / g.group_size].question;
+      // the EOS counts as a generated token; a response of max_new_tokens tokens hit the limit
+      smp.response_tokens = int64_t(response.size()) == max_new_tokens ? max_new_tokens : int64_t(response.size()) + 1;
+      smp.max_response_tokens = max_new_tokens;
       return smp;
     };
     if (reward_pool)
       req.on_finish = [&](int64_t row, const std::vector<int64_t>& response) {
         reward_pool->submit(row, make_sample(row, response));
       };
-    auto batch = rollout::generate(*policy, req);
+    rd.batch = rollout::generate(*policy, req);
+    const int64_t N = rd.batch.rows();
+    auto t_wait = Clock::now();
+    if (reward_pool) {  // most of it was scored while the rollout was still generating
+      rd.scored = reward_pool->wait(N);
+      rd.reward_busy = reward_pool->last_stats().busy_seconds;
+      rd.reward_timeouts = reward_pool->last_stats().timeouts;
+    } else {
+      auto t = Clock::now();
+      for (int64_t i = 0; i < N; ++i) rd.scored.push_back(rewards->score(make_sample(i, rd.batch.responses[i])));
+      rd.reward_busy = seconds_since(t);
+    }
+    rd.reward_wait = seconds_since(t_wait);
+    return rd;
+  }
+
+  void grpo_step() {
+    const auto& g = cfg.grpo;
+    auto t0 = Clock::now();
+    // 1. rollout and rewards; with dynamic sampling (DAPO), groups whose rewards are all equal are
+    // dropped and more prompts are sampled until prompts_per_step groups remain (or the cap)
+    const int64_t R_max = g.max_new_tokens_at(st.optimizer_step, cfg.rollout.max_new_tokens);
+    std::vector<Round> rounds;
+    std::vector<std::pair<int64_t, int64_t>> kept;  // (round, group)
+    int64_t prompts_used = 0, groups_dropped = 0;
+    double reward_busy = 0, reward_wait = 0;
+    int64_t reward_timeouts = 0;
+    for (int64_t r = 0; r < (g.dynamic_sampling ? g.dynamic_sampling_max_rounds : 1); ++r) {
+      const int64_t want = g.prompts_per_step - int64_t(kept.size());
+      rounds.push_back(rollout_round(st.data_position + prompts_used, want, R_max));
+      prompts_used += want;
+      const auto& rd = rounds.back();
+      reward_busy += rd.reward_busy;
+      reward_wait += rd.reward_wait;
+      reward_timeouts += rd.reward_timeouts;
+      for (int64_t q = 0; q < want; ++q) {
+        bool all_equal = true;
+        for (int64_t k = 1; k < g.group_size; ++k)
+          all_equal = all_equal && rd.scored[q * g.group_size + k].total == rd.scored[q * g.group_size].total;
+        if (g.dynamic_sampling && all_equal) ++groups_dropped;
+        else kept.push_back({r, q});
+      }
+      if (int64_t(kept.size()) >= g.prompts_per_step) break;
+    }
+    if (kept.empty()) {  // every group of every round was uniform: train on the last round as is
+      spdlog::warn("dynamic sampling: all {} groups of {} rounds had equal rewards; this step has no signal",
+                   groups_dropped, rounds.size());
+      for (int64_t q = 0; q < int64_t(rounds.back().items.size()); ++q) kept.push_back({int64_t(rounds.size()) - 1, q});
+    }
+    rollout::RolloutBatch batch;
+    std::vector<reward::RewardResult> scored;
+    if (rounds.size() == 1 && int64_t(kept.size()) * g.group_size == rounds[0].batch.rows()) {
+      batch = std::move(rounds[0].batch);
+      scored = std::move(rounds[0].scored);
+    } else {
+      std::vector<const rollout::RolloutBatch*> parts;
+      for (auto& rd : rounds) parts.push_back(&rd.batch);
+      batch = rollout::merge_groups(parts, kept, tok->pad_id());
+      for (auto [ri, q] : kept)
+        for (int64_t k = 0; k < g.group_size; ++k) scored.push_back(rounds[ri].scored[q * g.group_size + k]);
+    }
     const int64_t N = batch.rows();
-    double t_rollout = seconds_since(t0);
+    const int64_t groups = N / g.group_size;
+    const int64_t n_mb = std::min(g.mini_batches, N);  // dynamic sampling may keep fewer rows
+    // generation time; scoring that did not overlap with it is time_reward
+    double t_rollout = seconds_since(t0) - reward_wait;
 
     // 2. rewards
     auto t1 = Clock::now();
-    std::vector<reward::RewardResult> scored;
-    double reward_busy = 0;
-    int64_t reward_timeouts = 0;
-    if (reward_pool) {  // most of it was scored while the rollout was still generating
-      scored = reward_pool->wait(N);
-      reward_busy = reward_pool->last_stats().busy_seconds;
-      reward_timeouts = reward_pool->last_stats().timeouts;
-    } else {
-      for (int64_t i = 0; i < N; ++i) scored.push_back(rewards->score(make_sample(i, batch.responses[i])));
-      reward_busy = seconds_since(t1);
-    }
     std::vector<double> rv(N);
     std::map<std::string, double> part_sums;
     int64_t reward_failures = 0;
@@ -503,7 +564,7 @@ struct Trainer::Impl {
       reward_failures += int64_t(scored[i].failed.size());
     }
     auto rewards_t = at::tensor(rv, at::kDouble);
-    double t_reward = seconds_since(t1);
+    double t_reward = reward_wait + seconds_since(t1);
 
     // 3. old and reference log-probs, advantages
     auto t2 = Clock::now();
@@ -523,7 +584,7 @@ struct Trainer::Impl {
     // them (detached: ratio = 1 exactly, as in TRL) and is stored for later epochs; one no-grad
     // pass computes them for the other rows only. With the KL in the reward, all are needed first.
     auto order_of = [&](int64_t epoch) {
-      if (g.mini_batches == 1 && epoch == 0) return all_rows;
+      if (n_mb == 1 && epoch == 0) return all_rows;
       // deterministic shuffle per (step, epoch)
       core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kMiniBatchShuffle), uint64_t(cfg.run.seed),
                                          uint64_t(st.rollout_step), uint64_t(epoch)}));
@@ -534,7 +595,7 @@ struct Trainer::Impl {
     };
     const bool kl_in_reward = ref && g.kl_in == "reward";
     const bool first_from_training_pass = g.recompute_old_logprobs && !kl_in_reward;
-    const auto first_rows = order_of(0).narrow(0, 0, N / g.mini_batches);
+    const auto first_rows = order_of(0).narrow(0, 0, N / n_mb);
     at::Tensor old_lp = g.recompute_old_logprobs ? sampling_lp.clone() : sampling_lp, ref_lp;
     double lp_diff_max = 0, lp_diff_sum = 0;
     auto log_diff = [&](const at::Tensor& recomputed, const at::Tensor& sampled, const at::Tensor& mask) {
@@ -606,8 +667,8 @@ struct Trainer::Impl {
     nlohmann::json updates = nlohmann::json::array();  // one record per optimizer step
     for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
       const at::Tensor order = order_of(epoch);
-      for (int64_t m = 0; m < g.mini_batches; ++m) {
-        int64_t b = N * m / g.mini_batches, e = N * (m + 1) / g.mini_batches;
+      for (int64_t m = 0; m < n_mb; ++m) {
+        int64_t b = N * m / n_mb, e = N * (m + 1) / n_mb;
         auto rows = order.narrow(0, b, e - b);
         auto mb_mask = loss_mask.index_select(0, rows);
         auto weights = algo::aggregation_weights(mb_mask, agg, R_max);
@@ -679,7 +740,7 @@ struct Trainer::Impl {
     }
     double t_update = seconds_since(t2);
     ++st.rollout_step;
-    st.data_position += g.prompts_per_step;
+    st.data_position += prompts_used;
 
     // 5. metrics
     double rmean = rewards_t.mean().item<double>();
@@ -710,7 +771,12 @@ struct Trainer::Impl {
         {"entropy", ent_sum / denom},
         {"response_length", resp_tokens / N},
         {"truncation_rate", double(truncated) / N},
-        {"zero_adv_group_fraction", double(adv.zero_std_groups) / g.prompts_per_step},
+        {"zero_adv_group_fraction", double(adv.zero_std_groups) / std::max<int64_t>(1, groups)},
+        {"max_new_tokens", R_max},
+        {"prompts_sampled", prompts_used},
+        {"groups_dropped", groups_dropped},
+        {"groups_trained", groups},
+        {"sampling_rounds", int64_t(rounds.size())},
         {"grad_norm", gn_sum / std::max<int64_t>(1, n_opt)},
         {"lr", lr_at(st.optimizer_step - 1)},
         {"old_logprob_diff_max", lp_diff_max},

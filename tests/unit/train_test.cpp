@@ -313,3 +313,58 @@ TEST(Trainer, EveryGrpoVariantTrains) {
     if (std::string(v.name) == "dapo") EXPECT_GT(last["truncation_rate"].get<double>(), 0.0);
   }
 }
+
+// DAPO dynamic sampling: groups with equal rewards are dropped and more prompts sampled; the
+// merged batch (re-padded across rounds) recomputes the sampler's log-probs.
+TEST(Trainer, DynamicSamplingKeepsOnlyGroupsWithSignal) {
+  auto a = tmpdir("dynamic_sampling");
+  auto c = tiny_run(a, 3);
+  c.grpo.dynamic_sampling = true;
+  c.grpo.dynamic_sampling_max_rounds = 4;
+  c.grpo.prompts_per_step = 6;
+  c.pretrain.steps = 150;  // a policy good enough that some groups are all correct
+  c.checkpoint.every = 0;
+  train::Trainer t(c);
+  t.run();
+  int64_t dropped = 0, sampled = 0, multi_round = 0;
+  for (auto& m : read_jsonl(a + "/metrics.jsonl")) {
+    if (m["stage"] != "grpo") continue;
+    const int64_t trained = m["groups_trained"], drop = m["groups_dropped"], used = m["prompts_sampled"];
+    EXPECT_EQ(used, trained + drop) << m.dump();
+    EXPECT_LE(trained, 6);
+    EXPECT_LE(m["sampling_rounds"].get<int64_t>(), 4);
+    EXPECT_EQ(m["zero_adv_group_fraction"].get<double>(), 0.0);  // every trained group has signal
+    if (trained < 6) EXPECT_EQ(m["sampling_rounds"].get<int64_t>(), 4);  // short only at the cap
+    EXPECT_LT(m["old_logprob_diff_max"].get<double>(), 1e-4);      // merged rows line up
+    dropped += drop;
+    sampled += used;
+    multi_round += m["sampling_rounds"].get<int64_t>() > 1;
+  }
+  EXPECT_GT(dropped, 0) << "no group was uniform: the test exercises nothing";
+  EXPECT_GT(multi_round, 0);
+  EXPECT_EQ(t.state().data_position, sampled);
+}
+
+// R1: responses up to 32,768 tokens, then 65,536 from optimizer step 8,200.
+TEST(Trainer, ResponseLengthScheduleByOptimizerStep) {
+  auto a = tmpdir("length_schedule");
+  auto c = tiny_run(a, 3);  // 4 optimizer steps per rollout step
+  c.grpo.length_schedule = {{"4", 8.0}, {"8", 12.0}};
+  c.checkpoint.every = 0;
+  train::Trainer t(c);
+  t.run();
+  std::vector<int64_t> limits;
+  for (auto& m : read_jsonl(a + "/metrics.jsonl"))
+    if (m["stage"] == "grpo") {
+      limits.push_back(m["max_new_tokens"].get<int64_t>());
+      EXPECT_LE(m["response_length"].get<double>(), double(limits.back()));
+    }
+  EXPECT_EQ(limits, (std::vector<int64_t>{16, 8, 12}));
+  EXPECT_EQ(c.grpo.max_new_tokens_at(8200, 32768), 12);
+  auto e = error_of([&] {
+    train::load_config_text("grpo: {length_schedule: {soon: 64}}", "bad.yaml");
+  });
+  EXPECT_NE(e.find("grpo.length_schedule.soon"), std::string::npos) << e;
+  e = error_of([&] { train::load_config_text("grpo: {length_schedule: {10: 4096}}", "bad.yaml"); });
+  EXPECT_NE(e.find("max_position_embeddings"), std::string::npos) << e;
+}

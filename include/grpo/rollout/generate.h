@@ -56,4 +56,10 @@ struct GenerateRequest {
 
 RolloutBatch generate(model::Transformer& model, const GenerateRequest& request);
 
+/// Whole groups taken from several batches (e.g. the rounds of DAPO's dynamic sampling) as one
+/// batch: groups[k] = (batch index, group index), in output order. Prompts are re-padded on the
+/// left to the widest prompt, responses on the right to the longest response width.
+RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
+                          const std::vector<std::pair<int64_t, int64_t>>& groups, int64_t pad_id);
+
 }  // namespace grpo::rollout

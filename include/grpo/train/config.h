@@ -5,6 +5,7 @@
 // step* is one parameter update on one mini-batch. Each schedule names the counter it uses.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -92,6 +93,26 @@ struct GrpoConfig {
   std::string loss_aggregation = "seq-mean-token-mean";
   bool recompute_old_logprobs = true;
   bool mask_truncated = false;
+  std::map<std::string, double> length_schedule;  // optimizer step -> rollout.max_new_tokens
+  bool dynamic_sampling = false;
+  int64_t dynamic_sampling_max_rounds = 3;
+
+  /// The response-length limit in force at an optimizer step: the value of the largest
+  /// length_schedule step <= optimizer_step, else `base` (rollout.max_new_tokens).
+  int64_t max_new_tokens_at(int64_t optimizer_step, int64_t base) const {
+    int64_t best_step = -1, value = base;
+    for (auto& [k, v] : length_schedule) {
+      int64_t step = std::stoll(k);
+      if (step <= optimizer_step && step > best_step) best_step = step, value = int64_t(v);
+    }
+    return value;
+  }
+  /// The longest limit any step uses.
+  int64_t max_new_tokens_max(int64_t base) const {
+    int64_t m = base;
+    for (auto& [k, v] : length_schedule) m = std::max(m, int64_t(v));
+    return m;
+  }
 
   void visit(core::ConfigVisitor& v) {
     using core::at_least;
@@ -149,6 +170,14 @@ struct GrpoConfig {
             "old log-probs from the trainer's own forward pass (true) or from the sampler");
     v.field("mask_truncated", mask_truncated, "overlong filtering (DAPO): responses cut at "
             "rollout.max_new_tokens take no part in the loss");
+    v.field("length_schedule", length_schedule, "response-length schedule: {optimizer step: "
+            "max_new_tokens}, each limit in force from its step on (R1: {8200: 65536} after "
+            "32768); empty = rollout.max_new_tokens throughout", {});
+    v.field("dynamic_sampling", dynamic_sampling, "DAPO dynamic sampling: drop groups whose "
+            "rewards are all equal (no signal) and sample more prompts until prompts_per_step "
+            "groups remain");
+    v.field("dynamic_sampling_max_rounds", dynamic_sampling_max_rounds, "generation rounds per "
+            "rollout step at most (then train on the groups kept so far)", at_least(1));
   }
 };
 
