@@ -127,6 +127,9 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
       core::config_fail(src, key, fmt::format("expected a whole number of tokens >= 1, found {}", v));
   }
   const int64_t longest = c.grpo.max_new_tokens_max(c.rollout.max_new_tokens);
+  // Reading a recipe or checkpoint config without running it, with model.path set, the sizes
+  // (max_position_embeddings) are those of a directory not read here: skip the length checks.
+  const bool sizes_known = to_run || c.model.path.empty();
   const std::string longest_key = longest == c.rollout.max_new_tokens ? "rollout.max_new_tokens" : "grpo.length_schedule";
   text::validate_prompt_config(c.prompt, src);
   const bool builtin_tokenizer = c.tokenizer.resolved_path(c.model).empty();
@@ -162,13 +165,13 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
     } catch (const Error& e) {
       core::config_fail(src, "prompt.template", e.what());
     }
-    if (prompt_chars + longest > c.model.max_position_embeddings)
+    if (sizes_known && prompt_chars + longest > c.model.max_position_embeddings)
       core::config_fail(src, longest_key,
                         fmt::format("prompt (~{} tokens) + max_new_tokens ({}) exceeds "
                                     "model.max_position_embeddings ({})",
                                     prompt_chars, longest, c.model.max_position_embeddings));
   }
-  if (longest >= c.model.max_position_embeddings)
+  if (sizes_known && longest >= c.model.max_position_embeddings)
     core::config_fail(src, longest_key,
                       fmt::format("max_new_tokens {} leaves no room for a prompt within model.max_position_embeddings ({})",
                                   longest, c.model.max_position_embeddings));

@@ -248,7 +248,7 @@ TEST(Fp8, CheckpointWithFp8WeightsAndAnMtpLayerLoads) {
 }
 
 TEST(DeepSeekV3, ConfigErrorsAndThe671BCount) {
-  // DeepSeek-V3-Base's config.json values (configs/models/deepseek_v3_base.yaml holds the same)
+  // DeepSeek-V3-Base's config.json values (configs/r1_zero.yaml's model section holds the same)
   auto c = model::parse_hf_config(core::read_file(std::string(GRPO_SOURCE_DIR) +
                                                   "/tests/fixtures/deepseek_v3_base_config.json"),
                                   "deepseek_v3_base_config.json");
@@ -257,9 +257,11 @@ TEST(DeepSeekV3, ConfigErrorsAndThe671BCount) {
   // 671B parameters without the multi-token-prediction module (DeepSeek-V3 report)
   EXPECT_NEAR(double(c.count_parameters()) / 1e9, 671.0, 0.5);
   // the recipe's model section says exactly what the real config.json says
-  auto recipe = train::load_config_file(std::string(GRPO_SOURCE_DIR) + "/configs/models/deepseek_v3_base.yaml");
+  const std::string r1 = std::string(GRPO_SOURCE_DIR) + "/configs/r1_zero.yaml";
+  auto recipe = train::load_config_text(core::read_file(r1), r1, {}, /*to_run=*/false);
   train::Config from_json;
   from_json.model = c;
+  from_json.model.path = recipe.model.path;
   auto model_yaml = [](const train::Config& x) {
     auto y = train::to_yaml(x, false);
     auto b = y.find("model:"), e = y.find("\ntokenizer:");

@@ -126,8 +126,8 @@ struct GrpoConfig {
     v.field("micro_batch_tokens", micro_batch_tokens,
             "token budget of one forward/backward (gradient accumulation inside a mini-batch)",
             at_least(1));
-    v.field("clip_eps_low", clip_eps_low, "ratio clipped below at 1 - clip_eps_low",
-            {0.0, 1.0, false, true});
+    v.field("clip_eps_low", clip_eps_low, "ratio clipped below at 1 - clip_eps_low (>= 1: never "
+            "binds, the ratio is positive)", at_least(0));
     v.field("clip_eps_high", clip_eps_high, "ratio clipped above at 1 + clip_eps_high (DAPO "
             "clip-higher: above clip_eps_low)", core::at_least(0));
     v.field("importance_ratio", importance_ratio, "token = one ratio per token (GRPO, DAPO); "
