@@ -1566,4 +1566,30 @@ Verdict verify(const std::string& gold, const std::string& completion, const Ver
   return v;
 }
 
+int64_t majority_vote(const std::vector<std::string>& completions, const VerifyOptions& o) {
+  struct Cluster {
+    int64_t first;
+    std::string boxed;  // the representative answer as a gold
+    int64_t size;
+  };
+  std::vector<Cluster> clusters;
+  for (int64_t i = 0; i < int64_t(completions.size()); ++i) {
+    auto a = extract_final_answer(completions[size_t(i)]);
+    if (!a || trim(*a).empty()) continue;
+    const std::string boxed = "\\boxed{" + *a + "}";
+    bool placed = false;
+    for (auto& c : clusters)
+      if (verify(c.boxed, boxed, o).equal) {
+        ++c.size;
+        placed = true;
+        break;
+      }
+    if (!placed) clusters.push_back({i, boxed, 1});
+  }
+  int64_t best = -1, best_size = 0;
+  for (auto& c : clusters)
+    if (c.size > best_size) best = c.first, best_size = c.size;
+  return best;
+}
+
 }  // namespace grpo::reward::math

@@ -26,6 +26,7 @@
 
 namespace fs = std::filesystem;
 using namespace grpo;
+using grpo::test_util::run_command;
 using grpo::test_util::error_of;
 using grpo::test_util::read_jsonl;
 using grpo::test_util::tmpdir;
@@ -74,12 +75,6 @@ std::string config_error(const std::string& yaml) {
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
-std::string run_command(const std::string& cmd, int* rc) {
-  std::string out_path = fs::path(GRPO_TEST_TMPDIR) / "cmd_out.txt";
-  *rc = std::system((cmd + " > " + out_path + " 2>&1").c_str());
-  std::ifstream in(out_path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 }  // namespace
 

@@ -3,7 +3,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cstdlib>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,14 @@ inline std::string tmpdir(const std::string& name) {
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d.string();
+}
+
+/// Runs a shell command; its stdout and stderr together, and its exit status in *rc.
+inline std::string run_command(const std::string& cmd, int* rc) {
+  std::string out_path = (std::filesystem::path(GRPO_TEST_TMPDIR) / "cmd_out.txt").string();
+  *rc = std::system((cmd + " > " + out_path + " 2>&1").c_str());
+  std::ifstream in(out_path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 /// The JSON objects of a JSONL file (blank lines skipped).

@@ -37,6 +37,7 @@ enum class Stream : uint64_t {
   kEvalData = 6,     // held-out prompt order
   kMiniBatchShuffle = 7,  // order of rollout rows across mini-batches
   kDatasetShuffle = 8,    // per-epoch order of JSONL datasets
+  kSftData = 9,           // built-in task questions for rejection sampling / SFT data
 };
 
 /// A small deterministic generator seeded from a key, for loops that need several draws.

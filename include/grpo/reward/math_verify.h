@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace grpo::reward::math {
 
@@ -41,5 +42,11 @@ std::string normalize_answer(const std::string& answer);
 /// Does `completion` state an answer equal to `gold`? (gold: a bare answer, possibly in $..$,
 /// \boxed{} or after ####.)
 Verdict verify(const std::string& gold, const std::string& completion, const VerifyOptions& o = {});
+
+/// Majority vote over the final answers of several completions (cons@k, self-consistency):
+/// answers that verify as equal form one cluster; the largest cluster wins (ties: the one whose
+/// first member came first). Returns the index of the winning cluster's first completion, or -1
+/// when no completion states an answer.
+int64_t majority_vote(const std::vector<std::string>& completions, const VerifyOptions& o = {});
 
 }  // namespace grpo::reward::math
