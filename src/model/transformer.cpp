@@ -433,9 +433,15 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
       GRPO_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == S,
                  "attention_mask must be [batch, past + seq] = [{}, {}], found {}", B, S,
                  attention_mask.sizes());
-      auto valid = attention_mask.to(at::kBool).view({B, 1, 1, S});
       auto self = k_idx.eq(q_idx).view({1, 1, T, S});  // padded queries see themselves
-      mask = (mask & valid) | self;
+      if (attention_mask.scalar_type() == at::kBool) {
+        mask = (mask & attention_mask.view({B, 1, 1, S})) | self;
+      } else {  // segment ids (packed sequences): attend within the own segment; 0 = padding
+        auto seg = attention_mask.to(at::kLong);
+        auto k_seg = seg.view({B, 1, 1, S});
+        auto q_seg = seg.narrow(1, past, T).view({B, 1, T, 1});
+        mask = (mask & k_seg.eq(q_seg) & k_seg.gt(0)) | self;
+      }
     }
   }
   auto h = m.model->embed_tokens(input_ids);

@@ -57,6 +57,8 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const std::strin
       {"ref_version", ck.state.ref_version},
       {"data_position", ck.state.data_position},
       {"pretrain_position", ck.state.pretrain_position},
+      {"sft_step", ck.state.sft_step},
+      {"sft_position", ck.state.sft_position},
       // The LR is a pure function of optimizer_step and the config's optim section.
       {"scheduler", {{"optimizer_step", ck.state.optimizer_step}, {"lr", ck.lr}}},
       // All randomness is counter-based (core/rng.h): the seed and the counters above are the
@@ -104,6 +106,8 @@ Checkpoint load_checkpoint(const std::string& dir) {
     ck.state.ref_version = json_int(m, "ref_version", manifest_path);
     ck.state.data_position = json_int(m, "data_position", manifest_path);
     ck.state.pretrain_position = json_int(m, "pretrain_position", manifest_path);
+    if (m.contains("sft_step")) ck.state.sft_step = json_int(m, "sft_step", manifest_path);
+    if (m.contains("sft_position")) ck.state.sft_position = json_int(m, "sft_position", manifest_path);
     GRPO_CHECK(m.at("rng").at("seed").is_number_unsigned(), "{}: rng.seed must be a non-negative integer",
                manifest_path);
     ck.seed = m.at("rng").at("seed").get<uint64_t>();

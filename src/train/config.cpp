@@ -78,8 +78,10 @@ Config load_config_text(const std::string& yaml, const std::string& name,
   validate(c, src, to_run);
   if (to_run) {
     check_tokenizer_path(c, src);
+    if (!c.run.init_from.empty() && !fs::is_directory(c.run.init_from))
+      core::config_fail(src, "run.init_from", fmt::format("no such directory '{}'", c.run.init_from));
     for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"data.train", c.data.train},
-                                    {"data.eval", c.data.eval}})
+                                    {"data.eval", c.data.eval}, {"sft.data", c.sft.data}})
       if (!path.empty() && !fs::is_regular_file(path))
         core::config_fail(src, key, fmt::format("no such file '{}'", path));
   }
@@ -175,6 +177,8 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
     core::config_fail(src, longest_key,
                       fmt::format("max_new_tokens {} leaves no room for a prompt within model.max_position_embeddings ({})",
                                   longest, c.model.max_position_embeddings));
+  if (c.sft.steps > 0 && c.sft.data.empty())
+    core::config_fail(src, "sft.data", "sft.steps > 0 needs a JSONL file of demonstrations");
   if (c.grpo.mini_batches > c.grpo.prompts_per_step * c.grpo.group_size)
     core::config_fail(src, "grpo.mini_batches",
                       fmt::format("{} mini-batches but only {} samples per rollout step",

@@ -68,7 +68,7 @@ struct Trainer::Impl {
   fs::path run_dir;
   std::unique_ptr<text::Tokenizer> tok;
   std::unique_ptr<data::ArithmeticTask> task;           // the built-in task (data.train empty)
-  std::unique_ptr<data::JsonlDataset> train_data, eval_data;
+  std::unique_ptr<data::JsonlDataset> train_data, eval_data, sft_data;
   std::unique_ptr<reward::RewardFn> accuracy_fn;
   std::unique_ptr<model::Transformer> policy, ref;
   std::unique_ptr<torch::optim::AdamW> opt;
@@ -97,6 +97,13 @@ struct Trainer::Impl {
                    eval_data ? fmt::format(", {} held-out from {} ({} skipped)", eval_data->size(),
                                            cfg.data.eval, eval_data->skipped_lines())
                              : std::string(", no held-out set (data.eval)"));
+    }
+    if (cfg.sft.steps > 0) {
+      data::JsonlDatasetConfig dc{cfg.sft.data, cfg.sft.question_field, cfg.sft.response_field, "",
+                                  cfg.data.on_bad_line, true};
+      sft_data = std::make_unique<data::JsonlDataset>(dc, cfg.run.seed);
+      spdlog::info("sft: {} demonstrations from {} ({} lines skipped)", sft_data->size(), cfg.sft.data,
+                   sft_data->skipped_lines());
     }
     if (!cfg.reward.plugin.empty()) {
       const std::string cmd = cfg.reward.plugin;
@@ -202,6 +209,8 @@ struct Trainer::Impl {
   void make_stage_optimizer() {
     if (st.stage == "pretrain")
       make_optimizer(cfg.pretrain.lr, cfg.pretrain.weight_decay, 0.9, 0.999, 1e-8);
+    else if (st.stage == "sft")
+      make_optimizer(cfg.sft.lr, cfg.sft.weight_decay, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps);
     else
       make_optimizer(cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.beta1, cfg.optim.beta2,
                      cfg.optim.eps);
@@ -283,6 +292,7 @@ struct Trainer::Impl {
     const TrainState s = st;
     filter_jsonl(run_dir / "metrics.jsonl", [&](const nlohmann::json& j) {
       if (j.value("stage", "") == "pretrain") return j.value("step", 0) <= s.pretrain_step;
+      if (j.value("stage", "") == "sft") return j.value("step", 0) <= s.sft_step;
       return s.stage == "grpo" && j.value("step", 0) <= s.rollout_step;
     });
     filter_jsonl(run_dir / "eval.jsonl", [&](const nlohmann::json& j) {
@@ -370,6 +380,95 @@ struct Trainer::Impl {
     metrics << j.dump() << "\n" << std::flush;
     if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
       spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss.item<double>());
+  }
+
+  // ---------------------------------------------------------------- SFT stage
+  // One optimizer step on sft.batch_size demonstrations: prompt (formatted as in training) +
+  // response + EOS, loss = mean log-loss over the response tokens. With packing, examples share
+  // rows of at most max_position_embeddings tokens, each attending only to itself (segment ids).
+  void sft_step() {
+    auto t0 = Clock::now();
+    const int64_t B = cfg.sft.batch_size, W = cfg.model.max_position_embeddings;
+    struct Ex {
+      std::vector<int64_t> ids;
+      int64_t prompt_len;
+    };
+    std::vector<Ex> exs;
+    for (int64_t j = 0; j < B; ++j) {
+      const auto& e = sft_data->sample(st.sft_position + j);
+      Ex x;
+      x.ids = prompt_ids({e.prompt, "", fmt::format("{}:{}", cfg.sft.data, e.line)});
+      x.prompt_len = int64_t(x.ids.size());
+      auto r = tok->encode(e.answer);
+      x.ids.insert(x.ids.end(), r.begin(), r.end());
+      x.ids.push_back(tok->eos_id());
+      GRPO_CHECK(int64_t(x.ids.size()) <= W, "{}:{}: prompt + response is {} tokens, more than "
+                 "model.max_position_embeddings {}", cfg.sft.data, e.line, x.ids.size(), W);
+      exs.push_back(std::move(x));
+    }
+    // rows: each a list of examples (first fit in order when packing)
+    std::vector<std::vector<size_t>> rows;
+    std::vector<int64_t> used;
+    for (size_t k = 0; k < exs.size(); ++k) {
+      const int64_t n = int64_t(exs[k].ids.size());
+      size_t r = rows.size();
+      if (cfg.sft.packing)
+        for (size_t q = 0; q < rows.size(); ++q)
+          if (used[q] + n <= W) {
+            r = q;
+            break;
+          }
+      if (r == rows.size()) rows.emplace_back(), used.push_back(0);
+      rows[r].push_back(k);
+      used[r] += n;
+    }
+    const int64_t R = int64_t(rows.size()), L = *std::max_element(used.begin(), used.end());
+    auto tokens = at::full({R, L}, tok->pad_id(), at::kLong);
+    auto seg = at::zeros({R, L}, at::kLong), pos = at::zeros({R, L}, at::kLong);
+    auto mask = at::zeros({R, L}, at::kFloat);  // mask[t] = 1: token t+1 is a response token
+    auto ta = tokens.accessor<int64_t, 2>(), sa = seg.accessor<int64_t, 2>(), pa = pos.accessor<int64_t, 2>();
+    auto ma = mask.accessor<float, 2>();
+    for (int64_t r = 0; r < R; ++r) {
+      int64_t off = 0, id = 0;
+      for (size_t k : rows[size_t(r)]) {
+        const auto& x = exs[k];
+        ++id;
+        for (int64_t t = 0; t < int64_t(x.ids.size()); ++t) {
+          ta[r][off + t] = x.ids[size_t(t)];
+          sa[r][off + t] = id;
+          pa[r][off + t] = t;
+          if (t >= x.prompt_len - 1 && t + 1 < int64_t(x.ids.size())) ma[r][off + t] = 1;
+        }
+        off += int64_t(x.ids.size());
+      }
+    }
+    policy->train(true);
+    opt->zero_grad();
+    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), pos.narrow(1, 0, L - 1), seg.narrow(1, 0, L - 1));
+    model::LogProbOptions lo;
+    lo.with_entropy = false;
+    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo);
+    auto m = mask.narrow(1, 0, L - 1);
+    auto loss = with_balance_loss(-(lp.logprobs * m).sum() / m.sum().clamp_min(1.0));
+    loss.backward();
+    if (cfg.optim.grad_clip > 0) torch::nn::utils::clip_grad_norm_(policy->parameters(), cfg.optim.grad_clip);
+    opt->step();
+    after_optimizer_step();
+    ++st.sft_step;
+    st.sft_position += B;
+    nlohmann::json j = {{"stage", "sft"},           {"step", st.sft_step},
+                        {"loss", loss.item<double>()}, {"rows", R},
+                        {"tokens", int64_t(m.sum().item<double>())},
+                        {"time_step", seconds_since(t0)}};
+    if (!policy->moe_layers().empty()) {
+      auto [stats, ratio] = take_load_stats();
+      j["moe_load_max_over_mean"] = ratio;
+      j["moe"] = stats;
+    }
+    metrics << j.dump() << "\n" << std::flush;
+    if (st.sft_step % (cfg.run.log_every * 20) == 0 || st.sft_step == cfg.sft.steps)
+      spdlog::info("sft  {:>4}/{} | loss {:.4f} | {} examples in {} rows", st.sft_step, cfg.sft.steps,
+                   loss.item<double>(), B, R);
   }
 
   // ---------------------------------------------------------------- evaluation
@@ -838,8 +937,19 @@ struct Trainer::Impl {
         policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
         spdlog::info("policy loaded from {}", cfg.model.path);
       }
+      if (!cfg.run.init_from.empty()) {  // the previous stage of a pipeline
+        std::string dir = cfg.run.init_from;
+        if (!fs::exists(fs::path(dir) / "manifest.json"))
+          if (auto latest = latest_checkpoint((fs::path(dir) / "checkpoints").string())) dir = *latest;
+        GRPO_CHECK(fs::exists(fs::path(dir) / "manifest.json"),
+                   "run.init_from = {}: neither a grpo checkpoint (manifest.json) nor a run directory "
+                   "with checkpoints", cfg.run.init_from);
+        auto ck = load_checkpoint(dir);
+        policy->load_parameters(ck.model, dir + "/model.safetensors");
+        spdlog::info("policy initialised from {}", dir);
+      }
       st = TrainState{};
-      st.stage = cfg.pretrain.steps > 0 ? "pretrain" : "grpo";
+      st.stage = cfg.pretrain.steps > 0 ? "pretrain" : cfg.sft.steps > 0 ? "sft" : "grpo";
       make_stage_optimizer();
       fs::remove(run_dir / "metrics.jsonl");
       fs::remove(run_dir / "eval.jsonl");
@@ -865,12 +975,28 @@ struct Trainer::Impl {
         }
       }
       spdlog::info("base stage done in {:.1f}s", seconds_since(t0));
-      st.stage = "grpo";
+      st.stage = cfg.sft.steps > 0 ? "sft" : "grpo";
       make_stage_optimizer();
       evaluate_and_log("base");
       save(tag());
     } else if (!resumed) {
       evaluate_and_log("base");
+    }
+    if (st.stage == "sft") {
+      auto t0 = Clock::now();
+      while (st.sft_step < cfg.sft.steps) {
+        sft_step();
+        if (stop_early && stop_early(st)) {
+          save(tag());
+          spdlog::info("stopped early at SFT step {}", st.sft_step);
+          return;
+        }
+      }
+      spdlog::info("SFT stage done in {:.1f}s", seconds_since(t0));
+      st.stage = "grpo";
+      make_stage_optimizer();
+      evaluate_and_log("sft");
+      save(tag());
     }
     if (cfg.grpo.kl_coef > 0 && !ref) {
       ref = std::make_unique<model::Transformer>(cfg.model);

@@ -74,6 +74,39 @@ TEST(Transformer, LeftPaddingDoesNotChangeRealTokens) {
   EXPECT_FALSE(m.logits(m.forward(padded, pos, mask)).isnan().any().item<bool>());
 }
 
+// Packed sequences (SFT packing): segment ids keep each example to itself, positions restart.
+TEST(Transformer, PackedSegmentsEqualSeparateSequences) {
+  for (bool mla : {false, true}) {
+    at::manual_seed(3);
+    auto cfg = tiny_config();
+    if (mla) {
+      cfg.model_type = "deepseek_v3";
+      cfg.num_key_value_heads = cfg.num_attention_heads;
+      cfg.q_lora_rank = 0;
+      cfg.kv_lora_rank = 8;
+      cfg.qk_nope_head_dim = 4;
+      cfg.qk_rope_head_dim = 4;
+      cfg.v_head_dim = 8;
+    }
+    Transformer m(cfg);
+    m.train(false);
+    at::NoGradGuard g;
+    auto a = at::randint(1, 23, {1, 5}, at::kLong), b = at::randint(1, 23, {1, 7}, at::kLong);
+    auto ra = m.logits(m.forward(a)), rb = m.logits(m.forward(b));
+    // [a | b | 2 pads]
+    auto packed = at::cat({a, b, at::zeros({1, 2}, at::kLong)}, 1);
+    auto seg = at::cat({at::full({1, 5}, 1, at::kLong), at::full({1, 7}, 2, at::kLong), at::zeros({1, 2}, at::kLong)}, 1);
+    auto pos = at::cat({at::arange(5, at::kLong), at::arange(7, at::kLong), at::zeros({2}, at::kLong)}).view({1, 14});
+    auto out = m.logits(m.forward(packed, pos, seg));
+    EXPECT_LT((out.narrow(1, 0, 5) - ra).abs().max().item<double>(), 1e-5) << mla;
+    EXPECT_LT((out.narrow(1, 5, 7) - rb).abs().max().item<double>(), 1e-5) << mla;
+    EXPECT_FALSE(out.isnan().any().item<bool>());
+    // without the segments, b's tokens would see a's: the outputs differ
+    auto leaky = m.logits(m.forward(packed, pos, at::ones({1, 14}, at::kBool)));
+    EXPECT_GT((leaky.narrow(1, 5, 7) - rb).abs().max().item<double>(), 1e-3) << mla;
+  }
+}
+
 TEST(TokenLogProbs, MatchesFullLogSoftmaxAndGradients) {
   at::manual_seed(3);
   for (double temp : {1.0, 0.7}) {

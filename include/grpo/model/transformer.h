@@ -34,7 +34,9 @@ class Transformer {
   ///  positions      [batch, seq] int64 RoPE positions; undefined: past .. past+seq-1
   ///  attention_mask [batch, past + seq] bool, true = a real token; undefined: all real.
   ///                 Padding is allowed anywhere (left-padded prompts); padded queries attend
-  ///                 to themselves only, so no row is ever all -inf.
+  ///                 to themselves only, so no row is ever all -inf. An integer mask holds
+  ///                 segment ids instead (packed sequences: a token attends only to earlier
+  ///                 tokens of its own segment; 0 = padding); positions then restart per segment.
   ///  cache          when given, past keys/values are read from it and the new ones appended.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions = {},
                      const at::Tensor& attention_mask = {}, KVCache* cache = nullptr);

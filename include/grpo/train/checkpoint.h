@@ -15,8 +15,10 @@
 namespace grpo::train {
 
 struct TrainState {
-  std::string stage = "pretrain";  // pretrain | grpo | done
+  std::string stage = "pretrain";  // pretrain | sft | grpo | done
   int64_t pretrain_step = 0;       // base-stage optimizer steps done
+  int64_t sft_step = 0;            // SFT-stage optimizer steps done
+  int64_t sft_position = 0;        // SFT examples consumed
   int64_t rollout_step = 0;        // GRPO generation rounds done
   int64_t optimizer_step = 0;      // GRPO optimizer steps done
   int64_t ref_version = 0;         // optimizer step at which the reference was last refreshed

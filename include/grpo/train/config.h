@@ -26,6 +26,8 @@ struct RunConfig {
   int64_t threads = 0;          // 0 = all cores
   int64_t log_every = 1;        // console line every N rollout steps (metrics.jsonl: every step)
 
+  std::string init_from;        // a grpo checkpoint whose weights start a fresh run
+
   void visit(core::ConfigVisitor& v) {
     v.field("dir", dir, "run directory: config.yaml, metrics.jsonl, eval.jsonl, checkpoints/");
     v.field("seed", seed, "seed of model init, data order and sampling", core::at_least(0));
@@ -34,6 +36,9 @@ struct RunConfig {
             "or a checkpoint directory");
     v.field("threads", threads, "CPU threads for LibTorch; 0 = all cores", core::at_least(0));
     v.field("log_every", log_every, "console line every N rollout steps", core::at_least(1));
+    v.field("init_from", init_from, "a grpo checkpoint directory (or a run directory: its latest "
+            "checkpoint) whose policy weights start this run -- how the stages of a multi-stage "
+            "pipeline hand over; empty = model.path or a new model. Ignored when resuming");
   }
 };
 
@@ -65,6 +70,34 @@ struct PretrainConfig {
     v.field("batch_size", batch_size, "demonstrations per step", core::at_least(1));
     v.field("lr", lr, "AdamW learning rate", core::positive());
     v.field("weight_decay", weight_decay, "AdamW weight decay", core::at_least(0));
+  }
+};
+
+/// Supervised fine-tuning on JSONL demonstrations (R1's cold start, or SFT on rejection-sampled
+/// data), before GRPO: loss on the response tokens only, examples packed into rows.
+struct SftConfig {
+  std::string data;
+  std::string question_field = "question";
+  std::string response_field = "response";
+  int64_t steps = 0;
+  int64_t batch_size = 64;  // examples per optimizer step
+  double lr = 1e-4;
+  double weight_decay = 0.0;
+  bool packing = true;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("data", data, "JSONL of demonstrations, one {question, response} object per line "
+            "(grpo_sample writes them); the question is formatted by the prompt section as in "
+            "training, the response follows it and ends with EOS");
+    v.field("question_field", question_field, "key of the question (dots reach nested keys)");
+    v.field("response_field", response_field, "key of the response to imitate");
+    v.field("steps", steps, "optimizer steps of the SFT stage (after the base stage, before GRPO); "
+            "0 = no SFT stage", core::at_least(0));
+    v.field("batch_size", batch_size, "examples per optimizer step", core::at_least(1));
+    v.field("lr", lr, "AdamW learning rate", core::positive());
+    v.field("weight_decay", weight_decay, "AdamW weight decay", core::at_least(0));
+    v.field("packing", packing, "pack several examples into one row (attention stays within each "
+            "example; positions restart) instead of one padded row per example");
   }
 };
 
@@ -287,6 +320,7 @@ struct Config {
   data::ArithmeticConfig task;
   text::PromptConfig prompt;
   PretrainConfig pretrain;
+  SftConfig sft;
   rollout::SamplingParams rollout;
   GrpoConfig grpo;
   OptimConfig optim;
@@ -308,6 +342,8 @@ struct Config {
     v.section("prompt", "how a question becomes the prompt (same in training, evaluation and "
               "grpo_generate)", prompt);
     v.section("pretrain", "base stage: supervised training on imperfect demonstrations", pretrain);
+    v.section("sft", "supervised fine-tuning on JSONL demonstrations (cold start, rejection-sampled "
+              "data)", sft);
     v.section("rollout", "sampling of GRPO rollouts", rollout);
     v.section("grpo", "GRPO algorithm", grpo);
     v.section("optim", "optimizer of the GRPO stage", optim);
