@@ -49,6 +49,30 @@ std::string trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
 
+// A conversation in the common chat format: an optional system message, one user message, and
+// the assistant's reply last. Returns what is wrong with it, or "".
+std::string read_messages(const nlohmann::json& msgs, Example& ex) {
+  int users = 0;
+  for (const auto& m : msgs)
+    users += m.is_object() && m.contains("role") && m["role"].is_string() && m["role"].get<std::string>() == "user";
+  if (users > 1) return "a conversation needs exactly one user message (multi-turn chats are not supported), found " + std::to_string(users);
+  users = 0;
+  for (size_t k = 0; k < msgs.size(); ++k) {
+    const auto& m = msgs[k];
+    if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string())
+      return "message " + std::to_string(k) + " is not an object with role and content";
+    const std::string role = m["role"].get<std::string>(), content = as_text(m["content"]);
+    if (role == "system") ex.system = content;
+    else if (role == "user") ++users, ex.prompt = content;
+    else if (role == "assistant" && k + 1 == msgs.size()) ex.answer = content;
+    else return "message " + std::to_string(k) + ": unexpected role '" + role + "' (expected system, user, then assistant last)";
+  }
+  if (users != 1) return "a conversation needs exactly one user message (multi-turn chats are not supported), found " + std::to_string(users);
+  if (ex.prompt.empty()) return "the user message is empty";
+  if (ex.answer.empty()) return "the last message must be a non-empty assistant message";
+  return "";
+}
+
 }  // namespace
 
 JsonlDataset::JsonlDataset(const JsonlDatasetConfig& config, uint64_t seed) : config_(config), seed_(seed) {
@@ -67,7 +91,9 @@ JsonlDataset::JsonlDataset(const JsonlDatasetConfig& config, uint64_t seed) : co
     } else {
       const auto* p = find_path(j, config.prompt_field);
       const auto* a = find_path(j, config.answer_field);
-      if (!p) problem = "no field '" + config.prompt_field + "'";
+      if (p && p->is_array() && config.answer_field == config.prompt_field) {
+        problem = read_messages(*p, ex);  // a chat: [{role, content}, ...]
+      } else if (!p) problem = "no field '" + config.prompt_field + "'";
       else if (!a) problem = "no field '" + config.answer_field + "'";
       else if ((ex.prompt = as_text(*p)).empty()) problem = "field '" + config.prompt_field + "' is empty or not text";
       else if ((ex.answer = as_text(*a)).empty()) problem = "field '" + config.answer_field + "' is empty or not text";

@@ -397,7 +397,15 @@ struct Trainer::Impl {
     for (int64_t j = 0; j < B; ++j) {
       const auto& e = sft_data->sample(st.sft_position + j);
       Ex x;
-      x.ids = prompt_ids({e.prompt, "", fmt::format("{}:{}", cfg.sft.data, e.line)});
+      if (e.system.empty()) {
+        x.ids = prompt_ids({e.prompt, "", fmt::format("{}:{}", cfg.sft.data, e.line)});
+      } else {  // a chat line's own system message
+        GRPO_CHECK(cfg.prompt.chat != "none", "{}:{}: a system message needs a chat format (prompt.chat)",
+                   cfg.sft.data, e.line);
+        auto pc = cfg.prompt;
+        pc.system = e.system;
+        x.ids = text::encode_prompt(pc, *tok, e.prompt);
+      }
       x.prompt_len = int64_t(x.ids.size());
       auto r = tok->encode(e.answer);
       x.ids.insert(x.ids.end(), r.begin(), r.end());

@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -101,4 +103,33 @@ TEST(JsonlDataset, SeededShufflePerEpochIsResumable) {
   c.shuffle = false;
   JsonlDataset plain(c, 7);
   EXPECT_EQ(plain.sample(53).prompt, "q3");
+}
+
+// Chat-format lines (SFT): question and response fields both name the messages list.
+TEST(JsonlDataset, ChatMessagesGiveQuestionResponseAndSystem) {
+  JsonlDatasetConfig c;
+  c.prompt_field = c.answer_field = "messages";
+  c.path = write("chat.jsonl",
+                 R"({"messages": [{"role": "user", "content": "1+1="}, {"role": "assistant", "content": "<answer>2</answer>"}]})"
+                 "\n"
+                 R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]})"
+                 "\n");
+  JsonlDataset d(c, 0);
+  ASSERT_EQ(d.size(), 2);
+  EXPECT_EQ(d.examples()[0].prompt, "1+1=");
+  EXPECT_EQ(d.examples()[0].answer, "<answer>2</answer>");
+  EXPECT_EQ(d.examples()[0].system, "");
+  EXPECT_EQ(d.examples()[1].system, "Be brief.");
+  EXPECT_EQ(d.examples()[1].answer, "4");
+  for (auto [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]})",
+            "exactly one user message"},
+           {R"({"messages": [{"role": "assistant", "content": "b"}, {"role": "user", "content": "a"}]})", "unexpected role 'assistant'"},
+           {R"({"messages": [{"role": "user", "content": "a"}]})", "assistant message"},
+           {R"({"messages": [{"role": "user"}]})", "role and content"}}) {
+    c.path = write("chat_bad.jsonl", text + "\n");
+    auto e = grpo::test_util::error_of([&] { JsonlDataset(c, 0); });
+    EXPECT_NE(e.find("chat_bad.jsonl:1"), std::string::npos) << e;
+    EXPECT_NE(e.find(want), std::string::npos) << e;
+  }
 }

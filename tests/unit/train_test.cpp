@@ -511,6 +511,23 @@ TEST(Sft, PackingGivesTheSameLossAndTheStageTeaches) {
   EXPECT_EQ(ev[1]["stage"], "sft");
   EXPECT_EQ(ta.state().sft_step, 60);
   EXPECT_EQ(train::load_checkpoint(a + "/checkpoints/step-000000").state.sft_step, 60);
+  // chat-format lines train the same way; a system message needs a chat format
+  auto chat = tmpdir("sft_chat");
+  auto cm = tiny_run(chat, 0);
+  cm.sft.data = chat + "/chat.jsonl";
+  {
+    std::ofstream f(cm.sft.data);
+    f << R"({"messages": [{"role": "user", "content": "12+34="}, {"role": "assistant", "content": "<think>4,6</think><answer>46</answer>"}]})" << "\n";
+    f << R"({"messages": [{"role": "system", "content": "add"}, {"role": "user", "content": "1+2="}, {"role": "assistant", "content": "3"}]})" << "\n";
+  }
+  cm.sft.question_field = cm.sft.response_field = "messages";
+  cm.sft.steps = 1;
+  cm.sft.batch_size = 1;  // position 0 of the seeded order: line 1
+  EXPECT_NO_THROW(train::Trainer(cm).run());
+  cm.sft.batch_size = 2;
+  cm.run.resume = "never";
+  auto se = error_of([&] { train::Trainer(cm).run(); });
+  EXPECT_NE(se.find("chat.jsonl:2: a system message needs a chat format"), std::string::npos) << se;
   // a response that does not fit is an error naming the file and line
   auto bad = tmpdir("sft_bad");
   auto cc = tiny_run(bad, 0);

@@ -56,7 +56,8 @@ struct DataConfig {
 struct Example {
   std::string prompt;
   std::string answer;
-  int64_t line = 0;  // 1-based line in the file
+  std::string system;  // chat lines only: the conversation's system message
+  int64_t line = 0;    // 1-based line in the file
 };
 
 class JsonlDataset {

@@ -77,7 +77,7 @@ struct PretrainConfig {
 /// data), before GRPO: loss on the response tokens only, examples packed into rows.
 struct SftConfig {
   std::string data;
-  std::string question_field = "question";
+  std::string question_field = "question";  // "messages" in both: chat-format lines
   std::string response_field = "response";
   int64_t steps = 0;
   int64_t batch_size = 64;  // examples per optimizer step
@@ -89,7 +89,10 @@ struct SftConfig {
     v.field("data", data, "JSONL of demonstrations, one {question, response} object per line "
             "(grpo_sample writes them); the question is formatted by the prompt section as in "
             "training, the response follows it and ends with EOS");
-    v.field("question_field", question_field, "key of the question (dots reach nested keys)");
+    v.field("question_field", question_field, "key of the question (dots reach nested keys); "
+            "with response_field the same key holding a chat [{role, content}, ...] (system, one "
+            "user, the assistant last), the user turn is the question, the assistant's the response "
+            "and a system message replaces prompt.system");
     v.field("response_field", response_field, "key of the response to imitate");
     v.field("steps", steps, "optimizer steps of the SFT stage (after the base stage, before GRPO); "
             "0 = no SFT stage", core::at_least(0));
