@@ -972,40 +972,35 @@ struct Trainer::Impl {
     spdlog::info("policy: {} parameters, vocab {}, run directory {}", policy->num_parameters(),
                  cfg.model.vocab_size, run_dir.string());
 
-    if (st.stage == "pretrain") {
+    // The supervised stages: steps until `total`, then hand over to `next` (evaluated and saved as
+    // `label`); false when stopped early (saved).
+    auto supervised_stage = [&](const char* label, int64_t& done, int64_t total, const std::function<void()>& step,
+                                const std::string& next) {
       auto t0 = Clock::now();
-      while (st.pretrain_step < cfg.pretrain.steps) {
-        pretrain_step();
+      while (done < total) {
+        step();
         if (stop_early && stop_early(st)) {
           save(tag());
-          spdlog::info("stopped early at base step {}", st.pretrain_step);
-          return;
+          spdlog::info("stopped early at {} step {}", label, done);
+          return false;
         }
       }
-      spdlog::info("base stage done in {:.1f}s", seconds_since(t0));
-      st.stage = cfg.sft.steps > 0 ? "sft" : "grpo";
+      spdlog::info("{} stage done in {:.1f}s", label, seconds_since(t0));
+      st.stage = next;
       make_stage_optimizer();
-      evaluate_and_log("base");
+      evaluate_and_log(label);
       save(tag());
+      return true;
+    };
+    if (st.stage == "pretrain") {
+      if (!supervised_stage("base", st.pretrain_step, cfg.pretrain.steps, [&] { pretrain_step(); },
+                            cfg.sft.steps > 0 ? "sft" : "grpo"))
+        return;
     } else if (!resumed) {
       evaluate_and_log("base");
     }
-    if (st.stage == "sft") {
-      auto t0 = Clock::now();
-      while (st.sft_step < cfg.sft.steps) {
-        sft_step();
-        if (stop_early && stop_early(st)) {
-          save(tag());
-          spdlog::info("stopped early at SFT step {}", st.sft_step);
-          return;
-        }
-      }
-      spdlog::info("SFT stage done in {:.1f}s", seconds_since(t0));
-      st.stage = "grpo";
-      make_stage_optimizer();
-      evaluate_and_log("sft");
-      save(tag());
-    }
+    if (st.stage == "sft" && !supervised_stage("sft", st.sft_step, cfg.sft.steps, [&] { sft_step(); }, "grpo"))
+      return;
     if (cfg.grpo.kl_coef > 0 && !ref) {
       ref = std::make_unique<model::Transformer>(cfg.model);
       ref->copy_from(*policy);
