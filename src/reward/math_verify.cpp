@@ -1300,11 +1300,33 @@ struct Comparer {
       for (auto& e : expand_pm(solution ? x.ch[1] : x)) items.push_back(e);
     };
     if (n.kind == Node::kSet || n.kind == Node::kList) {
+      if (auto tuples = assignment_tuples(n)) return *tuples;
       for (auto& c : n.ch) add_items(c);
     } else {
       add_items(n);
     }
     return items;
+  }
+  // "p=5,q=2;p=7,q=2": assignments to the same k >= 2 unknowns, repeated in the same order, are
+  // the solutions (5, 2), (7, 2).
+  std::optional<std::vector<Node>> assignment_tuples(const Node& list) {
+    std::vector<std::string> names;
+    for (auto& c : list.ch) {
+      if (c.kind != Node::kRel || c.name != "= " || c.ch.size() != 2 || c.ch[0].kind != Node::kSym) return std::nullopt;
+      names.push_back(c.ch[0].name);
+    }
+    size_t k = 1;
+    while (k < names.size() && names[k] != names[0]) ++k;
+    if (k < 2 || k == names.size() || names.size() % k != 0) return std::nullopt;
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] != names[i % k]) return std::nullopt;
+    std::vector<Node> out;
+    for (size_t g = 0; g < names.size(); g += k) {
+      std::vector<Node> values;
+      for (size_t i = g; i < g + k; ++i) values.push_back(list.ch[i].ch[1]);
+      out.push_back(op(Node::kTuple, values));
+    }
+    return out;
   }
   bool set_equal(const std::vector<Node>& a, const std::vector<Node>& b) {
     auto covered = [&](const std::vector<Node>& x, const std::vector<Node>& y) {
