@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs whatever is missing to build grpo; fast no-op when everything is there.
-#  - Debian packages: compiler, CMake, Ninja, ccache, yaml-cpp, spdlog, fmt, nlohmann-json, GoogleTest
+#  - Debian packages: compiler, CMake, Ninja, ccache, yaml-cpp, spdlog, fmt, nlohmann-json, GoogleTest,
+#    gloo headers (libgloo-dev: only the declarations c10d's ProcessGroupGloo.hpp needs; the gloo
+#    code that runs is the copy inside libtorch_cpu, so libgloo itself is never linked)
 #  - LibTorch: the PyPI `torch` wheel at the version pinned in TORCH_VERSION, installed into a
 #    virtual environment outside the work tree (GRPO_VENV, default ~/.local/share/grpo/venv), so
 #    every clone reuses it. Skipped when the user points at a LibTorch (Torch_DIR or LIBTORCH_DIR).
@@ -15,7 +17,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 need_pkgs=()
 for p in g++ cmake ninja-build ccache pkg-config libyaml-cpp-dev libspdlog-dev libfmt-dev \
          libpcre2-dev libutf8proc-dev clang libclang-rt-dev \
-         nlohmann-json3-dev libgtest-dev python3; do
+         nlohmann-json3-dev libgtest-dev libgloo-dev python3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 # python3 may come from elsewhere (pyenv); only ask apt for it when there is none at all

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start 2: set up what is missing, build everything, and run the whole test suite
-# (labels: unit, learning; gpu tests skip without a GPU). Extra arguments go to ctest,
+# (labels: unit, learning, multiprocess, sandbox, install, hf_roundtrip, fuzz; gpu tests skip
+# without a GPU). Extra arguments go to ctest,
 # e.g.  scripts/test.sh -L unit
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

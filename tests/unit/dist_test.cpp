@@ -1,10 +1,24 @@
 // Launch environments (torchrun, mpirun, srun): rank, world, local rank and rendezvous, and clear
 // errors for inconsistent ones.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
 #include <map>
 #include <string>
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "grpo/core/error.h"
+#include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
 #include "test_util.h"
 
@@ -94,4 +108,160 @@ TEST(Launch, GrpoTrainRefusesSeveralProcesses) {
                                           &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("rank 1 of 2 processes started by torchrun"), std::string::npos) << out;
+}
+
+// ---- collectives across real processes (Gloo over TCP on this machine), started the way torchrun
+// would: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. The worker is this same test
+// binary running DistWorker.Run.
+
+namespace {
+
+int free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+struct Worker {
+  int rc = -1;
+  std::string out;
+};
+
+// Starts `ranks` of a world of `world` processes running `scenario`; waits for all of them.
+std::vector<Worker> run_workers(int world, const std::vector<int>& ranks, const std::string& scenario,
+                                int timeout_ms) {
+  const int port = free_port();
+  const std::string dir = grpo::test_util::tmpdir("dist_" + scenario + "_" + std::to_string(world));
+  std::vector<std::pair<pid_t, std::string>> procs;
+  for (int r : ranks) {
+    const std::string log = dir + "/rank" + std::to_string(r) + ".log";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      ::setenv("GRPO_DIST_SCENARIO", scenario.c_str(), 1);
+      ::setenv("GRPO_DIST_TIMEOUT_MS", std::to_string(timeout_ms).c_str(), 1);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execl("/proc/self/exe", "grpo_unit_tests", "--gtest_filter=DistWorker.Run", (char*)nullptr);
+      ::_exit(127);
+    }
+    procs.emplace_back(pid, log);
+  }
+  std::vector<Worker> out;
+  for (auto& [pid, log] : procs) {
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    Worker w;
+    w.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    std::ifstream in(log);
+    w.out.assign(std::istreambuf_iterator<char>(in), {});
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(DistWorker, Run) {
+  const char* scenario = std::getenv("GRPO_DIST_SCENARIO");
+  if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
+  const auto launch = grpo::dist::detect_launch();
+  const auto timeout = std::chrono::milliseconds(std::atoi(std::getenv("GRPO_DIST_TIMEOUT_MS")));
+  std::unique_ptr<grpo::dist::Comm> comm;
+  try {
+    comm = grpo::dist::Comm::connect(launch, timeout);
+  } catch (const grpo::Error& e) {
+    std::cout << "ERROR " << e.what() << "\n";
+    std::exit(3);
+  }
+  const int64_t r = comm->rank(), n = comm->size();
+  if (std::string(scenario) == "exit_after_join") {
+    if (r == n - 1) std::exit(0);  // the last rank leaves without a word
+    auto t = at::ones({4});
+    try {
+      comm->all_reduce_sum(t);
+    } catch (const grpo::Error& e) {
+      std::cout << "ERROR " << e.what() << "\n";
+      std::exit(3);
+    }
+    std::exit(0);
+  }
+  // sum, max, broadcast, all-gather, uneven all-to-all
+  auto s = at::full({3}, double(r + 1), at::kDouble);
+  comm->all_reduce_sum(s);
+  EXPECT_TRUE(s.equal(at::full({3}, double(n * (n + 1) / 2), at::kDouble)));
+  auto m = at::tensor({double(r), double(-r)}, at::kDouble);
+  comm->all_reduce_max(m);
+  EXPECT_EQ(m[0].item<double>(), double(n - 1));
+  EXPECT_EQ(m[1].item<double>(), 0.0);
+  auto b = at::full({2}, double(r), at::kFloat);
+  comm->broadcast(b, n - 1);
+  EXPECT_EQ(b[0].item<float>(), float(n - 1));
+  auto g = comm->all_gather(at::full({2}, int64_t(10 * r), at::kLong));
+  ASSERT_EQ(int64_t(g.size()), n);
+  for (int64_t k = 0; k < n; ++k) EXPECT_EQ(g[k][1].item<int64_t>(), 10 * k);
+  // rank r sends (r + k + 1) rows to rank k, each row = [r, k]
+  std::vector<int64_t> send;
+  std::vector<at::Tensor> rows;
+  for (int64_t k = 0; k < n; ++k) {
+    send.push_back(r + k + 1);
+    rows.push_back(at::tensor({r, k}, at::kLong).repeat({r + k + 1, 1}));
+  }
+  std::vector<int64_t> recv;
+  auto got = comm->all_to_all(at::cat(rows), send, &recv);
+  int64_t off = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    EXPECT_EQ(recv[k], k + r + 1);
+    for (int64_t i = 0; i < recv[k]; ++i, ++off) {
+      EXPECT_EQ(got[off][0].item<int64_t>(), k);
+      EXPECT_EQ(got[off][1].item<int64_t>(), r);
+    }
+  }
+  comm->barrier();
+  std::cout << "rank " << r << " of " << n << " ok\n";
+}
+
+TEST(Dist, CollectivesAcrossTwoAndFourProcesses) {
+  for (int world : {2, 4}) {
+    std::vector<int> ranks;
+    for (int r = 0; r < world; ++r) ranks.push_back(r);
+    auto ws = run_workers(world, ranks, "collectives", 20000);
+    for (int r = 0; r < world; ++r) {
+      EXPECT_EQ(ws[r].rc, 0) << "rank " << r << " of " << world << ":\n" << ws[r].out;
+      EXPECT_NE(ws[r].out.find("rank " + std::to_string(r) + " of " + std::to_string(world) + " ok"), std::string::npos)
+          << ws[r].out;
+    }
+  }
+}
+
+TEST(Dist, AMissingRankIsNamedWithinTheTimeout) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto ws = run_workers(3, {0, 1}, "collectives", 2000);  // rank 2 never starts
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& w : ws) {
+    EXPECT_EQ(w.rc, 3) << w.out;
+    EXPECT_NE(w.out.find("rank 2 did not join the rendezvous at 127.0.0.1:"), std::string::npos) << w.out;
+  }
+  EXPECT_LT(s, 30.0);  // a safety net: the 2 s timeout, not a hang
+}
+
+TEST(Dist, ARankThatDiesIsAnErrorOnTheOthers) {
+  auto ws = run_workers(3, {0, 1, 2}, "exit_after_join", 3000);
+  EXPECT_EQ(ws[2].rc, 0);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(ws[r].rc, 3) << ws[r].out;
+    EXPECT_NE(ws[r].out.find("all_reduce_sum failed"), std::string::npos) << ws[r].out;
+    EXPECT_NE(ws[r].out.find("another rank has died or stopped responding"), std::string::npos) << ws[r].out;
+  }
 }
