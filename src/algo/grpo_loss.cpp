@@ -79,9 +79,15 @@ LossAggregation parse_loss_aggregation(const std::string& name) {
 
 at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode, int64_t max_tokens) {
   auto m = mask.is_floating_point() ? mask : mask.to(at::kFloat);
-  const double rows = double(std::max<int64_t>(1, mask.size(0)));
+  return aggregation_weights(m, mode, max_tokens, double(mask.size(0)), m.sum().item<double>());
+}
+
+at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode, int64_t max_tokens, double total_rows,
+                               double total_tokens) {
+  auto m = mask.is_floating_point() ? mask : mask.to(at::kFloat);
+  const double rows = std::max(1.0, total_rows);
   switch (mode) {
-    case LossAggregation::kTokenMean: return m / m.sum().clamp_min(1.0);
+    case LossAggregation::kTokenMean: return m / std::max(1.0, total_tokens);
     case LossAggregation::kSeqMeanTokenSumNorm:
       GRPO_CHECK(max_tokens > 0, "aggregation seq-mean-token-sum-norm needs the response-length limit");
       return m / (rows * double(max_tokens));

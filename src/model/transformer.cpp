@@ -528,6 +528,12 @@ moe::Routing Transformer::last_routing(int64_t layer) const { return moe_of(*imp
 
 at::Tensor Transformer::expert_load(int64_t layer) const { return moe_of(*impl_, layer)->load.clone(); }
 
+void Transformer::set_expert_load(int64_t layer, const at::Tensor& load) {
+  auto& l = moe_of(*impl_, layer)->load;
+  GRPO_CHECK(load.sizes() == l.sizes(), "set_expert_load: {} counts for {} experts", load.numel(), l.numel());
+  l.copy_(load);
+}
+
 void Transformer::reset_expert_load() {
   for (auto l : moe_layers()) moe_of(*impl_, l)->load.zero_();
 }

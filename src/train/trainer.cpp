@@ -15,6 +15,8 @@
 
 #include "grpo/algo/grpo_loss.h"
 #include "grpo/core/error.h"
+#include "grpo/dist/comm.h"
+#include "grpo/dist/launch.h"
 #include "grpo/core/rng.h"
 #include "grpo/data/arithmetic.h"
 #include "grpo/data/jsonl_dataset.h"
@@ -76,8 +78,19 @@ struct Trainer::Impl {
   std::unique_ptr<reward::RewardPool> reward_pool;  // scores while the rollout generates
   TrainState st;
   std::ofstream metrics, evals;
+  std::unique_ptr<dist::Comm> comm;  // the data-parallel ranks (one process: a no-op)
+  bool leader() const { return comm->rank() == 0; }
 
   explicit Impl(Config c) : cfg(std::move(c)) {
+    const auto launch = dist::detect_launch();
+    if (launch.world_size > 1) {  // checked before the rendezvous: every rank fails alike, at once
+      GRPO_CHECK(cfg.grpo.prompts_per_step % launch.world_size == 0, "grpo.prompts_per_step ({}) must split "
+                 "evenly over the {} data-parallel processes (whole groups stay on one rank)",
+                 cfg.grpo.prompts_per_step, launch.world_size);
+      GRPO_CHECK(!cfg.grpo.dynamic_sampling, "grpo.dynamic_sampling is not supported with several processes yet");
+      if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
+    }
+    comm = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)));
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
     tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);
@@ -130,7 +143,48 @@ struct Trainer::Impl {
     auto b = policy->take_balance_loss();
     return b.defined() ? loss + b : loss;
   }
+  // Element-wise sum (or max) of `v` over the data-parallel ranks, in place.
+  void reduce(std::vector<double>& v, bool max) {
+    auto t = at::tensor(v, at::kDouble);
+    if (max) comm->all_reduce_max(t);
+    else comm->all_reduce_sum(t);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = t[int64_t(i)].item<double>();
+  }
+  // Data parallel: every rank's gradient becomes the sum over ranks (each rank's loss already
+  // carries the whole mini-batch's normalisation), all-reduced in buckets of ~16 MB.
+  void all_reduce_gradients() {
+    std::vector<at::Tensor> grads;
+    for (auto& p : policy->parameters()) {
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+    const int64_t bucket_bytes = int64_t(16) << 20;
+    for (size_t i = 0; i < grads.size();) {
+      size_t j = i;
+      int64_t bytes = 0;
+      const auto dtype = grads[i].scalar_type();
+      while (j < grads.size() && grads[j].scalar_type() == dtype && (j == i || bytes + grads[j].nbytes() <= size_t(bucket_bytes)))
+        bytes += int64_t(grads[j].nbytes()), ++j;
+      std::vector<at::Tensor> flat;
+      for (size_t k = i; k < j; ++k) flat.push_back(grads[k].reshape({-1}));
+      auto bucket = at::cat(flat);
+      comm->all_reduce_sum(bucket);
+      int64_t off = 0;
+      for (size_t k = i; k < j; ++k) {
+        const int64_t n = grads[k].numel();
+        grads[k].copy_(bucket.narrow(0, off, n).view_as(grads[k]));
+        off += n;
+      }
+      i = j;
+    }
+  }
   void after_optimizer_step() {
+    if (comm->size() > 1)  // balance on the load of the whole data-parallel batch
+      for (auto layer : policy->moe_layers()) {
+        auto l = policy->expert_load(layer);
+        comm->all_reduce_sum(l);
+        policy->set_expert_load(layer, l);
+      }
     for (auto layer : policy->moe_layers()) {
       auto l = policy->expert_load(layer);
       auto& acc = step_load[layer];
@@ -252,6 +306,7 @@ struct Trainer::Impl {
   }
 
   void save(const std::string& tag) {
+    if (!leader()) return;  // every rank holds the same state
     Checkpoint ck;
     ck.state = st;
     ck.model = policy->named_parameters();
@@ -290,12 +345,12 @@ struct Trainer::Impl {
       ref->train(false);
     }
     const TrainState s = st;
-    filter_jsonl(run_dir / "metrics.jsonl", [&](const nlohmann::json& j) {
+    if (leader()) filter_jsonl(run_dir / "metrics.jsonl", [&](const nlohmann::json& j) {
       if (j.value("stage", "") == "pretrain") return j.value("step", 0) <= s.pretrain_step;
       if (j.value("stage", "") == "sft") return j.value("step", 0) <= s.sft_step;
       return s.stage == "grpo" && j.value("step", 0) <= s.rollout_step;
     });
-    filter_jsonl(run_dir / "eval.jsonl", [&](const nlohmann::json& j) {
+    if (leader()) filter_jsonl(run_dir / "eval.jsonl", [&](const nlohmann::json& j) {
       return s.stage == "grpo" && j.value("step", 0) <= s.rollout_step;
     });
     spdlog::info("resumed from {} (stage {}, base step {}, rollout step {}, optimizer step {})",
@@ -377,7 +432,7 @@ struct Trainer::Impl {
       j["moe_load_max_over_mean"] = ratio;
       j["moe"] = stats;
     }
-    metrics << j.dump() << "\n" << std::flush;
+    if (leader()) metrics << j.dump() << "\n" << std::flush;
     if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
       spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss.item<double>());
   }
@@ -473,7 +528,7 @@ struct Trainer::Impl {
       j["moe_load_max_over_mean"] = ratio;
       j["moe"] = stats;
     }
-    metrics << j.dump() << "\n" << std::flush;
+    if (leader()) metrics << j.dump() << "\n" << std::flush;
     if (st.sft_step % (cfg.run.log_every * 20) == 0 || st.sft_step == cfg.sft.steps)
       spdlog::info("sft  {:>4}/{} | loss {:.4f} | {} examples in {} rows", st.sft_step, cfg.sft.steps,
                    loss.item<double>(), B, R);
@@ -522,7 +577,7 @@ struct Trainer::Impl {
     return r;
   }
   void evaluate_and_log(const std::string& stage) {
-    if (eval_count() == 0) return;  // no held-out set (data.eval empty)
+    if (eval_count() == 0 || !leader()) return;  // no held-out set (data.eval empty); rank 0 evaluates
     auto t0 = Clock::now();
     auto r = evaluate();
     nlohmann::json j = {{"step", st.rollout_step},
@@ -618,9 +673,11 @@ struct Trainer::Impl {
     int64_t prompts_used = 0, groups_dropped = 0;
     double reward_busy = 0, reward_wait = 0;
     int64_t reward_timeouts = 0;
+    const int64_t dp = comm->size(), local_prompts = g.prompts_per_step / dp;
     for (int64_t r = 0; r < (g.dynamic_sampling ? g.dynamic_sampling_max_rounds : 1); ++r) {
-      const int64_t want = g.prompts_per_step - int64_t(kept.size());
-      rounds.push_back(rollout_round(st.data_position + prompts_used, want, R_max));
+      const int64_t want = local_prompts - int64_t(kept.size());
+      // data parallel: rank k generates prompts [k P/dp, (k+1) P/dp) of the step (whole groups)
+      rounds.push_back(rollout_round(st.data_position + comm->rank() * local_prompts + prompts_used, want, R_max));
       prompts_used += want;
       const auto& rd = rounds.back();
       reward_busy += rd.reward_busy;
@@ -652,9 +709,14 @@ struct Trainer::Impl {
       for (auto [ri, q] : kept)
         for (int64_t k = 0; k < g.group_size; ++k) scored.push_back(rounds[ri].scored[q * g.group_size + k]);
     }
-    const int64_t N = batch.rows();
-    const int64_t groups = N / g.group_size;
-    const int64_t n_mb = std::min(g.mini_batches, N);  // dynamic sampling may keep fewer rows
+    const int64_t N = batch.rows();  // this rank's rows
+    // rows of the whole step across ranks; this rank holds global rows [lo, lo + N)
+    const int64_t NG = N * dp, lo = comm->rank() * N;
+    const int64_t groups = NG / g.group_size;
+    const int64_t n_mb = std::min(g.mini_batches, NG);  // dynamic sampling may keep fewer rows
+    auto local_of = [&](const at::Tensor& global_rows) {  // this rank's rows among global ones
+      return global_rows.masked_select((global_rows >= lo) & (global_rows < lo + N)) - lo;
+    };
     // generation time; scoring that did not overlap with it is time_reward
     double t_rollout = seconds_since(t0) - reward_wait;
 
@@ -690,19 +752,19 @@ struct Trainer::Impl {
     // sampled, so for the rows of the first mini-batch the training forward pass itself provides
     // them (detached: ratio = 1 exactly, as in TRL) and is stored for later epochs; one no-grad
     // pass computes them for the other rows only. With the KL in the reward, all are needed first.
-    auto order_of = [&](int64_t epoch) {
-      if (n_mb == 1 && epoch == 0) return all_rows;
+    auto order_of = [&](int64_t epoch) {  // global rows, the same on every rank
+      if (n_mb == 1 && epoch == 0) return at::arange(NG, at::kLong);
       // deterministic shuffle per (step, epoch)
       core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kMiniBatchShuffle), uint64_t(cfg.run.seed),
                                          uint64_t(st.rollout_step), uint64_t(epoch)}));
-      std::vector<int64_t> perm(N);
-      for (int64_t i = 0; i < N; ++i) perm[i] = i;
-      for (int64_t i = N - 1; i > 0; --i) std::swap(perm[i], perm[rng.uniform_int(0, i)]);
+      std::vector<int64_t> perm(NG);
+      for (int64_t i = 0; i < NG; ++i) perm[i] = i;
+      for (int64_t i = NG - 1; i > 0; --i) std::swap(perm[i], perm[rng.uniform_int(0, i)]);
       return at::tensor(perm, at::kLong);
     };
     const bool kl_in_reward = ref && g.kl_in == "reward";
     const bool first_from_training_pass = g.recompute_old_logprobs && !kl_in_reward;
-    const auto first_rows = order_of(0).narrow(0, 0, N / n_mb);
+    const auto first_rows = local_of(order_of(0).narrow(0, 0, NG / n_mb));
     at::Tensor old_lp = g.recompute_old_logprobs ? sampling_lp.clone() : sampling_lp, ref_lp;
     double lp_diff_max = 0, lp_diff_sum = 0;
     auto log_diff = [&](const at::Tensor& recomputed, const at::Tensor& sampled, const at::Tensor& mask) {
@@ -743,7 +805,10 @@ struct Trainer::Impl {
     ao.mode = algo::parse_advantage_mode(g.advantage);
     ao.eps = g.adv_eps;
     ao.unbiased_std = g.adv_unbiased_std;
-    auto adv = algo::group_advantages(rewards_t, g.group_size, ao);
+    // every rank computes the advantages of the whole step (batch_std needs them all) and keeps its rows
+    const auto rewards_all = dp > 1 ? at::cat(comm->all_gather(rewards_t)) : rewards_t;
+    auto adv = algo::group_advantages(rewards_all, g.group_size, ao);
+    if (dp > 1) adv.values = adv.values.narrow(0, lo, N).contiguous();
     // overlong filtering (DAPO): truncated responses take no part in the loss
     at::Tensor loss_mask = s.resp_mask;
     int64_t truncated = 0;
@@ -775,11 +840,16 @@ struct Trainer::Impl {
     for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
       const at::Tensor order = order_of(epoch);
       for (int64_t m = 0; m < n_mb; ++m) {
-        int64_t b = N * m / n_mb, e = N * (m + 1) / n_mb;
-        auto rows = order.narrow(0, b, e - b);
+        int64_t b = NG * m / n_mb, e = NG * (m + 1) / n_mb;
+        auto rows = local_of(order.narrow(0, b, e - b));  // this rank's share of the mini-batch
         auto mb_mask = loss_mask.index_select(0, rows);
-        auto weights = algo::aggregation_weights(mb_mask, agg, R_max);
-        auto ent_weights = algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean);
+        // weights from the whole mini-batch's totals, so the ranks' losses add up to its loss
+        auto mb_total = mb_mask.sum().to(at::kDouble).reshape({1});
+        comm->all_reduce_sum(mb_total);
+        const double total_tokens = mb_total.item<double>();
+        auto weights = algo::aggregation_weights(mb_mask, agg, R_max, double(e - b), total_tokens);
+        auto ent_weights = algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean, 0, double(e - b),
+                                                     total_tokens);
         opt->zero_grad();
         double mb_loss = 0, mb_kl = 0, mb_tokens = 0, mb_rmin = std::numeric_limits<double>::infinity(), mb_rmax = 0;
         int64_t off = 0;
@@ -805,8 +875,8 @@ struct Trainer::Impl {
           li.entropy_weights = ent_weights.narrow(0, off, mb.size(0));
           auto out = algo::policy_loss(li, po);
           auto loss = out.loss;
-          if (auto b = policy->take_balance_loss(); b.defined())  // this micro-batch's share
-            loss = loss + b * (double(mb.size(0)) / double(rows.size(0)));
+          if (auto bl = policy->take_balance_loss(); bl.defined())  // this micro-batch's share
+            loss = loss + bl * (double(mb.size(0)) / double(e - b));
           off += mb.size(0);
           loss.backward();
           mb_loss += out.loss.item<double>();
@@ -822,6 +892,13 @@ struct Trainer::Impl {
           mb_kl += out.kl_mean * nt;
           mb_tokens += nt;
           ent_sum += (lp.entropy.detach() * mask).sum().item<double>();
+        }
+        if (dp > 1) {  // the mini-batch's gradient and statistics over all ranks
+          all_reduce_gradients();
+          std::vector<double> sums{mb_loss, mb_kl, mb_tokens}, maxes{mb_rmax, -mb_rmin};
+          reduce(sums, false);
+          reduce(maxes, true);
+          mb_loss = sums[0], mb_kl = sums[1], mb_tokens = sums[2], mb_rmax = maxes[0], mb_rmin = -maxes[1];
         }
         double max_norm = cfg.optim.grad_clip > 0 ? cfg.optim.grad_clip : std::numeric_limits<double>::infinity();
         gn_sum += torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
@@ -847,12 +924,28 @@ struct Trainer::Impl {
     }
     double t_update = seconds_since(t2);
     ++st.rollout_step;
-    st.data_position += prompts_used;
+    st.data_position += prompts_used * dp;
 
-    // 5. metrics
-    double rmean = rewards_t.mean().item<double>();
-    double rstd = N > 1 ? rewards_t.std().item<double>() : 0.0;
+    // 5. metrics (over all ranks)
+    double rmean = rewards_all.mean().item<double>();
+    double rstd = NG > 1 ? rewards_all.std().item<double>() : 0.0;
     double resp_tokens = s.resp_mask.sum().item<double>();
+    if (dp > 1) {
+      std::vector<double> sums{tok_count, kl_sum, clip_lo, clip_hi, dual_sum, ratio_sum, ent_sum, lp_diff_sum,
+                               double(truncated), resp_tokens, double(reward_failures), double(reward_timeouts),
+                               reward_busy, kl_penalty_mean / dp};
+      for (auto& [k, v] : part_sums) sums.push_back(v);
+      std::vector<double> maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max};
+      reduce(sums, false);
+      reduce(maxes, true);
+      tok_count = sums[0], kl_sum = sums[1], clip_lo = sums[2], clip_hi = sums[3], dual_sum = sums[4];
+      ratio_sum = sums[5], ent_sum = sums[6], lp_diff_sum = sums[7], truncated = int64_t(sums[8]);
+      resp_tokens = sums[9], reward_failures = int64_t(sums[10]), reward_timeouts = int64_t(sums[11]);
+      reward_busy = sums[12], kl_penalty_mean = sums[13];
+      size_t k = 14;
+      for (auto& [name, v] : part_sums) v = sums[k++];
+      ratio_max = maxes[0], ratio_min = -maxes[1], lp_diff_max = maxes[2];
+    }
     double tstep = seconds_since(t0);
     double denom = std::max(1.0, tok_count);
     nlohmann::json j = {
@@ -863,8 +956,8 @@ struct Trainer::Impl {
         {"reward_mean", rmean},
         {"reward_std", rstd},
         {"reward_failures", reward_failures},
-        {"accuracy", part_sums.count("accuracy") ? part_sums["accuracy"] / N : -1.0},
-        {"format_rate", part_sums.count("format") ? part_sums["format"] / N : -1.0},
+        {"accuracy", part_sums.count("accuracy") ? part_sums["accuracy"] / NG : -1.0},
+        {"format_rate", part_sums.count("format") ? part_sums["format"] / NG : -1.0},
         {"loss", loss_sum / std::max<int64_t>(1, n_opt)},
         {"kl", kl_sum / denom},
         {"clip_low_fraction", clip_lo / denom},
@@ -876,11 +969,12 @@ struct Trainer::Impl {
         {"dual_clip_fraction", dual_sum / denom},
         {"kl_reward_penalty", kl_penalty_mean},
         {"entropy", ent_sum / denom},
-        {"response_length", resp_tokens / N},
-        {"truncation_rate", double(truncated) / N},
+        {"response_length", resp_tokens / NG},
+        {"truncation_rate", double(truncated) / NG},
         {"zero_adv_group_fraction", double(adv.zero_std_groups) / std::max<int64_t>(1, groups)},
         {"max_new_tokens", R_max},
-        {"prompts_sampled", prompts_used},
+        {"prompts_sampled", prompts_used * dp},
+        {"processes", dp},
         {"groups_dropped", groups_dropped},
         {"groups_trained", groups},
         {"sampling_rounds", int64_t(rounds.size())},
@@ -904,7 +998,7 @@ struct Trainer::Impl {
       j["moe_load_max_over_mean"] = moe_ratio = ratio;
       j["moe"] = stats;
     }
-    metrics << j.dump() << "\n" << std::flush;
+    if (leader()) metrics << j.dump() << "\n" << std::flush;
     if (st.rollout_step % cfg.run.log_every == 0 || st.rollout_step == g.rollout_steps) {
       spdlog::info(
           "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.3e} kl {:.4f} "
@@ -912,7 +1006,7 @@ struct Trainer::Impl {
           "{:.3f}s update {:.2f}s | {:.0f} tok/s{}",
           st.rollout_step, g.rollout_steps, rmean, rstd, j["accuracy"].get<double>(),
           j["format_rate"].get<double>(), j["loss"].get<double>(), j["kl"].get<double>(),
-          j["clip_fraction"].get<double>(), j["entropy"].get<double>(), resp_tokens / N,
+          j["clip_fraction"].get<double>(), j["entropy"].get<double>(), resp_tokens / NG,
           j["grad_norm"].get<double>(), j["lr"].get<double>(), t_rollout, t_reward, t_update,
           resp_tokens / tstep,
           policy->moe_layers().empty() ? std::string() : fmt::format(" | expert load max/mean {:.2f}", moe_ratio));
@@ -959,16 +1053,20 @@ struct Trainer::Impl {
       st = TrainState{};
       st.stage = cfg.pretrain.steps > 0 ? "pretrain" : cfg.sft.steps > 0 ? "sft" : "grpo";
       make_stage_optimizer();
-      fs::remove(run_dir / "metrics.jsonl");
-      fs::remove(run_dir / "eval.jsonl");
+      if (leader()) {
+        fs::remove(run_dir / "metrics.jsonl");
+        fs::remove(run_dir / "eval.jsonl");
+      }
     }
-    {
+    if (leader()) {
       std::ofstream c(run_dir / "config.yaml", std::ios::trunc);
       c << "# resolved configuration of this run (grpo_train --config config.yaml reproduces it)\n"
         << to_yaml(cfg, true);
     }
-    metrics.open(run_dir / "metrics.jsonl", std::ios::app);
-    evals.open(run_dir / "eval.jsonl", std::ios::app);
+    if (leader()) {  // rank 0 writes the run directory; the others hold the same state
+      metrics.open(run_dir / "metrics.jsonl", std::ios::app);
+      evals.open(run_dir / "eval.jsonl", std::ios::app);
+    }
     spdlog::info("policy: {} parameters, vocab {}, run directory {}", policy->num_parameters(),
                  cfg.model.vocab_size, run_dir.string());
 

@@ -20,6 +20,9 @@
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
+#include "grpo/io/safetensors.h"
+#include "grpo/train/config.h"
+#include "grpo/train/trainer.h"
 #include "test_util.h"
 
 using grpo::dist::detect_launch;
@@ -99,15 +102,16 @@ TEST(Launch, InconsistentEnvironmentsNameTheVariables) {
   EXPECT_NE(e.find("MASTER_PORT 70000"), std::string::npos) << e;
 }
 
-// Until multi-process training exists, grpo_train refuses to run as several processes instead of
-// training the same model N times into one run directory.
-TEST(Launch, GrpoTrainRefusesSeveralProcesses) {
+// A multi-process run whose prompts cannot be split into whole groups per rank is an error
+// naming the key, on the command line as in the library.
+TEST(Launch, GrpoTrainNamesAnUnevenSplit) {
   int rc = 0;
-  auto out = grpo::test_util::run_command("RANK=1 WORLD_SIZE=2 " + std::string(GRPO_BIN_DIR) +
+  auto out = grpo::test_util::run_command("RANK=0 WORLD_SIZE=3 " + std::string(GRPO_BIN_DIR) +
                                               "/grpo_train --config " + GRPO_SOURCE_DIR + "/configs/demo.yaml",
                                           &rc);
   EXPECT_NE(rc, 0);
-  EXPECT_NE(out.find("rank 1 of 2 processes started by torchrun"), std::string::npos) << out;
+  EXPECT_NE(out.find("grpo.prompts_per_step (32) must split evenly over the 3 data-parallel processes"),
+            std::string::npos) << out;
 }
 
 // ---- collectives across real processes (Gloo over TCP on this machine), started the way torchrun
@@ -150,6 +154,7 @@ std::vector<Worker> run_workers(int world, const std::vector<int>& ranks, const 
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
       ::setenv("GRPO_DIST_SCENARIO", scenario.c_str(), 1);
       ::setenv("GRPO_DIST_TIMEOUT_MS", std::to_string(timeout_ms).c_str(), 1);
+      ::setenv("GRPO_DIST_RUN_DIR", (dir + "/run").c_str(), 1);
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
@@ -173,9 +178,39 @@ std::vector<Worker> run_workers(int world, const std::vector<int>& ranks, const 
 
 }  // namespace
 
+// A small GRPO run (the base stage, then 2 rollout steps of 2 mini-batches x 2 epochs with a KL
+// reference refreshed every 3 optimizer steps) whose prompts split over 1, 2 or 4 processes.
+grpo::train::Config dp_run(const std::string& dir) {
+  auto c = grpo::train::load_config_text(R"(
+run: {seed: 5, threads: 1}
+model: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
+        intermediate_size: 48, max_position_embeddings: 40, initializer_range: 0.06}
+task: {digits: 2}
+pretrain: {steps: 30, batch_size: 32, lr: 3.0e-3}
+rollout: {max_new_tokens: 16}
+grpo: {rollout_steps: 2, prompts_per_step: 8, group_size: 4, mini_batches: 2, inner_epochs: 2,
+       kl_coef: 0.05, ref_refresh_steps: 3, micro_batch_tokens: 100, loss_aggregation: token-mean}
+eval: {every: 0, num_prompts: 8}
+checkpoint: {every: 0}
+)", "dp.yaml");
+  c.run.dir = dir;
+  return c;
+}
+
 TEST(DistWorker, Run) {
   const char* scenario = std::getenv("GRPO_DIST_SCENARIO");
   if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
+  if (std::string(scenario) == "grpo_dp") {  // data-parallel training
+    try {
+      grpo::train::Trainer t(dp_run(std::getenv("GRPO_DIST_RUN_DIR")));
+      t.run();
+    } catch (const grpo::Error& e) {
+      std::cout << "ERROR " << e.what() << "\n";
+      std::exit(3);
+    }
+    std::cout << "trained\n";
+    return;
+  }
   const auto launch = grpo::dist::detect_launch();
   const auto timeout = std::chrono::milliseconds(std::atoi(std::getenv("GRPO_DIST_TIMEOUT_MS")));
   std::unique_ptr<grpo::dist::Comm> comm;
@@ -263,5 +298,40 @@ TEST(Dist, ARankThatDiesIsAnErrorOnTheOthers) {
     EXPECT_EQ(ws[r].rc, 3) << ws[r].out;
     EXPECT_NE(ws[r].out.find("all_reduce_sum failed"), std::string::npos) << ws[r].out;
     EXPECT_NE(ws[r].out.find("another rank has died or stopped responding"), std::string::npos) << ws[r].out;
+  }
+}
+
+// Data parallel: after 2 rollout steps (8 optimizer steps, with the reference refreshed in
+// between), the parameters trained by 2 or 4 processes equal those of one process running the
+// same global batch; the metrics (rewards of all ranks) agree too.
+TEST(Dist, DataParallelTrainingEqualsOneProcess) {
+  const std::string one = grpo::test_util::tmpdir("dp_one");
+  {
+    grpo::train::Trainer t(dp_run(one));
+    t.run();
+  }
+  auto params = [](const std::string& run) {
+    return grpo::io::load_safetensors(run + "/checkpoints/step-000002/model.safetensors");
+  };
+  auto ref = params(one);
+  auto ref_metrics = grpo::test_util::read_jsonl(one + "/metrics.jsonl");
+  for (int world : {2, 4}) {
+    std::vector<int> ranks;
+    for (int r = 0; r < world; ++r) ranks.push_back(r);
+    auto ws = run_workers(world, ranks, "grpo_dp", 60000);
+    for (int r = 0; r < world; ++r) ASSERT_EQ(ws[r].rc, 0) << "rank " << r << ":\n" << ws[r].out;
+    const std::string run = std::string(GRPO_TEST_TMPDIR) + "/dist_grpo_dp_" + std::to_string(world) + "/run";
+    auto got = params(run);
+    ASSERT_EQ(got.size(), ref.size());
+    double max_diff = 0;
+    for (size_t i = 0; i < ref.size(); ++i)
+      max_diff = std::max(max_diff, (got[i].second - ref[i].second).abs().max().item<double>());
+    EXPECT_LT(max_diff, 2e-5) << world << " processes";
+    std::cout << world << " processes: max |param difference| " << max_diff << "\n";
+    auto m = grpo::test_util::read_jsonl(run + "/metrics.jsonl");
+    ASSERT_EQ(m.size(), ref_metrics.size());
+    EXPECT_EQ(m.back()["reward_mean"], ref_metrics.back()["reward_mean"]);
+    EXPECT_EQ(m.back()["processes"], world);
+    EXPECT_NEAR(m.back()["loss"].get<double>(), ref_metrics.back()["loss"].get<double>(), 1e-5);
   }
 }

@@ -10,7 +10,6 @@
 #include <spdlog/spdlog.h>
 
 #include "grpo/core/error.h"
-#include "grpo/dist/launch.h"
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
 
@@ -97,12 +96,6 @@ int main(int argc, char** argv) {
   }
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {
-    // Several processes (mpirun, srun, torchrun) would each train the same model into the same run
-    // directory: refuse until data/tensor/expert parallelism exists, naming what was detected.
-    const auto launch = grpo::dist::detect_launch();
-    GRPO_CHECK(launch.world_size == 1, "this is rank {} of {} processes started by {}, but grpo_train "
-               "runs as one process for now (multi-process training is not implemented yet); start "
-               "it once", launch.rank, launch.world_size, launch.launcher);
     auto cfg = grpo::train::load_config_file(config_path, overrides);
     if (print_only) {
       std::cout << grpo::train::to_yaml(cfg);

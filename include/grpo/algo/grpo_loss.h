@@ -66,6 +66,10 @@ LossAggregation parse_loss_aggregation(const std::string& name);
 /// loss. mask [rows, tokens] (1 = response token); max_tokens: the response-length limit
 /// (Dr. GRPO's constant normaliser; TRL max_completion_length), only for kSeqMeanTokenSumNorm.
 at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode, int64_t max_tokens = 0);
+/// The same for some rows of a mini-batch spread over data-parallel ranks: total_rows and
+/// total_tokens are the whole mini-batch's, so the ranks' weighted sums add up to its loss.
+at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode, int64_t max_tokens, double total_rows,
+                               double total_tokens);
 
 struct PolicyLossOptions {
   double clip_eps_low = 0.2;    // ratio clipped to [1 - low, 1 + high]

@@ -72,6 +72,8 @@ class Transformer {
   /// Slots routed to each expert of `layer` [E] int64 by training-mode forwards since the last
   /// reset / bias update.
   at::Tensor expert_load(int64_t layer) const;
+  /// Replaces the counts (data parallel: the load summed over ranks before the bias update).
+  void set_expert_load(int64_t layer, const at::Tensor& load);
   void reset_expert_load();
   /// Aux-loss-free balancing: every MoE layer's e_score_correction_bias += rate * sign(mean load
   /// - load), from the load counted since the last call; then resets the counts.

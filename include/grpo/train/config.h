@@ -259,6 +259,18 @@ struct MoeConfig {
   }
 };
 
+/// Multi-process runs (mpirun, srun, torchrun; dist/launch.h): every process is a data-parallel
+/// rank -- it generates and scores its share of each step's prompts (whole groups) and gradients
+/// are summed over ranks, so N processes compute what one process computes.
+struct ParallelConfig {
+  double timeout = 300;  // seconds
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("timeout", timeout, "seconds to wait for the other processes at the rendezvous and in "
+            "each collective before failing with an error that names them", core::positive());
+  }
+};
+
 struct RewardConfig {
   std::map<std::string, double> weights{{"accuracy", 1.0}, {"format", 0.5}};
   double failure_value = 0.0;
@@ -328,6 +340,7 @@ struct Config {
   GrpoConfig grpo;
   OptimConfig optim;
   MoeConfig moe;
+  ParallelConfig parallel;
   RewardConfig reward;
   EvalConfig eval;
   CheckpointConfig checkpoint;
@@ -351,6 +364,7 @@ struct Config {
     v.section("grpo", "GRPO algorithm", grpo);
     v.section("optim", "optimizer of the GRPO stage", optim);
     v.section("moe", "expert load balancing (MoE policies only)", moe);
+    v.section("parallel", "several processes: data parallel over all of them", parallel);
     v.section("reward", "rule-based rewards", reward);
     v.section("eval", "held-out evaluation (eval.jsonl)", eval);
     v.section("checkpoint", "checkpoints (checkpoints/ in the run directory)", checkpoint);
