@@ -181,19 +181,13 @@ std::vector<Worker> run_workers(int world, const std::vector<int>& ranks, const 
 // A small GRPO run (the base stage, then 2 rollout steps of 2 mini-batches x 2 epochs with a KL
 // reference refreshed every 3 optimizer steps) whose prompts split over 1, 2 or 4 processes.
 grpo::train::Config dp_run(const std::string& dir) {
-  auto c = grpo::train::load_config_text(R"(
-run: {seed: 5, threads: 1}
-model: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
-        intermediate_size: 48, max_position_embeddings: 40, initializer_range: 0.06}
-task: {digits: 2}
-pretrain: {steps: 30, batch_size: 32, lr: 3.0e-3}
-rollout: {max_new_tokens: 16}
-grpo: {rollout_steps: 2, prompts_per_step: 8, group_size: 4, mini_batches: 2, inner_epochs: 2,
-       kl_coef: 0.05, ref_refresh_steps: 3, micro_batch_tokens: 100, loss_aggregation: token-mean}
-eval: {every: 0, num_prompts: 8}
-checkpoint: {every: 0}
-)", "dp.yaml");
-  c.run.dir = dir;
+  auto c = grpo::test_util::tiny_run(dir, 2);
+  c.run.seed = 5;
+  c.pretrain.steps = 30;
+  c.grpo.prompts_per_step = 8;
+  c.grpo.loss_aggregation = "token-mean";
+  c.eval.every = 0;
+  c.checkpoint.every = 0;
   return c;
 }
 

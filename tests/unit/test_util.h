@@ -12,8 +12,11 @@
 #include <nlohmann/json.hpp>
 
 #include "grpo/core/error.h"
+#include "grpo/train/config.h"
 
 namespace grpo::test_util {
+
+namespace train = grpo::train;
 
 /// The message of the grpo::Error that `f` throws, or "" when it throws none.
 inline std::string error_of(const std::function<void()>& f) {
@@ -39,6 +42,27 @@ inline std::string run_command(const std::string& cmd, int* rc) {
   *rc = std::system((cmd + " > " + out_path + " 2>&1").c_str());
   std::ifstream in(out_path);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// A tiny run of the built-in task (2-digit addition, a 9k-parameter model, a short base stage;
+/// GRPO with 2 mini-batches x 2 epochs and a KL reference refreshed every 3 optimizer steps).
+inline train::Config tiny_run(const std::string& dir, int64_t rollout_steps) {
+  auto c = train::load_config_text(R"(
+run: {seed: 3, threads: 1}
+model: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
+        intermediate_size: 48, max_position_embeddings: 40, initializer_range: 0.06}
+task: {digits: 2}
+pretrain: {steps: 40, batch_size: 32, lr: 3.0e-3}
+rollout: {max_new_tokens: 16}
+grpo: {prompts_per_step: 4, group_size: 4, mini_batches: 2, inner_epochs: 2, kl_coef: 0.05,
+       ref_refresh_steps: 3, micro_batch_tokens: 100}
+optim: {warmup_steps: 2, schedule: cosine}
+eval: {every: 2, num_prompts: 8}
+checkpoint: {every: 1, keep: 10}
+)", "tiny.yaml");
+  c.run.dir = dir;
+  c.grpo.rollout_steps = rollout_steps;
+  return c;
 }
 
 /// The JSON objects of a JSONL file (blank lines skipped).

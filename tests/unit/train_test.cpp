@@ -29,6 +29,7 @@ using namespace grpo;
 using grpo::test_util::error_of;
 using grpo::test_util::read_jsonl;
 using grpo::test_util::run_command;
+using grpo::test_util::tiny_run;
 using grpo::test_util::tmpdir;
 
 namespace {
@@ -119,29 +120,6 @@ TEST(Checkpoint, AtomicSaveRetentionAndLatest) {
   auto e = error_of([&] { train::load_checkpoint(dir + "/step-000003"); });
   EXPECT_NE(e.find("manifest.json"), std::string::npos) << e;
 }
-
-namespace {
-
-train::Config tiny_run(const std::string& dir, int64_t rollout_steps) {
-  auto c = train::load_config_text(R"(
-run: {seed: 3, threads: 1}
-model: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
-        intermediate_size: 48, max_position_embeddings: 40, initializer_range: 0.06}
-task: {digits: 2}
-pretrain: {steps: 40, batch_size: 32, lr: 3.0e-3}
-rollout: {max_new_tokens: 16}
-grpo: {prompts_per_step: 4, group_size: 4, mini_batches: 2, inner_epochs: 2, kl_coef: 0.05,
-       ref_refresh_steps: 3, micro_batch_tokens: 100}
-optim: {warmup_steps: 2, schedule: cosine}
-eval: {every: 2, num_prompts: 8}
-checkpoint: {every: 1, keep: 10}
-)", "tiny.yaml");
-  c.run.dir = dir;
-  c.grpo.rollout_steps = rollout_steps;
-  return c;
-}
-
-}  // namespace
 
 TEST(Resume, ReproducesTheUninterruptedRun) {
   auto a = tmpdir("resume_a"), b = tmpdir("resume_b");
