@@ -192,6 +192,18 @@ struct Trainer::Impl {
     }
     policy->update_router_bias(cfg.moe.bias_update_rate);
   }
+  // One line of metrics.jsonl (rank 0), with the MoE load statistics of the step; returns the
+  // mean max/mean expert load (0 for a dense model).
+  double write_metrics(nlohmann::json& j) {
+    double ratio = 0;
+    if (!policy->moe_layers().empty()) {
+      auto [stats, r] = take_load_stats();
+      j["moe_load_max_over_mean"] = ratio = r;
+      j["moe"] = stats;
+    }
+    if (leader()) metrics << j.dump() << "\n" << std::flush;
+    return ratio;
+  }
   // {"layer_N": {"max_over_mean", "min_over_mean", "load": [...]}} and the mean max/mean ratio.
   std::pair<nlohmann::json, double> take_load_stats() {
     nlohmann::json j = nlohmann::json::object();
@@ -427,12 +439,7 @@ struct Trainer::Impl {
     st.pretrain_position += B;
     nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step},
                         {"loss", loss.item<double>()}, {"time_step", seconds_since(t0)}};
-    if (!policy->moe_layers().empty()) {
-      auto [stats, ratio] = take_load_stats();
-      j["moe_load_max_over_mean"] = ratio;
-      j["moe"] = stats;
-    }
-    if (leader()) metrics << j.dump() << "\n" << std::flush;
+    write_metrics(j);
     if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
       spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss.item<double>());
   }
@@ -523,12 +530,7 @@ struct Trainer::Impl {
                         {"loss", loss.item<double>()}, {"rows", R},
                         {"tokens", int64_t(m.sum().item<double>())},
                         {"time_step", seconds_since(t0)}};
-    if (!policy->moe_layers().empty()) {
-      auto [stats, ratio] = take_load_stats();
-      j["moe_load_max_over_mean"] = ratio;
-      j["moe"] = stats;
-    }
-    if (leader()) metrics << j.dump() << "\n" << std::flush;
+    write_metrics(j);
     if (st.sft_step % (cfg.run.log_every * 20) == 0 || st.sft_step == cfg.sft.steps)
       spdlog::info("sft  {:>4}/{} | loss {:.4f} | {} examples in {} rows", st.sft_step, cfg.sft.steps,
                    loss.item<double>(), B, R);
@@ -992,13 +994,7 @@ struct Trainer::Impl {
         {"ref_version", st.ref_version},
         {"updates", updates},
     };
-    double moe_ratio = 0;
-    if (!policy->moe_layers().empty()) {
-      auto [stats, ratio] = take_load_stats();
-      j["moe_load_max_over_mean"] = moe_ratio = ratio;
-      j["moe"] = stats;
-    }
-    if (leader()) metrics << j.dump() << "\n" << std::flush;
+    const double moe_ratio = write_metrics(j);
     if (st.rollout_step % cfg.run.log_every == 0 || st.rollout_step == g.rollout_steps) {
       spdlog::info(
           "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.3e} kl {:.4f} "
