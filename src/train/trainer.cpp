@@ -88,6 +88,10 @@ struct Trainer::Impl {
                  "evenly over the {} data-parallel processes (whole groups stay on one rank)",
                  cfg.grpo.prompts_per_step, launch.world_size);
       GRPO_CHECK(!cfg.grpo.dynamic_sampling, "grpo.dynamic_sampling is not supported with several processes yet");
+      for (auto [key, b] : {std::pair<const char*, int64_t>{"pretrain.batch_size", cfg.pretrain.batch_size},
+                            {"sft.batch_size", cfg.sft.batch_size}})
+        GRPO_CHECK(b >= launch.world_size, "{} ({}) must be at least the number of processes ({}): each "
+                   "takes a share of the batch", key, b, launch.world_size);
       if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
     }
     comm = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)));
@@ -139,9 +143,30 @@ struct Trainer::Impl {
   // ---------------------------------------------------------------- MoE balancing
   // Per-layer expert load summed over the optimizer steps of the current stage step.
   std::map<int64_t, at::Tensor> step_load;
-  at::Tensor with_balance_loss(const at::Tensor& loss) {
+  // `share`: this rank's fraction of the batch (data parallel), so the ranks' terms add up.
+  at::Tensor with_balance_loss(const at::Tensor& loss, double share = 1.0) {
     auto b = policy->take_balance_loss();
-    return b.defined() ? loss + b : loss;
+    return b.defined() ? loss + b * share : loss;
+  }
+  // Data parallel supervised steps: this rank's examples [lo, hi) of a batch of B.
+  std::pair<int64_t, int64_t> shard(int64_t B) const {
+    return {B * comm->rank() / comm->size(), B * (comm->rank() + 1) / comm->size()};
+  }
+  // The masked mean log-loss of a supervised batch split over ranks: this rank's sum over the
+  // token count of the whole batch; backward, gradients summed over ranks. Returns the loss.
+  double supervised_update(const at::Tensor& logprobs, const at::Tensor& mask, double share) {
+    auto total = mask.sum().to(at::kDouble).reshape({1});
+    comm->all_reduce_sum(total);
+    auto loss = with_balance_loss(-(logprobs * mask).sum() / std::max(1.0, total.item<double>()), share);
+    loss.backward();
+    double value = loss.item<double>();
+    if (comm->size() > 1) {
+      all_reduce_gradients();
+      std::vector<double> v{value};
+      reduce(v, false);
+      value = v[0];
+    }
+    return value;
   }
   // Element-wise sum (or max) of `v` over the data-parallel ranks, in place.
   void reduce(std::vector<double>& v, bool max) {
@@ -401,10 +426,11 @@ struct Trainer::Impl {
   void pretrain_step() {
     auto t0 = Clock::now();
     const int64_t B = cfg.pretrain.batch_size;
+    const auto [lo, hi] = shard(B);  // data parallel: this rank's demonstrations
     std::vector<std::vector<int64_t>> seqs;
     std::vector<int64_t> prompt_lens;
     int64_t L = 0;
-    for (int64_t j = 0; j < B; ++j) {
+    for (int64_t j = lo; j < hi; ++j) {
       auto p = task->train_problem(st.pretrain_position + j, core::Stream::kPretrainData);
       auto demo = task->demonstration(
           p, core::hash_key({uint64_t(core::Stream::kPretrainData), uint64_t(cfg.run.seed),
@@ -417,31 +443,32 @@ struct Trainer::Impl {
       L = std::max<int64_t>(L, ids.size());
       seqs.push_back(std::move(ids));
     }
-    auto tokens = at::full({B, L}, tok->pad_id(), at::kLong);
-    auto mask = at::zeros({B, L - 1}, at::kFloat);
+    const int64_t Bl = hi - lo;
+    auto tokens = at::full({Bl, std::max<int64_t>(L, 2)}, tok->pad_id(), at::kLong);
+    L = tokens.size(1);
+    auto mask = at::zeros({Bl, L - 1}, at::kFloat);
     auto ta = tokens.accessor<int64_t, 2>();
     auto ma = mask.accessor<float, 2>();
-    for (int64_t i = 0; i < B; ++i) {
+    for (int64_t i = 0; i < Bl; ++i) {
       for (size_t t = 0; t < seqs[i].size(); ++t) ta[i][t] = seqs[i][t];
       for (int64_t t = prompt_lens[i] - 1; t + 1 < static_cast<int64_t>(seqs[i].size()); ++t) ma[i][t] = 1;
     }
     policy->train(true);
     opt->zero_grad();
     auto hidden = policy->forward(tokens.narrow(1, 0, L - 1));
-    model::LogProbOptions lo;
-    lo.with_entropy = false;
-    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo);
-    auto loss = with_balance_loss(-(lp.logprobs * mask).sum() / mask.sum());
-    loss.backward();
+    model::LogProbOptions lo_opts;
+    lo_opts.with_entropy = false;
+    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo_opts);
+    const double loss = supervised_update(lp.logprobs, mask, double(Bl) / double(B));
     opt->step();
     after_optimizer_step();
     ++st.pretrain_step;
     st.pretrain_position += B;
-    nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step},
-                        {"loss", loss.item<double>()}, {"time_step", seconds_since(t0)}};
+    nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step}, {"loss", loss},
+                        {"time_step", seconds_since(t0)}};
     write_metrics(j);
     if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
-      spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss.item<double>());
+      spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss);
   }
 
   // ---------------------------------------------------------------- SFT stage
@@ -456,7 +483,8 @@ struct Trainer::Impl {
       int64_t prompt_len;
     };
     std::vector<Ex> exs;
-    for (int64_t j = 0; j < B; ++j) {
+    const auto [lo, hi] = shard(B);  // data parallel: this rank's examples
+    for (int64_t j = lo; j < hi; ++j) {
       const auto& e = sft_data->sample(st.sft_position + j);
       Ex x;
       if (e.system.empty()) {
@@ -515,25 +543,25 @@ struct Trainer::Impl {
     policy->train(true);
     opt->zero_grad();
     auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), pos.narrow(1, 0, L - 1), seg.narrow(1, 0, L - 1));
-    model::LogProbOptions lo;
-    lo.with_entropy = false;
-    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo);
+    model::LogProbOptions lo_opts;
+    lo_opts.with_entropy = false;
+    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo_opts);
     auto m = mask.narrow(1, 0, L - 1);
-    auto loss = with_balance_loss(-(lp.logprobs * m).sum() / m.sum().clamp_min(1.0));
-    loss.backward();
+    const double loss = supervised_update(lp.logprobs, m, double(hi - lo) / double(B));
     if (cfg.optim.grad_clip > 0) torch::nn::utils::clip_grad_norm_(policy->parameters(), cfg.optim.grad_clip);
     opt->step();
     after_optimizer_step();
     ++st.sft_step;
     st.sft_position += B;
-    nlohmann::json j = {{"stage", "sft"},           {"step", st.sft_step},
-                        {"loss", loss.item<double>()}, {"rows", R},
-                        {"tokens", int64_t(m.sum().item<double>())},
-                        {"time_step", seconds_since(t0)}};
+    std::vector<double> counts{double(R), m.sum().item<double>()};
+    if (comm->size() > 1) reduce(counts, false);
+    nlohmann::json j = {{"stage", "sft"},          {"step", st.sft_step},
+                        {"loss", loss},            {"rows", int64_t(counts[0])},
+                        {"tokens", int64_t(counts[1])}, {"time_step", seconds_since(t0)}};
     write_metrics(j);
     if (st.sft_step % (cfg.run.log_every * 20) == 0 || st.sft_step == cfg.sft.steps)
-      spdlog::info("sft  {:>4}/{} | loss {:.4f} | {} examples in {} rows", st.sft_step, cfg.sft.steps,
-                   loss.item<double>(), B, R);
+      spdlog::info("sft  {:>4}/{} | loss {:.4f} | {} examples in {} rows", st.sft_step, cfg.sft.steps, loss, B,
+                   int64_t(counts[0]));
   }
 
   // ---------------------------------------------------------------- evaluation

@@ -10,12 +10,14 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <string>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
@@ -184,6 +186,18 @@ grpo::train::Config dp_run(const std::string& dir) {
   auto c = grpo::test_util::tiny_run(dir, 2);
   c.run.seed = 5;
   c.pretrain.steps = 30;
+  // and an SFT stage on correct answers (written once by the driver, read by the workers)
+  c.sft.data = std::string(GRPO_TEST_TMPDIR) + "/dp_sft.jsonl";
+  if (!std::filesystem::exists(c.sft.data)) {
+    std::ofstream f(c.sft.data);
+    for (int a = 10; a < 40; ++a) {
+      const int b = (a * 7) % 90 + 10;
+      f << nlohmann::json{{"question", std::to_string(a) + "+" + std::to_string(b) + "="},
+                          {"response", "<answer>" + std::to_string(a + b) + "</answer>"}}.dump() << "\n";
+    }
+  }
+  c.sft.steps = 5;
+  c.sft.batch_size = 8;
   c.grpo.prompts_per_step = 8;
   c.grpo.loss_aggregation = "token-mean";
   c.eval.every = 0;
@@ -295,9 +309,10 @@ TEST(Dist, ARankThatDiesIsAnErrorOnTheOthers) {
   }
 }
 
-// Data parallel: after 2 rollout steps (8 optimizer steps, with the reference refreshed in
-// between), the parameters trained by 2 or 4 processes equal those of one process running the
-// same global batch; the metrics (rewards of all ranks) agree too.
+// Data parallel: after the base stage, an SFT stage and 2 rollout steps (8 optimizer steps, with
+// the reference refreshed in between), each stage's batch split over the processes, the parameters
+// trained by 2 or 4 processes equal those of one process running the same global batch; the
+// metrics (rewards of all ranks, losses) agree too.
 TEST(Dist, DataParallelTrainingEqualsOneProcess) {
   const std::string one = grpo::test_util::tmpdir("dp_one");
   {
@@ -327,5 +342,7 @@ TEST(Dist, DataParallelTrainingEqualsOneProcess) {
     EXPECT_EQ(m.back()["reward_mean"], ref_metrics.back()["reward_mean"]);
     EXPECT_EQ(m.back()["processes"], world);
     EXPECT_NEAR(m.back()["loss"].get<double>(), ref_metrics.back()["loss"].get<double>(), 1e-5);
+    for (size_t i = 0; i < m.size(); ++i)  // every stage's loss, step by step
+      if (m[i]["stage"] != "grpo") EXPECT_NEAR(m[i]["loss"].get<double>(), ref_metrics[i]["loss"].get<double>(), 1e-5) << i;
   }
 }
