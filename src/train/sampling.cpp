@@ -47,16 +47,17 @@ LoadedPolicy open_policy(const PolicySource& src) {
 }
 
 std::vector<Question> read_questions(const LoadedPolicy& policy, const data::JsonlDatasetConfig& file,
-                                     int64_t limit) {
+                                     int64_t limit, BuiltinQuestions builtin) {
   std::vector<Question> out;
   if (file.path.empty()) {
     GRPO_CHECK(policy.from_checkpoint && policy.run.data.train.empty(),
-               "no benchmark file given, and the model is not a built-in-task checkpoint whose "
-               "held-out set could be used");
+               "no question file given (--jsonl), and the model is not a built-in-task checkpoint "
+               "whose own questions could be used");
     data::ArithmeticTask task(policy.run.task, uint64_t(policy.run.run.seed));
-    const int64_t n = limit >= 0 ? limit : policy.run.eval.num_prompts;
+    const bool held_out = builtin == BuiltinQuestions::kHeldOut;
+    const int64_t n = limit >= 0 ? limit : held_out ? policy.run.eval.num_prompts : 1000;
     for (int64_t i = 0; i < n; ++i) {
-      auto pr = task.heldout_problem(i);
+      auto pr = held_out ? task.heldout_problem(i) : task.train_problem(i, core::Stream::kSftData);
       out.push_back({pr.question, pr.answer, ""});
     }
     return out;

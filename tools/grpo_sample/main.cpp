@@ -7,7 +7,6 @@
 #include <nlohmann/json.hpp>
 
 #include "../common/policy_flags.h"
-#include "grpo/data/arithmetic.h"
 #include "grpo/reward/reward.h"
 
 #include <algorithm>
@@ -73,19 +72,8 @@ int main(int argc, char** argv) {
     GRPO_CHECK(ro.k >= 1, "-k must be at least 1, found {}", ro.k);
     GRPO_CHECK(ro.max_per_question >= 0, "--max-per-question must be >= 0, found {}", ro.max_per_question);
     auto policy = flags.open();
-    std::vector<grpo::train::Question> questions;
-    if (flags.questions.path.empty()) {  // the built-in task's training questions
-      GRPO_CHECK(policy.from_checkpoint && policy.run.data.train.empty(),
-                 "--jsonl is required unless --model is a built-in-task checkpoint");
-      grpo::data::ArithmeticTask task(policy.run.task, uint64_t(policy.run.run.seed));
-      const int64_t n = flags.limit >= 0 ? flags.limit : 1000;
-      for (int64_t i = 0; i < n; ++i) {
-        auto p = task.train_problem(i, grpo::core::Stream::kSftData);
-        questions.push_back({p.question, p.answer, ""});
-      }
-    } else {
-      questions = grpo::train::read_questions(policy, flags.questions, flags.limit);
-    }
+    auto questions = grpo::train::read_questions(policy, flags.questions, flags.limit,
+                                                 grpo::train::BuiltinQuestions::kTraining);
     ro.sampling = policy.sampling;
     ro.seed = uint64_t(flags.seed);
     ro.batch_size = flags.batch_size;

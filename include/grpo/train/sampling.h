@@ -54,11 +54,15 @@ struct Question {
   std::string origin;  // "file:line", empty for the built-in task
 };
 
+/// Which built-in task questions read_questions gives for an empty path.
+enum class BuiltinQuestions { kHeldOut, kTraining };
+
 /// The questions of a JSONL benchmark (data/jsonl_dataset.h fields; `limit` < 0 = all) or, for an
-/// empty path, the built-in task's held-out set of the checkpoint's run (`limit` of them; < 0:
-/// the run's eval.num_prompts).
+/// empty path, the built-in task's questions of the checkpoint's run: its held-out set (`limit` of
+/// them; < 0: the run's eval.num_prompts) or training questions of their own stream, apart from
+/// the GRPO prompts (`limit`; < 0: 1000).
 std::vector<Question> read_questions(const LoadedPolicy& policy, const data::JsonlDatasetConfig& file,
-                                     int64_t limit);
+                                     int64_t limit, BuiltinQuestions builtin = BuiltinQuestions::kHeldOut);
 
 /// k completions per question, question-major.
 struct SampleSet {
