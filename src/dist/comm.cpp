@@ -2,11 +2,13 @@
 #include "grpo/dist/comm.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "grpo/core/error.h"
 
+#include <algorithm>
 #include <thread>
 
 namespace grpo::dist {
@@ -30,11 +32,24 @@ class SoloComm final : public Comm {
     return input.clone();
   }
   void barrier() override {}
+  std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor&) override { return std::make_unique<Done>(); }
+  std::unique_ptr<Comm> group(const std::vector<int64_t>& ranks, const std::string&) override {
+    GRPO_CHECK(ranks.size() == 1 && ranks[0] == 0, "group: ranks {} are not a group of a one-process job",
+               fmt::join(ranks, ","));
+    return std::make_unique<SoloComm>();
+  }
+
+ private:
+  struct Done final : Pending {
+    void wait() override {}
+  };
 };
 
 class GlooComm final : public Comm {
  public:
-  GlooComm(const LaunchInfo& l, std::chrono::milliseconds timeout) : Comm(l.rank, l.world_size), timeout_(timeout) {
+  GlooComm(const LaunchInfo& l, std::chrono::milliseconds timeout)
+      : Comm(l.rank, l.world_size), timeout_(timeout),
+        host_(l.master_addr == "127.0.0.1" || l.master_addr == "localhost" ? "127.0.0.1" : local_hostname()) {
     const std::string where = fmt::format("{}:{}", l.master_addr, l.master_port);
     c10d::TCPStoreOptions o;
     o.port = uint16_t(l.master_port);
@@ -68,16 +83,34 @@ class GlooComm final : public Comm {
       fail("rank {} of {}: rank{} {} did not join the rendezvous at {} within {} s", rank_, size_,
            missing.size() == 1 ? "" : "s", fmt::join(missing, ", "), where, seconds());
     }
-    try {
-      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(l.master_addr == "127.0.0.1" ||
-                                                                               l.master_addr == "localhost"
-                                                                           ? "127.0.0.1"
-                                                                           : local_hostname()));
-      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, int(rank_), int(size_), opts);
-    } catch (const std::exception& e) {
-      fail("rank {} of {}: setting up the Gloo process group failed: {}", rank_, size_, first_line(e.what()));
-    }
+    connect_group(store_);
+  }
+  // A sub-group: its own process group over a prefix of the parent's store.
+  GlooComm(const GlooComm& parent, const std::vector<int64_t>& ranks, const std::string& name)
+      : Comm(std::find(ranks.begin(), ranks.end(), parent.rank_) - ranks.begin(), int64_t(ranks.size())),
+        timeout_(parent.timeout_), host_(parent.host_), store_(parent.store_) {
+    connect_group(c10::make_intrusive<c10d::PrefixStore>("grpo/group/" + name, parent.store_));
+  }
+
+  std::unique_ptr<Comm> group(const std::vector<int64_t>& ranks, const std::string& name) override {
+    GRPO_CHECK(!ranks.empty() && std::is_sorted(ranks.begin(), ranks.end()) &&
+                   std::adjacent_find(ranks.begin(), ranks.end()) == ranks.end() && ranks.front() >= 0 &&
+                   ranks.back() < size_,
+               "group '{}': ranks {} must be distinct, ascending, in [0, {})", name, fmt::join(ranks, ","), size_);
+    GRPO_CHECK(std::find(ranks.begin(), ranks.end(), rank_) != ranks.end(),
+               "group '{}': rank {} is not one of its ranks {}", name, rank_, fmt::join(ranks, ","));
+    if (ranks.size() == 1) return std::make_unique<SoloComm>();
+    return std::unique_ptr<Comm>(new GlooComm(*this, ranks, name));
+  }
+
+  std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t) override {
+    GRPO_CHECK(t.is_contiguous(), "all_reduce_sum_async: the tensor must be contiguous");
+    std::vector<at::Tensor> v{t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
+    c10::intrusive_ptr<c10d::Work> w;
+    run("all_reduce_sum", [&] { w = pg_->allreduce(v, o); });
+    return std::make_unique<GlooPending>(this, std::move(w));
   }
 
   void all_reduce_sum(at::Tensor& t) override { reduce(t, c10d::ReduceOp::SUM, "all_reduce_sum"); }
@@ -130,6 +163,24 @@ class GlooComm final : public Comm {
     return buf;
   }
   double seconds() const { return double(timeout_.count()) / 1000.0; }
+  void connect_group(const c10::intrusive_ptr<c10d::Store>& store) {
+    try {
+      auto opts = c10d::ProcessGroupGloo::Options::create(timeout_);
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host_));
+      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, int(rank_), int(size_), opts);
+    } catch (const std::exception& e) {
+      fail("rank {} of {}: setting up the Gloo process group failed: {}", rank_, size_, first_line(e.what()));
+    }
+  }
+  struct GlooPending final : Pending {
+    GlooPending(GlooComm* c, c10::intrusive_ptr<c10d::Work> w) : comm(c), work(std::move(w)) {}
+    void wait() override {
+      if (work) comm->run("all_reduce_sum", [&] { work->wait(); });
+      work.reset();
+    }
+    GlooComm* comm;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
   void reduce(at::Tensor& t, c10d::ReduceOp::RedOpType op, const char* what) {
     GRPO_CHECK(t.is_contiguous(), "{}: the tensor must be contiguous", what);
     std::vector<at::Tensor> v{t};
@@ -148,7 +199,8 @@ class GlooComm final : public Comm {
   }
 
   std::chrono::milliseconds timeout_;
-  c10::intrusive_ptr<c10d::TCPStore> store_;
+  std::string host_;
+  c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
 };
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "grpo/core/error.h"
+#include "grpo/dist/parallel.h"
 
 namespace grpo::model::moe {
 
@@ -71,6 +72,38 @@ at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& gate, const at:
   }
   if (outs.empty()) return at::zeros({0, down.size(1)}, x.options());
   return at::cat(outs, 0);
+}
+
+at::Tensor expert_parallel_swiglu(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& up,
+                                  const at::Tensor& down, const std::vector<int64_t>& counts,
+                                  dist::Comm& group) {
+  const int64_t P = group.size(), E = int64_t(counts.size()), El = gate.size(0);
+  GRPO_CHECK(El * P == E, "expert_parallel_swiglu: {} local experts x {} ranks != {} experts", El, P, E);
+  // rows per destination rank, and each destination's per-expert counts
+  std::vector<int64_t> send(size_t(P), 0);
+  for (int64_t e = 0; e < E; ++e) send[size_t(e / El)] += counts[size_t(e)];
+  auto recv_counts = group.all_to_all(at::tensor(counts, at::kLong), std::vector<int64_t>(size_t(P), El));
+  auto rc = recv_counts.view({P, El});  // rc[s][j]: rows from rank s for local expert j
+  const int64_t* c = rc.data_ptr<int64_t>();
+  std::vector<int64_t> recv;
+  auto xr = dist::all_to_all_rows(x, send, &recv, group);  // source-major, expert-major within
+  // source-major -> expert-major: local expert j takes its rows from every source in rank order
+  std::vector<int64_t> start(size_t(P * El)), order, local(size_t(El), 0);
+  int64_t off = 0;
+  for (int64_t s = 0; s < P; ++s)
+    for (int64_t j = 0; j < El; ++j) {
+      start[size_t(s * El + j)] = off;
+      off += c[s * El + j];
+    }
+  for (int64_t j = 0; j < El; ++j)
+    for (int64_t s = 0; s < P; ++s) {
+      for (int64_t i = 0; i < c[s * El + j]; ++i) order.push_back(start[size_t(s * El + j)] + i);
+      local[size_t(j)] += c[s * El + j];
+    }
+  auto idx = at::tensor(order, at::kLong);
+  auto ye = grouped_swiglu(xr.index_select(0, idx), gate, up, down, local);
+  auto inverse = at::empty_like(idx).index_copy_(0, idx, at::arange(idx.numel(), at::kLong));
+  return dist::all_to_all_rows(ye.index_select(0, inverse), recv, nullptr, group);
 }
 
 at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Tensor& weights) {

@@ -7,7 +7,14 @@
 //   MoE: mlp.gate.{weight, e_score_correction_bias}, mlp.experts.{gate,up,down}_proj (stacked
 //        [E, ...]; hf.cpp maps them to HF's per-expert tensors), mlp.shared_experts.*.
 // Attention uses at::scaled_dot_product_attention (fused kernels when available) with native GQA.
+//
+// Tensor parallel (Megatron): each rank builds the layers at its share of the width (heads, MLP
+// width, vocabulary); a replicated activation enters split layers through copy_to_group (its
+// gradient summed over the group) and split partial results leave through reduce_from_group.
+// Expert parallel: each rank holds E / ep routed experts; moe::expert_parallel_swiglu moves tokens.
 #include "grpo/model/transformer.h"
+
+#include <set>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -18,10 +25,33 @@
 
 #include "grpo/core/error.h"
 #include "grpo/core/tensor_util.h"
+#include "grpo/dist/parallel.h"
 #include "grpo/model/moe.h"
 
 namespace grpo::model {
 namespace {
+
+// The modules' view of the parallel layout.
+struct Split {
+  dist::Comm* tp = nullptr;
+  dist::Comm* ep = nullptr;
+  int64_t tp_size() const { return tp ? tp->size() : 1; }
+  int64_t ep_size() const { return ep ? ep->size() : 1; }
+  // n / tp, checked: `key` names the config value being split
+  int64_t part(int64_t n, const char* key) const {
+    GRPO_CHECK(n % tp_size() == 0, "tensor parallel: model.{} ({}) must be divisible by parallel.tp ({})", key,
+               n, tp_size());
+    return n / tp_size();
+  }
+  at::Tensor copy(const at::Tensor& x) const { return tp_size() > 1 ? dist::copy_to_group(x, *tp) : x; }
+};
+
+// A row-parallel linear layer: partial products summed over the group, then the bias (once).
+at::Tensor row_linear(torch::nn::Linear& l, const at::Tensor& x, const Split& s) {
+  if (s.tp_size() == 1) return l->forward(x);
+  auto y = dist::reduce_from_group(at::linear(x, l->weight), *s.tp);
+  return l->bias.defined() ? y + l->bias : y;
+}
 
 // RMSNorm as one autograd node with a closed-form backward (fewer saved tensors and kernel
 // launches than the composite, which matters for small models on CPU):
@@ -94,8 +124,10 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 
 
 struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(const ModelConfig& c) : heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
-                                       head_dim(c.resolved_head_dim()) {
+  AttentionImpl(const ModelConfig& c, const Split& sp)
+      : heads(sp.part(c.num_attention_heads, "num_attention_heads")),
+        kv_heads(sp.part(c.num_key_value_heads, "num_key_value_heads")), head_dim(c.resolved_head_dim()),
+        split(sp) {
     auto lin = [&](int64_t in, int64_t out, bool bias) {
       return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
     };
@@ -113,9 +145,10 @@ struct AttentionImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
     auto B = x.size(0), T = x.size(1);
-    auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
-    auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
-    auto v = v_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    auto xs = split.copy(x);
+    auto q = q_proj(xs).view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
+    auto k = k_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
+    auto v = v_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);
     if (q_norm) {  // Qwen3: normalise each head before the rotation
       q = q_norm(q);
       k = k_norm(k);
@@ -131,16 +164,18 @@ struct AttentionImpl : torch::nn::Module {
       out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
                                              kv_heads != heads);
     }
-    return o_proj(out.transpose(1, 2).reshape({B, T, heads * head_dim}));
+    return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * head_dim}), split);
   }
   int64_t heads, kv_heads, head_dim;
+  Split split;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 };
 TORCH_MODULE(Attention);
 
 struct MLPImpl : torch::nn::Module {
-  MLPImpl(int64_t hidden, int64_t inter, bool bias) {
+  MLPImpl(int64_t hidden, int64_t inter, bool bias, const Split& sp, const char* key) : split(sp) {
+    inter = sp.part(inter, key);
     auto lin = [&](int64_t in, int64_t out) {
       return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
     };
@@ -149,8 +184,10 @@ struct MLPImpl : torch::nn::Module {
     down_proj = register_module("down_proj", lin(inter, hidden));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return down_proj(at::silu(gate_proj(x)) * up_proj(x));
+    auto xs = split.copy(x);
+    return row_linear(down_proj, at::silu(gate_proj(xs)) * up_proj(xs), split);
   }
+  Split split;
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(MLP);
@@ -169,9 +206,10 @@ double yarn_mscale(double scale, double mscale) {
 //      q_lat = q_nope W_uk,  scores = q_lat c^T + q_rope k_rope^T,  out = (P c) W_uv^T,
 //    which equals the expanded path exactly in real arithmetic.
 struct MLAImpl : torch::nn::Module {
-  MLAImpl(const ModelConfig& c)
-      : heads(c.num_attention_heads), dn(c.qk_nope_head_dim), dr(c.qk_rope_head_dim),
-        dv(c.v_head_dim), rank(c.kv_lora_rank), interleave(c.rope_interleave) {
+  MLAImpl(const ModelConfig& c, const Split& sp)
+      : heads(sp.part(c.num_attention_heads, "num_attention_heads")), dn(c.qk_nope_head_dim),
+        dr(c.qk_rope_head_dim), dv(c.v_head_dim), rank(c.kv_lora_rank), interleave(c.rope_interleave),
+        split(sp) {
     auto lin = [&](int64_t in, int64_t out) {
       return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
     };
@@ -196,13 +234,15 @@ struct MLAImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
     const auto B = x.size(0), T = x.size(1);
-    auto q = q_proj ? q_proj(x) : q_b_proj(q_a_layernorm(q_a_proj(x)));
+    // tensor parallel: q and kv_b are split by heads; the latents are replicated, so their
+    // gradients (partial per rank) are summed over the group where they enter split layers
+    auto q = q_proj ? q_proj(split.copy(x)) : q_b_proj(split.copy(q_a_layernorm(q_a_proj(x))));
     q = q.view({B, T, heads, dn + dr}).transpose(1, 2);  // [B, H, T, dn + dr]
     auto q_nope = q.narrow(-1, 0, dn);
     auto q_rope = apply_rope(q.narrow(-1, dn, dr), cos, sin, interleave);
     auto ckv = kv_a_proj_with_mqa(x);                              // [B, T, rank + dr]
-    auto latent = kv_a_layernorm(ckv.narrow(-1, 0, rank)).unsqueeze(1);  // [B, 1, T, rank]
-    auto k_rope = apply_rope(ckv.narrow(-1, rank, dr).unsqueeze(1), cos, sin, interleave);  // [B, 1, T, dr]
+    auto latent = split.copy(kv_a_layernorm(ckv.narrow(-1, 0, rank))).unsqueeze(1);  // [B, 1, T, rank]
+    auto k_rope = apply_rope(split.copy(ckv.narrow(-1, rank, dr)).unsqueeze(1), cos, sin, interleave);  // [B, 1, T, dr]
     at::Tensor out;  // [B, H, T, dv]
     auto sdpa = [&](const at::Tensor& qq, const at::Tensor& kk, const at::Tensor& vv, bool gqa) {
       if (mask.defined()) return at::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, false, scale, gqa);
@@ -219,10 +259,11 @@ struct MLAImpl : torch::nn::Module {
       auto lat = sdpa(at::cat({q_lat, q_rope}, -1), at::cat({c_all, r_all}, -1), c_all, true);
       out = at::matmul(lat, w.narrow(1, dn, dv).transpose(1, 2));     // [B, H, T, dv]
     }
-    return o_proj(out.transpose(1, 2).reshape({B, T, heads * dv}));
+    return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * dv}), split);
   }
   int64_t heads, dn, dr, dv, rank;
   bool interleave;
+  Split split;
   double scale;
   torch::nn::Linear q_proj{nullptr}, q_a_proj{nullptr}, q_b_proj{nullptr}, kv_a_proj_with_mqa{nullptr},
       kv_b_proj{nullptr}, o_proj{nullptr};
@@ -252,7 +293,10 @@ TORCH_MODULE(Experts);
 
 // DeepSeekMoE: shared experts + routed experts through the moe.h ops.
 struct MoEImpl : torch::nn::Module {
-  MoEImpl(const ModelConfig& c) {
+  MoEImpl(const ModelConfig& c, const Split& sp) : split(sp) {
+    GRPO_CHECK(c.n_routed_experts % sp.ep_size() == 0,
+               "expert parallel: model.n_routed_experts ({}) must be divisible by parallel.ep ({})",
+               c.n_routed_experts, sp.ep_size());
     rc.num_experts = c.n_routed_experts;
     rc.top_k = c.num_experts_per_tok;
     rc.n_group = c.n_group;
@@ -260,10 +304,12 @@ struct MoEImpl : torch::nn::Module {
     rc.norm_topk_prob = c.norm_topk_prob;
     rc.routed_scaling_factor = c.routed_scaling_factor;
     gate = register_module("gate", Router(c.n_routed_experts, c.hidden_size));
-    experts = register_module("experts", Experts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size));
+    experts = register_module(
+        "experts", Experts(c.n_routed_experts / sp.ep_size(), c.hidden_size, c.moe_intermediate_size));
     if (c.n_shared_experts > 0)
       shared_experts = register_module(
-          "shared_experts", MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, false));
+          "shared_experts", MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, false, sp,
+                                "moe_intermediate_size x n_shared_experts"));
     load = at::zeros({c.n_routed_experts}, at::kLong);
   }
   at::Tensor forward(const at::Tensor& x) {
@@ -272,8 +318,12 @@ struct MoEImpl : torch::nn::Module {
     auto logits = at::linear(flat.to(at::kFloat), gate->weight.to(at::kFloat));
     auto r = moe::route(logits, gate->e_score_correction_bias.to(at::kFloat), rc);
     auto plan = moe::plan_dispatch(r.indices, rc.num_experts);
-    auto y = moe::grouped_swiglu(moe::permute(flat, plan), experts->gate_proj, experts->up_proj,
-                                 experts->down_proj, plan.counts);
+    auto xp = moe::permute(flat, plan);
+    auto y = split.ep_size() > 1
+                 ? moe::expert_parallel_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
+                                               plan.counts, *split.ep)
+                 : moe::grouped_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
+                                       plan.counts);
     auto out = moe::unpermute(y, plan, r.weights).view(x.sizes());
     if (is_training() && at::GradMode::is_enabled()) {  // training forwards only
       load += at::tensor(plan.counts, at::kLong);
@@ -287,6 +337,7 @@ struct MoEImpl : torch::nn::Module {
     return out;
   }
   moe::RouterConfig rc;
+  Split split;
   Router gate{nullptr};
   Experts experts{nullptr};
   MLP shared_experts{nullptr};
@@ -298,14 +349,14 @@ struct MoEImpl : torch::nn::Module {
 TORCH_MODULE(MoE);
 
 struct BlockImpl : torch::nn::Module {
-  BlockImpl(const ModelConfig& c, int64_t index) {
+  BlockImpl(const ModelConfig& c, int64_t index, const Split& sp) {
     input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-    if (c.is_mla()) mla = register_module("self_attn", MLA(c));
-    else self_attn = register_module("self_attn", Attention(c));
+    if (c.is_mla()) mla = register_module("self_attn", MLA(c, sp));
+    else self_attn = register_module("self_attn", Attention(c, sp));
     post_attention_layernorm =
         register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-    if (c.is_moe_layer(index)) moe = register_module("mlp", MoE(c));
-    else mlp = register_module("mlp", MLP(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    if (c.is_moe_layer(index)) moe = register_module("mlp", MoE(c, sp));
+    else mlp = register_module("mlp", MLP(c.hidden_size, c.intermediate_size, c.mlp_bias, sp, "intermediate_size"));
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
@@ -324,10 +375,11 @@ struct BlockImpl : torch::nn::Module {
 TORCH_MODULE(Block);
 
 struct BackboneImpl : torch::nn::Module {
-  BackboneImpl(const ModelConfig& c) {
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  BackboneImpl(const ModelConfig& c, const Split& sp) {
+    embed_tokens = register_module("embed_tokens",
+                                   torch::nn::Embedding(sp.part(c.vocab_size, "vocab_size"), c.hidden_size));
     layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(Block(c, i));
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(Block(c, i, sp));
     norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   }
   torch::nn::Embedding embed_tokens{nullptr};
@@ -338,13 +390,27 @@ TORCH_MODULE(Backbone);
 
 }  // namespace
 
+// How a parameter is split: along `dim` into the parts of `group` (tp or ep).
+struct SliceSpec {
+  int64_t dim = 0;
+  dist::Comm* group = nullptr;
+  bool expert = false;
+};
+
 struct Transformer::Impl : torch::nn::Module {
-  explicit Impl(const ModelConfig& c) : config(c) {
-    model = register_module("model", Backbone(c));
+  explicit Impl(const ModelConfig& c, const Split& sp) : config(c), split(sp) {
+    // LibTorch's layer constructors draw their own (discarded) initial values, as many as their
+    // size: the generator is rewound after building, so init_weights draws the same numbers for
+    // every layout
+    auto gen = at::detail::getDefaultCPUGenerator();
+    auto rng_state = gen.get_state();
+    model = register_module("model", Backbone(c, sp));
     if (!c.tie_word_embeddings) {
       lm_head = register_module(
-          "lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+          "lm_head",
+          torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, sp.part(c.vocab_size, "vocab_size")).bias(false)));
     }
+    find_slices();
     // RoPE table [max_pos, rope_dim] (rotate-half layout, as Hugging Face), YaRN-scaled if set.
     auto hd = c.rope_dim();
     auto pos_freqs = at::pow(c.rope_theta, at::arange(0, hd, 2, at::kDouble) / hd);
@@ -372,7 +438,46 @@ struct Transformer::Impl : torch::nn::Module {
     auto emb = at::cat({freqs, freqs}, -1);
     cos_table = register_buffer("rope_cos", (emb.cos() * attention_factor).to(at::kFloat));
     sin_table = register_buffer("rope_sin", (emb.sin() * attention_factor).to(at::kFloat));
+    gen.set_state(rng_state);
     init_weights();
+  }
+  // Which parameters are split, by their (Hugging Face) names: column-parallel outputs along dim
+  // 0, row-parallel inputs along dim 1, the vocabulary along dim 0, routed experts along dim 0.
+  void find_slices() {
+    auto ends = [](const std::string& n, const std::string& tail) {
+      return n.size() >= tail.size() && n.compare(n.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    for (auto& p : named_parameters()) {
+      const auto& n = p.key();
+      if (n.find(".mlp.experts.") != std::string::npos) {
+        expert_names.insert(n);
+        if (split.ep_size() > 1) slices[n] = {0, split.ep, true};
+        continue;
+      }
+      if (split.tp_size() == 1) continue;
+      if (n == "model.embed_tokens.weight" || n == "lm_head.weight") {
+        slices[n] = {0, split.tp, false};
+        continue;
+      }
+      for (const char* col : {"q_proj", "k_proj", "v_proj", "q_b_proj", "kv_b_proj", "gate_proj", "up_proj"})
+        if (ends(n, std::string(".") + col + ".weight") || ends(n, std::string(".") + col + ".bias"))
+          slices[n] = {0, split.tp, false};
+      for (const char* row : {"o_proj", "down_proj"})
+        if (ends(n, std::string(".") + row + ".weight")) slices[n] = {1, split.tp, false};
+    }
+  }
+  std::vector<int64_t> full_shape(const std::string& name, const at::Tensor& local) const {
+    auto shape = local.sizes().vec();
+    auto it = slices.find(name);
+    if (it != slices.end()) shape[it->second.dim] *= it->second.group->size();
+    return shape;
+  }
+  at::Tensor slice_of(const std::string& name, const at::Tensor& full) const {
+    auto it = slices.find(name);
+    if (it == slices.end()) return full;
+    const auto& sl = it->second;
+    auto part = dist::even_shard(full.size(sl.dim), sl.group->size(), sl.group->rank());
+    return full.narrow(sl.dim, part.begin, part.size);
   }
   void init_weights() {
     at::NoGradGuard g;
@@ -388,18 +493,28 @@ struct Transformer::Impl : torch::nn::Module {
         p.value().zero_();
         continue;
       }
-      p.value().normal_(0.0, std);
+      if (!slices.count(name)) {
+        p.value().normal_(0.0, std);
+        continue;
+      }
+      // the whole tensor is drawn and this rank keeps its slice: every layout starts alike
+      auto full = at::empty(full_shape(name, p.value()), p.value().options()).normal_(0.0, std);
+      p.value().copy_(slice_of(name, full));
     }
   }
   ModelConfig config;
+  Split split;
+  std::map<std::string, SliceSpec> slices;
+  std::set<std::string> expert_names;
   Backbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};
   at::Tensor cos_table, sin_table;
 };
 
-Transformer::Transformer(const ModelConfig& config) : config_(config) {
+Transformer::Transformer(const ModelConfig& config, const Parallel& parallel)
+    : config_(config), parallel_(parallel) {
   GRPO_CHECK(config.vocab_size > 0, "model.vocab_size must be set (found {})", config.vocab_size);
-  impl_ = std::make_shared<Impl>(config);
+  impl_ = std::make_shared<Impl>(config, Split{parallel.tp, parallel.ep});
 }
 
 Transformer::~Transformer() = default;
@@ -444,7 +559,17 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
       }
     }
   }
-  auto h = m.model->embed_tokens(input_ids);
+  at::Tensor h;
+  if (m.split.tp_size() == 1) {
+    h = m.model->embed_tokens(input_ids);
+  } else {  // vocab-parallel: ids outside this rank's rows contribute zeros, summed over the group
+    const auto& w = m.model->embed_tokens->weight;
+    const int64_t v0 = w.size(0) * m.split.tp->rank();
+    auto local = input_ids - v0;
+    auto in = local.ge(0) & local.lt(w.size(0));
+    auto e = at::embedding(w, local.clamp(0, w.size(0) - 1)) * in.unsqueeze(-1).to(w.scalar_type());
+    h = dist::reduce_from_group(e, *m.split.tp);
+  }
   int64_t layer = 0;
   for (const auto& mod : *m.model->layers) {
     h = mod->as<BlockImpl>()->forward(h, cos, sin, mask, cache, layer++);
@@ -458,7 +583,17 @@ at::Tensor Transformer::lm_head_weight() const {
 }
 
 at::Tensor Transformer::logits(const at::Tensor& hidden) const {
-  return at::matmul(hidden, lm_head_weight().t()).to(at::kFloat);
+  auto z = at::matmul(hidden, lm_head_weight().t()).to(at::kFloat);
+  return impl_->split.tp_size() > 1 ? dist::gather_last_dim(z, *impl_->split.tp) : z;
+}
+
+TokenLogProbs Transformer::token_logprobs(const at::Tensor& hidden, const at::Tensor& targets,
+                                          const LogProbOptions& options) const {
+  const auto& sp = impl_->split;
+  if (sp.tp_size() == 1) return model::token_logprobs(hidden, lm_head_weight(), targets, options);
+  auto w = lm_head_weight();
+  return token_logprobs_vocab_parallel(hidden, w, targets, w.size(0) * sp.tp->rank(), config_.vocab_size, *sp.tp,
+                                       options);
 }
 
 std::unique_ptr<KVCache> Transformer::make_cache(int64_t batch, int64_t capacity) const {
@@ -466,8 +601,9 @@ std::unique_ptr<KVCache> Transformer::make_cache(int64_t batch, int64_t capacity
   if (config_.is_mla())  // the compressed latent: (c_kv, k_rope) per token, one "head"
     return std::make_unique<StaticKVCache>(config_.num_hidden_layers, batch, 1, capacity,
                                            config_.kv_lora_rank, w.options(), config_.qk_rope_head_dim);
-  return std::make_unique<StaticKVCache>(config_.num_hidden_layers, batch, config_.num_key_value_heads,
-                                         capacity, config_.resolved_head_dim(), w.options());
+  return std::make_unique<StaticKVCache>(config_.num_hidden_layers, batch,
+                                         config_.num_key_value_heads / impl_->split.tp_size(), capacity,
+                                         config_.resolved_head_dim(), w.options());
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Transformer::named_parameters() const {
@@ -484,6 +620,24 @@ int64_t Transformer::num_parameters() const {
   return n;
 }
 
+std::vector<std::pair<std::string, at::Tensor>> Transformer::full_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& [name, p] : named_parameters()) out.emplace_back(name, gather_full(name, p));
+  return out;
+}
+
+at::Tensor Transformer::gather_full(const std::string& name, const at::Tensor& local) const {
+  auto it = impl_->slices.find(name);
+  if (it == impl_->slices.end()) return local;
+  return dist::gather_dim(local, it->second.dim, *it->second.group);
+}
+
+at::Tensor Transformer::local_slice(const std::string& name, const at::Tensor& full) const {
+  return impl_->slice_of(name, full);
+}
+
+bool Transformer::is_expert_parameter(const std::string& name) const { return impl_->expert_names.count(name) > 0; }
+
 void Transformer::load_parameters(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                                   const std::string& origin) {
   std::map<std::string, at::Tensor> by_name(tensors.begin(), tensors.end());
@@ -495,16 +649,25 @@ void Transformer::load_parameters(const std::vector<std::pair<std::string, at::T
       missing.push_back(name);
       continue;
     }
-    GRPO_CHECK(it->second.sizes() == p.sizes(), "{}: tensor '{}' has shape {}, the model expects {}",
-               origin, name, it->second.sizes(), p.sizes());
-    p.copy_(it->second);
+    auto whole = impl_->full_shape(name, p);
+    GRPO_CHECK(it->second.sizes() == at::IntArrayRef(whole), "{}: tensor '{}' has shape {}, the model expects {}",
+               origin, name, it->second.sizes(), at::IntArrayRef(whole));
+    p.copy_(impl_->slice_of(name, it->second));
     by_name.erase(it);
   }
   GRPO_CHECK(missing.empty(), "{}: missing tensors: {}", origin, fmt::join(missing, ", "));
 }
 
 void Transformer::copy_from(const Transformer& other) {
-  load_parameters(other.named_parameters(), "model copy");
+  auto mine = named_parameters(), theirs = other.named_parameters();
+  GRPO_CHECK(mine.size() == theirs.size(), "model copy: {} parameters vs {}", theirs.size(), mine.size());
+  at::NoGradGuard g;
+  for (size_t i = 0; i < mine.size(); ++i) {
+    GRPO_CHECK(mine[i].first == theirs[i].first && mine[i].second.sizes() == theirs[i].second.sizes(),
+               "model copy: '{}' {} does not match '{}' {}", theirs[i].first, theirs[i].second.sizes(),
+               mine[i].first, mine[i].second.sizes());
+    mine[i].second.copy_(theirs[i].second);
+  }
 }
 
 namespace {

@@ -22,6 +22,8 @@
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
+#include "grpo/dist/parallel.h"
+#include "grpo/model/transformer.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
@@ -205,6 +207,155 @@ grpo::train::Config dp_run(const std::string& dir) {
   return c;
 }
 
+// ---- tensor and expert parallel model: the same computation as one process
+
+namespace {
+
+grpo::model::ModelConfig mp_dense() {  // GQA with biases (Qwen2-like), untied LM head
+  grpo::model::ModelConfig c;
+  c.model_type = "qwen2";
+  c.vocab_size = 36;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 4;
+  c.head_dim = 4;
+  c.attention_bias = true;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+grpo::model::ModelConfig mp_moe() {  // DeepSeek-V3 shaped: MLA with q_lora, dense layer 0, MoE with a shared expert, tied
+  grpo::model::ModelConfig c;
+  c.model_type = "deepseek_v3";
+  c.vocab_size = 40;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 4;
+  c.q_lora_rank = 8;
+  c.kv_lora_rank = 8;
+  c.qk_nope_head_dim = 4;
+  c.qk_rope_head_dim = 4;
+  c.v_head_dim = 4;
+  c.n_routed_experts = 8;
+  c.n_shared_experts = 2;
+  c.num_experts_per_tok = 3;
+  c.moe_intermediate_size = 8;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.first_k_dense_replace = 1;
+  c.rope_interleave = true;
+  c.tie_word_embeddings = true;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+std::unique_ptr<grpo::model::Transformer> fp64_model(const grpo::model::ModelConfig& c,
+                                                     const grpo::model::Parallel& par) {
+  at::manual_seed(11);
+  auto m = std::make_unique<grpo::model::Transformer>(c, par);
+  for (auto& p : m->named_parameters()) p.second.set_data(p.second.data().to(at::kDouble));
+  return m;
+}
+
+// Each data-parallel rank's batch: 3 sequences of 7 tokens, the first left-padded.
+struct MpBatch {
+  at::Tensor ids, mask, targets, w_logp, w_ent;
+};
+MpBatch mp_batch(int64_t vocab, int64_t dp_rank) {
+  auto g = at::make_generator<at::CPUGeneratorImpl>(100 + dp_rank);
+  MpBatch b;
+  b.ids = at::randint(vocab, {3, 7}, g, at::kLong);
+  b.mask = at::ones({3, 7}, at::kBool);
+  b.mask[0].narrow(0, 0, 2).fill_(false);
+  b.targets = at::randint(vocab, {3, 7}, g, at::kLong);
+  b.w_logp = at::randn({3, 7}, g, at::kDouble);
+  b.w_ent = at::randn({3, 7}, g, at::kDouble);
+  return b;
+}
+at::Tensor mp_loss(grpo::model::Transformer& m, const MpBatch& b, at::Tensor* hidden, at::Tensor* logp) {
+  auto pos = at::clamp_min(b.mask.to(at::kLong).cumsum(1) - 1, 0);
+  auto h = m.forward(b.ids, pos, b.mask);
+  grpo::model::LogProbOptions o;
+  o.chunk_rows = 5;  // several chunks
+  auto lp = m.token_logprobs(h, b.targets, o);
+  if (hidden) *hidden = h.detach();
+  if (logp) *logp = lp.logprobs.detach();
+  return (lp.logprobs * b.w_logp).sum() + (lp.entropy * b.w_ent).sum();
+}
+
+// Every rank: the model split as `tp` x `ep` against the whole model in this process, on each
+// data-parallel rank's own batch. Hidden states, log-probs and logits agree; gradients summed the
+// way the trainer sums them (dp group; expert parameters over the expert-dp group) equal the whole
+// model's gradients of the sum of all ranks' losses; a KV-cached decode agrees.
+void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep) {
+  auto groups = grpo::dist::make_groups(world, grpo::dist::make_layout(world.size(), tp, ep));
+  const auto& L = groups.layout;
+  const int64_t dp_rank = L.dp_rank(world.rank());
+  for (auto cfg : {mp_dense(), mp_moe()}) {
+    SCOPED_TRACE(cfg.model_type);
+    auto whole = fp64_model(cfg, {});
+    auto split = fp64_model(cfg, {groups.tp.get(), groups.ep.get()});
+    // the same initial weights, sliced
+    auto full0 = split->full_parameters();
+    auto ref0 = whole->named_parameters();
+    ASSERT_EQ(full0.size(), ref0.size());
+    for (size_t i = 0; i < ref0.size(); ++i) {
+      EXPECT_EQ(full0[i].first, ref0[i].first);
+      EXPECT_TRUE(full0[i].second.equal(ref0[i].second)) << ref0[i].first;
+    }
+    // forward + backward on this rank's batch
+    auto mine = mp_batch(cfg.vocab_size, dp_rank);
+    at::Tensor h, lp;
+    mp_loss(*split, mine, &h, &lp).backward();
+    // the whole model on every data-parallel rank's batch (its gradient: the sum of their losses)
+    at::Tensor h_ref, lp_ref;
+    for (int64_t d = 0; d < L.dp(); ++d) {
+      at::Tensor hd, lpd;
+      mp_loss(*whole, mp_batch(cfg.vocab_size, d), &hd, &lpd).backward();
+      if (d == dp_rank) h_ref = hd, lp_ref = lpd;
+    }
+    EXPECT_LT((h - h_ref).abs().max().item<double>(), 1e-12);
+    EXPECT_LT((lp - lp_ref).abs().max().item<double>(), 1e-12);
+    double worst = 0;
+    std::string worst_name;
+    auto ref_params = whole->named_parameters();
+    auto params = split->named_parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto& [name, p] = params[i];
+      if (!p.requires_grad()) continue;
+      auto g = p.grad().defined() ? p.grad().clone() : at::zeros_like(p);
+      (split->is_expert_parameter(name) ? groups.expert_dp : groups.dp)->all_reduce_sum(g);
+      auto full = split->gather_full(name, g);
+      auto want = ref_params[i].second.grad();
+      ASSERT_TRUE(want.defined()) << name;
+      double d = (full - want).abs().max().item<double>() / (1 + want.abs().max().item<double>());
+      if (d > worst) worst = d, worst_name = name;
+    }
+    EXPECT_LT(worst, 1e-12) << "worst gradient: " << worst_name;
+    // generation: logits (gathered over tp) and a KV-cached decode step
+    at::NoGradGuard ng;
+    split->train(false);
+    whole->train(false);
+    for (auto* m : {split.get(), whole.get()}) {
+      auto cache = m->make_cache(3, 9);
+      auto pos = at::clamp_min(mine.mask.to(at::kLong).cumsum(1) - 1, 0);
+      m->forward(mine.ids, pos, mine.mask, cache.get());
+      auto step_mask = at::cat({mine.mask, at::ones({3, 1}, at::kBool)}, 1);
+      auto hs = m->forward(mine.targets.narrow(1, 0, 1), pos.narrow(1, 6, 1) + 1, step_mask, cache.get());
+      auto z = m->logits(hs.select(1, 0));
+      if (m == split.get()) h = z;
+      else EXPECT_LT((h - z).abs().max().item<double>(), 1e-12);
+    }
+  }
+  std::cout << "model parallel rank " << world.rank() << " ok\n";
+}
+
+}  // namespace
+
 TEST(DistWorker, Run) {
   const char* scenario = std::getenv("GRPO_DIST_SCENARIO");
   if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
@@ -229,6 +380,16 @@ TEST(DistWorker, Run) {
     std::exit(3);
   }
   const int64_t r = comm->rank(), n = comm->size();
+  int64_t tp = 0, ep = 0;
+  if (std::sscanf(scenario, "model_tp%ld_ep%ld", &tp, &ep) == 2) {
+    try {
+      model_parallel_worker(*comm, tp, ep);
+    } catch (const grpo::Error& e) {
+      std::cout << "ERROR " << e.what() << "\n";
+      std::exit(3);
+    }
+    return;
+  }
   if (std::string(scenario) == "exit_after_join") {
     if (r == n - 1) std::exit(0);  // the last rank leaves without a word
     auto t = at::ones({4});
@@ -306,6 +467,24 @@ TEST(Dist, ARankThatDiesIsAnErrorOnTheOthers) {
     EXPECT_EQ(ws[r].rc, 3) << ws[r].out;
     EXPECT_NE(ws[r].out.find("all_reduce_sum failed"), std::string::npos) << ws[r].out;
     EXPECT_NE(ws[r].out.find("another rank has died or stopped responding"), std::string::npos) << ws[r].out;
+  }
+}
+
+// Tensor parallel (tp = 2 and 4), expert parallel (ep = 2 and 4) and both (tp = 2 x ep = 2 in 4
+// processes): a dense GQA model and a DeepSeek-V3-shaped MLA/MoE model compute, in fp64, the same
+// hidden states, log-probs, entropies, gradients and cached decoding logits as the whole model.
+TEST(Dist, TensorAndExpertParallelModelEqualsOneProcess) {
+  for (auto [world, tp, ep] : std::vector<std::tuple<int, int, int>>{{2, 2, 1}, {2, 1, 2}, {4, 2, 2}, {4, 4, 1}, {4, 1, 4}}) {
+    std::vector<int> ranks;
+    for (int r = 0; r < world; ++r) ranks.push_back(r);
+    const std::string scenario = "model_tp" + std::to_string(tp) + "_ep" + std::to_string(ep);
+    auto ws = run_workers(world, ranks, scenario, 60000);
+    for (int r = 0; r < world; ++r) {
+      EXPECT_EQ(ws[r].rc, 0) << scenario << " rank " << r << ":\n" << ws[r].out;
+      EXPECT_NE(ws[r].out.find("model parallel rank " + std::to_string(r) + " ok"), std::string::npos)
+          << scenario << " rank " << r << ":\n" << ws[r].out;
+      EXPECT_EQ(ws[r].out.find("Failure"), std::string::npos) << scenario << " rank " << r << ":\n" << ws[r].out;
+    }
   }
 }
 

@@ -39,6 +39,21 @@ class Comm {
                                 std::vector<int64_t>* recv_counts = nullptr) = 0;
   virtual void barrier() = 0;
 
+  /// A started collective; wait() blocks until it is done (and throws like the blocking form).
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  /// all_reduce_sum that returns at once; `t` must stay alive and untouched until wait().
+  /// Collectives run in the order they are started, on every rank alike.
+  virtual std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t) = 0;
+
+  /// The sub-group of `ranks` (ranks of this communicator, ascending, including this one), as a
+  /// communicator of its own (its rank() is the position in `ranks`). Every member calls it with
+  /// the same ranks and `name`; `name` must be unique per group in the job.
+  virtual std::unique_ptr<Comm> group(const std::vector<int64_t>& ranks, const std::string& name) = 0;
+
  protected:
   Comm(int64_t rank, int64_t size) : rank_(rank), size_(size) {}
   int64_t rank_, size_;

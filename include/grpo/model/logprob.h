@@ -9,6 +9,10 @@
 
 #include <ATen/core/Tensor.h>
 
+namespace grpo::dist {
+class Comm;
+}
+
 namespace grpo::model {
 
 struct LogProbOptions {
@@ -26,5 +30,14 @@ struct TokenLogProbs {
 /// Differentiable with respect to hidden and weight (through both outputs).
 TokenLogProbs token_logprobs(const at::Tensor& hidden, const at::Tensor& weight,
                              const at::Tensor& targets, const LogProbOptions& options = {});
+
+/// Tensor parallel: `weight_shard` holds rows [vocab_begin, vocab_begin + rows) of the LM head of
+/// a `vocab_size` vocabulary split over `group` (every rank passes the same hidden and targets).
+/// Equal to token_logprobs on the whole weight; [batch, seq, vocab] logits never exist, not even
+/// per rank (two small all-reduces per chunk of rows).
+TokenLogProbs token_logprobs_vocab_parallel(const at::Tensor& hidden, const at::Tensor& weight_shard,
+                                            const at::Tensor& targets, int64_t vocab_begin,
+                                            int64_t vocab_size, dist::Comm& group,
+                                            const LogProbOptions& options = {});
 
 }  // namespace grpo::model

@@ -16,6 +16,10 @@
 
 #include <ATen/core/Tensor.h>
 
+namespace grpo::dist {
+class Comm;
+}
+
 namespace grpo::model::moe {
 
 struct RouterConfig {
@@ -55,6 +59,16 @@ at::Tensor permute(const at::Tensor& x, const DispatchPlan& plan);
 /// Expert-major rows [N*k, H] through each expert's SwiGLU: gate/up [E, I, H], down [E, H, I].
 at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& up,
                           const at::Tensor& down, const std::vector<int64_t>& counts);
+
+/// Expert parallel grouped_swiglu. `x`: this rank's expert-major rows for all E = counts.size()
+/// experts; gate/up/down: the E / ep experts this rank holds (experts [r E/ep, (r+1) E/ep) for
+/// rank r of `group`). Rows travel to the rank holding their expert (all-to-all with variable
+/// splits; per-expert counts exchanged first), through its experts, and back: returns exactly what
+/// grouped_swiglu over all experts would, and its backward sends the gradients the reverse way
+/// (each rank's expert gradients cover every rank's tokens).
+at::Tensor expert_parallel_swiglu(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& up,
+                                  const at::Tensor& down, const std::vector<int64_t>& counts,
+                                  dist::Comm& group);
 
 /// y [N*k, H] (expert-major) -> [N, H]: out[t] = sum_j weights[t, j] * y[slot of (t, j)].
 at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Tensor& weights);

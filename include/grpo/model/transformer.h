@@ -15,16 +15,33 @@
 #include <ATen/core/Tensor.h>
 
 #include "grpo/model/kv_cache.h"
+#include "grpo/model/logprob.h"
 #include "grpo/model/model_config.h"
 #include "grpo/model/moe.h"
 
+namespace grpo::dist {
+class Comm;
+}
+
 namespace grpo::model {
+
+/// Tensor and expert parallelism of one model replica (dist/parallel.h has the layout). tp:
+/// attention heads, MLP/shared-expert widths and the vocabulary are split over the group
+/// (Megatron: column-parallel q/k/v/gate/up, row-parallel o/down, vocab-parallel embedding, LM head
+/// and log-prob); routed experts are replicated over it. ep: the routed experts are split over the
+/// group and tokens travel to them by all-to-all. Null or size-1 groups: not split. The groups
+/// must outlive the model; every rank of a group runs the same calls in the same order.
+struct Parallel {
+  dist::Comm* tp = nullptr;
+  dist::Comm* ep = nullptr;
+};
 
 class Transformer {
  public:
   /// Builds the model with freshly initialised weights, drawn from LibTorch's default generator
-  /// (seed it first for reproducible weights).
-  explicit Transformer(const ModelConfig& config);
+  /// (seed it first for reproducible weights). Split models draw the same weights as an unsplit
+  /// one and keep their slices, so any layout starts from the same model.
+  explicit Transformer(const ModelConfig& config, const Parallel& parallel = {});
   ~Transformer();
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
@@ -44,21 +61,40 @@ class Transformer {
   /// LM head weight [vocab, hidden] (the embedding when tied).
   at::Tensor lm_head_weight() const;
   /// Full logits for the given hidden states [..., hidden] -> [..., vocab] (fp32). Use only for
-  /// few positions (sampling); training goes through token_logprobs().
+  /// few positions (sampling); training goes through token_logprobs(). Tensor parallel: the slices
+  /// are gathered, every rank gets all of them.
   at::Tensor logits(const at::Tensor& hidden) const;
+  /// Per-token log-probs (and entropy) of `targets` [batch, seq] from the hidden states: the
+  /// chunked op of logprob.h, vocab-parallel under tensor parallelism.
+  TokenLogProbs token_logprobs(const at::Tensor& hidden, const at::Tensor& targets,
+                               const LogProbOptions& options = {}) const;
 
   /// A cache sized for this model.
   std::unique_ptr<KVCache> make_cache(int64_t batch, int64_t capacity) const;
 
-  /// Parameters with their Hugging Face names, in a stable order.
+  /// This rank's parameters (its slices under tp/ep) with their Hugging Face names, in a stable
+  /// order: what the optimizer updates.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;
+  /// Elements of this rank's parameters.
   int64_t num_parameters() const;
-  /// Copies values by name; every parameter must be present with the same shape.
+  /// Whole parameters (slices gathered over tp/ep; collective: every rank of the groups calls it).
+  std::vector<std::pair<std::string, at::Tensor>> full_parameters() const;
+  /// The whole tensor for parameter `name` from this rank's slice-shaped `local` (e.g. an
+  /// optimizer moment); collective like full_parameters().
+  at::Tensor gather_full(const std::string& name, const at::Tensor& local) const;
+  /// This rank's slice of the whole tensor `full` of parameter `name`.
+  at::Tensor local_slice(const std::string& name, const at::Tensor& full) const;
+  /// True if parameter `name` holds routed experts (split over ep; summed over expert-data-
+  /// parallel ranks rather than all data-parallel ones).
+  bool is_expert_parameter(const std::string& name) const;
+  /// Copies values by name from whole tensors (any layout's checkpoint); every parameter must be
+  /// present with its whole shape.
   void load_parameters(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::string& origin);
-  /// Copies all parameter values from another model with the same config.
+  /// Copies all parameter values from another model with the same config and parallel layout.
   void copy_from(const Transformer& other);
+  const Parallel& parallel() const { return parallel_; }
 
   void train(bool on = true);
   bool is_training() const;
@@ -87,6 +123,7 @@ class Transformer {
 
  private:
   ModelConfig config_;
+  Parallel parallel_;
   std::shared_ptr<Impl> impl_;
 };
 

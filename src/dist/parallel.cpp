@@ -1,0 +1,140 @@
+#include "grpo/dist/parallel.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "grpo/core/error.h"
+
+namespace grpo::dist {
+
+std::vector<int64_t> Layout::tp_group(int64_t rank) const {
+  std::vector<int64_t> g;
+  for (int64_t t = 0; t < tp; ++t) g.push_back(dp_rank(rank) * tp + t);
+  return g;
+}
+std::vector<int64_t> Layout::dp_group(int64_t rank) const {
+  std::vector<int64_t> g;
+  for (int64_t d = 0; d < dp(); ++d) g.push_back(d * tp + tp_rank(rank));
+  return g;
+}
+std::vector<int64_t> Layout::ep_group(int64_t rank) const {
+  std::vector<int64_t> g;
+  const int64_t block = dp_rank(rank) / ep;
+  for (int64_t e = 0; e < ep; ++e) g.push_back((block * ep + e) * tp + tp_rank(rank));
+  return g;
+}
+std::vector<int64_t> Layout::expert_dp_group(int64_t rank) const {
+  std::vector<int64_t> g;
+  for (int64_t b = 0; b < dp() / ep; ++b) g.push_back((b * ep + ep_rank(rank)) * tp + tp_rank(rank));
+  return g;
+}
+std::string Layout::describe() const {
+  auto s = fmt::format("dp {} x tp {}", dp(), tp);
+  if (ep > 1) s += fmt::format(" (experts over ep {} of the dp ranks)", ep);
+  return s;
+}
+
+Layout make_layout(int64_t world, int64_t tp, int64_t ep) {
+  GRPO_CHECK(tp >= 1 && world % tp == 0, "parallel.tp ({}) must divide the number of processes ({})", tp, world);
+  Layout l{world, tp, ep};
+  GRPO_CHECK(ep >= 1 && l.dp() % ep == 0,
+             "parallel.ep ({}) must divide the data-parallel size ({} processes / tp {} = {}): expert "
+             "parallelism splits the experts over data-parallel ranks", ep, world, tp, l.dp());
+  return l;
+}
+
+Groups make_groups(Comm& world, const Layout& l) {
+  GRPO_CHECK(world.size() == l.world, "make_groups: a layout for {} processes in a job of {}", l.world, world.size());
+  Groups g;
+  g.layout = l;
+  g.world = &world;
+  const int64_t r = world.rank();
+  auto name = [](const char* kind, const std::vector<int64_t>& ranks) {
+    return fmt::format("{}/{}", kind, fmt::join(ranks, "-"));
+  };
+  // the same order on every rank (each construction is a rendezvous of its members)
+  g.tp = world.group(l.tp_group(r), name("tp", l.tp_group(r)));
+  g.dp = world.group(l.dp_group(r), name("dp", l.dp_group(r)));
+  g.ep = world.group(l.ep_group(r), name("ep", l.ep_group(r)));
+  g.expert_dp = world.group(l.expert_dp_group(r), name("edp", l.expert_dp_group(r)));
+  return g;
+}
+
+Shard even_shard(int64_t n, int64_t parts, int64_t index) {
+  GRPO_ASSERT(parts >= 1 && index >= 0 && index < parts && n % parts == 0);
+  return {n / parts * index, n / parts};
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+Comm* comm_of(AutogradContext* ctx) { return reinterpret_cast<Comm*>(ctx->saved_data["comm"].toInt()); }
+void keep_comm(AutogradContext* ctx, Comm& c) { ctx->saved_data["comm"] = reinterpret_cast<int64_t>(&c); }
+
+struct CopyToGroup : torch::autograd::Function<CopyToGroup> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Comm* c) {
+    keep_comm(ctx, *c);
+    return x.view_as(x);
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list g) {
+    auto d = g[0].contiguous().clone();
+    comm_of(ctx)->all_reduce_sum(d);
+    return {d, at::Tensor()};
+  }
+};
+
+struct ReduceFromGroup : torch::autograd::Function<ReduceFromGroup> {
+  static at::Tensor forward(AutogradContext*, const at::Tensor& x, Comm* c) {
+    auto y = x.contiguous().clone();
+    c->all_reduce_sum(y);
+    return y;
+  }
+  static tensor_list backward(AutogradContext*, tensor_list g) { return {g[0], at::Tensor()}; }
+};
+
+struct AllToAllRows : torch::autograd::Function<AllToAllRows> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, std::vector<int64_t> send,
+                            std::vector<int64_t>* recv_out, Comm* c) {
+    keep_comm(ctx, *c);
+    std::vector<int64_t> recv;
+    auto y = c->all_to_all(x, send, &recv);
+    ctx->saved_data["send"] = send;
+    ctx->saved_data["recv"] = recv;
+    if (recv_out) *recv_out = recv;
+    return y;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list g) {
+    auto recv = ctx->saved_data["recv"].toIntVector();
+    auto d = comm_of(ctx)->all_to_all(g[0].contiguous(), recv);
+    return {d, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor copy_to_group(const at::Tensor& x, Comm& group) {
+  if (group.size() == 1) return x;
+  return CopyToGroup::apply(x, &group);
+}
+
+at::Tensor reduce_from_group(const at::Tensor& x, Comm& group) {
+  if (group.size() == 1) return x;
+  return ReduceFromGroup::apply(x, &group);
+}
+
+at::Tensor gather_dim(const at::Tensor& x, int64_t dim, Comm& group) {
+  if (group.size() == 1) return x;
+  at::NoGradGuard g;
+  return at::cat(group.all_gather(x.detach().contiguous()), dim);
+}
+
+at::Tensor gather_last_dim(const at::Tensor& x, Comm& group) { return gather_dim(x, x.dim() - 1, group); }
+
+at::Tensor all_to_all_rows(const at::Tensor& x, const std::vector<int64_t>& send_counts,
+                           std::vector<int64_t>* recv_counts, Comm& group) {
+  return AllToAllRows::apply(x, send_counts, recv_counts, &group);
+}
+
+}  // namespace grpo::dist
