@@ -261,10 +261,10 @@ std::pair<int64_t, int64_t> fp8_block(const std::string& dir) {
 
 }  // namespace
 
-std::unique_ptr<Transformer> load_hf_model(const std::string& dir) {
+std::unique_ptr<Transformer> load_hf_model(const std::string& dir, const Parallel& parallel) {
   auto cfg = read_hf_config((fs::path(dir) / "config.json").string());
   auto tensors = io::load_safetensors_dir(dir);
-  auto model = std::make_unique<Transformer>(cfg);
+  auto model = std::make_unique<Transformer>(cfg, parallel);
   std::set<std::string> expected;
   for (auto& [n, t] : model->named_parameters()) expected.insert(n);
 
@@ -338,7 +338,7 @@ void save_hf_model(const Transformer& model, const std::string& dir, const HfExp
   fs::create_directories(dir);
   io::NamedTensors out;
   static const std::regex stacked(R"((.*\.mlp\.experts)\.(gate|up|down)_proj)");
-  for (auto& [n, t] : model.named_parameters()) {
+  for (auto& [n, t] : model.full_parameters()) {
     std::smatch m;
     if (std::regex_match(n, m, stacked)) {  // HF layout: one tensor per expert
       for (int64_t e = 0; e < t.size(0); ++e)

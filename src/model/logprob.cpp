@@ -40,12 +40,14 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       auto z = at::matmul(h.narrow(0, s, n), w.t()).to(acc);  // [n, V]
       if (inv_t != 1.0) z.mul_(inv_t);
       if (group) {
-        auto m = std::get<0>(z.max(-1));
+        const bool empty = z.size(1) == 0;  // a slice made only of padding rows
+        auto m = empty ? at::full({n}, -std::numeric_limits<double>::infinity(), opts) : std::get<0>(z.max(-1));
         group->all_reduce_max(m);
         auto e = at::exp(z - m.unsqueeze(1));
         auto t = tgt.narrow(0, s, n) - v0;
         auto in = t.ge(0) & t.lt(z.size(1));
-        auto zt = z.gather(1, t.clamp(0, z.size(1) - 1).unsqueeze(1)).squeeze(1) * in.to(acc);
+        auto zt = empty ? at::zeros({n}, opts)
+                        : z.gather(1, t.clamp(0, z.size(1) - 1).unsqueeze(1)).squeeze(1) * in.to(acc);
         auto sums = at::stack({e.sum(-1), (e * z).sum(-1), zt}).contiguous();  // [3, n]
         group->all_reduce_sum(sums);
         auto l = m + at::log(sums[0]);
@@ -95,7 +97,8 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       if (g_logp.defined()) {
         auto g = g_logp.narrow(0, s, n).unsqueeze(1);
         dz = -p * g;
-        if (group) {  // only targets in this rank's slice of the vocabulary
+        if (group && p.size(1) == 0) {
+        } else if (group) {  // only targets in this rank's slice of the vocabulary
           auto t = tgt.narrow(0, s, n) - v0;
           auto in = (t.ge(0) & t.lt(p.size(1))).unsqueeze(1);
           dz.scatter_add_(1, t.clamp(0, p.size(1) - 1).unsqueeze(1), g * in.to(g.scalar_type()));

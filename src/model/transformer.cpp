@@ -505,6 +505,7 @@ struct Transformer::Impl : torch::nn::Module {
   ModelConfig config;
   Split split;
   std::map<std::string, SliceSpec> slices;
+  int64_t vocab_limit = 0;  // 0: the whole vocabulary
   std::set<std::string> expert_names;
   Backbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};
@@ -584,16 +585,26 @@ at::Tensor Transformer::lm_head_weight() const {
 
 at::Tensor Transformer::logits(const at::Tensor& hidden) const {
   auto z = at::matmul(hidden, lm_head_weight().t()).to(at::kFloat);
-  return impl_->split.tp_size() > 1 ? dist::gather_last_dim(z, *impl_->split.tp) : z;
+  if (impl_->split.tp_size() > 1) z = dist::gather_last_dim(z, *impl_->split.tp);
+  return vocab_limit() < z.size(-1) ? z.narrow(-1, 0, vocab_limit()) : z;
 }
+
+void Transformer::set_vocab_limit(int64_t n) {
+  GRPO_CHECK(n >= 0 && n <= config_.vocab_size, "vocabulary limit {} is outside [0, model.vocab_size {}]", n,
+             config_.vocab_size);
+  impl_->vocab_limit = n;
+}
+int64_t Transformer::vocab_limit() const { return impl_->vocab_limit > 0 ? impl_->vocab_limit : config_.vocab_size; }
 
 TokenLogProbs Transformer::token_logprobs(const at::Tensor& hidden, const at::Tensor& targets,
                                           const LogProbOptions& options) const {
   const auto& sp = impl_->split;
-  if (sp.tp_size() == 1) return model::token_logprobs(hidden, lm_head_weight(), targets, options);
   auto w = lm_head_weight();
-  return token_logprobs_vocab_parallel(hidden, w, targets, w.size(0) * sp.tp->rank(), config_.vocab_size, *sp.tp,
-                                       options);
+  const int64_t limit = vocab_limit();
+  if (sp.tp_size() == 1) return model::token_logprobs(hidden, limit < w.size(0) ? w.narrow(0, 0, limit) : w, targets, options);
+  const int64_t v0 = w.size(0) * sp.tp->rank();
+  const int64_t rows = std::clamp<int64_t>(limit - v0, 0, w.size(0));
+  return token_logprobs_vocab_parallel(hidden, w.narrow(0, 0, rows), targets, v0, limit, *sp.tp, options);
 }
 
 std::unique_ptr<KVCache> Transformer::make_cache(int64_t batch, int64_t capacity) const {

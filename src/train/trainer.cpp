@@ -16,6 +16,7 @@
 #include "grpo/algo/grpo_loss.h"
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
+#include "grpo/dist/parallel.h"
 #include "grpo/dist/launch.h"
 #include "grpo/core/rng.h"
 #include "grpo/data/arithmetic.h"
@@ -78,23 +79,34 @@ struct Trainer::Impl {
   std::unique_ptr<reward::RewardPool> reward_pool;  // scores while the rollout generates
   TrainState st;
   std::ofstream metrics, evals;
-  std::unique_ptr<dist::Comm> comm;  // the data-parallel ranks (one process: a no-op)
-  bool leader() const { return comm->rank() == 0; }
+  std::unique_ptr<dist::Comm> world;  // every process of the job (one process: a no-op)
+  dist::Groups groups;                // its data-, tensor- and expert-parallel groups
+  dist::Comm* comm = nullptr;         // the data-parallel group: ranks with different data
+  bool leader() const { return world->rank() == 0; }
+  model::Parallel model_parallel() const { return {groups.tp.get(), groups.ep.get()}; }
 
   explicit Impl(Config c) : cfg(std::move(c)) {
     const auto launch = dist::detect_launch();
-    if (launch.world_size > 1) {  // checked before the rendezvous: every rank fails alike, at once
-      GRPO_CHECK(cfg.grpo.prompts_per_step % launch.world_size == 0, "grpo.prompts_per_step ({}) must split "
+    // checked before the rendezvous: every rank fails alike, at once
+    const auto layout = dist::make_layout(launch.world_size, cfg.parallel.tp, cfg.parallel.ep);
+    const int64_t dp = layout.dp();
+    if (dp > 1) {
+      GRPO_CHECK(cfg.grpo.prompts_per_step % dp == 0, "grpo.prompts_per_step ({}) must split "
                  "evenly over the {} data-parallel processes (whole groups stay on one rank)",
-                 cfg.grpo.prompts_per_step, launch.world_size);
+                 cfg.grpo.prompts_per_step, dp);
       GRPO_CHECK(!cfg.grpo.dynamic_sampling, "grpo.dynamic_sampling is not supported with several processes yet");
       for (auto [key, b] : {std::pair<const char*, int64_t>{"pretrain.batch_size", cfg.pretrain.batch_size},
                             {"sft.batch_size", cfg.sft.batch_size}})
-        GRPO_CHECK(b >= launch.world_size, "{} ({}) must be at least the number of processes ({}): each "
-                   "takes a share of the batch", key, b, launch.world_size);
-      if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
+        GRPO_CHECK(b >= dp, "{} ({}) must be at least the number of data-parallel processes ({}): each "
+                   "takes a share of the batch", key, b, dp);
     }
-    comm = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)));
+    GRPO_CHECK(cfg.parallel.ep == 1, "parallel.ep > 1 is supported by the model (model::Parallel, tested "
+               "against one process) but not yet by grpo_train: use parallel.ep: 1");
+    if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
+    world = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)));
+    groups = dist::make_groups(*world, layout);
+    comm = groups.dp.get();
+    if (launch.world_size > 1) spdlog::info("parallel layout: {} processes, {}", launch.world_size, layout.describe());
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
     tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);
@@ -136,8 +148,9 @@ struct Trainer::Impl {
                                                          cfg.reward.failure_value);
     accuracy_fn = reward::RewardRegistry::create("accuracy");
     at::manual_seed(cfg.run.seed);
-    policy = std::make_unique<model::Transformer>(cfg.model);
+    policy = std::make_unique<model::Transformer>(cfg.model, model_parallel());
     policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
+    policy->set_vocab_limit(tok->vocab_size());  // padded ids are never sampled
   }
 
   // ---------------------------------------------------------------- MoE balancing
@@ -176,13 +189,20 @@ struct Trainer::Impl {
     for (size_t i = 0; i < v.size(); ++i) v[i] = t[int64_t(i)].item<double>();
   }
   // Data parallel: every rank's gradient becomes the sum over ranks (each rank's loss already
-  // carries the whole mini-batch's normalisation), all-reduced in buckets of ~16 MB.
+  // carries the whole mini-batch's normalisation), all-reduced in buckets of ~16 MB: routed
+  // experts over the ranks holding the same experts, everything else over the data-parallel group.
   void all_reduce_gradients() {
-    std::vector<at::Tensor> grads;
-    for (auto& p : policy->parameters()) {
+    std::vector<at::Tensor> grads, expert_grads;
+    for (auto& [name, p] : policy->named_parameters()) {
+      if (!p.requires_grad()) continue;
       if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-      grads.push_back(p.grad());
+      (policy->is_expert_parameter(name) ? expert_grads : grads).push_back(p.grad());
     }
+    all_reduce_buckets(grads, *comm);
+    all_reduce_buckets(expert_grads, *groups.expert_dp);
+  }
+  static void all_reduce_buckets(std::vector<at::Tensor>& grads, dist::Comm& group) {
+    if (group.size() == 1) return;
     const int64_t bucket_bytes = int64_t(16) << 20;
     for (size_t i = 0; i < grads.size();) {
       size_t j = i;
@@ -193,7 +213,7 @@ struct Trainer::Impl {
       std::vector<at::Tensor> flat;
       for (size_t k = i; k < j; ++k) flat.push_back(grads[k].reshape({-1}));
       auto bucket = at::cat(flat);
-      comm->all_reduce_sum(bucket);
+      group.all_reduce_sum(bucket);
       int64_t off = 0;
       for (size_t k = i; k < j; ++k) {
         const int64_t n = grads[k].numel();
@@ -317,8 +337,8 @@ struct Trainer::Impl {
       auto it = state.find(p.unsafeGetTensorImpl());
       if (it == state.end()) continue;
       auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      out.emplace_back(name + ".exp_avg", s.exp_avg());
-      out.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq());
+      out.emplace_back(name + ".exp_avg", policy->gather_full(name, s.exp_avg()));
+      out.emplace_back(name + ".exp_avg_sq", policy->gather_full(name, s.exp_avg_sq()));
       out.emplace_back(name + ".step", at::scalar_tensor(s.step(), at::kLong));
     }
     return out;
@@ -332,23 +352,25 @@ struct Trainer::Impl {
       auto b = by.find(name + ".exp_avg_sq");
       auto s = by.find(name + ".step");
       GRPO_CHECK(b != by.end() && s != by.end(), "{}: incomplete optimizer state for '{}'", origin, name);
-      GRPO_CHECK(a->second.sizes() == p.sizes() && b->second.sizes() == p.sizes(),
+      auto m1 = policy->local_slice(name, a->second), m2 = policy->local_slice(name, b->second);
+      GRPO_CHECK(a->second.sizes() == b->second.sizes() && m1.sizes() == p.sizes() && m2.sizes() == p.sizes(),
                  "{}: optimizer state of '{}' does not match the parameter's shape", origin, name);
       auto ps = std::make_unique<torch::optim::AdamWParamState>();
       ps->step(s->second.item<int64_t>());
-      ps->exp_avg(a->second.clone());
-      ps->exp_avg_sq(b->second.clone());
+      ps->exp_avg(m1.clone());
+      ps->exp_avg_sq(m2.clone());
       state[p.unsafeGetTensorImpl()] = std::move(ps);
     }
   }
 
+  // Checkpoints hold whole tensors (slices gathered over tp/ep), so any layout loads them.
   void save(const std::string& tag) {
-    if (!leader()) return;  // every rank holds the same state
     Checkpoint ck;
-    ck.state = st;
-    ck.model = policy->named_parameters();
+    ck.model = policy->full_parameters();  // collective
     ck.optimizer = optimizer_tensors();
-    if (ref) ck.reference = ref->named_parameters();
+    if (ref) ck.reference = ref->full_parameters();
+    if (!leader()) return;  // the other data-parallel ranks hold the same state
+    ck.state = st;
     ck.config_yaml = to_yaml(cfg, false);
     ck.seed = static_cast<uint64_t>(cfg.run.seed);
     ck.lr = st.optimizer_step > 0 ? lr_at(st.optimizer_step - 1) : 0.0;
@@ -376,7 +398,8 @@ struct Trainer::Impl {
     make_stage_optimizer();
     load_optimizer_tensors(ck.optimizer, *path + "/optimizer.safetensors");
     if (st.stage == "grpo" && cfg.grpo.kl_coef > 0) {
-      ref = std::make_unique<model::Transformer>(cfg.model);
+      ref = std::make_unique<model::Transformer>(cfg.model, model_parallel());
+      ref->set_vocab_limit(tok->vocab_size());
       ref->load_parameters(ck.reference.empty() ? ck.model : ck.reference,
                            *path + "/reference.safetensors");
       ref->train(false);
@@ -413,7 +436,7 @@ struct Trainer::Impl {
     auto hidden = m.forward(input, pos, mask).narrow(1, s.P - 1, s.R);
     model::LogProbOptions lo;
     lo.with_entropy = with_entropy;
-    return model::token_logprobs(hidden, m.lm_head_weight(), tok.narrow(1, s.P, s.R), lo);
+    return m.token_logprobs(hidden, tok.narrow(1, s.P, s.R), lo);
   }
   std::vector<at::Tensor> micro_batches(const at::Tensor& rows, int64_t width) {
     int64_t per = std::max<int64_t>(1, cfg.grpo.micro_batch_tokens / std::max<int64_t>(1, width));
@@ -458,7 +481,7 @@ struct Trainer::Impl {
     auto hidden = policy->forward(tokens.narrow(1, 0, L - 1));
     model::LogProbOptions lo_opts;
     lo_opts.with_entropy = false;
-    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo_opts);
+    auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
     const double loss = supervised_update(lp.logprobs, mask, double(Bl) / double(B));
     opt->step();
     after_optimizer_step();
@@ -545,7 +568,7 @@ struct Trainer::Impl {
     auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), pos.narrow(1, 0, L - 1), seg.narrow(1, 0, L - 1));
     model::LogProbOptions lo_opts;
     lo_opts.with_entropy = false;
-    auto lp = model::token_logprobs(hidden, policy->lm_head_weight(), tokens.narrow(1, 1, L - 1), lo_opts);
+    auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
     auto m = mask.narrow(1, 0, L - 1);
     const double loss = supervised_update(lp.logprobs, m, double(hi - lo) / double(B));
     if (cfg.optim.grad_clip > 0) torch::nn::utils::clip_grad_norm_(policy->parameters(), cfg.optim.grad_clip);
@@ -607,9 +630,11 @@ struct Trainer::Impl {
     return r;
   }
   void evaluate_and_log(const std::string& stage) {
-    if (eval_count() == 0 || !leader()) return;  // no held-out set (data.eval empty); rank 0 evaluates
+    // no held-out set (data.eval empty); rank 0 evaluates, with the other slices of its model
+    if (eval_count() == 0 || groups.layout.dp_rank(world->rank()) != 0) return;
     auto t0 = Clock::now();
     auto r = evaluate();
+    if (!leader()) return;
     nlohmann::json j = {{"step", st.rollout_step},
                         {"optimizer_step", st.optimizer_step},
                         {"stage", stage},
@@ -1004,7 +1029,7 @@ struct Trainer::Impl {
         {"zero_adv_group_fraction", double(adv.zero_std_groups) / std::max<int64_t>(1, groups)},
         {"max_new_tokens", R_max},
         {"prompts_sampled", prompts_used * dp},
-        {"processes", dp},
+        {"processes", world->size()},
         {"groups_dropped", groups_dropped},
         {"groups_trained", groups},
         {"sampling_rounds", int64_t(rounds.size())},
@@ -1059,8 +1084,9 @@ struct Trainer::Impl {
     bool resumed = try_resume();
     if (!resumed) {
       if (!cfg.model.path.empty()) {
-        policy = model::load_hf_model(cfg.model.path);
+        policy = model::load_hf_model(cfg.model.path, model_parallel());
         policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
+        policy->set_vocab_limit(tok->vocab_size());
         spdlog::info("policy loaded from {}", cfg.model.path);
       }
       if (!cfg.run.init_from.empty()) {  // the previous stage of a pipeline
@@ -1124,7 +1150,8 @@ struct Trainer::Impl {
     if (st.stage == "sft" && !supervised_stage("sft", st.sft_step, cfg.sft.steps, [&] { sft_step(); }, "grpo"))
       return;
     if (cfg.grpo.kl_coef > 0 && !ref) {
-      ref = std::make_unique<model::Transformer>(cfg.model);
+      ref = std::make_unique<model::Transformer>(cfg.model, model_parallel());
+      ref->set_vocab_limit(tok->vocab_size());
       ref->copy_from(*policy);
       ref->train(false);
       st.ref_version = st.optimizer_step;

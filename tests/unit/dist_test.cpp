@@ -187,6 +187,8 @@ std::vector<Worker> run_workers(int world, const std::vector<int>& ranks, const 
 grpo::train::Config dp_run(const std::string& dir) {
   auto c = grpo::test_util::tiny_run(dir, 2);
   c.run.seed = 5;
+  c.model.num_key_value_heads = 2;  // splits over tp = 2
+  c.model.vocab_size = 20;          // the built-in task's 19 symbols, padded to split over tp = 2
   c.pretrain.steps = 30;
   // and an SFT stage on correct answers (written once by the driver, read by the workers)
   c.sft.data = std::string(GRPO_TEST_TMPDIR) + "/dp_sft.jsonl";
@@ -359,9 +361,15 @@ void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep) {
 TEST(DistWorker, Run) {
   const char* scenario = std::getenv("GRPO_DIST_SCENARIO");
   if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
-  if (std::string(scenario) == "grpo_dp") {  // data-parallel training
+  int64_t tp_train = 1, steps = 2;
+  if (std::string(scenario) == "grpo_dp" ||
+      std::sscanf(scenario, "grpo_tp%ld_steps%ld", &tp_train, &steps) == 2) {  // data/tensor-parallel training
     try {
-      grpo::train::Trainer t(dp_run(std::getenv("GRPO_DIST_RUN_DIR")));
+      auto cfg = dp_run(std::getenv("GRPO_DIST_RUN_DIR"));
+      cfg.parallel.tp = tp_train;
+      cfg.grpo.rollout_steps = steps;
+      if (const char* from = std::getenv("GRPO_DIST_RESUME_FROM")) cfg.run.resume = from;
+      grpo::train::Trainer t(cfg);
       t.run();
     } catch (const grpo::Error& e) {
       std::cout << "ERROR " << e.what() << "\n";
@@ -486,6 +494,72 @@ TEST(Dist, TensorAndExpertParallelModelEqualsOneProcess) {
       EXPECT_EQ(ws[r].out.find("Failure"), std::string::npos) << scenario << " rank " << r << ":\n" << ws[r].out;
     }
   }
+}
+
+// Tensor parallel training (a Qwen2-like dense model: GQA, untied LM head, the trainer's
+// vocab-parallel log-probs): tp = 2 in 2 processes and tp = 2 x dp = 2 in 4 processes train the
+// same parameters as one process (base, SFT and GRPO stages). Checkpoints hold whole tensors, so a
+// layout change on resume continues the same run: one process's checkpoint resumed with tp = 2,
+// and a tp = 2 checkpoint resumed by one process, both equal one process continuing.
+TEST(Dist, TensorParallelTrainingAndLayoutChangingCheckpoints) {
+  auto params = [](const std::string& run, int step) {
+    return grpo::io::load_safetensors(fmt::format("{}/checkpoints/step-{:06d}/model.safetensors", run, step));
+  };
+  auto max_diff = [](const grpo::io::NamedTensors& a, const grpo::io::NamedTensors& b) {
+    EXPECT_EQ(a.size(), b.size());
+    double d = 0;
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+      EXPECT_EQ(a[i].first, b[i].first);
+      d = std::max(d, (a[i].second - b[i].second).abs().max().item<double>());
+    }
+    return d;
+  };
+  auto all_ok = [](const std::vector<Worker>& ws, const std::string& what) {
+    for (size_t r = 0; r < ws.size(); ++r) ASSERT_EQ(ws[r].rc, 0) << what << " rank " << r << ":\n" << ws[r].out;
+  };
+  // one process: 2 rollout steps, then resumed for a third
+  const std::string one = grpo::test_util::tmpdir("tp_one");
+  {
+    auto c = dp_run(one);
+    grpo::train::Trainer t(c);
+    t.run();
+    c.grpo.rollout_steps = 3;
+    grpo::train::Trainer t3(c);
+    t3.run();
+  }
+  const std::string base = std::string(GRPO_TEST_TMPDIR) + "/dist_";
+  for (int world : {2, 4}) {
+    std::vector<int> ranks;
+    for (int r = 0; r < world; ++r) ranks.push_back(r);
+    auto ws = run_workers(world, ranks, "grpo_tp2_steps2", 60000);
+    all_ok(ws, "tp 2 training");
+    const std::string run = base + "grpo_tp2_steps2_" + std::to_string(world) + "/run";
+    const double d = max_diff(params(run, 2), params(one, 2));
+    EXPECT_LT(d, 2e-5) << world << " processes, tp 2";
+    std::cout << world << " processes (tp 2): max |param difference| " << d << "\n";
+    auto m = grpo::test_util::read_jsonl(run + "/metrics.jsonl");
+    EXPECT_EQ(m.back()["processes"], world);
+  }
+  // tp 1 -> tp 2: one process's step-2 checkpoint, resumed by 2 processes with tp = 2
+  ::setenv("GRPO_DIST_RESUME_FROM", (one + "/checkpoints/step-000002").c_str(), 1);
+  auto ws = run_workers(2, {0, 1}, "grpo_tp2_steps3", 60000);
+  all_ok(ws, "tp 1 -> 2 resume");
+  const double up = max_diff(params(base + "grpo_tp2_steps3_2/run", 3), params(one, 3));
+  // tp 2 -> tp 1: the 2-process tp = 2 step-2 checkpoint, resumed by one process
+  const std::string down = grpo::test_util::tmpdir("tp_down");
+  {
+    auto c = dp_run(down);
+    c.grpo.rollout_steps = 3;
+    c.run.resume = base + "grpo_tp2_steps2_2/run/checkpoints/step-000002";
+    grpo::train::Trainer t(c);
+    t.run();
+  }
+  ::unsetenv("GRPO_DIST_RESUME_FROM");
+  const double dn = max_diff(params(down, 3), params(one, 3));
+  EXPECT_LT(up, 2e-5);
+  EXPECT_LT(dn, 2e-5);
+  std::cout << "resumed with another layout, max |param difference| at step 3: tp 1 -> 2: " << up
+            << ", tp 2 -> 1: " << dn << "\n";
 }
 
 // Data parallel: after the base stage, an SFT stage and 2 rollout steps (8 optimizer steps, with

@@ -24,7 +24,8 @@ std::string hf_config_json(const ModelConfig& c, const std::string& dtype = "flo
 /// weights are converted; block-scaled fp8 weights are dequantised with their weight_scale_inv;
 /// DeepSeek's per-expert tensors are stacked; multi-token-prediction layers are skipped with a
 /// note). Missing or unexpected tensors are reported by name.
-std::unique_ptr<Transformer> load_hf_model(const std::string& dir);
+/// With `parallel`, each rank keeps its slices of the whole tensors.
+std::unique_ptr<Transformer> load_hf_model(const std::string& dir, const Parallel& parallel = {});
 
 /// w (fp8 or any float) [rows, cols] times its per-block scale scale_inv [ceil(rows / block_rows),
 /// ceil(cols / block_cols)] -> fp32 (DeepSeek-V3's weight_scale_inv, 128 x 128 blocks).
@@ -39,7 +40,8 @@ struct HfExportOptions {
   int64_t bos_token_id = -1, eos_token_id = -1;  // generation_config.json (-1: omitted)
 };
 
-/// Writes `model` as a Hugging Face directory.
+/// Writes `model` as a Hugging Face directory (a split model: whole tensors, gathered -- every
+/// rank of its groups calls it, and should pass a directory of its own or only one should write).
 void save_hf_model(const Transformer& model, const std::string& dir, const HfExportOptions& options = {});
 
 }  // namespace grpo::model

@@ -69,6 +69,12 @@ class Transformer {
   TokenLogProbs token_logprobs(const at::Tensor& hidden, const at::Tensor& targets,
                                const LogProbOptions& options = {}) const;
 
+  /// Token ids >= n are padding (a vocabulary padded beyond the tokenizer's, e.g. to split over
+  /// tp): logits() leaves them out, so they are never sampled, and token_logprobs() normalises over
+  /// ids < n only. 0 (the default): the whole vocabulary.
+  void set_vocab_limit(int64_t n);
+  int64_t vocab_limit() const;
+
   /// A cache sized for this model.
   std::unique_ptr<KVCache> make_cache(int64_t batch, int64_t capacity) const;
 

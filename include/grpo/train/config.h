@@ -259,13 +259,22 @@ struct MoeConfig {
   }
 };
 
-/// Multi-process runs (mpirun, srun, torchrun; dist/launch.h): every process is a data-parallel
-/// rank -- it generates and scores its share of each step's prompts (whole groups) and gradients
-/// are summed over ranks, so N processes compute what one process computes.
+/// Multi-process runs (mpirun, srun, torchrun; dist/launch.h). The processes form a dp x tp grid
+/// (dist/parallel.h): tp neighbouring ranks split each layer of one model replica (Megatron tensor
+/// parallel); the dp = processes / tp replicas each generate and score their share of each step's
+/// prompts (whole groups) and sum gradients, so N processes compute what one process computes.
 struct ParallelConfig {
   double timeout = 300;  // seconds
+  int64_t tp = 1;
+  int64_t ep = 1;
 
   void visit(core::ConfigVisitor& v) {
+    v.field("tp", tp, "tensor-parallel size: ranks splitting each layer's heads, MLP width and "
+            "vocabulary; must divide the number of processes, the attention and key-value heads, "
+            "the MLP widths and the vocabulary", core::at_least(1));
+    v.field("ep", ep, "expert-parallel size: data-parallel ranks splitting the routed experts "
+            "(carved out of dp, as in Megatron-Core); must divide dp and n_routed_experts. The model "
+            "supports it; grpo_train does not yet (1)", core::at_least(1));
     v.field("timeout", timeout, "seconds to wait for the other processes at the rendezvous and in "
             "each collective before failing with an error that names them", core::positive());
   }
