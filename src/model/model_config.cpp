@@ -90,4 +90,39 @@ int64_t ModelConfig::count_parameters() const {
   return n;
 }
 
+ModelConfig::ParameterSplit ModelConfig::parameter_split() const {
+  ParameterSplit p;
+  const int64_t H = hidden_size;
+  p.split += vocab_size * H * (tie_word_embeddings ? 1 : 2);  // vocab-parallel embedding / LM head
+  p.replicated += H;                                          // final norm
+  for (int64_t l = 0; l < num_hidden_layers; ++l) {
+    p.replicated += 2 * H;  // the two norms
+    if (is_mla()) {
+      const int64_t heads = num_attention_heads, qk = qk_nope_head_dim + qk_rope_head_dim;
+      if (q_lora_rank > 0) {
+        p.replicated += H * q_lora_rank + q_lora_rank;  // q_a_proj, q_a_layernorm
+        p.split += q_lora_rank * heads * qk;            // q_b_proj
+      } else {
+        p.split += H * heads * qk;  // q_proj
+      }
+      p.replicated += H * (kv_lora_rank + qk_rope_head_dim) + kv_lora_rank;  // kv_a_proj, kv_a_layernorm
+      p.split += kv_lora_rank * heads * (qk_nope_head_dim + v_head_dim) + heads * v_head_dim * H;  // kv_b, o
+    } else {
+      const int64_t hd = resolved_head_dim(), q = num_attention_heads * hd, kv = num_key_value_heads * hd;
+      p.split += H * (q + 2 * kv) + q * H + (attention_bias ? q + 2 * kv : 0);
+      p.replicated += (attention_out_bias ? H : 0) + (qk_norm ? 2 * hd : 0);
+    }
+    if (is_moe_layer(l)) {
+      p.experts += 3 * H * moe_intermediate_size * n_routed_experts;
+      p.split += 3 * H * moe_intermediate_size * n_shared_experts;  // shared experts: a split MLP
+      p.replicated += n_routed_experts * H + n_routed_experts;       // router weight + correction bias
+      p.frozen += n_routed_experts;
+    } else {
+      p.split += 3 * H * intermediate_size + (mlp_bias ? 2 * intermediate_size : 0);
+      p.replicated += mlp_bias ? H : 0;
+    }
+  }
+  return p;
+}
+
 }  // namespace grpo::model

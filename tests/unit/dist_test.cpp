@@ -26,6 +26,7 @@
 #include "grpo/model/transformer.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/train/config.h"
+#include "grpo/train/plan.h"
 #include "grpo/train/trainer.h"
 #include "test_util.h"
 
@@ -308,6 +309,18 @@ void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep) {
     for (size_t i = 0; i < ref0.size(); ++i) {
       EXPECT_EQ(full0[i].first, ref0[i].first);
       EXPECT_TRUE(full0[i].second.equal(ref0[i].second)) << ref0[i].first;
+    }
+    // grpo_plan's per-GPU counts are the elements this rank allocates
+    {
+      grpo::train::Config tc;
+      tc.model = cfg;
+      tc.grpo.prompts_per_step = 4 * L.dp();
+      auto plan = grpo::train::plan_memory(tc, L, {});
+      int64_t trainable = 0;
+      for (auto& p : split->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+      EXPECT_EQ(plan.params, split->num_parameters());
+      EXPECT_EQ(plan.trainable, trainable);
+      EXPECT_EQ(plan.param_bytes, double(split->num_parameters()) * 8 / 2);  // planned fp32 (this test runs fp64)
     }
     // forward + backward on this rank's batch
     auto mine = mp_batch(cfg.vocab_size, dp_rank);

@@ -14,6 +14,7 @@
 #include "grpo/model/transformer.h"
 #include "grpo/train/checkpoint.h"
 #include "grpo/train/trainer.h"
+#include "grpo/train/plan.h"
 #include "grpo/train/sampling.h"
 #include "grpo/data/arithmetic.h"
 #include "grpo/core/rng.h"
@@ -205,6 +206,62 @@ TEST(Trainer, NoReferenceModelWithoutKl) {
   train::Trainer tk(tiny_run(k, 1));
   tk.run();
   EXPECT_TRUE(fs::exists(k + "/checkpoints/step-000001/reference.safetensors"));
+}
+
+// grpo_plan's weight and optimizer bytes for one process are what the trainer allocates: the
+// policy's parameters and AdamW's exp_avg + exp_avg_sq (as saved in the checkpoint), for a dense
+// and an MoE model (whose router correction bias has no optimizer state).
+TEST(Plan, ByteCountsEqualWhatTheTrainerAllocates) {
+  for (bool moe : {false, true}) {
+    auto dir = tmpdir(moe ? "plan_moe" : "plan_dense");
+    auto c = tiny_run(dir, 1);
+    c.pretrain.steps = 2;
+    if (moe) {
+      c.model.model_type = "deepseek_v3";
+      c.model.num_hidden_layers = 2;
+      c.model.num_key_value_heads = 2;
+      c.model.kv_lora_rank = 8;
+      c.model.qk_nope_head_dim = 8;
+      c.model.qk_rope_head_dim = 8;
+      c.model.v_head_dim = 8;
+      c.model.n_routed_experts = 4;
+      c.model.n_shared_experts = 1;
+      c.model.num_experts_per_tok = 2;
+      c.model.moe_intermediate_size = 16;
+      c.model.first_k_dense_replace = 1;
+    }
+    train::Trainer t(c);
+    t.run();
+    double weights = 0, optimizer = 0;
+    for (auto& p : t.policy().parameters()) weights += double(p.nbytes());
+    for (auto& [name, v] : io::load_safetensors(dir + "/checkpoints/step-000001/optimizer.safetensors"))
+      if (name.find(".exp_avg") != std::string::npos) optimizer += double(v.nbytes());
+    auto plan = train::plan_memory(t.config(), dist::make_layout(1, 1, 1), {});
+    EXPECT_EQ(plan.param_bytes, weights) << (moe ? "moe" : "dense");
+    EXPECT_EQ(plan.optimizer_bytes, optimizer) << (moe ? "moe" : "dense");
+    EXPECT_GT(optimizer, 0);
+  }
+}
+
+// The planner's errors name what does not divide; R1-Zero on 512 GPUs has a valid layout table.
+TEST(Plan, LayoutsAndErrors) {
+  auto c = train::load_config_text(R"(
+model: {vocab_size: 30, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
+        intermediate_size: 48, max_position_embeddings: 64}
+grpo: {prompts_per_step: 8}
+)", "plan.yaml", {}, false);
+  train::PlanOptions o;
+  o.gpus = 4;
+  o.tp = 2;
+  EXPECT_NE(error_of([&] { train::plan_layouts(c, o); }).find("num_key_value_heads (1) is not divisible by 2"),
+            std::string::npos);
+  o.tp = 0;
+  auto plans = train::plan_layouts(c, o);
+  ASSERT_EQ(plans.size(), 1u);  // only dp 4 x tp 1 divides the heads
+  EXPECT_EQ(plans[0].layout.dp(), 4);
+  EXPECT_TRUE(plans[0].fits);
+  // the gradient all-reduce: 2 (dp - 1) / dp of the gradient bytes, once per optimizer step
+  EXPECT_DOUBLE_EQ(plans[0].dp_bytes, 2.0 * 3 / 4 * plans[0].grad_bytes);
 }
 
 // R1 refreshes the reference every 400 optimizer steps (not rollout steps): here every 3, with 4

@@ -64,6 +64,15 @@ struct ModelConfig {
   int64_t rope_dim() const { return is_mla() ? qk_rope_head_dim : resolved_head_dim(); }
   /// Parameter count of the model this config describes (no allocation; 671B checks).
   int64_t count_parameters() const;
+  /// The parameters by how the tensor/expert-parallel model (transformer.h, Parallel) places
+  /// them: split over tp (column/row-parallel weights, vocabulary), replicated on every rank, and
+  /// routed experts (split over ep). A rank holds split / tp + replicated + experts / ep elements.
+  /// `frozen` counts replicated elements that take no gradient (the router's correction bias).
+  struct ParameterSplit {
+    int64_t split = 0, replicated = 0, experts = 0, frozen = 0;
+    int64_t total() const { return split + replicated + experts; }
+  };
+  ParameterSplit parameter_split() const;
 
   int64_t resolved_head_dim() const {
     return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;

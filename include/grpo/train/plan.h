@@ -1,0 +1,48 @@
+// Memory and communication planner (grpo_plan): for a training config and a number of GPUs, the
+// per-GPU bytes of each parallel layout (dp x tp, experts over ep) -- parameters, gradients,
+// optimizer state, activations of one micro-batch, the rollout's KV cache -- and the bytes each
+// GPU sends per rollout step for the data-parallel gradient all-reduce, the tensor-parallel
+// all-reduces and the expert-parallel all-to-alls. Parameter and optimizer bytes are exact for the
+// model grpo builds (a test compares them with what the trainer allocates); activations are an
+// estimate (stated in docs/distributed.md); communication counts ring all-reduce / all-to-all
+// traffic.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "grpo/dist/parallel.h"
+#include "grpo/train/config.h"
+
+namespace grpo::train {
+
+struct PlanOptions {
+  int64_t gpus = 1;
+  int64_t tp = 0, ep = 0;          // 0: every valid value
+  double gpu_memory_gib = 80;      // H800 / H100: 80 GB
+  std::string precision = "fp32";  // fp32: fp32 weights, gradients and AdamW state (grpo_train
+                                   // today); bf16: bf16 weights and gradients, fp32 master
+                                   // weights + AdamW state (mixed precision, issue #8)
+  bool zero1 = false;              // AdamW state (and master weights) split over data-parallel ranks
+  int64_t prompt_tokens = 512;     // prompt length assumed for the KV cache and activations
+  int64_t rollout_batch = 0;       // sequences decoded at once per GPU; 0: the rank's whole share
+};
+
+struct MemoryPlan {
+  dist::Layout layout;
+  int64_t params = 0, trainable = 0, expert_params = 0;  // elements held by one GPU
+  double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0, kv_cache_bytes = 0;
+  double peak_bytes = 0;  // parameters + gradients + optimizer + max(activations, KV cache)
+  double dp_bytes = 0, tp_bytes = 0, ep_bytes = 0;  // sent per GPU per rollout step
+  bool fits = false;
+  std::vector<std::string> arithmetic;  // the computation, line by line
+};
+
+/// One layout. Throws grpo::Error if the layout does not divide the model (as the trainer would).
+MemoryPlan plan_memory(const Config& config, const dist::Layout& layout, const PlanOptions& options);
+/// Every valid layout for options.gpus (restricted to options.tp / options.ep when set): fitting
+/// layouts first, least peak memory first.
+std::vector<MemoryPlan> plan_layouts(const Config& config, const PlanOptions& options);
+
+}  // namespace grpo::train

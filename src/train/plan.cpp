@@ -1,0 +1,145 @@
+#include "grpo/train/plan.h"
+
+#include <algorithm>
+
+#include "grpo/core/error.h"
+
+namespace grpo::train {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+std::string gib(double b) { return fmt::format("{:.2f} GiB", b / kGiB); }
+
+// The divisibility rules of the tensor/expert-parallel model (transformer.cpp); "" if valid.
+std::string layout_problem(const model::ModelConfig& m, const dist::Layout& l) {
+  auto need = [&](int64_t n, int64_t d, const char* key) -> std::string {
+    return n % d == 0 ? "" : fmt::format("model.{} ({}) is not divisible by {}", key, n, d);
+  };
+  std::string e;
+  for (auto [n, key] : std::vector<std::pair<int64_t, const char*>>{
+           {m.num_attention_heads, "num_attention_heads"}, {m.vocab_size, "vocab_size"},
+           {m.intermediate_size, "intermediate_size"}})
+    if (e.empty()) e = need(n, l.tp, key);
+  if (e.empty() && !m.is_mla()) e = need(m.num_key_value_heads, l.tp, "num_key_value_heads");
+  if (e.empty() && m.n_routed_experts > 0) {
+    e = need(m.moe_intermediate_size * m.n_shared_experts, l.tp, "moe_intermediate_size x n_shared_experts");
+    if (e.empty()) e = need(m.n_routed_experts, l.ep, "n_routed_experts");
+  }
+  return e;
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptions& o) {
+  const auto& m = cfg.model;
+  GRPO_CHECK(o.precision == "fp32" || o.precision == "bf16", "precision must be fp32 or bf16, found '{}'",
+             o.precision);
+  if (auto e = layout_problem(m, l); !e.empty()) fail("layout {}: {}", l.describe(), e);
+  MemoryPlan p;
+  p.layout = l;
+  auto& a = p.arithmetic;
+  const auto split = m.parameter_split();
+  const int64_t dp = l.dp(), edp = dp / l.ep;
+  const int64_t experts_local = split.experts / l.ep, dense_local = split.split / l.tp + split.replicated;
+  p.params = dense_local + experts_local;
+  p.expert_params = experts_local;
+  p.trainable = p.params - split.frozen;
+  a.push_back(fmt::format("parameters per GPU = split {} / tp {} + replicated {} + routed experts {} / ep {} = {} "
+                          "({:.3f} B; {} trainable)", split.split, l.tp, split.replicated, split.experts, l.ep,
+                          p.params, p.params / 1e9, p.trainable));
+  const double wb = o.precision == "fp32" ? 4 : 2;  // weight and gradient bytes
+  p.param_bytes = p.params * wb;
+  p.grad_bytes = p.trainable * wb;
+  // AdamW: exp_avg + exp_avg_sq in fp32 (+ an fp32 master copy with bf16 weights)
+  const double ob = o.precision == "fp32" ? 8 : 12;
+  const double dense_trainable = double(dense_local - split.frozen), expert_trainable = double(experts_local);
+  p.optimizer_bytes = o.zero1 ? ob * (dense_trainable / dp + expert_trainable / edp) : ob * double(p.trainable);
+  a.push_back(fmt::format("weights {} B x {} = {}; gradients {} B x {} = {}", wb, p.params, gib(p.param_bytes), wb,
+                          p.trainable, gib(p.grad_bytes)));
+  a.push_back(o.zero1 ? fmt::format("optimizer {} B x ({} / dp {} + experts {} / expert-dp {}) = {} (ZeRO-1)", ob,
+                                    int64_t(dense_trainable), dp, int64_t(expert_trainable), edp,
+                                    gib(p.optimizer_bytes))
+                      : fmt::format("optimizer {} B x {} = {} (AdamW exp_avg + exp_avg_sq{})", ob, p.trainable,
+                                    gib(p.optimizer_bytes), o.precision == "bf16" ? " + fp32 master" : ""));
+  // activations saved for backward by one micro-batch (estimate: Korthikanti et al. 2022 with
+  // fused attention, 16-bit: s h (10 + 24 / tp) bytes per layer; scaled for fp32)
+  const double T = double(cfg.grpo.micro_batch_tokens), H = double(m.hidden_size), ab = wb;
+  double act = 0;
+  for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) {
+    act += T * H * (10.0 + 24.0 / l.tp) * ab / 2;
+    if (m.is_moe_layer(layer))  // permuted rows, gate/up/activation outputs of the routed experts
+      act += T * m.num_experts_per_tok * (2 * H + 3.0 * m.moe_intermediate_size) * ab;
+  }
+  act += 2048.0 * double(m.vocab_size) / l.tp * 4 * 3;  // one chunk of the log-prob op
+  p.activation_bytes = act;
+  a.push_back(fmt::format("activations (estimate) for {} tokens per micro-batch x {} layers = {}", int64_t(T),
+                          m.num_hidden_layers, gib(act)));
+  // KV cache of the rollout
+  const int64_t seqs_rank = cfg.grpo.prompts_per_step * cfg.grpo.group_size / dp;
+  const int64_t seqs = o.rollout_batch > 0 ? std::min(o.rollout_batch, seqs_rank) : seqs_rank;
+  const int64_t len = o.prompt_tokens + cfg.grpo.max_new_tokens_max(cfg.rollout.max_new_tokens);
+  const double per_token = m.is_mla() ? double(m.kv_lora_rank + m.qk_rope_head_dim) * m.num_hidden_layers * wb
+                                      : 2.0 * (m.num_key_value_heads / l.tp) * m.resolved_head_dim() * m.num_hidden_layers * wb;
+  p.kv_cache_bytes = double(seqs) * double(len) * per_token;
+  a.push_back(fmt::format("KV cache: {} sequences x {} tokens x {} B per token = {}{}", seqs, len, int64_t(per_token),
+                          gib(p.kv_cache_bytes),
+                          seqs < seqs_rank ? fmt::format(" (rollout batch {} of the rank's {})", seqs, seqs_rank) : ""));
+  p.peak_bytes = p.param_bytes + p.grad_bytes + p.optimizer_bytes + std::max(p.activation_bytes, p.kv_cache_bytes);
+  p.fits = p.peak_bytes <= o.gpu_memory_gib * kGiB * 0.9;  // 10% for the allocator and workspaces
+  a.push_back(fmt::format("peak = weights + gradients + optimizer + max(activations, KV cache) = {} of {} GiB "
+                          "(90% usable): {}", gib(p.peak_bytes), o.gpu_memory_gib, p.fits ? "fits" : "does not fit"));
+  // communication per rollout step, bytes sent by one GPU
+  const double opt_steps = double(cfg.grpo.mini_batches * cfg.grpo.inner_epochs);
+  const double ring_dp = dp > 1 ? 2.0 * (dp - 1) / dp : 0, ring_edp = edp > 1 ? 2.0 * (edp - 1) / edp : 0;
+  p.dp_bytes = opt_steps * wb * (ring_dp * dense_trainable + ring_edp * expert_trainable);
+  const double tokens_rank = double(seqs_rank) * double(len);  // trained tokens per rank per step (upper bound)
+  const double passes = 3;  // training forward + backward, and the reference/old-policy forward
+  int64_t moe_layers = 0;
+  for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) moe_layers += m.is_moe_layer(layer);
+  // tp: 2 all-reduces of [tokens, H] per layer forward (attention out, MLP out), 2 backward, + embedding
+  p.tp_bytes = l.tp > 1 ? cfg.grpo.inner_epochs * passes * tokens_rank * H * wb * 2.0 * (l.tp - 1) / l.tp *
+                              (2.0 * m.num_hidden_layers + 1)
+                        : 0;
+  // ep: dispatch + combine all-to-all of k rows per token per MoE layer, forward and backward
+  p.ep_bytes = l.ep > 1 ? cfg.grpo.inner_epochs * passes * tokens_rank * m.num_experts_per_tok * H * wb * 2.0 *
+                              (l.ep - 1) / l.ep * moe_layers
+                        : 0;
+  a.push_back(fmt::format("per rollout step and GPU: gradient all-reduce {} ({} optimizer steps, ring), "
+                          "tensor-parallel all-reduces {}, expert all-to-all {} ({} tokens trained per rank, at most)",
+                          gib(p.dp_bytes), int64_t(opt_steps), gib(p.tp_bytes), gib(p.ep_bytes), int64_t(tokens_rank)));
+  return p;
+}
+
+std::vector<MemoryPlan> plan_layouts(const Config& cfg, const PlanOptions& o) {
+  GRPO_CHECK(o.gpus >= 1, "--gpus must be at least 1, found {}", o.gpus);
+  std::vector<MemoryPlan> out;
+  std::string last_problem;
+  for (int64_t tp = 1; tp <= o.gpus; ++tp) {
+    if (o.gpus % tp || (o.tp && tp != o.tp)) continue;
+    const int64_t dp = o.gpus / tp;
+    for (int64_t ep = 1; ep <= dp; ++ep) {
+      if (dp % ep || (o.ep && ep != o.ep) || (ep > 1 && cfg.model.n_routed_experts == 0)) continue;
+      dist::Layout l{o.gpus, tp, ep};
+      if (auto e = layout_problem(cfg.model, l); !e.empty()) {
+        last_problem = fmt::format("{}: {}", l.describe(), e);
+        continue;
+      }
+      if (cfg.grpo.prompts_per_step % dp) {
+        last_problem = fmt::format("{}: grpo.prompts_per_step ({}) does not split over dp {}", l.describe(),
+                                   cfg.grpo.prompts_per_step, dp);
+        continue;
+      }
+      out.push_back(plan_memory(cfg, l, o));
+    }
+  }
+  GRPO_CHECK(!out.empty(), "no valid layout for {} GPUs{}", o.gpus,
+             last_problem.empty() ? "" : " (e.g. " + last_problem + ")");
+  std::stable_sort(out.begin(), out.end(), [](const MemoryPlan& a, const MemoryPlan& b) {
+    if (a.fits != b.fits) return a.fits;
+    return a.peak_bytes < b.peak_bytes;
+  });
+  return out;
+}
+
+}  // namespace grpo::train

@@ -1,0 +1,100 @@
+// grpo_plan: per-GPU memory and communication of the parallel layouts of a training config.
+//   grpo_plan --config configs/r1_zero.yaml --gpus 512 [--tp T] [--ep E] [--memory-gib 80]
+//             [--precision fp32|bf16] [--zero1] [--prompt-tokens N] [--rollout-batch N] [--all]
+// Prints the best layout's arithmetic, then a table of the layouts (fitting ones first).
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "grpo/core/error.h"
+#include "grpo/train/config.h"
+#include "grpo/train/plan.h"
+
+int main(int argc, char** argv) {
+  std::string config;
+  std::vector<std::string> overrides;
+  grpo::train::PlanOptions o;
+  bool all = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "grpo_plan: " << a << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    auto number = [&]() -> int64_t {
+      auto v = next();
+      try {
+        size_t used = 0;
+        auto n = std::stoll(v, &used);
+        if (used == v.size()) return n;
+      } catch (const std::exception&) {
+      }
+      std::cerr << "grpo_plan: " << a << " expects an integer, found '" << v << "'\n";
+      std::exit(2);
+    };
+    if (a == "--config") config = next();
+    else if (a == "--set") overrides.push_back(next());
+    else if (a == "--gpus") o.gpus = number();
+    else if (a == "--tp") o.tp = number();
+    else if (a == "--ep") o.ep = number();
+    else if (a == "--memory-gib") o.gpu_memory_gib = double(number());
+    else if (a == "--precision") o.precision = next();
+    else if (a == "--zero1") o.zero1 = true;
+    else if (a == "--prompt-tokens") o.prompt_tokens = number();
+    else if (a == "--rollout-batch") o.rollout_batch = number();
+    else if (a == "--all") all = true;
+    else if (a == "--help" || a == "-h") {
+      std::cout << "usage: grpo_plan --config FILE --gpus N [--tp T] [--ep E] [--memory-gib 80]\n"
+                   "                 [--precision fp32|bf16] [--zero1] [--prompt-tokens 512]\n"
+                   "                 [--rollout-batch N] [--set key=value ...] [--all]\n"
+                   "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
+                   "per rollout step for every dp x tp (experts over ep) layout; the best first.\n";
+      return 0;
+    } else {
+      std::cerr << "grpo_plan: unknown argument '" << a << "' (see --help)\n";
+      return 2;
+    }
+  }
+  if (config.empty()) {
+    std::cerr << "grpo_plan: --config is required (see --help)\n";
+    return 2;
+  }
+  try {
+    // as written: the model section plans without the weights (model.path need not exist here)
+    std::ifstream in(config);
+    GRPO_CHECK(in.good(), "cannot read {}", config);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto cfg = grpo::train::load_config_text(text, config, overrides, /*to_run=*/false);
+    GRPO_CHECK(cfg.model.vocab_size > 0, "{}: model.vocab_size must be set to plan (the tokenizer is not read)", config);
+    auto plans = grpo::train::plan_layouts(cfg, o);
+    const auto& best = plans.front();
+    std::cout << config << " on " << o.gpus << " GPUs of " << o.gpu_memory_gib << " GiB, " << o.precision
+              << (o.zero1 ? " + ZeRO-1" : "") << ": " << cfg.model.count_parameters() / 1e9 << " B parameters\n";
+    std::cout << (best.fits ? "best layout: " : "no layout fits; the least memory: ") << best.layout.describe() << "\n";
+    for (const auto& line : best.arithmetic) std::cout << "  " << line << "\n";
+    std::cout << fmt::format("\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}\n", "layout",
+                             "params/GPU", "weights", "grads", "optim", "activ", "KV", "peak", "dp comm", "tp+ep",
+                             "fits");
+    size_t shown = 0;
+    for (const auto& p : plans) {
+      if (!all && ++shown > 12) {
+        std::cout << "(" << plans.size() - 12 << " more: --all)\n";
+        break;
+      }
+      auto g = [](double b) { return fmt::format("{:.1f}G", b / (1024.0 * 1024.0 * 1024.0)); };
+      std::cout << fmt::format("{:<40} {:>9.2f}B {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}\n",
+                               p.layout.describe(), p.params / 1e9, g(p.param_bytes), g(p.grad_bytes),
+                               g(p.optimizer_bytes), g(p.activation_bytes), g(p.kv_cache_bytes), g(p.peak_bytes),
+                               g(p.dp_bytes), g(p.tp_bytes + p.ep_bytes), p.fits ? "yes" : "no");
+    }
+    return 0;
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_plan: " << e.what() << "\n";
+    return 1;
+  }
+}
