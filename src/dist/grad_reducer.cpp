@@ -27,6 +27,7 @@ struct GradientReducer::State {
   Comm* group = nullptr;
   std::mutex mu;
 
+  void reset();
   void start(Bucket& b) {
     std::vector<at::Tensor> flat;
     for (auto i : b.params) {
@@ -95,21 +96,26 @@ GradientReducer::~GradientReducer() {
 
 int64_t GradientReducer::num_buckets() const { return int64_t(s_->buckets.size()); }
 
-void GradientReducer::arm() {
-  std::lock_guard<std::mutex> lock(s_->mu);
-  std::fill(s_->ready.begin(), s_->ready.end(), 0);
-  for (auto& b : s_->buckets) {
+void GradientReducer::State::reset() {
+  std::fill(ready.begin(), ready.end(), 0);
+  for (auto& b : buckets) {
     b.ready = 0;
     b.pending.reset();
   }
-  s_->next = 0;
-  s_->started_early = 0;
+  next = 0;
+  started_early = 0;
+}
+
+void GradientReducer::arm() {
+  std::lock_guard<std::mutex> lock(s_->mu);
+  s_->reset();
   s_->armed = s_->group->size() > 1;
 }
 
 void GradientReducer::finish() {
   auto& s = *s_;
   std::lock_guard<std::mutex> lock(s.mu);
+  if (!s.armed) s.reset();  // not armed: nothing started yet
   s.armed = false;
   started_early_ = s.started_early;
   if (s.group->size() == 1) return;
@@ -129,7 +135,10 @@ void GradientReducer::finish() {
 }
 
 void GradientReducer::reduce_now() {
-  arm();
+  {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    s_->armed = false;
+  }
   finish();
 }
 

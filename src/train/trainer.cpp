@@ -16,6 +16,7 @@
 #include "grpo/algo/grpo_loss.h"
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
+#include "grpo/dist/grad_reducer.h"
 #include "grpo/dist/parallel.h"
 #include "grpo/dist/launch.h"
 #include "grpo/core/rng.h"
@@ -171,6 +172,7 @@ struct Trainer::Impl {
     auto total = mask.sum().to(at::kDouble).reshape({1});
     comm->all_reduce_sum(total);
     auto loss = with_balance_loss(-(logprobs * mask).sum() / std::max(1.0, total.item<double>()), share);
+    arm_gradient_overlap();
     loss.backward();
     double value = loss.item<double>();
     if (comm->size() > 1) {
@@ -191,37 +193,31 @@ struct Trainer::Impl {
   // Data parallel: every rank's gradient becomes the sum over ranks (each rank's loss already
   // carries the whole mini-batch's normalisation), all-reduced in buckets of ~16 MB: routed
   // experts over the ranks holding the same experts, everything else over the data-parallel group.
+  // The buckets' all-reduces start during the backward pass that arm_gradient_overlap() precedes
+  // (the last micro-batch's), as their gradients become ready (dist/grad_reducer.h).
   void all_reduce_gradients() {
-    std::vector<at::Tensor> grads, expert_grads;
-    for (auto& [name, p] : policy->named_parameters()) {
-      if (!p.requires_grad()) continue;
-      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-      (policy->is_expert_parameter(name) ? expert_grads : grads).push_back(p.grad());
-    }
-    all_reduce_buckets(grads, *comm);
-    all_reduce_buckets(expert_grads, *groups.expert_dp);
+    ensure_reducers();
+    dense_reducer->finish();
+    expert_reducer->finish();
   }
-  static void all_reduce_buckets(std::vector<at::Tensor>& grads, dist::Comm& group) {
-    if (group.size() == 1) return;
-    const int64_t bucket_bytes = int64_t(16) << 20;
-    for (size_t i = 0; i < grads.size();) {
-      size_t j = i;
-      int64_t bytes = 0;
-      const auto dtype = grads[i].scalar_type();
-      while (j < grads.size() && grads[j].scalar_type() == dtype && (j == i || bytes + grads[j].nbytes() <= size_t(bucket_bytes)))
-        bytes += int64_t(grads[j].nbytes()), ++j;
-      std::vector<at::Tensor> flat;
-      for (size_t k = i; k < j; ++k) flat.push_back(grads[k].reshape({-1}));
-      auto bucket = at::cat(flat);
-      group.all_reduce_sum(bucket);
-      int64_t off = 0;
-      for (size_t k = i; k < j; ++k) {
-        const int64_t n = grads[k].numel();
-        grads[k].copy_(bucket.narrow(0, off, n).view_as(grads[k]));
-        off += n;
-      }
-      i = j;
-    }
+  void arm_gradient_overlap() {
+    if (comm->size() == 1) return;
+    ensure_reducers();
+    dense_reducer->arm();
+    expert_reducer->arm();
+  }
+  std::unique_ptr<dist::GradientReducer> dense_reducer, expert_reducer;
+  const model::Transformer* reducers_of = nullptr;
+  void ensure_reducers() {
+    if (reducers_of == policy.get()) return;
+    expert_reducer.reset();
+    dense_reducer.reset();
+    std::vector<at::Tensor> dense, experts;
+    for (auto& [name, p] : policy->named_parameters())
+      if (p.requires_grad()) (policy->is_expert_parameter(name) ? experts : dense).push_back(p);
+    dense_reducer = std::make_unique<dist::GradientReducer>(dense, *comm);
+    expert_reducer = std::make_unique<dist::GradientReducer>(experts, *groups.expert_dp);
+    reducers_of = policy.get();
   }
   void after_optimizer_step() {
     if (comm->size() > 1)  // balance on the load of the whole data-parallel batch
@@ -908,7 +904,9 @@ struct Trainer::Impl {
         opt->zero_grad();
         double mb_loss = 0, mb_kl = 0, mb_tokens = 0, mb_rmin = std::numeric_limits<double>::infinity(), mb_rmax = 0;
         int64_t off = 0;
-        for (auto& mb : micro_batches(rows, s.P + s.R)) {
+        const auto mbs = micro_batches(rows, s.P + s.R);
+        for (size_t k = 0; k < mbs.size(); ++k) {
+          const auto& mb = mbs[k];
           auto lp = response_logprobs(*policy, s, mb);
           auto mask = loss_mask.index_select(0, mb);
           at::Tensor old_mb;
@@ -933,6 +931,7 @@ struct Trainer::Impl {
           if (auto bl = policy->take_balance_loss(); bl.defined())  // this micro-batch's share
             loss = loss + bl * (double(mb.size(0)) / double(e - b));
           off += mb.size(0);
+          if (k + 1 == mbs.size()) arm_gradient_overlap();  // the last backward of the mini-batch
           loss.backward();
           mb_loss += out.loss.item<double>();
           double nt = out.tokens;

@@ -30,10 +30,11 @@ class GradientReducer {
 
   /// The next backward pass starts the buckets' all-reduces as their gradients become ready.
   void arm();
-  /// Starts the buckets not started yet (parameters without a gradient count as zeros), waits for
-  /// all of them and writes the sums into the parameters' gradients; disarms.
+  /// Starts the buckets not started yet (all of them when not armed; parameters without a
+  /// gradient count as zeros), waits for all of them and writes the sums into the parameters'
+  /// gradients; disarms.
   void finish();
-  /// All-reduce without overlap (arm() + finish() after the backward pass).
+  /// All-reduce without overlap, after the backward pass.
   void reduce_now();
 
   int64_t num_buckets() const;
