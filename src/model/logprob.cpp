@@ -97,11 +97,10 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       if (g_logp.defined()) {
         auto g = g_logp.narrow(0, s, n).unsqueeze(1);
         dz = -p * g;
-        if (group && p.size(1) == 0) {
-        } else if (group) {  // only targets in this rank's slice of the vocabulary
+        if (group) {  // only targets in this rank's slice of the vocabulary (possibly empty: padding)
           auto t = tgt.narrow(0, s, n) - v0;
           auto in = (t.ge(0) & t.lt(p.size(1))).unsqueeze(1);
-          dz.scatter_add_(1, t.clamp(0, p.size(1) - 1).unsqueeze(1), g * in.to(g.scalar_type()));
+          if (p.size(1) > 0) dz.scatter_add_(1, t.clamp(0, p.size(1) - 1).unsqueeze(1), g * in.to(g.scalar_type()));
         } else {
           dz.scatter_add_(1, tgt.narrow(0, s, n).unsqueeze(1), g);
         }

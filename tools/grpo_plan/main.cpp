@@ -11,54 +11,42 @@
 #include "grpo/core/error.h"
 #include "grpo/train/config.h"
 #include "grpo/train/plan.h"
+#include "../common/policy_flags.h"
 
 int main(int argc, char** argv) {
   std::string config;
   std::vector<std::string> overrides;
   grpo::train::PlanOptions o;
   bool all = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "grpo_plan: " << a << " needs a value\n";
-        std::exit(2);
+  try {
+    for (grpo::tools::Args a{argc, argv}; a.i < argc; ++a.i) {
+      const auto f = a.flag();
+      if (f == "--config") config = a.next();
+      else if (f == "--set") overrides.push_back(a.next());
+      else if (f == "--gpus") o.gpus = a.number<int64_t>();
+      else if (f == "--tp") o.tp = a.number<int64_t>();
+      else if (f == "--ep") o.ep = a.number<int64_t>();
+      else if (f == "--memory-gib") o.gpu_memory_gib = a.number<double>();
+      else if (f == "--precision") o.precision = a.next();
+      else if (f == "--zero1") o.zero1 = true;
+      else if (f == "--prompt-tokens") o.prompt_tokens = a.number<int64_t>();
+      else if (f == "--rollout-batch") o.rollout_batch = a.number<int64_t>();
+      else if (f == "--all") all = true;
+      else if (f == "--help" || f == "-h") {
+        std::cout << "usage: grpo_plan --config FILE --gpus N [--tp T] [--ep E] [--memory-gib 80]\n"
+                     "                 [--precision fp32|bf16] [--zero1] [--prompt-tokens 512]\n"
+                     "                 [--rollout-batch N] [--set key=value ...] [--all]\n"
+                     "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
+                     "per rollout step for every dp x tp (experts over ep) layout; the best first.\n";
+        return 0;
+      } else {
+        std::cerr << "grpo_plan: unknown argument '" << f << "' (see --help)\n";
+        return 2;
       }
-      return argv[++i];
-    };
-    auto number = [&]() -> int64_t {
-      auto v = next();
-      try {
-        size_t used = 0;
-        auto n = std::stoll(v, &used);
-        if (used == v.size()) return n;
-      } catch (const std::exception&) {
-      }
-      std::cerr << "grpo_plan: " << a << " expects an integer, found '" << v << "'\n";
-      std::exit(2);
-    };
-    if (a == "--config") config = next();
-    else if (a == "--set") overrides.push_back(next());
-    else if (a == "--gpus") o.gpus = number();
-    else if (a == "--tp") o.tp = number();
-    else if (a == "--ep") o.ep = number();
-    else if (a == "--memory-gib") o.gpu_memory_gib = double(number());
-    else if (a == "--precision") o.precision = next();
-    else if (a == "--zero1") o.zero1 = true;
-    else if (a == "--prompt-tokens") o.prompt_tokens = number();
-    else if (a == "--rollout-batch") o.rollout_batch = number();
-    else if (a == "--all") all = true;
-    else if (a == "--help" || a == "-h") {
-      std::cout << "usage: grpo_plan --config FILE --gpus N [--tp T] [--ep E] [--memory-gib 80]\n"
-                   "                 [--precision fp32|bf16] [--zero1] [--prompt-tokens 512]\n"
-                   "                 [--rollout-batch N] [--set key=value ...] [--all]\n"
-                   "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
-                   "per rollout step for every dp x tp (experts over ep) layout; the best first.\n";
-      return 0;
-    } else {
-      std::cerr << "grpo_plan: unknown argument '" << a << "' (see --help)\n";
-      return 2;
     }
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_plan: " << e.what() << "\n";
+    return 2;
   }
   if (config.empty()) {
     std::cerr << "grpo_plan: --config is required (see --help)\n";
