@@ -111,13 +111,18 @@ at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Te
   return at::zeros({plan.num_tokens, y.size(1)}, y.options()).index_add(0, plan.tokens, y * w);
 }
 
-at::Tensor sequence_balance_loss(const at::Tensor& indices, const at::Tensor& scores, int64_t batch,
-                                 int64_t top_k) {
-  const int64_t E = scores.size(1), T = scores.size(0) / batch;
-  auto chosen = at::zeros({batch * T, E}, scores.options()).scatter_(1, indices, 1.0);
-  auto f = chosen.view({batch, T, E}).sum(1) * (double(E) / double(top_k * T));  // [B, E]
-  auto s = scores / scores.sum(-1, true);
-  auto P = s.view({batch, T, E}).mean(1);                                          // [B, E]
+at::Tensor sequence_balance_loss(const at::Tensor& indices, const at::Tensor& scores, const at::Tensor& sequence,
+                                 int64_t num_sequences, int64_t top_k) {
+  const int64_t E = scores.size(1);
+  auto keep = sequence.ge(0).nonzero().squeeze(1);
+  auto seq = sequence.index_select(0, keep);
+  auto chosen = at::zeros({keep.size(0), E}, scores.options()).scatter_(1, indices.index_select(0, keep), 1.0);
+  auto s = scores.index_select(0, keep);
+  s = s / s.sum(-1, true);
+  auto count = at::bincount(seq, {}, num_sequences).to(scores.scalar_type()).clamp_min(1.0).unsqueeze(1);
+  auto zeros = at::zeros({num_sequences, E}, scores.options());
+  auto f = zeros.index_add(0, seq, chosen) * (double(E) / double(top_k)) / count;  // [S, E]
+  auto P = zeros.index_add(0, seq, s) / count;                                      // [S, E]
   return (f * P).sum(-1).mean();
 }
 

@@ -325,10 +325,11 @@ struct MoEImpl : torch::nn::Module {
                  : moe::grouped_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
                                        plan.counts);
     auto out = moe::unpermute(y, plan, r.weights).view(x.sizes());
-    if (is_training() && at::GradMode::is_enabled()) {  // training forwards only
-      load += at::tensor(plan.counts, at::kLong);
-      if (balance_coef > 0) {
-        auto l = moe::sequence_balance_loss(r.indices, r.scores, x.size(0), rc.top_k) * balance_coef;
+    if (is_training() && at::GradMode::is_enabled()) {  // training forwards only; real tokens only
+      auto real = sequence.ge(0).nonzero().squeeze(1);
+      load += at::bincount(r.indices.index_select(0, real).reshape({-1}), {}, rc.num_experts);
+      if (balance_coef > 0 && flat.size(0) > 0) {
+        auto l = moe::sequence_balance_loss(r.indices, r.scores, sequence, num_sequences, rc.top_k) * balance_coef;
         balance_loss = balance_loss.defined() ? balance_loss + l : l;
       }
     }
@@ -342,6 +343,8 @@ struct MoEImpl : torch::nn::Module {
   Experts experts{nullptr};
   MLP shared_experts{nullptr};
   at::Tensor load;          // [E] slots routed to each expert in training forwards since reset
+  at::Tensor sequence;      // [B*T]: the sequence of each token of the current forward, -1 = padding
+  int64_t num_sequences = 0;
   double balance_coef = 0;  // sequence-wise balance loss coefficient (alpha)
   at::Tensor balance_loss;  // accumulated until taken
   moe::Routing last;        // routing of the latest forward
@@ -534,8 +537,8 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
   GRPO_CHECK(pos.numel() == 0 || pos.max().item<int64_t>() < config_.max_position_embeddings,
              "position {} is beyond model.max_position_embeddings {}", pos.max().item<int64_t>(),
              config_.max_position_embeddings);
-  auto cos = m.cos_table.index_select(0, pos.reshape(-1)).view({B, 1, T, -1});
-  auto sin = m.sin_table.index_select(0, pos.reshape(-1)).view({B, 1, T, -1});
+  auto cos = m.cos_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)});
+  auto sin = m.sin_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)});
 
   // Boolean mask [B, 1, T, past+T] unless the plain causal fused path applies.
   at::Tensor mask;
@@ -571,9 +574,31 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
     auto e = at::embedding(w, local.clamp(0, w.size(0) - 1)) * in.unsqueeze(-1).to(w.scalar_type());
     h = dist::reduce_from_group(e, *m.split.tp);
   }
+  // MoE statistics (expert load, balance loss) count the tokens the mask marks real, per
+  // sequence (a row, or a segment of a packed row), so they do not depend on how rows were batched
+  auto sequence = at::arange(B, at::kLong).unsqueeze(1).expand({B, T}).reshape({-1});
+  int64_t num_sequences = B;
+  if (attention_mask.defined() && config_.n_routed_experts > 0) {
+    auto q = attention_mask.narrow(1, past, T);
+    if (q.scalar_type() == at::kBool) {
+      sequence = at::where(q.reshape({-1}), sequence, -1);
+    } else {  // segment ids: one sequence per (row, segment)
+      auto seg = q.to(at::kLong).reshape({-1});
+      auto key = sequence * (seg.max().item<int64_t>() + 1) + seg;
+      auto [uniq, inverse, counts] = at::_unique2(key, /*sorted=*/true, /*return_inverse=*/true);
+      (void)counts;
+      // padding (segment 0) gets -1; ids of the real segments stay dense
+      auto is_real = at::zeros({uniq.size(0)}, at::kLong).index_fill_(0, uniq.remainder(seg.max().item<int64_t>() + 1).ne(0).nonzero().squeeze(1), 1);
+      auto ids = is_real.cumsum(0) - 1;
+      sequence = at::where(seg.gt(0), ids.index_select(0, inverse), -1);
+      num_sequences = is_real.sum().item<int64_t>();
+    }
+  }
   int64_t layer = 0;
   for (const auto& mod : *m.model->layers) {
-    h = mod->as<BlockImpl>()->forward(h, cos, sin, mask, cache, layer++);
+    auto* block = mod->as<BlockImpl>();
+    if (block->moe) block->moe->sequence = sequence, block->moe->num_sequences = num_sequences;
+    h = block->forward(h, cos, sin, mask, cache, layer++);
   }
   if (cache) cache->commit(T);
   return m.model->norm(h);
@@ -718,6 +743,17 @@ void Transformer::update_router_bias(double rate) {
     if (rate > 0) moe::update_bias(m->gate->e_score_correction_bias, m->load, rate);
     m->load.zero_();
   }
+}
+
+dist::Comm* Transformer::lockstep_group() const {
+  return parallel_.ep && parallel_.ep->size() > 1 ? parallel_.ep : nullptr;
+}
+
+void Transformer::idle_forward() {
+  if (!lockstep_group()) return;
+  at::NoGradGuard ng;
+  auto none = at::zeros({0, 1}, at::kLong);
+  forward(none, none, at::ones({0, 1}, at::kBool));
 }
 
 void Transformer::set_balance_loss_coef(double alpha) {

@@ -6,6 +6,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/core/rng.h"
+#include "grpo/dist/comm.h"
 #include "grpo/model/transformer.h"
 
 namespace grpo::rollout {
@@ -14,7 +15,9 @@ const char* to_string(FinishReason r) { return r == FinishReason::kStop ? "stop"
 
 RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
   const int64_t G = req.group_size, NP = static_cast<int64_t>(req.prompts.size());
-  GRPO_CHECK(G >= 1 && NP >= 1, "generate: need at least one prompt and one sample per prompt");
+  // expert parallel: this rank's forwards pair with the other ep ranks' (model.lockstep_group())
+  dist::Comm* lockstep = model.lockstep_group();
+  GRPO_CHECK(G >= 1 && (NP >= 1 || lockstep), "generate: need at least one prompt and one sample per prompt");
   GRPO_CHECK(req.prompt_keys.size() == req.prompts.size(), "generate: one key per prompt needed");
   const int64_t N = NP * G, R = req.sampling.max_new_tokens;
   int64_t P = 0;
@@ -55,6 +58,20 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
   model.train(false);
   auto cache = model.make_cache(N, P + R);
 
+  // Under lock step, a rank whose rows are all done keeps taking part with idle forwards until
+  // every rank of the group is done (one max-reduce of a flag per decode step).
+  auto any_running = [&](bool mine) {
+    if (!lockstep) return mine;
+    auto f = at::scalar_tensor(mine ? 1 : 0, at::kLong).reshape({1});
+    lockstep->all_reduce_max(f);
+    return f.item<int64_t>() > 0;
+  };
+  if (N == 0) {
+    model.idle_forward();  // the prefill
+    while (any_running(false)) model.idle_forward();
+    model.train(was_training);
+    return out;
+  }
   auto mask = out.attention_mask.narrow(1, 0, P);
   auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);  // [N, P]
   auto next_pos = pos.select(1, P - 1) + 1;                       // [N]
@@ -100,8 +117,10 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
     if (keep.empty() || t + 1 == R) {
       if (req.on_finish)  // the rest stopped at the length limit
         for (auto i : keep) req.on_finish(active[i], out.responses[active[i]]);
+      while (any_running(false)) model.idle_forward();
       break;
     }
+    any_running(true);
     auto step_tokens = tok.view({n, 1});
     active_mask = at::cat({active_mask, at::ones({n, 1}, at::kBool)}, 1);
     if (static_cast<int64_t>(keep.size()) < n) {

@@ -95,14 +95,11 @@ struct Trainer::Impl {
       GRPO_CHECK(cfg.grpo.prompts_per_step % dp == 0, "grpo.prompts_per_step ({}) must split "
                  "evenly over the {} data-parallel processes (whole groups stay on one rank)",
                  cfg.grpo.prompts_per_step, dp);
-      GRPO_CHECK(!cfg.grpo.dynamic_sampling, "grpo.dynamic_sampling is not supported with several processes yet");
       for (auto [key, b] : {std::pair<const char*, int64_t>{"pretrain.batch_size", cfg.pretrain.batch_size},
                             {"sft.batch_size", cfg.sft.batch_size}})
         GRPO_CHECK(b >= dp, "{} ({}) must be at least the number of data-parallel processes ({}): each "
                    "takes a share of the batch", key, b, dp);
     }
-    GRPO_CHECK(cfg.parallel.ep == 1, "parallel.ep > 1 is supported by the model (model::Parallel, tested "
-               "against one process) but not yet by grpo_train: use parallel.ep: 1");
     if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
     world = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)));
     groups = dist::make_groups(*world, layout);
@@ -427,8 +424,13 @@ struct Trainer::Impl {
     auto tok = s.tokens.index_select(0, rows);
     auto input = tok.narrow(1, 0, s.P + s.R - 1);
     auto pos = s.positions.index_select(0, rows).narrow(1, 0, s.P + s.R - 1);
+    // The mask: left padding, or an MoE model's statistics, which count the tokens that predict a
+    // real token (a row's last token has no target: masked, it attends to itself, unused).
     at::Tensor mask;
-    if (s.needs_mask) mask = s.attn.index_select(0, rows).narrow(1, 0, s.P + s.R - 1);
+    if (s.needs_mask || !m.moe_layers().empty()) {
+      auto a = s.attn.index_select(0, rows);
+      mask = a.narrow(1, 0, s.P + s.R - 1) & a.narrow(1, 1, s.P + s.R - 1);
+    }
     auto hidden = m.forward(input, pos, mask).narrow(1, s.P - 1, s.R);
     model::LogProbOptions lo;
     lo.with_entropy = with_entropy;
@@ -438,6 +440,11 @@ struct Trainer::Impl {
     int64_t per = std::max<int64_t>(1, cfg.grpo.micro_batch_tokens / std::max<int64_t>(1, width));
     std::vector<at::Tensor> out;
     for (int64_t s = 0; s < rows.size(0); s += per) out.push_back(rows.narrow(0, s, std::min(per, rows.size(0) - s)));
+    if (policy->lockstep_group()) {  // expert parallel: as many forwards as the busiest rank, some empty
+      std::vector<double> n{double(out.size())};
+      reduce(n, true);
+      while (out.size() < size_t(n[0])) out.push_back(at::empty({0}, at::kLong));
+    }
     return out;
   }
 
@@ -472,9 +479,14 @@ struct Trainer::Impl {
       for (size_t t = 0; t < seqs[i].size(); ++t) ta[i][t] = seqs[i][t];
       for (int64_t t = prompt_lens[i] - 1; t + 1 < static_cast<int64_t>(seqs[i].size()); ++t) ma[i][t] = 1;
     }
+    at::Tensor real;  // an MoE model's statistics count the tokens that predict a real token
+    if (!policy->moe_layers().empty()) {
+      real = at::zeros({Bl, L - 1}, at::kBool);
+      for (int64_t i = 0; i < Bl; ++i) real[i].narrow(0, 0, int64_t(seqs[i].size()) - 1).fill_(true);  // with a target
+    }
     policy->train(true);
     opt->zero_grad();
-    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1));
+    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), {}, real);
     model::LogProbOptions lo_opts;
     lo_opts.with_entropy = false;
     auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
@@ -561,7 +573,10 @@ struct Trainer::Impl {
     }
     policy->train(true);
     opt->zero_grad();
-    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), pos.narrow(1, 0, L - 1), seg.narrow(1, 0, L - 1));
+    // an example's last token predicts nothing: segment 0 (it attends to itself, unused), so an MoE
+    // model's statistics count each example's tokens alike however the rows were packed
+    auto in_seg = seg.narrow(1, 0, L - 1) * seg.narrow(1, 0, L - 1).eq(seg.narrow(1, 1, L - 1));
+    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), pos.narrow(1, 0, L - 1), in_seg);
     model::LogProbOptions lo_opts;
     lo_opts.with_entropy = false;
     auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
@@ -584,17 +599,20 @@ struct Trainer::Impl {
   }
 
   // ---------------------------------------------------------------- evaluation
+  // Every data-parallel rank evaluates its share of each block of eval.batch_size x dp prompts
+  // (generation is keyed by prompt, so the split does not change the results); sums are reduced.
   EvalResult evaluate() {
     EvalResult r;
     const int64_t N = eval_count();
     if (N == 0) return r;
-    double correct_g = 0, correct_s = 0;
-    int64_t fmt_g = 0;
-    for (int64_t s = 0; s < N; s += cfg.eval.batch_size) {
-      int64_t n = std::min(cfg.eval.batch_size, N - s);
+    const int64_t dp = comm->size(), bs = cfg.eval.batch_size;
+    std::vector<double> sums{0, 0, 0};  // greedy correct, sampled correct, greedy well-formatted
+    for (int64_t s = 0; s < N; s += bs * dp) {
+      const int64_t b = std::min(N, s + comm->rank() * bs), n = std::min(N, b + bs) - b;
+      if (n == 0 && !policy->lockstep_group()) continue;  // under lock step, idle generation
       rollout::GenerateRequest req;
       std::vector<Item> probs;
-      for (int64_t i = s; i < s + n; ++i) {
+      for (int64_t i = b; i < b + n; ++i) {
         probs.push_back(eval_item(i));
         req.prompts.push_back(prompt_ids(probs.back()));
         req.prompt_keys.push_back(uint64_t(i));
@@ -610,24 +628,20 @@ struct Trainer::Impl {
         for (int64_t i = 0; i < n; ++i) {
           auto text = tok->decode(out.responses[i]);
           double ok = accuracy_fn->score(text, probs[i].answer);
-          if (pass == 0) {
-            correct_g += ok;
-            fmt_g += reward::has_r1_format(text);
-          } else {
-            correct_s += ok;
-          }
+          sums[pass] += ok;
+          if (pass == 0) sums[2] += reward::has_r1_format(text);
         }
       }
     }
+    if (dp > 1) reduce(sums, false);
     r.num_prompts = N;
-    r.accuracy_greedy = correct_g / N;
-    r.format_greedy = double(fmt_g) / N;
-    if (cfg.eval.sampled) r.accuracy_sampled = correct_s / N;
+    r.accuracy_greedy = sums[0] / N;
+    r.format_greedy = sums[2] / N;
+    if (cfg.eval.sampled) r.accuracy_sampled = sums[1] / N;
     return r;
   }
   void evaluate_and_log(const std::string& stage) {
-    // no held-out set (data.eval empty); rank 0 evaluates, with the other slices of its model
-    if (eval_count() == 0 || groups.layout.dp_rank(world->rank()) != 0) return;
+    if (eval_count() == 0) return;  // no held-out set (data.eval empty)
     auto t0 = Clock::now();
     auto r = evaluate();
     if (!leader()) return;
@@ -668,9 +682,23 @@ struct Trainer::Impl {
     double reward_wait = 0;  // after generation ended
     int64_t reward_timeouts = 0;
   };
+  rollout::RolloutBatch empty_batch() const {  // no rows (1 prompt and 1 response column)
+    rollout::RolloutBatch b;
+    b.group_size = cfg.grpo.group_size;
+    b.prompt_width = 1;
+    b.tokens = at::full({0, 2}, tok->pad_id(), at::kLong);
+    b.attention_mask = at::zeros({0, 2}, at::kBool);
+    b.response_mask = at::zeros({0, 1}, at::kBool);
+    b.sampling_logprobs = at::zeros({0, 1}, at::kFloat);
+    return b;
+  }
   Round rollout_round(int64_t first, int64_t n, int64_t max_new_tokens) {
     const auto& g = cfg.grpo;
     Round rd;
+    if (n == 0 && !policy->lockstep_group()) {  // data parallel: no share of this round
+      rd.batch = empty_batch();
+      return rd;
+    }
     rollout::GenerateRequest req;
     for (int64_t j = 0; j < n; ++j) {
       rd.items.push_back(train_item(first + j));
@@ -700,7 +728,7 @@ struct Trainer::Impl {
     rd.batch = rollout::generate(*policy, req);
     const int64_t N = rd.batch.rows();
     auto t_wait = Clock::now();
-    if (reward_pool) {  // most of it was scored while the rollout was still generating
+    if (reward_pool && N > 0) {  // most of it was scored while the rollout was still generating
       rd.scored = reward_pool->wait(N);
       rd.reward_busy = reward_pool->last_stats().busy_seconds;
       rd.reward_timeouts = reward_pool->last_stats().timeouts;
@@ -720,39 +748,51 @@ struct Trainer::Impl {
     // dropped and more prompts are sampled until prompts_per_step groups remain (or the cap)
     const int64_t R_max = g.max_new_tokens_at(st.optimizer_step, cfg.rollout.max_new_tokens);
     std::vector<Round> rounds;
-    std::vector<std::pair<int64_t, int64_t>> kept;  // (round, group)
-    int64_t prompts_used = 0, groups_dropped = 0;
+    std::vector<std::pair<int64_t, int64_t>> kept;  // this rank's (round, group)
+    int64_t prompts_used = 0, groups_dropped = 0, global_kept = 0;  // over all ranks
     double reward_busy = 0, reward_wait = 0;
     int64_t reward_timeouts = 0;
-    const int64_t dp = comm->size(), local_prompts = g.prompts_per_step / dp;
+    const int64_t dp = comm->size();
+    std::vector<int64_t> kept_per_round;  // this rank's groups kept in each round
     for (int64_t r = 0; r < (g.dynamic_sampling ? g.dynamic_sampling_max_rounds : 1); ++r) {
-      const int64_t want = local_prompts - int64_t(kept.size());
-      // data parallel: rank k generates prompts [k P/dp, (k+1) P/dp) of the step (whole groups)
-      rounds.push_back(rollout_round(st.data_position + comm->rank() * local_prompts + prompts_used, want, R_max));
+      // the round's prompts: the next `want` of the data, split contiguously over the data-parallel
+      // ranks (whole groups; a rank's share may be empty in later rounds)
+      const int64_t want = g.prompts_per_step - global_kept;
+      const int64_t b = want * comm->rank() / dp, n = want * (comm->rank() + 1) / dp - b;
+      rounds.push_back(rollout_round(st.data_position + prompts_used + b, n, R_max));
       prompts_used += want;
       const auto& rd = rounds.back();
       reward_busy += rd.reward_busy;
       reward_wait += rd.reward_wait;
       reward_timeouts += rd.reward_timeouts;
-      for (int64_t q = 0; q < want; ++q) {
+      std::vector<double> counts{0, 0};  // kept, dropped
+      for (int64_t q = 0; q < n; ++q) {
         bool all_equal = true;
         for (int64_t k = 1; k < g.group_size; ++k)
           all_equal = all_equal && rd.scored[q * g.group_size + k].total == rd.scored[q * g.group_size].total;
-        if (g.dynamic_sampling && all_equal) ++groups_dropped;
-        else kept.push_back({r, q});
+        if (g.dynamic_sampling && all_equal) ++counts[1];
+        else kept.push_back({r, q}), ++counts[0];
       }
-      if (int64_t(kept.size()) >= g.prompts_per_step) break;
+      kept_per_round.push_back(int64_t(counts[0]));
+      if (dp > 1) reduce(counts, false);
+      global_kept += int64_t(counts[0]);
+      groups_dropped += int64_t(counts[1]);
+      if (global_kept >= g.prompts_per_step) break;
     }
-    if (kept.empty()) {  // every group of every round was uniform: train on the last round as is
+    if (global_kept == 0) {  // every group of every round was uniform: train on the last round as is
       spdlog::warn("dynamic sampling: all {} groups of {} rounds had equal rewards; this step has no signal",
                    groups_dropped, rounds.size());
       for (int64_t q = 0; q < int64_t(rounds.back().items.size()); ++q) kept.push_back({int64_t(rounds.size()) - 1, q});
+      std::fill(kept_per_round.begin(), kept_per_round.end(), 0);
+      kept_per_round.back() = int64_t(rounds.back().items.size());
     }
     rollout::RolloutBatch batch;
     std::vector<reward::RewardResult> scored;
     if (rounds.size() == 1 && int64_t(kept.size()) * g.group_size == rounds[0].batch.rows()) {
       batch = std::move(rounds[0].batch);
       scored = std::move(rounds[0].scored);
+    } else if (kept.empty()) {  // data parallel: none of this rank's groups were kept
+      batch = empty_batch();
     } else {
       std::vector<const rollout::RolloutBatch*> parts;
       for (auto& rd : rounds) parts.push_back(&rd.batch);
@@ -761,12 +801,31 @@ struct Trainer::Impl {
         for (int64_t k = 0; k < g.group_size; ++k) scored.push_back(rounds[ri].scored[q * g.group_size + k]);
     }
     const int64_t N = batch.rows();  // this rank's rows
-    // rows of the whole step across ranks; this rank holds global rows [lo, lo + N)
-    const int64_t NG = N * dp, lo = comm->rank() * N;
+    // The step's rows over all ranks in data order: round by round, rank by rank. global_row[i]:
+    // the position of this rank's row i; local_at[j]: this rank's row at position j, or -1.
+    auto per_rank = at::tensor(kept_per_round, at::kLong);
+    auto all_counts = dp > 1 ? at::stack(comm->all_gather(per_rank)) : per_rank.unsqueeze(0);  // [dp, rounds]
+    const int64_t NG = all_counts.sum().item<int64_t>() * g.group_size;
+    std::vector<int64_t> global_row;
+    {
+      auto c = all_counts.t().contiguous();  // [rounds, dp]
+      const int64_t* cp = c.data_ptr<int64_t>();
+      int64_t before = 0;
+      for (int64_t r = 0; r < c.size(0); ++r)
+        for (int64_t k = 0; k < dp; ++k) {
+          if (k == comm->rank())
+            for (int64_t i = 0; i < cp[r * dp + k] * g.group_size; ++i) global_row.push_back(before + i);
+          before += cp[r * dp + k] * g.group_size;
+        }
+    }
+    GRPO_CHECK(int64_t(global_row.size()) == N, "internal: {} rows but {} placed", N, global_row.size());
+    const auto global_rows_t = at::tensor(global_row, at::kLong);
+    const auto local_at = at::full({NG}, -1, at::kLong).index_copy_(0, global_rows_t, at::arange(N, at::kLong));
     const int64_t groups = NG / g.group_size;
     const int64_t n_mb = std::min(g.mini_batches, NG);  // dynamic sampling may keep fewer rows
-    auto local_of = [&](const at::Tensor& global_rows) {  // this rank's rows among global ones
-      return global_rows.masked_select((global_rows >= lo) & (global_rows < lo + N)) - lo;
+    auto local_of = [&](const at::Tensor& global_rows) {  // this rank's rows among global ones, in their order
+      auto l = local_at.index_select(0, global_rows);
+      return l.masked_select(l >= 0);
     };
     // generation time; scoring that did not overlap with it is time_reward
     double t_rollout = seconds_since(t0) - reward_wait;
@@ -774,7 +833,8 @@ struct Trainer::Impl {
     // 2. rewards
     auto t1 = Clock::now();
     std::vector<double> rv(N);
-    std::map<std::string, double> part_sums;
+    std::map<std::string, double> part_sums;  // every configured part (the same keys on every rank)
+    for (auto& [name, w] : cfg.reward.weights) part_sums[name] = 0.0;
     int64_t reward_failures = 0;
     for (int64_t i = 0; i < N; ++i) {
       rv[i] = scored[i].total;
@@ -790,7 +850,7 @@ struct Trainer::Impl {
     auto t2 = Clock::now();
     Seqs s;
     s.P = batch.prompt_width;
-    s.R = std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
+    s.R = N == 0 ? 1 : std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
     s.tokens = batch.tokens.narrow(1, 0, s.P + s.R);
     s.attn = batch.attention_mask.narrow(1, 0, s.P + s.R);
     s.positions = at::clamp_min(s.attn.to(at::kLong).cumsum(1) - 1, 0);
@@ -820,6 +880,7 @@ struct Trainer::Impl {
     double lp_diff_max = 0, lp_diff_sum = 0;
     auto log_diff = [&](const at::Tensor& recomputed, const at::Tensor& sampled, const at::Tensor& mask) {
       auto d = (recomputed.detach() - sampled).abs() * mask;
+      if (d.numel() == 0) return;
       lp_diff_max = std::max(lp_diff_max, d.max().item<double>());
       lp_diff_sum += d.sum().item<double>();
     };
@@ -842,14 +903,14 @@ struct Trainer::Impl {
         std::vector<at::Tensor> rp;
         for (auto& mb : micro_batches(all_rows, s.P + s.R))
           rp.push_back(response_logprobs(*ref, s, mb, /*with_entropy=*/false).logprobs);
-        ref_lp = at::cat(rp, 0);
+        ref_lp = rp.empty() ? at::zeros({0, s.R}, at::kFloat) : at::cat(rp, 0);
       }
     }
     // KL in the reward (verl use_kl_in_reward): r -= beta * sum_t KL_t of the behaviour policy
-    double kl_penalty_mean = 0;
+    double kl_penalty_sum = 0;  // this rank's; the metric is the mean over the step's rows
     if (kl_in_reward) {
       auto pen = algo::kl_reward_penalty(old_lp, ref_lp, s.resp_mask, g.kl_coef, algo::parse_kl_estimator(g.kl_estimator));
-      kl_penalty_mean = pen.mean().item<double>();
+      kl_penalty_sum = pen.sum().item<double>();
       rewards_t = rewards_t - pen;
     }
     algo::AdvantageOptions ao;
@@ -857,9 +918,10 @@ struct Trainer::Impl {
     ao.eps = g.adv_eps;
     ao.unbiased_std = g.adv_unbiased_std;
     // every rank computes the advantages of the whole step (batch_std needs them all) and keeps its rows
-    const auto rewards_all = dp > 1 ? at::cat(comm->all_gather(rewards_t)) : rewards_t;
+    auto rewards_all = at::zeros({NG}, at::kDouble).index_copy_(0, global_rows_t, rewards_t);
+    if (dp > 1) comm->all_reduce_sum(rewards_all);
     auto adv = algo::group_advantages(rewards_all, g.group_size, ao);
-    if (dp > 1) adv.values = adv.values.narrow(0, lo, N).contiguous();
+    adv.values = adv.values.index_select(0, global_rows_t);
     // overlong filtering (DAPO): truncated responses take no part in the loss
     at::Tensor loss_mask = s.resp_mask;
     int64_t truncated = 0;
@@ -978,7 +1040,7 @@ struct Trainer::Impl {
     }
     double t_update = seconds_since(t2);
     ++st.rollout_step;
-    st.data_position += prompts_used * dp;
+    st.data_position += prompts_used;
 
     // 5. metrics (over all ranks)
     double rmean = rewards_all.mean().item<double>();
@@ -987,7 +1049,7 @@ struct Trainer::Impl {
     if (dp > 1) {
       std::vector<double> sums{tok_count, kl_sum, clip_lo, clip_hi, dual_sum, ratio_sum, ent_sum, lp_diff_sum,
                                double(truncated), resp_tokens, double(reward_failures), double(reward_timeouts),
-                               reward_busy, kl_penalty_mean / dp};
+                               reward_busy, kl_penalty_sum};
       for (auto& [k, v] : part_sums) sums.push_back(v);
       std::vector<double> maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max};
       reduce(sums, false);
@@ -995,7 +1057,7 @@ struct Trainer::Impl {
       tok_count = sums[0], kl_sum = sums[1], clip_lo = sums[2], clip_hi = sums[3], dual_sum = sums[4];
       ratio_sum = sums[5], ent_sum = sums[6], lp_diff_sum = sums[7], truncated = int64_t(sums[8]);
       resp_tokens = sums[9], reward_failures = int64_t(sums[10]), reward_timeouts = int64_t(sums[11]);
-      reward_busy = sums[12], kl_penalty_mean = sums[13];
+      reward_busy = sums[12], kl_penalty_sum = sums[13];
       size_t k = 14;
       for (auto& [name, v] : part_sums) v = sums[k++];
       ratio_max = maxes[0], ratio_min = -maxes[1], lp_diff_max = maxes[2];
@@ -1021,13 +1083,13 @@ struct Trainer::Impl {
         {"ratio_max", ratio_max},
         {"ratio_min", std::isfinite(ratio_min) ? ratio_min : 0.0},
         {"dual_clip_fraction", dual_sum / denom},
-        {"kl_reward_penalty", kl_penalty_mean},
+        {"kl_reward_penalty", kl_penalty_sum / std::max<int64_t>(1, NG)},
         {"entropy", ent_sum / denom},
         {"response_length", resp_tokens / NG},
         {"truncation_rate", double(truncated) / NG},
         {"zero_adv_group_fraction", double(adv.zero_std_groups) / std::max<int64_t>(1, groups)},
         {"max_new_tokens", R_max},
-        {"prompts_sampled", prompts_used * dp},
+        {"prompts_sampled", prompts_used},
         {"processes", world->size()},
         {"groups_dropped", groups_dropped},
         {"groups_trained", groups},

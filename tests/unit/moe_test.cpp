@@ -193,7 +193,14 @@ TEST(MoeBalance, SequenceBalanceLossClosedForm) {
   auto idx = at::tensor({0L, 0L}).view({2, 1});
   auto scores = at::tensor({0.8f, 0.2f, 0.2f, 0.8f, 0.6f, 0.2f, 0.1f, 0.1f}).view({2, 4});
   // f_0 = 4 / (1 * 2) * 2 = 4, P_0 = mean(0.8 / 2.0, 0.6 / 1.0) = 0.5 -> loss 2.0
-  EXPECT_NEAR(model::moe::sequence_balance_loss(idx, scores, 1, 1).item<double>(), 2.0, 1e-6);
+  EXPECT_NEAR(model::moe::sequence_balance_loss(idx, scores, at::zeros({2}, at::kLong), 1, 1).item<double>(), 2.0,
+              1e-6);
+  // the same sequence packed with a padding token (routed to expert 1) and a second sequence of one
+  // token choosing expert 1 (f_1 = 4, P_1 = 0.25): mean over the 2 sequences = (2.0 + 1.0) / 2
+  auto idx_p = at::tensor({0L, 0L, 1L, 1L}).view({4, 1});
+  auto sc_p = at::cat({scores, at::full({2, 4}, 0.25f)});
+  auto seq = at::tensor({0L, 0L, -1L, 1L});
+  EXPECT_NEAR(model::moe::sequence_balance_loss(idx_p, sc_p, seq, 2, 1).item<double>(), 1.5, 1e-6);
 }
 
 TEST(Fp8, BlockDequantisationEqualsTheReference) {

@@ -74,10 +74,12 @@ at::Tensor expert_parallel_swiglu(const at::Tensor& x, const at::Tensor& gate, c
 at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Tensor& weights);
 
 /// DeepSeek-V3's sequence-wise balance loss for one layer: per sequence,
-/// sum_i f_i P_i with f_i = E / (k T) * #tokens choosing i, P_i = mean_t s_i,t / sum_j s_j,t.
-/// indices [B*T, k], scores [B*T, E]; returns the mean over sequences (a scalar).
-at::Tensor sequence_balance_loss(const at::Tensor& indices, const at::Tensor& scores, int64_t batch,
-                                 int64_t top_k);
+/// sum_i f_i P_i with f_i = E / (k T) * #tokens choosing i, P_i = mean_t s_i,t / sum_j s_j,t,
+/// T its token count. indices [N, k], scores [N, E]; sequence [N] int64: the sequence (0 ..
+/// num_sequences-1) each token belongs to, -1 for padding (which takes no part). Returns the mean
+/// over sequences (a scalar; a sequence without tokens contributes 0).
+at::Tensor sequence_balance_loss(const at::Tensor& indices, const at::Tensor& scores, const at::Tensor& sequence,
+                                 int64_t num_sequences, int64_t top_k);
 
 /// Aux-loss-free balancing (DeepSeek-V3): bias += rate * sign(mean load - load), per expert.
 void update_bias(at::Tensor& bias, const at::Tensor& load, double rate);

@@ -101,6 +101,14 @@ class Transformer {
   /// Copies all parameter values from another model with the same config and parallel layout.
   void copy_from(const Transformer& other);
   const Parallel& parallel() const { return parallel_; }
+  /// Expert parallel: every forward (and backward) exchanges tokens with all ranks of the ep
+  /// group, so those ranks run their forwards in lock step, the same number in the same order
+  /// (generate() and the trainer pad with idle forwards). The group, or nullptr when each rank's
+  /// forwards are independent (no ep, or ep = 1).
+  dist::Comm* lockstep_group() const;
+  /// A forward of no tokens that takes part in a lock-step forward's collectives, for a rank with
+  /// nothing left to compute while others still have (no gradient; a no-op without lockstep_group).
+  void idle_forward();
 
   void train(bool on = true);
   bool is_training() const;
