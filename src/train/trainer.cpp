@@ -299,9 +299,79 @@ struct Trainer::Impl {
   }
 
   // ---------------------------------------------------------------- optimizer & checkpoints
+  // ZeRO-1 (parallel.zero1): each parameter's AdamW state lives on one rank of its data-parallel
+  // group (routed experts: the expert-data-parallel group), whole tensors assigned greedily by size;
+  // the owner updates the parameter and broadcasts it. owner[i]: the owning rank (in its group) of
+  // named_parameters()[i]; empty without ZeRO-1.
+  std::vector<int64_t> owner;
+  dist::Comm& group_of(const std::string& name) const {
+    return policy->is_expert_parameter(name) ? *groups.expert_dp : *comm;
+  }
+  bool owns(size_t i, const std::string& name) const {
+    return owner.empty() || owner[i] == group_of(name).rank();
+  }
+  void assign_owners() {
+    owner.clear();
+    if (!cfg.parallel.zero1) return;
+    const auto params = policy->named_parameters();
+    std::vector<size_t> order(params.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return params[a].second.numel() > params[b].second.numel(); });
+    owner.assign(params.size(), 0);
+    std::map<bool, std::vector<int64_t>> load;  // elements owned per rank, dense / expert groups
+    int64_t mine = 0, total = 0;
+    for (size_t i : order) {
+      const auto& [name, p] = params[i];
+      if (!p.requires_grad()) continue;
+      const bool expert = policy->is_expert_parameter(name);
+      auto& l = load[expert];
+      l.resize(size_t(group_of(name).size()), 0);
+      owner[i] = int64_t(std::min_element(l.begin(), l.end()) - l.begin());
+      l[size_t(owner[i])] += p.numel();
+      total += p.numel();
+      if (owns(i, name)) mine += p.numel();
+    }
+    spdlog::info("ZeRO-1: AdamW state for {} of {} parameter elements on this rank", mine, total);
+  }
+  void zero_grad() {
+    for (auto& p : policy->parameters())
+      if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  }
+  // AdamW on this rank's parameters; with ZeRO-1 every owner then broadcasts what it updated, one
+  // flat tensor per owner and group
+  void step_optimizer() {
+    opt->step();
+    if (owner.empty()) return;
+    at::NoGradGuard ng;
+    const auto params = policy->named_parameters();
+    for (bool expert : {false, true}) {
+      dist::Comm& g = expert ? *groups.expert_dp : *comm;
+      for (int64_t r = 0; r < g.size(); ++r) {
+        std::vector<at::Tensor> mine;
+        for (size_t i = 0; i < params.size(); ++i)
+          if (params[i].second.requires_grad() && owner[i] == r &&
+              policy->is_expert_parameter(params[i].first) == expert)
+            mine.push_back(params[i].second);
+        if (mine.empty()) continue;
+        std::vector<at::Tensor> flat_parts;
+        for (auto& p : mine) flat_parts.push_back(p.detach().reshape({-1}));
+        auto flat = at::cat(flat_parts);
+        g.broadcast(flat, r);
+        int64_t off = 0;
+        for (auto& p : mine) {
+          p.detach().copy_(flat.narrow(0, off, p.numel()).view_as(p));
+          off += p.numel();
+        }
+      }
+    }
+  }
   void make_optimizer(double lr, double weight_decay, double b1, double b2, double eps) {
+    assign_owners();
     std::vector<at::Tensor> decay, no_decay;
-    for (auto& [name, p] : policy->named_parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+    size_t i = 0;
+    for (auto& [name, p] : policy->named_parameters())
+      if (owns(i++, name)) (p.dim() >= 2 ? decay : no_decay).push_back(p);
     auto o = torch::optim::AdamWOptions(lr).betas({b1, b2}).eps(eps).weight_decay(weight_decay);
     std::vector<torch::optim::OptimizerParamGroup> groups;
     groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(o));
@@ -323,23 +393,47 @@ struct Trainer::Impl {
     for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
   }
 
+  // Whole AdamW state tensors (collective: with ZeRO-1 each owner broadcasts its parameters' state
+  // in its group; slices are gathered over tp/ep).
   io::NamedTensors optimizer_tensors() {
     io::NamedTensors out;
     auto& state = opt->state();
+    size_t i = 0;
     for (auto& [name, p] : policy->named_parameters()) {
-      auto it = state.find(p.unsafeGetTensorImpl());
-      if (it == state.end()) continue;
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      out.emplace_back(name + ".exp_avg", policy->gather_full(name, s.exp_avg()));
-      out.emplace_back(name + ".exp_avg_sq", policy->gather_full(name, s.exp_avg_sq()));
-      out.emplace_back(name + ".step", at::scalar_tensor(s.step(), at::kLong));
+      at::Tensor m1, m2;
+      int64_t step = 0;
+      bool has = false;
+      if (owns(i, name))
+        if (auto it = state.find(p.unsafeGetTensorImpl()); it != state.end()) {
+          auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+          has = true, m1 = s.exp_avg(), m2 = s.exp_avg_sq(), step = s.step();
+        }
+      if (!owner.empty() && p.requires_grad()) {  // from the owner: whether it has state, step, m, v
+        auto& g = group_of(name);
+        auto head = at::tensor({int64_t(has), step}, at::kLong);
+        g.broadcast(head, owner[i]);
+        has = head[0].item<int64_t>() == 1, step = head[1].item<int64_t>();
+        if (has) {
+          m1 = m1.defined() ? m1.clone() : at::empty_like(p);
+          m2 = m2.defined() ? m2.clone() : at::empty_like(p);
+          g.broadcast(m1, owner[i]);
+          g.broadcast(m2, owner[i]);
+        }
+      }
+      ++i;
+      if (!has) continue;  // parameter never updated
+      out.emplace_back(name + ".exp_avg", policy->gather_full(name, m1));
+      out.emplace_back(name + ".exp_avg_sq", policy->gather_full(name, m2));
+      out.emplace_back(name + ".step", at::scalar_tensor(step, at::kLong));
     }
     return out;
   }
   void load_optimizer_tensors(const io::NamedTensors& tensors, const std::string& origin) {
     std::map<std::string, at::Tensor> by(tensors.begin(), tensors.end());
     auto& state = opt->state();
+    size_t i = 0;
     for (auto& [name, p] : policy->named_parameters()) {
+      if (!owns(i++, name)) continue;  // ZeRO-1: another rank's
       auto a = by.find(name + ".exp_avg");
       if (a == by.end()) continue;  // parameter never updated
       auto b = by.find(name + ".exp_avg_sq");
@@ -485,13 +579,13 @@ struct Trainer::Impl {
       for (int64_t i = 0; i < Bl; ++i) real[i].narrow(0, 0, int64_t(seqs[i].size()) - 1).fill_(true);  // with a target
     }
     policy->train(true);
-    opt->zero_grad();
+    zero_grad();
     auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), {}, real);
     model::LogProbOptions lo_opts;
     lo_opts.with_entropy = false;
     auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
     const double loss = supervised_update(lp.logprobs, mask, double(Bl) / double(B));
-    opt->step();
+    step_optimizer();
     after_optimizer_step();
     ++st.pretrain_step;
     st.pretrain_position += B;
@@ -572,7 +666,7 @@ struct Trainer::Impl {
       }
     }
     policy->train(true);
-    opt->zero_grad();
+    zero_grad();
     // an example's last token predicts nothing: segment 0 (it attends to itself, unused), so an MoE
     // model's statistics count each example's tokens alike however the rows were packed
     auto in_seg = seg.narrow(1, 0, L - 1) * seg.narrow(1, 0, L - 1).eq(seg.narrow(1, 1, L - 1));
@@ -583,7 +677,7 @@ struct Trainer::Impl {
     auto m = mask.narrow(1, 0, L - 1);
     const double loss = supervised_update(lp.logprobs, m, double(hi - lo) / double(B));
     if (cfg.optim.grad_clip > 0) torch::nn::utils::clip_grad_norm_(policy->parameters(), cfg.optim.grad_clip);
-    opt->step();
+    step_optimizer();
     after_optimizer_step();
     ++st.sft_step;
     st.sft_position += B;
@@ -963,7 +1057,7 @@ struct Trainer::Impl {
         auto weights = algo::aggregation_weights(mb_mask, agg, R_max, double(e - b), total_tokens);
         auto ent_weights = algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean, 0, double(e - b),
                                                      total_tokens);
-        opt->zero_grad();
+        zero_grad();
         double mb_loss = 0, mb_kl = 0, mb_tokens = 0, mb_rmin = std::numeric_limits<double>::infinity(), mb_rmax = 0;
         int64_t off = 0;
         const auto mbs = micro_batches(rows, s.P + s.R);
@@ -1019,7 +1113,7 @@ struct Trainer::Impl {
         double max_norm = cfg.optim.grad_clip > 0 ? cfg.optim.grad_clip : std::numeric_limits<double>::infinity();
         gn_sum += torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
         set_lr(lr_at(st.optimizer_step));
-        opt->step();
+        step_optimizer();
         after_optimizer_step();
         ++st.optimizer_step;
         ++n_opt;

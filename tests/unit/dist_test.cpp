@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <filesystem>
 #include <iostream>
@@ -403,13 +404,15 @@ TEST(DistWorker, Run) {
   if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
   int64_t tp_train = 1, ep_train = 1, steps = 2;
   const bool moe = std::sscanf(scenario, "grpo_moe_tp%ld_ep%ld", &tp_train, &ep_train) == 2;
-  if (std::string(scenario) == "grpo_dp" || std::string(scenario) == "grpo_dapo" || moe ||
+  if (std::string(scenario) == "grpo_dp" || std::string(scenario) == "grpo_dapo" ||
+      std::string(scenario) == "grpo_zero1" || moe ||
       std::sscanf(scenario, "grpo_tp%ld_steps%ld", &tp_train, &steps) == 2) {  // data/tensor/expert-parallel training
     try {
       auto cfg = moe ? moe_run(std::getenv("GRPO_DIST_RUN_DIR")) : dp_run(std::getenv("GRPO_DIST_RUN_DIR"));
       cfg.parallel.tp = tp_train;
       cfg.parallel.ep = ep_train;
       if (std::string(scenario) == "grpo_dapo") cfg.grpo.dynamic_sampling = true;
+      if (std::string(scenario) == "grpo_zero1" || std::strstr(scenario, "_zero1")) cfg.parallel.zero1 = true;
       cfg.grpo.rollout_steps = steps;
       if (const char* from = std::getenv("GRPO_DIST_RESUME_FROM")) cfg.run.resume = from;
       grpo::train::Trainer t(cfg);
@@ -610,18 +613,21 @@ TEST(Dist, TensorParallelTrainingAndLayoutChangingCheckpoints) {
 // trained by 2 or 4 processes equal those of one process running the same global batch; the
 // metrics (rewards of all ranks, losses) agree too. The same with DAPO dynamic sampling: the ranks
 // agree on the rounds (later rounds split unevenly), so they keep the groups one process keeps and
-// train on uneven shares of them.
+// train on uneven shares of them. And with ZeRO-1: each rank holds part of the AdamW state, the
+// checkpoint the whole of it, equal to one process's.
 TEST(Dist, DataParallelTrainingEqualsOneProcess) {
-  for (bool dapo : {false, true}) {
-    const std::string one = grpo::test_util::tmpdir(dapo ? "dapo_one" : "dp_one"), scenario = dapo ? "grpo_dapo" : "grpo_dp";
-    {
+  for (std::string scenario : {"grpo_dp", "grpo_dapo", "grpo_zero1"}) {
+    const bool dapo = scenario == "grpo_dapo";
+    const std::string one = scenario == "grpo_zero1" ? std::string(GRPO_TEST_TMPDIR) + "/dp_one"
+                                                     : grpo::test_util::tmpdir(dapo ? "dapo_one" : "dp_one");
+    if (scenario != "grpo_zero1") {  // (ZeRO-1 compares with the plain run of one process)
       auto c = dp_run(one);
       c.grpo.dynamic_sampling = dapo;
       grpo::train::Trainer t(c);
       t.run();
     }
-    auto params = [](const std::string& run) {
-      return grpo::io::load_safetensors(run + "/checkpoints/step-000002/model.safetensors");
+    auto params = [](const std::string& run, const char* file = "model") {
+      return grpo::io::load_safetensors(run + "/checkpoints/step-000002/" + file + ".safetensors");
     };
     auto ref = params(one);
     auto ref_metrics = grpo::test_util::read_jsonl(one + "/metrics.jsonl");
@@ -652,12 +658,30 @@ TEST(Dist, DataParallelTrainingEqualsOneProcess) {
           for (const char* k : {"reward_mean", "groups_dropped", "groups_trained", "sampling_rounds", "prompts_sampled"})
             EXPECT_EQ(m[i][k], ref_metrics[i][k]) << scenario << " " << i << " " << k;
       }
+      if (scenario == "grpo_zero1") {
+        // rank 0 held a share of the state ...
+        int64_t mine = 0, total = 0;
+        const auto at = ws[0].out.find("ZeRO-1: AdamW state for ");
+        ASSERT_NE(at, std::string::npos) << ws[0].out;
+        ASSERT_EQ(std::sscanf(ws[0].out.c_str() + at, "ZeRO-1: AdamW state for %ld of %ld", &mine, &total), 2);
+        EXPECT_GT(mine, 0);
+        EXPECT_LT(mine, total * 3 / (2 * world)) << "about 1/" << world << " of it";
+        // ... and the checkpoint has all of it, as one process saves it
+        auto opt = params(run, "optimizer"), opt_ref = params(one, "optimizer");
+        ASSERT_EQ(opt.size(), opt_ref.size());
+        double d = 0;
+        for (size_t i = 0; i < opt.size(); ++i) {
+          EXPECT_EQ(opt[i].first, opt_ref[i].first);
+          d = std::max(d, (opt[i].second.to(at::kDouble) - opt_ref[i].second.to(at::kDouble)).abs().max().item<double>());
+        }
+        EXPECT_LT(d, 1e-6);
+      }
     }
   }
 }
 
 // Expert parallel in grpo_train: ep = 2 (2 processes) and ep = 2 with 2 expert-data-parallel
-// replicas (4 processes) train the MoE run of one process: the same parameters (base, SFT and GRPO
+// replicas (4 processes, with ZeRO-1 over them) train the MoE run of one process: the same parameters (base, SFT and GRPO
 // stages), losses, rewards and held-out results. tp = 2 x ep = 2 (4 processes) trains what tp = 2
 // alone trains. (tp = 2 vs one process differs by float summation order only -- exact to 1e-12 in
 // fp64, Dist.TensorAndExpertParallelModelEqualsOneProcess -- which Adam turns into ~5e-5 in a
@@ -685,10 +709,10 @@ TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
     }
     return d;
   };
-  auto train = [&](int world, int tp, int ep) {
+  auto train = [&](int world, int tp, int ep, bool zero1 = false) {
     std::vector<int> ranks;
     for (int r = 0; r < world; ++r) ranks.push_back(r);
-    const std::string scenario = "grpo_moe_tp" + std::to_string(tp) + "_ep" + std::to_string(ep);
+    const std::string scenario = "grpo_moe_tp" + std::to_string(tp) + "_ep" + std::to_string(ep) + (zero1 ? "_zero1" : "");
     auto ws = run_workers(world, ranks, scenario, 60000);
     for (int r = 0; r < world; ++r) EXPECT_EQ(ws[r].rc, 0) << scenario << " rank " << r << ":\n" << ws[r].out;
     return load(std::string(GRPO_TEST_TMPDIR) + "/dist_" + scenario + "_" + std::to_string(world) + "/run");
@@ -710,8 +734,8 @@ TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
   const Run ref = load(one);
   ASSERT_EQ(ref.evals.size(), 4u);  // after the base and SFT stages, after each rollout step
   same_run(train(2, 1, 2), ref, "ep 2 (2 processes) vs one process");
-  same_run(train(4, 1, 2), ref, "dp 4 with ep 2 vs one process");
+  same_run(train(4, 1, 2, true), ref, "dp 4 with ep 2 and ZeRO-1 vs one process");
   const Run tp2 = train(2, 2, 1);
-  same_run(train(4, 2, 2), tp2, "tp 2 x ep 2 (4 processes) vs tp 2 (2 processes)");
+  same_run(train(4, 2, 2, true), tp2, "tp 2 x ep 2 (4 processes, ZeRO-1) vs tp 2 (2 processes)");
   std::cout << "tp 2 vs one process (float summation order): max |param difference| " << max_diff(tp2, ref) << "\n";
 }

@@ -267,14 +267,17 @@ struct ParallelConfig {
   double timeout = 300;  // seconds
   int64_t tp = 1;
   int64_t ep = 1;
+  bool zero1 = false;
 
   void visit(core::ConfigVisitor& v) {
     v.field("tp", tp, "tensor-parallel size: ranks splitting each layer's heads, MLP width and "
             "vocabulary; must divide the number of processes, the attention and key-value heads, "
             "the MLP widths and the vocabulary", core::at_least(1));
     v.field("ep", ep, "expert-parallel size: data-parallel ranks splitting the routed experts "
-            "(carved out of dp, as in Megatron-Core); must divide dp and n_routed_experts. The model "
-            "supports it; grpo_train does not yet (1)", core::at_least(1));
+            "(carved out of dp, as in Megatron-Core); must divide dp and n_routed_experts", core::at_least(1));
+    v.field("zero1", zero1, "ZeRO-1: shard the AdamW state over the data-parallel ranks (each "
+            "parameter's state on one rank, which updates it and broadcasts it); checkpoints still hold "
+            "the whole state, so runs resume with or without it");
     v.field("timeout", timeout, "seconds to wait for the other processes at the rendezvous and in "
             "each collective before failing with an error that names them", core::positive());
   }
