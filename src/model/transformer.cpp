@@ -187,6 +187,11 @@ struct MLPImpl : torch::nn::Module {
     auto xs = split.copy(x);
     return row_linear(down_proj, at::silu(gate_proj(xs)) * up_proj(xs), split);
   }
+  // Without the final sum over the group (bias-free MLPs): this rank's partial output
+  at::Tensor partial(const at::Tensor& x) {
+    auto xs = split.copy(x);
+    return at::linear(at::silu(gate_proj(xs)) * up_proj(xs), down_proj->weight);
+  }
   Split split;
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
@@ -304,8 +309,9 @@ struct MoEImpl : torch::nn::Module {
     rc.norm_topk_prob = c.norm_topk_prob;
     rc.routed_scaling_factor = c.routed_scaling_factor;
     gate = register_module("gate", Router(c.n_routed_experts, c.hidden_size));
-    experts = register_module(
-        "experts", Experts(c.n_routed_experts / sp.ep_size(), c.hidden_size, c.moe_intermediate_size));
+    // routed experts: split over ep (whole experts) and over tp (each expert's intermediate width)
+    experts = register_module("experts", Experts(c.n_routed_experts / sp.ep_size(), c.hidden_size,
+                                                 sp.part(c.moe_intermediate_size, "moe_intermediate_size")));
     if (c.n_shared_experts > 0)
       shared_experts = register_module(
           "shared_experts", MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, false, sp,
@@ -318,13 +324,18 @@ struct MoEImpl : torch::nn::Module {
     auto logits = at::linear(flat.to(at::kFloat), gate->weight.to(at::kFloat));
     auto r = moe::route(logits, gate->e_score_correction_bias.to(at::kFloat), rc);
     auto plan = moe::plan_dispatch(r.indices, rc.num_experts);
-    auto xp = moe::permute(flat, plan);
+    // Under tp each rank computes a slice of every expert's intermediate width, so the expert
+    // outputs are partial sums: their inputs and combine weights get gradients summed over tp
+    // (copy), and the outputs, with the shared experts' partial sums, are summed once at the end.
+    auto xp = moe::permute(split.copy(flat), plan);
     auto y = split.ep_size() > 1
                  ? moe::expert_parallel_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
                                                plan.counts, *split.ep)
                  : moe::grouped_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
                                        plan.counts);
-    auto out = moe::unpermute(y, plan, r.weights).view(x.sizes());
+    // (the fp32 router's weights: their gradient summed in the wider of fp32 and the model's dtype)
+    auto w = split.copy(r.weights.to(at::promote_types(at::kFloat, flat.scalar_type())));
+    auto out = moe::unpermute(y, plan, w).view(x.sizes());
     if (is_training() && at::GradMode::is_enabled()) {  // training forwards only; real tokens only
       auto real = sequence.ge(0).nonzero().squeeze(1);
       load += at::bincount(r.indices.index_select(0, real).reshape({-1}), {}, rc.num_experts);
@@ -334,8 +345,8 @@ struct MoEImpl : torch::nn::Module {
       }
     }
     last = {r.indices.detach(), r.weights.detach(), at::Tensor()};
-    if (shared_experts) out = out + shared_experts(x);
-    return out;
+    if (shared_experts) out = out + shared_experts->partial(x);
+    return split.tp_size() > 1 ? dist::reduce_from_group(out, *split.tp) : out;
   }
   moe::RouterConfig rc;
   Split split;
@@ -397,7 +408,6 @@ TORCH_MODULE(Backbone);
 struct SliceSpec {
   int64_t dim = 0;
   dist::Comm* group = nullptr;
-  bool expert = false;
 };
 
 struct Transformer::Impl : torch::nn::Module {
@@ -445,42 +455,48 @@ struct Transformer::Impl : torch::nn::Module {
     init_weights();
   }
   // Which parameters are split, by their (Hugging Face) names: column-parallel outputs along dim
-  // 0, row-parallel inputs along dim 1, the vocabulary along dim 0, routed experts along dim 0.
+  // 0, row-parallel inputs along dim 1, the vocabulary along dim 0, routed experts along dim 0 over
+  // ep and along their intermediate width over tp.
   void find_slices() {
     auto ends = [](const std::string& n, const std::string& tail) {
       return n.size() >= tail.size() && n.compare(n.size() - tail.size(), tail.size(), tail) == 0;
     };
     for (auto& p : named_parameters()) {
       const auto& n = p.key();
-      if (n.find(".mlp.experts.") != std::string::npos) {
+      if (n.find(".mlp.experts.") != std::string::npos) {  // [experts, inter, hidden] / [experts, hidden, inter]
         expert_names.insert(n);
-        if (split.ep_size() > 1) slices[n] = {0, split.ep, true};
+        if (split.ep_size() > 1) slices[n].push_back({0, split.ep});
+        if (split.tp_size() > 1) slices[n].push_back({ends(n, "down_proj") ? 2 : 1, split.tp});
         continue;
       }
       if (split.tp_size() == 1) continue;
       if (n == "model.embed_tokens.weight" || n == "lm_head.weight") {
-        slices[n] = {0, split.tp, false};
+        slices[n] = {{0, split.tp}};
         continue;
       }
       for (const char* col : {"q_proj", "k_proj", "v_proj", "q_b_proj", "kv_b_proj", "gate_proj", "up_proj"})
         if (ends(n, std::string(".") + col + ".weight") || ends(n, std::string(".") + col + ".bias"))
-          slices[n] = {0, split.tp, false};
+          slices[n] = {{0, split.tp}};
       for (const char* row : {"o_proj", "down_proj"})
-        if (ends(n, std::string(".") + row + ".weight")) slices[n] = {1, split.tp, false};
+        if (ends(n, std::string(".") + row + ".weight")) slices[n] = {{1, split.tp}};
     }
   }
   std::vector<int64_t> full_shape(const std::string& name, const at::Tensor& local) const {
     auto shape = local.sizes().vec();
     auto it = slices.find(name);
-    if (it != slices.end()) shape[it->second.dim] *= it->second.group->size();
+    if (it != slices.end())
+      for (const auto& sl : it->second) shape[size_t(sl.dim)] *= sl.group->size();
     return shape;
   }
   at::Tensor slice_of(const std::string& name, const at::Tensor& full) const {
     auto it = slices.find(name);
     if (it == slices.end()) return full;
-    const auto& sl = it->second;
-    auto part = dist::even_shard(full.size(sl.dim), sl.group->size(), sl.group->rank());
-    return full.narrow(sl.dim, part.begin, part.size);
+    auto t = full;
+    for (const auto& sl : it->second) {
+      auto part = dist::even_shard(t.size(sl.dim), sl.group->size(), sl.group->rank());
+      t = t.narrow(sl.dim, part.begin, part.size);
+    }
+    return t;
   }
   void init_weights() {
     at::NoGradGuard g;
@@ -507,7 +523,7 @@ struct Transformer::Impl : torch::nn::Module {
   }
   ModelConfig config;
   Split split;
-  std::map<std::string, SliceSpec> slices;
+  std::map<std::string, std::vector<SliceSpec>> slices;  // a tensor may be split along two dims
   int64_t vocab_limit = 0;  // 0: the whole vocabulary
   std::set<std::string> expert_names;
   Backbone model{nullptr};
@@ -665,7 +681,9 @@ std::vector<std::pair<std::string, at::Tensor>> Transformer::full_parameters() c
 at::Tensor Transformer::gather_full(const std::string& name, const at::Tensor& local) const {
   auto it = impl_->slices.find(name);
   if (it == impl_->slices.end()) return local;
-  return dist::gather_dim(local, it->second.dim, *it->second.group);
+  auto t = local;
+  for (auto sl = it->second.rbegin(); sl != it->second.rend(); ++sl) t = dist::gather_dim(t, sl->dim, *sl->group);
+  return t;
 }
 
 at::Tensor Transformer::local_slice(const std::string& name, const at::Tensor& full) const {

@@ -23,7 +23,7 @@ std::string layout_problem(const model::ModelConfig& m, const dist::Layout& l) {
     if (e.empty()) e = need(n, l.tp, key);
   if (e.empty() && !m.is_mla()) e = need(m.num_key_value_heads, l.tp, "num_key_value_heads");
   if (e.empty() && m.n_routed_experts > 0) {
-    e = need(m.moe_intermediate_size * m.n_shared_experts, l.tp, "moe_intermediate_size x n_shared_experts");
+    e = need(m.moe_intermediate_size, l.tp, "moe_intermediate_size");
     if (e.empty()) e = need(m.n_routed_experts, l.ep, "n_routed_experts");
   }
   return e;
@@ -41,13 +41,14 @@ MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptio
   auto& a = p.arithmetic;
   const auto split = m.parameter_split();
   const int64_t dp = l.dp(), edp = dp / l.ep;
-  const int64_t experts_local = split.experts / l.ep, dense_local = split.split / l.tp + split.replicated;
+  // routed experts: whole experts over ep, each one's intermediate width over tp
+  const int64_t experts_local = split.experts / (l.ep * l.tp), dense_local = split.split / l.tp + split.replicated;
   p.params = dense_local + experts_local;
   p.expert_params = experts_local;
   p.trainable = p.params - split.frozen;
-  a.push_back(fmt::format("parameters per GPU = split {} / tp {} + replicated {} + routed experts {} / ep {} = {} "
-                          "({:.3f} B; {} trainable)", split.split, l.tp, split.replicated, split.experts, l.ep,
-                          p.params, p.params / 1e9, p.trainable));
+  a.push_back(fmt::format("parameters per GPU = split {} / tp {} + replicated {} + routed experts {} / (ep {} x tp "
+                          "{}) = {} ({:.3f} B; {} trainable)", split.split, l.tp, split.replicated, split.experts,
+                          l.ep, l.tp, p.params, p.params / 1e9, p.trainable));
   const double wb = o.precision == "fp32" ? 4 : 2;  // weight and gradient bytes
   p.param_bytes = p.params * wb;
   p.grad_bytes = p.trainable * wb;

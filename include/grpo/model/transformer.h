@@ -28,8 +28,9 @@ namespace grpo::model {
 /// Tensor and expert parallelism of one model replica (dist/parallel.h has the layout). tp:
 /// attention heads, MLP/shared-expert widths and the vocabulary are split over the group
 /// (Megatron: column-parallel q/k/v/gate/up, row-parallel o/down, vocab-parallel embedding, LM head
-/// and log-prob); routed experts are replicated over it. ep: the routed experts are split over the
-/// group and tokens travel to them by all-to-all. Null or size-1 groups: not split. The groups
+/// and log-prob), and so is each routed expert's intermediate width (expert tensor parallel: the
+/// routed and shared experts' partial sums are reduced once per MoE layer). ep: the routed experts
+/// are split over the group and tokens travel to them by all-to-all. Null or size-1 groups: not split. The groups
 /// must outlive the model; every rank of a group runs the same calls in the same order.
 struct Parallel {
   dist::Comm* tp = nullptr;
