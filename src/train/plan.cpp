@@ -63,23 +63,39 @@ MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptio
                                     gib(p.optimizer_bytes))
                       : fmt::format("optimizer {} B x {} = {} (AdamW exp_avg + exp_avg_sq{})", ob, p.trainable,
                                     gib(p.optimizer_bytes), o.precision == "bf16" ? " + fp32 master" : ""));
-  // activations saved for backward by one micro-batch (estimate: Korthikanti et al. 2022 with
-  // fused attention, 16-bit: s h (10 + 24 / tp) bytes per layer; scaled for fp32)
-  const double T = double(cfg.grpo.micro_batch_tokens), H = double(m.hidden_size), ab = wb;
-  double act = 0;
+  // Activations saved for backward by one micro-batch: the trainer's micro-batch holds whole
+  // sequences, as many as fit in grpo.micro_batch_tokens (at least one, of the longest length).
+  // Estimate, 16-bit (scaled for fp32), after Korthikanti et al. 2022 with fused attention: per
+  // layer s h (10 + 24 / tp) bytes (34 s h / tp with sequence parallel) plus, in MoE layers, the
+  // routed experts' k rows per token of input, output and 3 intermediate slices (k s (2h + 3 i /
+  // tp)). With recomputation only each layer's input is kept (s h, / tp with sequence parallel)
+  // and one layer is live at a time.
+  const int64_t len = o.prompt_tokens + cfg.grpo.max_new_tokens_max(cfg.rollout.max_new_tokens);
+  const double T = double(std::max<int64_t>(1, cfg.grpo.micro_batch_tokens / len) * len);
+  p.micro_batch_tokens = int64_t(T);
+  const double H = double(m.hidden_size), ab = wb;
+  const bool sp = o.sequence_parallel && l.tp > 1;
+  auto layer_bytes = [&](int64_t layer) {
+    double b = sp ? T * H * 34.0 / l.tp * ab / 2 : T * H * (10.0 + 24.0 / l.tp) * ab / 2;
+    if (m.is_moe_layer(layer))
+      b += T * m.num_experts_per_tok * (2 * H + 3.0 * m.moe_intermediate_size / l.tp) * ab;
+    return b;
+  };
+  double act = 0, live = 0;
   for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) {
-    act += T * H * (10.0 + 24.0 / l.tp) * ab / 2;
-    if (m.is_moe_layer(layer))  // permuted rows, gate/up/activation outputs of the routed experts
-      act += T * m.num_experts_per_tok * (2 * H + 3.0 * m.moe_intermediate_size) * ab;
+    live = std::max(live, layer_bytes(layer));
+    act += o.recompute ? T * H * ab / (sp ? l.tp : 1) : layer_bytes(layer);
   }
+  if (o.recompute) act += live;
   act += 2048.0 * double(m.vocab_size) / l.tp * 4 * 3;  // one chunk of the log-prob op
   p.activation_bytes = act;
-  a.push_back(fmt::format("activations (estimate) for {} tokens per micro-batch x {} layers = {}", int64_t(T),
-                          m.num_hidden_layers, gib(act)));
+  a.push_back(fmt::format("activations (estimate) of a micro-batch of {} tokens ({} x {}-token sequences) x {} "
+                          "layers{}{} = {}", int64_t(T), int64_t(T) / len, len, m.num_hidden_layers,
+                          o.recompute ? fmt::format(", recomputed: kept layer inputs + one live layer of {}", gib(live)) : "",
+                          sp ? ", sequence parallel" : "", gib(act)));
   // KV cache of the rollout
   const int64_t seqs_rank = cfg.grpo.prompts_per_step * cfg.grpo.group_size / dp;
   const int64_t seqs = o.rollout_batch > 0 ? std::min(o.rollout_batch, seqs_rank) : seqs_rank;
-  const int64_t len = o.prompt_tokens + cfg.grpo.max_new_tokens_max(cfg.rollout.max_new_tokens);
   const double per_token = m.is_mla() ? double(m.kv_lora_rank + m.qk_rope_head_dim) * m.num_hidden_layers * wb
                                       : 2.0 * (m.num_key_value_heads / l.tp) * m.resolved_head_dim() * m.num_hidden_layers * wb;
   p.kv_cache_bytes = double(seqs) * double(len) * per_token;
@@ -106,9 +122,12 @@ MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptio
   p.ep_bytes = l.ep > 1 ? cfg.grpo.inner_epochs * passes * tokens_rank * m.num_experts_per_tok * H * wb * 2.0 *
                               (l.ep - 1) / l.ep * moe_layers
                         : 0;
+  p.comm_seconds = p.tp_bytes / (o.nvlink_gbs * 1e9) + (p.dp_bytes + p.ep_bytes) / (o.network_gbs * 1e9);
   a.push_back(fmt::format("per rollout step and GPU: gradient all-reduce {} ({} optimizer steps, ring), "
-                          "tensor-parallel all-reduces {}, expert all-to-all {} ({} tokens trained per rank, at most)",
-                          gib(p.dp_bytes), int64_t(opt_steps), gib(p.tp_bytes), gib(p.ep_bytes), int64_t(tokens_rank)));
+                          "tensor-parallel all-reduces {}, expert all-to-all {} ({} tokens trained per rank, at most): "
+                          "{:.0f} s at {} GB/s NVLink (tp) and {} GB/s network (dp, ep)",
+                          gib(p.dp_bytes), int64_t(opt_steps), gib(p.tp_bytes), gib(p.ep_bytes), int64_t(tokens_rank),
+                          p.comm_seconds, o.nvlink_gbs, o.network_gbs));
   return p;
 }
 
@@ -118,6 +137,7 @@ std::vector<MemoryPlan> plan_layouts(const Config& cfg, const PlanOptions& o) {
   std::string last_problem;
   for (int64_t tp = 1; tp <= o.gpus; ++tp) {
     if (o.gpus % tp || (o.tp && tp != o.tp)) continue;
+    if (!o.tp && o.gpus_per_node > 0 && tp > o.gpus_per_node) continue;  // tp inside a node
     const int64_t dp = o.gpus / tp;
     for (int64_t ep = 1; ep <= dp; ++ep) {
       if (dp % ep || (o.ep && ep != o.ep) || (ep > 1 && cfg.model.n_routed_experts == 0)) continue;
@@ -138,7 +158,7 @@ std::vector<MemoryPlan> plan_layouts(const Config& cfg, const PlanOptions& o) {
              last_problem.empty() ? "" : " (e.g. " + last_problem + ")");
   std::stable_sort(out.begin(), out.end(), [](const MemoryPlan& a, const MemoryPlan& b) {
     if (a.fits != b.fits) return a.fits;
-    return a.peak_bytes < b.peak_bytes;
+    return a.fits ? a.comm_seconds < b.comm_seconds : a.peak_bytes < b.peak_bytes;
   });
   return out;
 }

@@ -262,6 +262,18 @@ grpo: {prompts_per_step: 8}
   EXPECT_TRUE(plans[0].fits);
   // the gradient all-reduce: 2 (dp - 1) / dp of the gradient bytes, once per optimizer step
   EXPECT_DOUBLE_EQ(plans[0].dp_bytes, 2.0 * 3 / 4 * plans[0].grad_bytes);
+  // a micro-batch holds whole sequences: 512-token prompts + 64 new tokens = 576, 2 per 1200 tokens;
+  // activations (fp32): per layer T h (10 + 24 / tp) x 2 bytes, plus one log-prob chunk
+  c.rollout.max_new_tokens = 64;
+  c.grpo.micro_batch_tokens = 1200;
+  const double T = 2 * 576, H = 32, chunk = 2048.0 * 30 * 4 * 3;
+  auto p = train::plan_memory(c, dist::make_layout(4, 1, 1), o);
+  EXPECT_EQ(p.micro_batch_tokens, 1152);
+  EXPECT_DOUBLE_EQ(p.activation_bytes, T * H * 34 * 2 + chunk);
+  // recomputed: the layer's input (4 bytes per element) is kept, and one layer is live
+  o.recompute = true;
+  p = train::plan_memory(c, dist::make_layout(4, 1, 1), o);
+  EXPECT_DOUBLE_EQ(p.activation_bytes, T * H * 4 + T * H * 34 * 2 + chunk);
 }
 
 // R1 refreshes the reference every 400 optimizer steps (not rollout steps): here every 3, with 4

@@ -29,15 +29,23 @@ int main(int argc, char** argv) {
       else if (f == "--memory-gib") o.gpu_memory_gib = a.number<double>();
       else if (f == "--precision") o.precision = a.next();
       else if (f == "--zero1") o.zero1 = true;
+      else if (f == "--recompute") o.recompute = true;
+      else if (f == "--sequence-parallel") o.sequence_parallel = true;
+      else if (f == "--gpus-per-node") o.gpus_per_node = a.number<int64_t>();
+      else if (f == "--nvlink-gbs") o.nvlink_gbs = a.number<double>();
+      else if (f == "--network-gbs") o.network_gbs = a.number<double>();
       else if (f == "--prompt-tokens") o.prompt_tokens = a.number<int64_t>();
       else if (f == "--rollout-batch") o.rollout_batch = a.number<int64_t>();
       else if (f == "--all") all = true;
       else if (f == "--help" || f == "-h") {
         std::cout << "usage: grpo_plan --config FILE --gpus N [--tp T] [--ep E] [--memory-gib 80]\n"
-                     "                 [--precision fp32|bf16] [--zero1] [--prompt-tokens 512]\n"
-                     "                 [--rollout-batch N] [--set key=value ...] [--all]\n"
+                     "                 [--precision fp32|bf16] [--zero1] [--recompute] [--sequence-parallel]\n"
+                     "                 [--prompt-tokens 512] [--rollout-batch N] [--gpus-per-node 8]\n"
+                     "                 [--nvlink-gbs 400] [--network-gbs 50] [--set key=value ...] [--all]\n"
                      "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
-                     "per rollout step for every dp x tp (experts over ep) layout; the best first.\n";
+                     "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
+                     "least communication time first.\n"
+                     "What-ifs grpo_train does not run yet: --precision bf16, --recompute, --sequence-parallel.\n";
         return 0;
       } else {
         std::cerr << "grpo_plan: unknown argument '" << f << "' (see --help)\n";
@@ -62,12 +70,20 @@ int main(int argc, char** argv) {
     auto plans = grpo::train::plan_layouts(cfg, o);
     const auto& best = plans.front();
     std::cout << config << " on " << o.gpus << " GPUs of " << o.gpu_memory_gib << " GiB, " << o.precision
-              << (o.zero1 ? " + ZeRO-1" : "") << ": " << cfg.model.count_parameters() / 1e9 << " B parameters\n";
+              << (o.zero1 ? " + ZeRO-1" : "") << (o.recompute ? " + recomputation" : "")
+              << (o.sequence_parallel ? " + sequence parallel" : "") << ": " << cfg.model.count_parameters() / 1e9
+              << " B parameters\n";
+    std::vector<std::string> missing;  // what the plan assumes that grpo_train does not do yet
+    if (o.precision == "bf16") missing.push_back("bf16 mixed precision (issue #8)");
+    if (o.recompute) missing.push_back("activation recomputation (issue #8)");
+    if (o.sequence_parallel) missing.push_back("sequence parallel");
+    if (!missing.empty())
+      std::cout << "assumes what grpo_train does not do yet: " << fmt::format("{}", fmt::join(missing, ", ")) << "\n";
     std::cout << (best.fits ? "best layout: " : "no layout fits; the least memory: ") << best.layout.describe() << "\n";
     for (const auto& line : best.arithmetic) std::cout << "  " << line << "\n";
-    std::cout << fmt::format("\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}\n", "layout",
+    std::cout << fmt::format("\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}  {}\n", "layout",
                              "params/GPU", "weights", "grads", "optim", "activ", "KV", "peak", "dp comm", "tp+ep",
-                             "fits");
+                             "comm s", "fits");
     size_t shown = 0;
     for (const auto& p : plans) {
       if (!all && ++shown > 12) {
@@ -75,10 +91,10 @@ int main(int argc, char** argv) {
         break;
       }
       auto g = [](double b) { return fmt::format("{:.1f}G", b / (1024.0 * 1024.0 * 1024.0)); };
-      std::cout << fmt::format("{:<40} {:>9.2f}B {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}\n",
+      std::cout << fmt::format("{:<40} {:>9.2f}B {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7.0f}  {}\n",
                                p.layout.describe(), p.params / 1e9, g(p.param_bytes), g(p.grad_bytes),
                                g(p.optimizer_bytes), g(p.activation_bytes), g(p.kv_cache_bytes), g(p.peak_bytes),
-                               g(p.dp_bytes), g(p.tp_bytes + p.ep_bytes), p.fits ? "yes" : "no");
+                               g(p.dp_bytes), g(p.tp_bytes + p.ep_bytes), p.comm_seconds, p.fits ? "yes" : "no");
     }
     return 0;
   } catch (const grpo::Error& e) {

@@ -25,8 +25,16 @@ struct PlanOptions {
                                    // today); bf16: bf16 weights and gradients, fp32 master
                                    // weights + AdamW state (mixed precision, issue #8)
   bool zero1 = false;              // AdamW state (and master weights) split over data-parallel ranks
+                                   // (grpo_train: parallel.zero1)
+  bool recompute = false;          // full activation recomputation per layer: only each layer's
+                                   // input is kept (what-if: grpo_train does not recompute yet)
+  bool sequence_parallel = false;  // Megatron sequence parallel: norms and the kept layer inputs
+                                   // split over tp (what-if: not in grpo_train yet)
   int64_t prompt_tokens = 512;     // prompt length assumed for the KV cache and activations
   int64_t rollout_batch = 0;       // sequences decoded at once per GPU; 0: the rank's whole share
+  int64_t gpus_per_node = 8;       // tp stays inside a node (NVLink); 0: no limit
+  double nvlink_gbs = 400, network_gbs = 50;  // per-GPU bandwidths (GB/s) ranking fitting layouts:
+                                              // tp traffic over NVLink, dp and ep traffic over the network
 };
 
 struct MemoryPlan {
@@ -35,14 +43,17 @@ struct MemoryPlan {
   double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0, kv_cache_bytes = 0;
   double peak_bytes = 0;  // parameters + gradients + optimizer + max(activations, KV cache)
   double dp_bytes = 0, tp_bytes = 0, ep_bytes = 0;  // sent per GPU per rollout step
+  double comm_seconds = 0;  // at options.nvlink_gbs / network_gbs: the ranking of fitting layouts
+  int64_t micro_batch_tokens = 0;  // tokens of one training micro-batch (whole sequences)
   bool fits = false;
   std::vector<std::string> arithmetic;  // the computation, line by line
 };
 
 /// One layout. Throws grpo::Error if the layout does not divide the model (as the trainer would).
 MemoryPlan plan_memory(const Config& config, const dist::Layout& layout, const PlanOptions& options);
-/// Every valid layout for options.gpus (restricted to options.tp / options.ep when set): fitting
-/// layouts first, least peak memory first.
+/// Every valid layout for options.gpus (restricted to options.tp / options.ep when set; tp within
+/// a node): fitting layouts first, least communication time first; then the rest, least peak
+/// memory first.
 std::vector<MemoryPlan> plan_layouts(const Config& config, const PlanOptions& options);
 
 }  // namespace grpo::train
