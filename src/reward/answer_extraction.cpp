@@ -111,11 +111,44 @@ std::vector<Box> all_boxes(const std::string& s) {
   std::sort(out.begin(), out.end(), [](const Box& a, const Box& b) { return a.begin < b.begin; });
   return out;
 }
+// "y_1 = " right before position `pos` (the box), in the same math span: the left side (a short
+// name: letters, digits, _ { }), and where it begins; nullopt otherwise.
+std::optional<std::pair<std::string, size_t>> lhs_before(const std::string& s, size_t pos) {
+  size_t e = pos;
+  while (e > 0 && s[e - 1] == ' ') --e;
+  if (e == 0 || s[e - 1] != '=') return std::nullopt;
+  --e;
+  while (e > 0 && s[e - 1] == ' ') --e;
+  size_t b = e;
+  while (b > 0 && e - b < 16 && (std::isalnum(static_cast<unsigned char>(s[b - 1])) || std::strchr("_{}", s[b - 1]))) --b;
+  if (b == e || !std::isalpha(static_cast<unsigned char>(s[b]))) return std::nullopt;
+  return std::make_pair(s.substr(b, e - b), b);
+}
+// Boxes in separate math spans that each state one side of an equation ("\(y_1 = \boxed{..}\) and
+// \(y_2 = \boxed{..}\)") form the list of equations "y_1 = .., y_2 = ..".
+std::optional<std::string> boxed_equations(const std::string& s, const std::vector<Box>& boxes) {
+  std::vector<std::string> parts;
+  for (size_t k = boxes.size(); k-- > 0;) {
+    auto lhs = lhs_before(s, boxes[k].begin);
+    if (!lhs) break;
+    if (k + 1 < boxes.size()) {  // only delimiters and "and"/commas between this box and the next equation
+      std::string gap = s.substr(boxes[k].end, lhs_before(s, boxes[k + 1].begin)->second - boxes[k].end);
+      for (const char* junk : {"\\(", "\\)", "\\[", "\\]", "and", "$", ",", ";", "\n", " "}) replace_all(gap, junk, "");
+      if (!gap.empty()) break;
+    }
+    parts.insert(parts.begin(), lhs->first + " = " + boxes[k].content);
+  }
+  if (parts.size() < 2) return std::nullopt;
+  std::string out;
+  for (auto& p : parts) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
 // Boxes separated only by commas, "and", spacing or math delimiters form one list answer, and so do boxes
 // joined by a short phrase that ends in "and" ("\boxed{1} papers and \boxed{2} bins").
 std::optional<std::string> last_boxed(const std::string& s, size_t* end_pos = nullptr) {
   auto boxes = all_boxes(s);
   if (end_pos) *end_pos = boxes.empty() ? 0 : boxes.back().end;
+  if (auto eqs = boxed_equations(s, boxes)) return eqs;
   if (!boxes.empty()) {
     std::string answer = boxes.back().content;
     for (size_t k = boxes.size() - 1; k > 0; --k) {

@@ -924,9 +924,13 @@ struct Comparer {
       default: return std::nullopt;
     }
   }
-  // "a < x < b" / "b > x > a" (x names unknowns) as the interval (a, b); nullopt for other relations
+  // "a < x < b" / "b > x > a" (x names unknowns) as the interval (a, b); "a <= |x| <= b" with a > 0
+  // as the union [-b, -a] U [a, b]; nullopt for other relations
   std::optional<Node> chain_interval(const Node& rel) {
-    if (rel.kind != Node::kRel || rel.ch.size() != 3 || !names_unknowns(rel.ch[1])) return std::nullopt;
+    if (rel.kind != Node::kRel || rel.ch.size() != 3) return std::nullopt;
+    const Node& mid = rel.ch[1];
+    const bool abs_mid = mid.kind == Node::kFunc && mid.name == "abs" && mid.ch.size() == 1 && names_unknowns(mid.ch[0]);
+    if (!abs_mid && !names_unknowns(mid)) return std::nullopt;
     auto ops = rel.name;  // e.g. "<= < "
     auto sp = ops.find(' ');
     std::string o1 = ops.substr(0, sp), o2 = trim(ops.substr(sp + 1));
@@ -936,7 +940,13 @@ struct Comparer {
     Node iv = op(Node::kInterval, up ? std::vector<Node>{rel.ch[0], rel.ch[2]} : std::vector<Node>{rel.ch[2], rel.ch[0]});
     iv.lo_closed = (up ? o1 : o2) == ">=" || (up ? o1 : o2) == "<=";
     iv.hi_closed = (up ? o2 : o1) == ">=" || (up ? o2 : o1) == "<=";
-    return iv;
+    if (!abs_mid) return iv;
+    const double lo = eval(iv.ch[0], {}, deadline).value();
+    if (!(lo > 0) || !std::isfinite(eval(iv.ch[1], {}, deadline).value())) return std::nullopt;
+    Node mirrored = op(Node::kInterval, {op(Node::kNeg, {iv.ch[1]}), op(Node::kNeg, {iv.ch[0]})});
+    mirrored.lo_closed = iv.hi_closed;
+    mirrored.hi_closed = iv.lo_closed;
+    return op(Node::kUnion, {mirrored, iv});
   }
   bool percent_equal(const Node& a, const Node& b) {
     // p% also matches p itself: graders accept "25" for "25%"
@@ -1073,7 +1083,7 @@ struct Comparer {
       // the gold "-2 \le x \le 7" accepts "[-2, 7]"; as in math-verify, a gold interval wants an interval
       if (auto iv = chain_interval(rel); iv && &rel == &a) {
         const bool pair = other.kind == Node::kTuple && other.ch.size() == 2;
-        return (other.kind == Node::kInterval || pair) && equal(*iv, other);
+        return (other.kind == Node::kInterval || other.kind == Node::kUnion || pair) && equal(*iv, other);
       }
       bool all_eq = rel.name.find_first_not_of("= ") == std::string::npos;
       if (!all_eq || rel.ch.size() < 2) return false;
