@@ -17,6 +17,7 @@
 #include <set>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -336,13 +337,16 @@ struct MoEImpl : torch::nn::Module {
     // (the fp32 router's weights: their gradient summed in the wider of fp32 and the model's dtype)
     auto w = split.copy(r.weights.to(at::promote_types(at::kFloat, flat.scalar_type())));
     auto out = moe::unpermute(y, plan, w).view(x.sizes());
-    if (is_training() && at::GradMode::is_enabled()) {  // training forwards only; real tokens only
+    // training forwards only (a recomputed block counts in its first, gradient-free pass); real tokens only
+    const bool training = is_training() && (at::GradMode::is_enabled() || phase == Phase::kFirstPass);
+    if (training && phase != Phase::kRecompute) {
       auto real = sequence.ge(0).nonzero().squeeze(1);
       load += at::bincount(r.indices.index_select(0, real).reshape({-1}), {}, rc.num_experts);
-      if (balance_coef > 0 && flat.size(0) > 0) {
-        auto l = moe::sequence_balance_loss(r.indices, r.scores, sequence, num_sequences, rc.top_k) * balance_coef;
-        balance_loss = balance_loss.defined() ? balance_loss + l : l;
-      }
+    }
+    if (training && balance_coef > 0 && flat.size(0) > 0) {
+      auto l = moe::sequence_balance_loss(r.indices, r.scores, sequence, num_sequences, rc.top_k) * balance_coef;
+      if (phase == Phase::kNone) balance_loss = balance_loss.defined() ? balance_loss + l : l;
+      else block_balance_loss = l;  // handed to the recomputation (BlockCheckpoint)
     }
     last = {r.indices.detach(), r.weights.detach(), at::Tensor()};
     if (shared_experts) out = out + shared_experts->partial(x);
@@ -356,6 +360,10 @@ struct MoEImpl : torch::nn::Module {
   at::Tensor load;          // [E] slots routed to each expert in training forwards since reset
   at::Tensor sequence;      // [B*T]: the sequence of each token of the current forward, -1 = padding
   int64_t num_sequences = 0;
+  // Activation recomputation: the block's gradient-free first pass, its recomputation in backward,
+  // or neither. The balance loss of either pass goes to block_balance_loss instead.
+  enum class Phase { kNone, kFirstPass, kRecompute } phase = Phase::kNone;
+  at::Tensor block_balance_loss;
   double balance_coef = 0;  // sequence-wise balance loss coefficient (alpha)
   at::Tensor balance_loss;  // accumulated until taken
   moe::Routing last;        // routing of the latest forward
@@ -387,6 +395,72 @@ struct BlockImpl : torch::nn::Module {
   MoE moe{nullptr};
 };
 TORCH_MODULE(Block);
+
+// Activation recomputation of one block (reentrant, as torch.utils.checkpoint): forward runs the
+// block without building a graph and keeps only its input; backward runs it again with the graph
+// and back-propagates through it (parameter gradients accumulate directly, their hooks fire). The
+// collectives of tp/ep run again in backward, in the same order on every rank. An MoE block's
+// balance loss is a second output, so its gradient reaches the recomputation.
+struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
+  // (block output, balance loss or an empty tensor)
+  static std::pair<at::Tensor, at::Tensor> run(BlockImpl* b, const at::Tensor& x, const at::Tensor& cos,
+                                               const at::Tensor& sin, const at::Tensor& mask, int64_t layer,
+                                               MoEImpl::Phase phase) {
+    if (b->moe) b->moe->phase = phase, b->moe->block_balance_loss = at::Tensor();
+    auto out = b->forward(x, cos, sin, mask, nullptr, layer);
+    at::Tensor bl;
+    if (b->moe) {
+      bl = b->moe->block_balance_loss;
+      b->moe->phase = MoEImpl::Phase::kNone, b->moe->block_balance_loss = at::Tensor();
+    }
+    return {out, bl};
+  }
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
+                                                int64_t block, int64_t layer) {
+    auto* b = reinterpret_cast<BlockImpl*>(block);
+    at::Tensor out, bl;
+    {
+      at::NoGradGuard ng;
+      std::tie(out, bl) = run(b, x, cos, sin, mask, layer, MoEImpl::Phase::kFirstPass);
+    }
+    ctx->save_for_backward({x});
+    ctx->saved_data["cos"] = cos;
+    ctx->saved_data["sin"] = sin;
+    ctx->saved_data["mask"] = mask;
+    ctx->saved_data["block"] = block;
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["has_bl"] = bl.defined();
+    if (b->moe) {  // this forward's token-to-sequence map, for the recomputation
+      ctx->saved_data["sequence"] = b->moe->sequence;
+      ctx->saved_data["num_sequences"] = b->moe->num_sequences;
+    }
+    return {out, bl.defined() ? bl : at::zeros({}, out.options())};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto* b = reinterpret_cast<BlockImpl*>(ctx->saved_data["block"].toInt());
+    if (b->moe) {
+      b->moe->sequence = ctx->saved_data["sequence"].toTensor();
+      b->moe->num_sequences = ctx->saved_data["num_sequences"].toInt();
+    }
+    at::Tensor out, bl;
+    {
+      at::AutoGradMode on(true);
+      std::tie(out, bl) = run(b, x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(),
+                              ctx->saved_data["mask"].toTensor(), ctx->saved_data["layer"].toInt(),
+                              MoEImpl::Phase::kRecompute);
+    }
+    std::vector<at::Tensor> outs{out}, gs{grads[0].defined() ? grads[0] : at::zeros_like(out)};
+    if (ctx->saved_data["has_bl"].toBool() && grads[1].defined() && bl.defined()) {
+      outs.push_back(bl);
+      gs.push_back(grads[1]);
+    }
+    torch::autograd::backward(outs, gs);
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 struct BackboneImpl : torch::nn::Module {
   BackboneImpl(const ModelConfig& c, const Split& sp) {
@@ -525,6 +599,7 @@ struct Transformer::Impl : torch::nn::Module {
   Split split;
   std::map<std::string, std::vector<SliceSpec>> slices;  // a tensor may be split along two dims
   int64_t vocab_limit = 0;  // 0: the whole vocabulary
+  bool recompute = false;   // activation recomputation per block in training forwards
   std::set<std::string> expert_names;
   Backbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};
@@ -614,7 +689,17 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
   for (const auto& mod : *m.model->layers) {
     auto* block = mod->as<BlockImpl>();
     if (block->moe) block->moe->sequence = sequence, block->moe->num_sequences = num_sequences;
-    h = block->forward(h, cos, sin, mask, cache, layer++);
+    if (m.recompute && !cache && is_training() && at::GradMode::is_enabled() && h.requires_grad()) {
+      auto outs = BlockCheckpoint::apply(h, cos, sin, mask.defined() ? mask : at::Tensor(),
+                                         reinterpret_cast<int64_t>(block), layer++);
+      h = outs[0];
+      if (block->moe && block->moe->balance_coef > 0 && h.size(0) * h.size(1) > 0) {
+        auto& acc = block->moe->balance_loss;
+        acc = acc.defined() ? acc + outs[1] : outs[1];
+      }
+    } else {
+      h = block->forward(h, cos, sin, mask, cache, layer++);
+    }
   }
   if (cache) cache->commit(T);
   return m.model->norm(h);
@@ -762,6 +847,9 @@ void Transformer::update_router_bias(double rate) {
     m->load.zero_();
   }
 }
+
+void Transformer::set_recompute(bool on) { impl_->recompute = on; }
+bool Transformer::recompute() const { return impl_->recompute; }
 
 dist::Comm* Transformer::lockstep_group() const {
   return parallel_.ep && parallel_.ep->size() > 1 ? parallel_.ep : nullptr;

@@ -148,6 +148,7 @@ struct Trainer::Impl {
     at::manual_seed(cfg.run.seed);
     policy = std::make_unique<model::Transformer>(cfg.model, model_parallel());
     policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
+    policy->set_recompute(cfg.parallel.recompute);
     policy->set_vocab_limit(tok->vocab_size());  // padded ids are never sampled
   }
 
@@ -1241,6 +1242,7 @@ struct Trainer::Impl {
       if (!cfg.model.path.empty()) {
         policy = model::load_hf_model(cfg.model.path, model_parallel());
         policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
+        policy->set_recompute(cfg.parallel.recompute);
         policy->set_vocab_limit(tok->vocab_size());
         spdlog::info("policy loaded from {}", cfg.model.path);
       }

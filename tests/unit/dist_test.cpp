@@ -413,6 +413,7 @@ TEST(DistWorker, Run) {
       cfg.parallel.ep = ep_train;
       if (std::string(scenario) == "grpo_dapo") cfg.grpo.dynamic_sampling = true;
       if (std::string(scenario) == "grpo_zero1" || std::strstr(scenario, "_zero1")) cfg.parallel.zero1 = true;
+      if (std::strstr(scenario, "_recompute")) cfg.parallel.recompute = true;
       cfg.grpo.rollout_steps = steps;
       if (const char* from = std::getenv("GRPO_DIST_RESUME_FROM")) cfg.run.resume = from;
       grpo::train::Trainer t(cfg);
@@ -682,8 +683,8 @@ TEST(Dist, DataParallelTrainingEqualsOneProcess) {
 
 // Expert parallel in grpo_train: ep = 2 (2 processes) and ep = 2 with 2 expert-data-parallel
 // replicas (4 processes, with ZeRO-1 over them) train the MoE run of one process: the same parameters (base, SFT and GRPO
-// stages), losses, rewards and held-out results. tp = 2 x ep = 2 (4 processes) trains what tp = 2
-// alone trains. (tp = 2 vs one process differs by float summation order only -- exact to 1e-12 in
+// stages), losses, rewards and held-out results. tp = 2 x ep = 2 (4 processes, ZeRO-1, activation
+// recomputation: the tp/ep collectives run again in backward) trains what tp = 2 alone trains. (tp = 2 vs one process differs by float summation order only -- exact to 1e-12 in
 // fp64, Dist.TensorAndExpertParallelModelEqualsOneProcess -- which Adam turns into ~5e-5 in a
 // rarely routed expert over these 43 steps; printed, not asserted.)
 TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
@@ -709,10 +710,11 @@ TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
     }
     return d;
   };
-  auto train = [&](int world, int tp, int ep, bool zero1 = false) {
+  auto train = [&](int world, int tp, int ep, bool zero1 = false, bool recompute = false) {
     std::vector<int> ranks;
     for (int r = 0; r < world; ++r) ranks.push_back(r);
-    const std::string scenario = "grpo_moe_tp" + std::to_string(tp) + "_ep" + std::to_string(ep) + (zero1 ? "_zero1" : "");
+    const std::string scenario = "grpo_moe_tp" + std::to_string(tp) + "_ep" + std::to_string(ep) +
+                                 (zero1 ? "_zero1" : "") + (recompute ? "_recompute" : "");
     auto ws = run_workers(world, ranks, scenario, 60000);
     for (int r = 0; r < world; ++r) EXPECT_EQ(ws[r].rc, 0) << scenario << " rank " << r << ":\n" << ws[r].out;
     return load(std::string(GRPO_TEST_TMPDIR) + "/dist_" + scenario + "_" + std::to_string(world) + "/run");
@@ -736,6 +738,7 @@ TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
   same_run(train(2, 1, 2), ref, "ep 2 (2 processes) vs one process");
   same_run(train(4, 1, 2, true), ref, "dp 4 with ep 2 and ZeRO-1 vs one process");
   const Run tp2 = train(2, 2, 1);
-  same_run(train(4, 2, 2, true), tp2, "tp 2 x ep 2 (4 processes, ZeRO-1) vs tp 2 (2 processes)");
+  same_run(train(4, 2, 2, true, true), tp2,
+           "tp 2 x ep 2 (4 processes, ZeRO-1, activation recomputation) vs tp 2 (2 processes)");
   std::cout << "tp 2 vs one process (float summation order): max |param difference| " << max_diff(tp2, ref) << "\n";
 }

@@ -2,10 +2,12 @@
 // tools/make_moe_fixtures.py), the dispatch ops against a dense oracle, FP8 block dequantisation
 // against transformers' reference, checkpoint details (FP8, MTP layers), aux-loss-free balancing.
 #include <filesystem>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/function.h>
 
 #include "grpo/core/error.h"
 #include "grpo/io/safetensors.h"
@@ -285,4 +287,75 @@ TEST(DeepSeekV3, ConfigErrorsAndThe671BCount) {
   core::ConfigSource src;
   e = error_of([&] { bad_group.validate(src); });
   EXPECT_NE(e.find("model.n_group"), std::string::npos) << e;
+}
+
+// Activation recomputation (per block, reentrant) computes what the ordinary backward computes:
+// a dense GQA model and the MoE model (with its balance loss and expert loads), fp64, left-padded
+// rows, the loss through log-probs and entropies; the same loss, hidden states, loads, balance
+// loss and every parameter gradient, to rounding.
+TEST(Recompute, SameLossGradientsAndExpertLoads) {
+  for (bool moe : {false, true}) {
+    SCOPED_TRACE(moe ? "moe" : "dense");
+    model::ModelConfig cfg = tiny_moe();
+    if (!moe) {
+      cfg = model::ModelConfig{};
+      cfg.model_type = "qwen2";
+      cfg.vocab_size = 40, cfg.hidden_size = 16, cfg.intermediate_size = 24, cfg.num_hidden_layers = 2;
+      cfg.num_attention_heads = 4, cfg.num_key_value_heads = 2, cfg.attention_bias = true;
+    }
+    auto make = [&] {
+      at::manual_seed(4);
+      auto m = std::make_unique<model::Transformer>(cfg);
+      for (auto& p : m->named_parameters()) p.second.set_data(p.second.data().to(at::kDouble));
+      m->set_balance_loss_coef(0.1);
+      m->train(true);
+      return m;
+    };
+    auto plain = make(), re = make();
+    re->set_recompute(true);
+    auto g = at::make_generator<at::CPUGeneratorImpl>(7);
+    auto ids = at::randint(cfg.vocab_size, {3, 9}, g, at::kLong);
+    auto mask = at::ones({3, 9}, at::kBool);
+    mask[0].narrow(0, 0, 3).fill_(false);
+    auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);
+    auto w = at::randn({3, 9}, g, at::kDouble);
+    std::vector<double> losses;
+    std::vector<at::Tensor> hidden;
+    std::vector<int64_t> checkpoints;  // recomputed blocks in each graph (the test can fail)
+    for (auto* m : {plain.get(), re.get()}) {
+      auto h = m->forward(ids, pos, mask);
+      int64_t found = 0;
+      std::set<torch::autograd::Node*> seen;
+      std::vector<torch::autograd::Node*> todo{h.grad_fn().get()};
+      while (!todo.empty()) {
+        auto* n = todo.back();
+        todo.pop_back();
+        if (!n || !seen.insert(n).second) continue;
+        found += n->name().find("BlockCheckpoint") != std::string::npos;
+        for (auto& e : n->next_edges()) todo.push_back(e.function.get());
+      }
+      checkpoints.push_back(found);
+      auto lp = m->token_logprobs(h, ids.roll(-1, 1));
+      auto loss = (lp.logprobs * w).sum() + lp.entropy.sum() * 0.1;
+      if (auto bl = m->take_balance_loss(); bl.defined()) loss = loss + bl;
+      loss.backward();
+      losses.push_back(loss.item<double>());
+      hidden.push_back(h.detach());
+    }
+    EXPECT_EQ(checkpoints[0], 0);
+    EXPECT_EQ(checkpoints[1], cfg.num_hidden_layers);
+    EXPECT_NEAR(losses[0], losses[1], 1e-12);
+    EXPECT_LT((hidden[0] - hidden[1]).abs().max().item<double>(), 1e-12);
+    auto a = plain->named_parameters(), b = re->named_parameters();
+    ASSERT_EQ(a.size(), b.size());
+    int64_t with_grad = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(a[i].second.grad().defined(), b[i].second.grad().defined()) << a[i].first;
+      if (!a[i].second.grad().defined()) continue;
+      ++with_grad;
+      EXPECT_LT((a[i].second.grad() - b[i].second.grad()).abs().max().item<double>(), 1e-12) << a[i].first;
+    }
+    EXPECT_GT(with_grad, 10);
+    for (auto l : plain->moe_layers()) EXPECT_TRUE(plain->expert_load(l).equal(re->expert_load(l))) << l;
+  }
 }

@@ -102,6 +102,10 @@ class Transformer {
   /// Copies all parameter values from another model with the same config and parallel layout.
   void copy_from(const Transformer& other);
   const Parallel& parallel() const { return parallel_; }
+  /// Activation recomputation: training forwards keep only each block's input and run the block
+  /// again during backward (less memory, about one more forward of compute). Results are the same.
+  void set_recompute(bool on);
+  bool recompute() const;
   /// Expert parallel: every forward (and backward) exchanges tokens with all ranks of the ep
   /// group, so those ranks run their forwards in lock step, the same number in the same order
   /// (generate() and the trainer pad with idle forwards). The group, or nullptr when each rank's

@@ -268,6 +268,7 @@ struct ParallelConfig {
   int64_t tp = 1;
   int64_t ep = 1;
   bool zero1 = false;
+  bool recompute = false;
 
   void visit(core::ConfigVisitor& v) {
     v.field("tp", tp, "tensor-parallel size: ranks splitting each layer's heads, MLP width and "
@@ -278,6 +279,9 @@ struct ParallelConfig {
     v.field("zero1", zero1, "ZeRO-1: shard the AdamW state over the data-parallel ranks (each "
             "parameter's state on one rank, which updates it and broadcasts it); checkpoints still hold "
             "the whole state, so runs resume with or without it");
+    v.field("recompute", recompute, "activation recomputation: training forwards keep only each "
+            "transformer block's input and run the block again during backward (less activation "
+            "memory for about one more forward pass; the same results)");
     v.field("timeout", timeout, "seconds to wait for the other processes at the rendezvous and in "
             "each collective before failing with an error that names them", core::positive());
   }

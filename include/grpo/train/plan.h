@@ -27,7 +27,7 @@ struct PlanOptions {
   bool zero1 = false;              // AdamW state (and master weights) split over data-parallel ranks
                                    // (grpo_train: parallel.zero1)
   bool recompute = false;          // full activation recomputation per layer: only each layer's
-                                   // input is kept (what-if: grpo_train does not recompute yet)
+                                   // input is kept (grpo_train: parallel.recompute)
   bool sequence_parallel = false;  // Megatron sequence parallel: norms and the kept layer inputs
                                    // split over tp (what-if: not in grpo_train yet)
   int64_t prompt_tokens = 512;     // prompt length assumed for the KV cache and activations
