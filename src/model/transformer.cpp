@@ -628,8 +628,10 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
   GRPO_CHECK(pos.numel() == 0 || pos.max().item<int64_t>() < config_.max_position_embeddings,
              "position {} is beyond model.max_position_embeddings {}", pos.max().item<int64_t>(),
              config_.max_position_embeddings);
-  auto cos = m.cos_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)});
-  auto sin = m.sin_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)});
+  // RoPE tables in the model's dtype (as transformers does), so bf16 activations stay bf16
+  const auto dt = m.model->embed_tokens->weight.scalar_type();
+  auto cos = m.cos_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)}).to(dt);
+  auto sin = m.sin_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)}).to(dt);
 
   // Boolean mask [B, 1, T, past+T] unless the plain causal fused path applies.
   at::Tensor mask;

@@ -150,6 +150,7 @@ struct Trainer::Impl {
     policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
     policy->set_recompute(cfg.parallel.recompute);
     policy->set_vocab_limit(tok->vocab_size());  // padded ids are never sampled
+    policy_to_precision();
   }
 
   // ---------------------------------------------------------------- MoE balancing
@@ -339,10 +340,84 @@ struct Trainer::Impl {
     for (auto& p : policy->parameters())
       if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   }
+  // ---- mixed precision (optim.precision: bf16): the trainable parameters are bf16; AdamW updates
+  // fp32 master copies (of this rank's parameters under ZeRO-1), which are copied back after each
+  // step. master[i]: the master of named_parameters()[i], undefined where none.
+  bool bf16() const { return cfg.optim.precision == "bf16"; }
+  std::vector<at::Tensor> master;
+  io::NamedTensors master_source;  // whole fp32 tensors the masters start from (else the parameters)
+  double clip_coef = 1.0;          // bf16: gradient scale applied when copying to the masters
+  // A model in the run's precision: trainable parameters in bf16 (the router bias stays fp32).
+  void to_precision(model::Transformer& m) {
+    if (!bf16()) return;
+    at::NoGradGuard ng;
+    for (auto& p : m.parameters())
+      if (p.requires_grad()) p.set_data(p.data().to(at::kBFloat16));
+  }
+  // The policy's precision, its masters starting from its current fp32 values (collective).
+  void policy_to_precision() {
+    if (!bf16()) return;
+    master_source = policy->full_parameters();
+    master.clear();
+    to_precision(*policy);
+  }
+  void init_masters() {
+    const auto params = policy->named_parameters();
+    std::map<std::string, at::Tensor> whole(master_source.begin(), master_source.end());
+    master.assign(params.size(), at::Tensor());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto& [name, p] = params[i];
+      if (!p.requires_grad() || !owns(i, name)) continue;
+      auto it = whole.find(name);
+      master[i] = (it != whole.end() ? policy->local_slice(name, it->second) : p).detach().to(at::kFloat).clone();
+    }
+    master_source.clear();
+  }
+  // The tensor AdamW updates for parameter i.
+  at::Tensor opt_param(size_t i, const at::Tensor& p) const { return bf16() && master[i].defined() ? master[i] : p; }
+  // Clips the global gradient norm to max_norm (0 or inf: no clipping); returns the norm.
+  double clip_gradients(double max_norm) {
+    if (!bf16()) return torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
+    double sq = 0;
+    for (auto& p : policy->parameters())
+      if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    const double norm = std::sqrt(sq);
+    clip_coef = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;  // as clip_grad_norm_
+    return norm;
+  }
+  // Whole parameters for a checkpoint: the fp32 masters under bf16 (from their owners), gathered.
+  io::NamedTensors checkpoint_parameters() {
+    if (!bf16()) return policy->full_parameters();
+    io::NamedTensors out;
+    size_t i = 0;
+    for (auto& [name, p] : policy->named_parameters()) {
+      at::Tensor t = p.requires_grad() ? master[i] : p;
+      if (!owner.empty() && p.requires_grad()) {
+        if (!t.defined()) t = at::empty(p.sizes(), p.options().dtype(at::kFloat));
+        t = t.clone();
+        group_of(name).broadcast(t, owner[i]);
+      }
+      ++i;
+      out.emplace_back(name, policy->gather_full(name, t));
+    }
+    return out;
+  }
   // AdamW on this rank's parameters; with ZeRO-1 every owner then broadcasts what it updated, one
   // flat tensor per owner and group
   void step_optimizer() {
-    opt->step();
+    if (bf16()) {  // gradients to the masters (clipped), AdamW, masters back to the parameters
+      const auto params = policy->parameters();
+      for (size_t i = 0; i < params.size(); ++i)
+        if (master[i].defined())
+          master[i].mutable_grad() = params[i].grad().defined() ? params[i].grad().to(at::kFloat) * clip_coef : at::Tensor();
+      clip_coef = 1.0;
+      opt->step();
+      at::NoGradGuard ng;
+      for (size_t i = 0; i < params.size(); ++i)
+        if (master[i].defined()) params[i].detach().copy_(master[i]);
+    } else {
+      opt->step();
+    }
     if (owner.empty()) return;
     at::NoGradGuard ng;
     const auto params = policy->named_parameters();
@@ -369,10 +444,13 @@ struct Trainer::Impl {
   }
   void make_optimizer(double lr, double weight_decay, double b1, double b2, double eps) {
     assign_owners();
+    if (bf16() && (master.empty() || !master_source.empty())) init_masters();
     std::vector<at::Tensor> decay, no_decay;
     size_t i = 0;
-    for (auto& [name, p] : policy->named_parameters())
-      if (owns(i++, name)) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+    for (auto& [name, p] : policy->named_parameters()) {
+      if (owns(i, name)) (p.dim() >= 2 ? decay : no_decay).push_back(opt_param(i, p));
+      ++i;
+    }
     auto o = torch::optim::AdamWOptions(lr).betas({b1, b2}).eps(eps).weight_decay(weight_decay);
     std::vector<torch::optim::OptimizerParamGroup> groups;
     groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(o));
@@ -405,7 +483,7 @@ struct Trainer::Impl {
       int64_t step = 0;
       bool has = false;
       if (owns(i, name))
-        if (auto it = state.find(p.unsafeGetTensorImpl()); it != state.end()) {
+        if (auto it = state.find(opt_param(i, p).unsafeGetTensorImpl()); it != state.end()) {
           auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
           has = true, m1 = s.exp_avg(), m2 = s.exp_avg_sq(), step = s.step();
         }
@@ -415,8 +493,8 @@ struct Trainer::Impl {
         g.broadcast(head, owner[i]);
         has = head[0].item<int64_t>() == 1, step = head[1].item<int64_t>();
         if (has) {
-          m1 = m1.defined() ? m1.clone() : at::empty_like(p);
-          m2 = m2.defined() ? m2.clone() : at::empty_like(p);
+          m1 = m1.defined() ? m1.clone() : at::empty(p.sizes(), p.options().dtype(at::kFloat));
+          m2 = m2.defined() ? m2.clone() : at::empty(p.sizes(), p.options().dtype(at::kFloat));
           g.broadcast(m1, owner[i]);
           g.broadcast(m2, owner[i]);
         }
@@ -447,14 +525,14 @@ struct Trainer::Impl {
       ps->step(s->second.item<int64_t>());
       ps->exp_avg(m1.clone());
       ps->exp_avg_sq(m2.clone());
-      state[p.unsafeGetTensorImpl()] = std::move(ps);
+      state[opt_param(i - 1, p).unsafeGetTensorImpl()] = std::move(ps);
     }
   }
 
   // Checkpoints hold whole tensors (slices gathered over tp/ep), so any layout loads them.
   void save(const std::string& tag) {
     Checkpoint ck;
-    ck.model = policy->full_parameters();  // collective
+    ck.model = checkpoint_parameters();  // collective
     ck.optimizer = optimizer_tensors();
     if (ref) ck.reference = ref->full_parameters();
     if (!leader()) return;  // the other data-parallel ranks hold the same state
@@ -482,12 +560,14 @@ struct Trainer::Impl {
                "{}: checkpoint was made with run.seed {}, the config says {}", *path, ck.seed,
                cfg.run.seed);
     policy->load_parameters(ck.model, *path + "/model.safetensors");
+    if (bf16()) master_source = ck.model;
     st = ck.state;
     make_stage_optimizer();
     load_optimizer_tensors(ck.optimizer, *path + "/optimizer.safetensors");
     if (st.stage == "grpo" && cfg.grpo.kl_coef > 0) {
       ref = std::make_unique<model::Transformer>(cfg.model, model_parallel());
       ref->set_vocab_limit(tok->vocab_size());
+      to_precision(*ref);
       ref->load_parameters(ck.reference.empty() ? ck.model : ck.reference,
                            *path + "/reference.safetensors");
       ref->train(false);
@@ -677,7 +757,7 @@ struct Trainer::Impl {
     auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
     auto m = mask.narrow(1, 0, L - 1);
     const double loss = supervised_update(lp.logprobs, m, double(hi - lo) / double(B));
-    if (cfg.optim.grad_clip > 0) torch::nn::utils::clip_grad_norm_(policy->parameters(), cfg.optim.grad_clip);
+    if (cfg.optim.grad_clip > 0) clip_gradients(cfg.optim.grad_clip);
     step_optimizer();
     after_optimizer_step();
     ++st.sft_step;
@@ -1112,7 +1192,7 @@ struct Trainer::Impl {
           mb_loss = sums[0], mb_kl = sums[1], mb_tokens = sums[2], mb_rmax = maxes[0], mb_rmin = -maxes[1];
         }
         double max_norm = cfg.optim.grad_clip > 0 ? cfg.optim.grad_clip : std::numeric_limits<double>::infinity();
-        gn_sum += torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
+        gn_sum += clip_gradients(max_norm);
         set_lr(lr_at(st.optimizer_step));
         step_optimizer();
         after_optimizer_step();
@@ -1244,6 +1324,7 @@ struct Trainer::Impl {
         policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
         policy->set_recompute(cfg.parallel.recompute);
         policy->set_vocab_limit(tok->vocab_size());
+        policy_to_precision();
         spdlog::info("policy loaded from {}", cfg.model.path);
       }
       if (!cfg.run.init_from.empty()) {  // the previous stage of a pipeline
@@ -1255,6 +1336,7 @@ struct Trainer::Impl {
                    "with checkpoints", cfg.run.init_from);
         auto ck = load_checkpoint(dir);
         policy->load_parameters(ck.model, dir + "/model.safetensors");
+        if (bf16()) master_source = ck.model;
         spdlog::info("policy initialised from {}", dir);
       }
       st = TrainState{};
@@ -1309,6 +1391,7 @@ struct Trainer::Impl {
     if (cfg.grpo.kl_coef > 0 && !ref) {
       ref = std::make_unique<model::Transformer>(cfg.model, model_parallel());
       ref->set_vocab_limit(tok->vocab_size());
+      to_precision(*ref);
       ref->copy_from(*policy);
       ref->train(false);
       st.ref_version = st.optimizer_step;

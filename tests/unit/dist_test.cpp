@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <set>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -404,16 +405,17 @@ TEST(DistWorker, Run) {
   if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
   int64_t tp_train = 1, ep_train = 1, steps = 2;
   const bool moe = std::sscanf(scenario, "grpo_moe_tp%ld_ep%ld", &tp_train, &ep_train) == 2;
-  if (std::string(scenario) == "grpo_dp" || std::string(scenario) == "grpo_dapo" ||
-      std::string(scenario) == "grpo_zero1" || moe ||
+  const std::set<std::string> dp_scenarios{"grpo_dp", "grpo_dapo", "grpo_zero1", "grpo_dp_bf16", "grpo_zero1_bf16"};
+  if (dp_scenarios.count(scenario) || moe ||
       std::sscanf(scenario, "grpo_tp%ld_steps%ld", &tp_train, &steps) == 2) {  // data/tensor/expert-parallel training
     try {
       auto cfg = moe ? moe_run(std::getenv("GRPO_DIST_RUN_DIR")) : dp_run(std::getenv("GRPO_DIST_RUN_DIR"));
       cfg.parallel.tp = tp_train;
       cfg.parallel.ep = ep_train;
       if (std::string(scenario) == "grpo_dapo") cfg.grpo.dynamic_sampling = true;
-      if (std::string(scenario) == "grpo_zero1" || std::strstr(scenario, "_zero1")) cfg.parallel.zero1 = true;
+      if (std::strstr(scenario, "_zero1")) cfg.parallel.zero1 = true;
       if (std::strstr(scenario, "_recompute")) cfg.parallel.recompute = true;
+      if (std::strstr(scenario, "_bf16")) cfg.optim.precision = "bf16";
       cfg.grpo.rollout_steps = steps;
       if (const char* from = std::getenv("GRPO_DIST_RESUME_FROM")) cfg.run.resume = from;
       grpo::train::Trainer t(cfg);
@@ -741,4 +743,28 @@ TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
   same_run(train(4, 2, 2, true, true), tp2,
            "tp 2 x ep 2 (4 processes, ZeRO-1, activation recomputation) vs tp 2 (2 processes)");
   std::cout << "tp 2 vs one process (float summation order): max |param difference| " << max_diff(tp2, ref) << "\n";
+}
+
+// Mixed precision with ZeRO-1: each rank keeps fp32 masters and AdamW state for its own share of
+// the bf16 parameters; 2 processes train exactly what 2 processes with every master on every rank
+// train (the same bf16 gradient sums, the same element-wise updates), and the checkpoint gathers
+// the fp32 masters from their owners.
+TEST(Dist, MixedPrecisionZero1EqualsReplicatedMasters) {
+  std::vector<grpo::io::NamedTensors> got;
+  for (const char* scenario : {"grpo_dp_bf16", "grpo_zero1_bf16"}) {
+    auto ws = run_workers(2, {0, 1}, scenario, 60000);
+    for (int r = 0; r < 2; ++r) ASSERT_EQ(ws[r].rc, 0) << scenario << " rank " << r << ":\n" << ws[r].out;
+    const std::string run = std::string(GRPO_TEST_TMPDIR) + "/dist_" + scenario + "_2/run";
+    got.push_back(grpo::io::load_safetensors(run + "/checkpoints/step-000002/model.safetensors"));
+    got.push_back(grpo::io::load_safetensors(run + "/checkpoints/step-000002/optimizer.safetensors"));
+  }
+  for (size_t k : {0, 1}) {
+    ASSERT_EQ(got[k].size(), got[k + 2].size());
+    ASSERT_GT(got[k].size(), 0u);
+    for (size_t i = 0; i < got[k].size(); ++i) {
+      EXPECT_EQ(got[k][i].first, got[k + 2][i].first);
+      if (k == 0) EXPECT_EQ(got[k][i].second.scalar_type(), at::kFloat) << got[k][i].first;  // masters
+      EXPECT_TRUE(got[k][i].second.equal(got[k + 2][i].second)) << got[k][i].first;
+    }
+  }
 }

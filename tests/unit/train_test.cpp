@@ -610,3 +610,69 @@ TEST(Sft, InitFromHandsTheWeightsToTheNextStage) {
   });
   EXPECT_NE(e.find("run.init_from"), std::string::npos) << e;
 }
+
+// Mixed precision (optim.precision: bf16): the policy's trainable parameters are bf16 and AdamW
+// updates fp32 masters (what the checkpoint holds). Stated tolerance: after 4 base-stage AdamW
+// steps from the same initial weights, the bf16 run's update of all parameters differs from the
+// fp32 run's by at most 10% of its norm, and each step's loss by at most 1%. (Element-wise, Adam
+// turns bf16 rounding of near-zero gradients into flipped update signs, so no per-element bound.)
+// With MoE and a router bias (kept fp32) too.
+TEST(Trainer, Bf16StepsStayNearFp32) {
+  for (bool moe : {false, true}) {
+    SCOPED_TRACE(moe ? "moe" : "dense");
+    std::vector<io::NamedTensors> params;
+    std::vector<std::vector<nlohmann::json>> metrics;
+    io::NamedTensors init;
+    for (std::string precision : {"fp32", "bf16"}) {
+      auto dir = tmpdir("bf16_" + precision + (moe ? "_moe" : ""));
+      auto c = tiny_run(dir, 0);
+      c.pretrain.steps = 4;
+      c.eval.num_prompts = 1;
+      c.optim.precision = precision;
+      if (moe) {
+        c.model.model_type = "deepseek_v3";
+        c.model.num_hidden_layers = 2;
+        c.model.num_key_value_heads = 2;
+        c.model.kv_lora_rank = 8;
+        c.model.qk_nope_head_dim = 8;
+        c.model.qk_rope_head_dim = 8;
+        c.model.v_head_dim = 8;
+        c.model.n_routed_experts = 4;
+        c.model.n_shared_experts = 1;
+        c.model.num_experts_per_tok = 2;
+        c.model.moe_intermediate_size = 16;
+        c.model.first_k_dense_replace = 1;
+      }
+      train::Trainer t(c);
+      if (precision == "bf16") {
+        int64_t bf = 0;
+        for (auto& [name, p] : t.policy().named_parameters()) bf += p.scalar_type() == at::kBFloat16;
+        EXPECT_GT(bf, 5);
+      } else {
+        for (auto& [name, p] : t.policy().full_parameters()) init.emplace_back(name, p.detach().clone());
+      }
+      t.run();
+      params.push_back(io::load_safetensors(dir + "/checkpoints/step-000000/model.safetensors"));
+      metrics.push_back(read_jsonl(dir + "/metrics.jsonl"));
+    }
+    ASSERT_EQ(params[0].size(), params[1].size());
+    double update_sq = 0, diff_sq = 0, dot = 0;
+    for (size_t i = 0; i < params[0].size(); ++i) {
+      ASSERT_EQ(params[1][i].second.scalar_type(), at::kFloat) << params[1][i].first;  // the fp32 masters
+      auto u32 = (params[0][i].second - init[i].second).to(at::kDouble);
+      auto u16 = (params[1][i].second - init[i].second).to(at::kDouble);
+      update_sq += u32.pow(2).sum().item<double>();
+      diff_sq += (u16 - u32).pow(2).sum().item<double>();
+      dot += (u16 * u32).sum().item<double>();
+    }
+    const double rel = std::sqrt(diff_sq / update_sq), cosine = dot / std::sqrt(update_sq * (update_sq + diff_sq));
+    std::cout << (moe ? "moe" : "dense") << ": |bf16 update - fp32 update| / |fp32 update| = " << rel
+              << ", cosine ~ " << cosine << "\n";
+    EXPECT_GT(update_sq, 0);
+    EXPECT_LE(rel, 0.10);
+    ASSERT_EQ(metrics[0].size(), metrics[1].size());
+    for (size_t i = 0; i < metrics[0].size(); ++i)
+      EXPECT_NEAR(metrics[1][i]["loss"].get<double>(), metrics[0][i]["loss"].get<double>(),
+                  0.01 * std::abs(metrics[0][i]["loss"].get<double>())) << i;
+  }
+}

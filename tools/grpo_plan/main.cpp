@@ -45,8 +45,8 @@ int main(int argc, char** argv) {
                      "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
                      "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
                      "least communication time first.\n"
-                     "What-ifs grpo_train does not run yet: --precision bf16, --sequence-parallel. --zero1 and\n"
-                     "--recompute are parallel.zero1 and parallel.recompute.\n";
+                     "What-if grpo_train does not run yet: --sequence-parallel. --precision, --zero1 and\n"
+                     "--recompute are optim.precision, parallel.zero1 and parallel.recompute.\n";
         return 0;
       } else {
         std::cerr << "grpo_plan: unknown argument '" << f << "' (see --help)\n";
@@ -75,7 +75,6 @@ int main(int argc, char** argv) {
               << (o.sequence_parallel ? " + sequence parallel" : "") << ": " << cfg.model.count_parameters() / 1e9
               << " B parameters\n";
     std::vector<std::string> missing;  // what the plan assumes that grpo_train does not do yet
-    if (o.precision == "bf16") missing.push_back("bf16 mixed precision (issue #8)");
     if (o.sequence_parallel) missing.push_back("sequence parallel");
     if (!missing.empty())
       std::cout << "assumes what grpo_train does not do yet: " << fmt::format("{}", fmt::join(missing, ", ")) << "\n";

@@ -225,6 +225,7 @@ struct OptimConfig {
   int64_t warmup_steps = 0;   // optimizer steps
   std::string schedule = "constant";
   double min_lr_ratio = 0.1;  // cosine floor, as a fraction of lr
+  std::string precision = "fp32";
 
   void visit(core::ConfigVisitor& v) {
     v.field("lr", lr, "peak learning rate (AdamW)", core::positive());
@@ -240,6 +241,9 @@ struct OptimConfig {
     v.field("schedule", schedule, "LR after warm-up (cosine decays over all optimizer steps)",
             {"constant", "cosine"});
     v.field("min_lr_ratio", min_lr_ratio, "cosine floor as a fraction of lr", core::between(0, 1));
+    v.field("precision", precision, "fp32, or bf16: mixed precision -- bf16 trainable parameters, "
+            "gradients and activations, fp32 master weights and AdamW state (checkpoints hold the "
+            "fp32 masters), fp32 router, log-probs and loss", {"fp32", "bf16"});
   }
 };
 

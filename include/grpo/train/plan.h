@@ -21,9 +21,9 @@ struct PlanOptions {
   int64_t gpus = 1;
   int64_t tp = 0, ep = 0;          // 0: every valid value
   double gpu_memory_gib = 80;      // H800 / H100: 80 GB
-  std::string precision = "fp32";  // fp32: fp32 weights, gradients and AdamW state (grpo_train
-                                   // today); bf16: bf16 weights and gradients, fp32 master
-                                   // weights + AdamW state (mixed precision, issue #8)
+  std::string precision = "fp32";  // fp32: fp32 weights, gradients and AdamW state; bf16: bf16
+                                   // weights and gradients, fp32 master weights + AdamW state
+                                   // (optim.precision)
   bool zero1 = false;              // AdamW state (and master weights) split over data-parallel ranks
                                    // (grpo_train: parallel.zero1)
   bool recompute = false;          // full activation recomputation per layer: only each layer's
