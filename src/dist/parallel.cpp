@@ -124,6 +124,66 @@ at::Tensor reduce_from_group(const at::Tensor& x, Comm& group) {
   return ReduceFromGroup::apply(x, &group);
 }
 
+namespace {
+// A sequence of `total` over `parts` ranks: the first total % parts ranks take one more.
+Shard sequence_shard(int64_t total, int64_t parts, int64_t index) {
+  const int64_t base = total / parts, extra = total % parts;
+  return {index * base + std::min(index, extra), base + (index < extra ? 1 : 0)};
+}
+// every rank's shard of `total` along `dim`, concatenated (shards padded to the largest for Gloo)
+at::Tensor all_gather_shards(const at::Tensor& x, int64_t dim, int64_t total, Comm& group) {
+  const int64_t n = group.size(), most = sequence_shard(total, n, 0).size;
+  auto padded = x.contiguous();
+  if (x.size(dim) < most) {
+    auto shape = x.sizes().vec();
+    shape[size_t(dim)] = most - x.size(dim);
+    padded = at::cat({padded, at::zeros(shape, x.options())}, dim);
+  }
+  auto parts = group.all_gather(padded);
+  for (int64_t r = 0; r < n; ++r) parts[size_t(r)] = parts[size_t(r)].narrow(dim, 0, sequence_shard(total, n, r).size);
+  return at::cat(parts, dim);
+}
+}  // namespace
+
+struct GatherSequence : torch::autograd::Function<GatherSequence> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, int64_t total, Comm* c) {
+    keep_comm(ctx, *c);
+    ctx->saved_data["dim"] = dim;
+    ctx->saved_data["total"] = total;
+    return all_gather_shards(x, dim, total, *c);
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list g) {
+    auto* c = comm_of(ctx);
+    const int64_t dim = ctx->saved_data["dim"].toInt(), total = ctx->saved_data["total"].toInt();
+    auto part = sequence_shard(total, c->size(), c->rank());
+    return {g[0].narrow(dim, part.begin, part.size).contiguous(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, Comm* c) {
+    keep_comm(ctx, *c);
+    ctx->saved_data["dim"] = dim;
+    ctx->saved_data["total"] = x.size(dim);
+    auto y = x.contiguous().clone();
+    c->all_reduce_sum(y);
+    auto part = sequence_shard(x.size(dim), c->size(), c->rank());
+    return y.narrow(dim, part.begin, part.size).contiguous();
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list g) {
+    return {all_gather_shards(g[0], ctx->saved_data["dim"].toInt(), ctx->saved_data["total"].toInt(), *comm_of(ctx)),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t total, Comm& group) {
+  return group.size() == 1 ? x : GatherSequence::apply(x, dim, total, &group);
+}
+
+at::Tensor reduce_scatter_sequence(const at::Tensor& x, int64_t dim, Comm& group) {
+  return group.size() == 1 ? x : ReduceScatterSequence::apply(x, dim, &group);
+}
+
 at::Tensor gather_dim(const at::Tensor& x, int64_t dim, Comm& group) {
   if (group.size() == 1) return x;
   at::NoGradGuard g;

@@ -32,10 +32,28 @@
 namespace grpo::model {
 namespace {
 
+// Sequence parallel in the current forward: the residual stream split along the sequence over tp
+// (set per forward by Transformer::forward; the modules read it through Split::seq).
+struct SeqSplit {
+  bool on = false;
+  int64_t total = 0;  // the whole sequence length
+};
+
 // The modules' view of the parallel layout.
 struct Split {
   dist::Comm* tp = nullptr;
   dist::Comm* ep = nullptr;
+  const SeqSplit* seq = nullptr;
+  bool seq_on() const { return seq && seq->on; }
+  // partial results of split layers: summed over tp (sequence parallel: each rank keeps its part)
+  at::Tensor reduce(const at::Tensor& y) const {
+    if (tp_size() == 1) return y;
+    return seq_on() ? dist::reduce_scatter_sequence(y, 1, *tp) : dist::reduce_from_group(y, *tp);
+  }
+  // the whole sequence from this rank's part (sequence parallel), else x
+  at::Tensor gather(const at::Tensor& x) const { return seq_on() ? dist::gather_sequence(x, 1, seq->total, *tp) : x; }
+  // a replicated parameter applied to this rank's part of the sequence: gradients summed over tp
+  at::Tensor seq_param(const at::Tensor& w) const { return seq_on() ? dist::copy_to_group(w, *tp) : w; }
   int64_t tp_size() const { return tp ? tp->size() : 1; }
   int64_t ep_size() const { return ep ? ep->size() : 1; }
   // n / tp, checked: `key` names the config value being split
@@ -50,8 +68,8 @@ struct Split {
 // A row-parallel linear layer: partial products summed over the group, then the bias (once).
 at::Tensor row_linear(torch::nn::Linear& l, const at::Tensor& x, const Split& s) {
   if (s.tp_size() == 1) return l->forward(x);
-  auto y = dist::reduce_from_group(at::linear(x, l->weight), *s.tp);
-  return l->bias.defined() ? y + l->bias : y;
+  auto y = s.reduce(at::linear(x, l->weight));
+  return l->bias.defined() ? y + s.seq_param(l->bias) : y;
 }
 
 // RMSNorm as one autograd node with a closed-form backward (fewer saved tensors and kernel
@@ -84,6 +102,8 @@ struct RMSNormImpl : torch::nn::Module {
     weight = register_parameter("weight", at::ones({dim}));
   }
   at::Tensor forward(const at::Tensor& x) { return RMSNormFn::apply(x, weight, eps); }
+  // on the residual stream: under sequence parallel each rank normalises its part of the sequence
+  at::Tensor forward_stream(const at::Tensor& x, const Split& s) { return RMSNormFn::apply(x, s.seq_param(weight), eps); }
   double eps;
   at::Tensor weight;
 };
@@ -350,7 +370,7 @@ struct MoEImpl : torch::nn::Module {
     }
     last = {r.indices.detach(), r.weights.detach(), at::Tensor()};
     if (shared_experts) out = out + shared_experts->partial(x);
-    return split.tp_size() > 1 ? dist::reduce_from_group(out, *split.tp) : out;
+    return split.reduce(out);
   }
   moe::RouterConfig rc;
   Split split;
@@ -371,7 +391,7 @@ struct MoEImpl : torch::nn::Module {
 TORCH_MODULE(MoE);
 
 struct BlockImpl : torch::nn::Module {
-  BlockImpl(const ModelConfig& c, int64_t index, const Split& sp) {
+  BlockImpl(const ModelConfig& c, int64_t index, const Split& sp) : split(sp) {
     input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
     if (c.is_mla()) mla = register_module("self_attn", MLA(c, sp));
     else self_attn = register_module("self_attn", Attention(c, sp));
@@ -380,14 +400,16 @@ struct BlockImpl : torch::nn::Module {
     if (c.is_moe_layer(index)) moe = register_module("mlp", MoE(c, sp));
     else mlp = register_module("mlp", MLP(c.hidden_size, c.intermediate_size, c.mlp_bias, sp, "intermediate_size"));
   }
+  // x: the residual stream (under sequence parallel, this rank's part of the sequence)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    auto a = input_layernorm(x);
+    auto a = split.gather(input_layernorm->forward_stream(x, split));
     auto h = x + (mla ? mla->forward(a, cos, sin, mask, cache, layer)
                       : self_attn->forward(a, cos, sin, mask, cache, layer));
-    auto m = post_attention_layernorm(h);
+    auto m = split.gather(post_attention_layernorm->forward_stream(h, split));
     return h + (moe ? moe->forward(m) : mlp(m));
   }
+  Split split;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   MLA mla{nullptr};
@@ -419,18 +441,21 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
                                                 const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
                                                 int64_t block, int64_t layer) {
     auto* b = reinterpret_cast<BlockImpl*>(block);
+    const at::Tensor m = mask.dim() == 1 ? at::Tensor() : mask;  // the empty sentinel: no mask
     at::Tensor out, bl;
     {
       at::NoGradGuard ng;
-      std::tie(out, bl) = run(b, x, cos, sin, mask, layer, MoEImpl::Phase::kFirstPass);
+      std::tie(out, bl) = run(b, x, cos, sin, m, layer, MoEImpl::Phase::kFirstPass);
     }
     ctx->save_for_backward({x});
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
-    ctx->saved_data["mask"] = mask;
+    ctx->saved_data["mask"] = m;
     ctx->saved_data["block"] = block;
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["has_bl"] = bl.defined();
+    ctx->saved_data["seq_on"] = b->split.seq_on();
+    ctx->saved_data["seq_total"] = b->split.seq ? b->split.seq->total : int64_t(0);
     if (b->moe) {  // this forward's token-to-sequence map, for the recomputation
       ctx->saved_data["sequence"] = b->moe->sequence;
       ctx->saved_data["num_sequences"] = b->moe->num_sequences;
@@ -446,6 +471,10 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
       b->moe->num_sequences = ctx->saved_data["num_sequences"].toInt();
     }
     at::Tensor out, bl;
+    // the sequence split of the forward this recomputes (another forward may have run since)
+    auto* seq = const_cast<SeqSplit*>(b->split.seq);
+    const SeqSplit now = seq ? *seq : SeqSplit{};
+    if (seq) seq->on = ctx->saved_data["seq_on"].toBool(), seq->total = ctx->saved_data["seq_total"].toInt();
     {
       at::AutoGradMode on(true);
       std::tie(out, bl) = run(b, x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(),
@@ -457,6 +486,7 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
       outs.push_back(bl);
       gs.push_back(grads[1]);
     }
+    if (seq) *seq = now;
     torch::autograd::backward(outs, gs);
     return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -600,6 +630,8 @@ struct Transformer::Impl : torch::nn::Module {
   std::map<std::string, std::vector<SliceSpec>> slices;  // a tensor may be split along two dims
   int64_t vocab_limit = 0;  // 0: the whole vocabulary
   bool recompute = false;   // activation recomputation per block in training forwards
+  bool sequence_parallel = false;
+  std::shared_ptr<SeqSplit> seq;  // the current forward's sequence split (Split::seq points here)
   std::set<std::string> expert_names;
   Backbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};
@@ -609,7 +641,9 @@ struct Transformer::Impl : torch::nn::Module {
 Transformer::Transformer(const ModelConfig& config, const Parallel& parallel)
     : config_(config), parallel_(parallel) {
   GRPO_CHECK(config.vocab_size > 0, "model.vocab_size must be set (found {})", config.vocab_size);
-  impl_ = std::make_shared<Impl>(config, Split{parallel.tp, parallel.ep});
+  auto seq = std::make_shared<SeqSplit>();
+  impl_ = std::make_shared<Impl>(config, Split{parallel.tp, parallel.ep, seq.get()});
+  impl_->seq = seq;
 }
 
 Transformer::~Transformer() = default;
@@ -656,6 +690,11 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
       }
     }
   }
+  // Sequence parallel (training and full-sequence forwards; not cached decoding): from the
+  // embedding's reduce-scatter to the final norm's gather, each tp rank holds its part of the
+  // sequence of the residual stream.
+  m.seq->on = m.sequence_parallel && m.split.tp_size() > 1 && !cache && T >= m.split.tp_size();
+  m.seq->total = T;
   at::Tensor h;
   if (m.split.tp_size() == 1) {
     h = m.model->embed_tokens(input_ids);
@@ -665,7 +704,7 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
     auto local = input_ids - v0;
     auto in = local.ge(0) & local.lt(w.size(0));
     auto e = at::embedding(w, local.clamp(0, w.size(0) - 1)) * in.unsqueeze(-1).to(w.scalar_type());
-    h = dist::reduce_from_group(e, *m.split.tp);
+    h = m.split.reduce(e);
   }
   // MoE statistics (expert load, balance loss) count the tokens the mask marks real, per
   // sequence (a row, or a segment of a packed row), so they do not depend on how rows were batched
@@ -692,10 +731,11 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
     auto* block = mod->as<BlockImpl>();
     if (block->moe) block->moe->sequence = sequence, block->moe->num_sequences = num_sequences;
     if (m.recompute && !cache && is_training() && at::GradMode::is_enabled() && h.requires_grad()) {
-      auto outs = BlockCheckpoint::apply(h, cos, sin, mask.defined() ? mask : at::Tensor(),
+      // (an autograd function's tensor arguments must be defined: no mask is an empty tensor)
+      auto outs = BlockCheckpoint::apply(h, cos, sin, mask.defined() ? mask : at::empty({0}, at::kBool),
                                          reinterpret_cast<int64_t>(block), layer++);
       h = outs[0];
-      if (block->moe && block->moe->balance_coef > 0 && h.size(0) * h.size(1) > 0) {
+      if (block->moe && block->moe->balance_coef > 0 && B * T > 0) {
         auto& acc = block->moe->balance_loss;
         acc = acc.defined() ? acc + outs[1] : outs[1];
       }
@@ -704,7 +744,9 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
     }
   }
   if (cache) cache->commit(T);
-  return m.model->norm(h);
+  auto out = m.split.gather(m.model->norm->forward_stream(h, m.split));
+  m.seq->on = false;
+  return out;
 }
 
 at::Tensor Transformer::lm_head_weight() const {
@@ -851,6 +893,7 @@ void Transformer::update_router_bias(double rate) {
 }
 
 void Transformer::set_recompute(bool on) { impl_->recompute = on; }
+void Transformer::set_sequence_parallel(bool on) { impl_->sequence_parallel = on; }
 bool Transformer::recompute() const { return impl_->recompute; }
 
 dist::Comm* Transformer::lockstep_group() const {

@@ -149,6 +149,7 @@ struct Trainer::Impl {
     policy = std::make_unique<model::Transformer>(cfg.model, model_parallel());
     policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
     policy->set_recompute(cfg.parallel.recompute);
+    policy->set_sequence_parallel(cfg.parallel.sequence_parallel);
     policy->set_vocab_limit(tok->vocab_size());  // padded ids are never sampled
     policy_to_precision();
   }
@@ -1323,6 +1324,7 @@ struct Trainer::Impl {
         policy = model::load_hf_model(cfg.model.path, model_parallel());
         policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
         policy->set_recompute(cfg.parallel.recompute);
+        policy->set_sequence_parallel(cfg.parallel.sequence_parallel);
         policy->set_vocab_limit(tok->vocab_size());
         policy_to_precision();
         spdlog::info("policy loaded from {}", cfg.model.path);

@@ -18,6 +18,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/function.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -323,7 +324,7 @@ at::Tensor mp_loss(grpo::model::Transformer& m, const MpBatch& b, at::Tensor* hi
 // data-parallel rank's own batch. Hidden states, log-probs and logits agree; gradients summed the
 // way the trainer sums them (dp group; expert parameters over the expert-dp group) equal the whole
 // model's gradients of the sum of all ranks' losses; a KV-cached decode agrees.
-void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep) {
+void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep, bool sequence_parallel) {
   auto groups = grpo::dist::make_groups(world, grpo::dist::make_layout(world.size(), tp, ep));
   const auto& L = groups.layout;
   const int64_t dp_rank = L.dp_rank(world.rank());
@@ -331,6 +332,9 @@ void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep) {
     SCOPED_TRACE(cfg.model_type);
     auto whole = fp64_model(cfg, {});
     auto split = fp64_model(cfg, {groups.tp.get(), groups.ep.get()});
+    // sequence parallel, with activation recomputation (its collectives run again in backward)
+    split->set_sequence_parallel(sequence_parallel);
+    split->set_recompute(sequence_parallel);
     // the same initial weights, sliced
     auto full0 = split->full_parameters();
     auto ref0 = whole->named_parameters();
@@ -353,6 +357,20 @@ void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep) {
     }
     // forward + backward on this rank's batch
     auto mine = mp_batch(cfg.vocab_size, dp_rank);
+    if (tp > 1) {  // sequence parallel engages exactly when asked: the stream is gathered at the end
+      auto hh = split->forward(mine.ids);
+      bool gathered = false;
+      std::set<torch::autograd::Node*> seen;
+      std::vector<torch::autograd::Node*> todo{hh.grad_fn().get()};
+      while (!todo.empty() && !gathered) {
+        auto* n = todo.back();
+        todo.pop_back();
+        if (!n || !seen.insert(n).second) continue;
+        gathered = n->name().find("GatherSequence") != std::string::npos;
+        for (auto& e : n->next_edges()) todo.push_back(e.function.get());
+      }
+      EXPECT_EQ(gathered, sequence_parallel);
+    }
     at::Tensor h, lp;
     mp_loss(*split, mine, &h, &lp).backward();
     // the whole model on every data-parallel rank's batch (its gradient: the sum of their losses)
@@ -414,7 +432,7 @@ TEST(DistWorker, Run) {
       cfg.parallel.ep = ep_train;
       if (std::string(scenario) == "grpo_dapo") cfg.grpo.dynamic_sampling = true;
       if (std::strstr(scenario, "_zero1")) cfg.parallel.zero1 = true;
-      if (std::strstr(scenario, "_recompute")) cfg.parallel.recompute = true;
+      if (std::strstr(scenario, "_recompute")) cfg.parallel.recompute = cfg.parallel.sequence_parallel = true;
       if (std::strstr(scenario, "_bf16")) cfg.optim.precision = "bf16";
       cfg.grpo.rollout_steps = steps;
       if (const char* from = std::getenv("GRPO_DIST_RESUME_FROM")) cfg.run.resume = from;
@@ -440,7 +458,7 @@ TEST(DistWorker, Run) {
   int64_t tp = 0, ep = 0;
   if (std::sscanf(scenario, "model_tp%ld_ep%ld", &tp, &ep) == 2) {
     try {
-      model_parallel_worker(*comm, tp, ep);
+      model_parallel_worker(*comm, tp, ep, std::strstr(scenario, "_sp") != nullptr);
     } catch (const grpo::Error& e) {
       std::cout << "ERROR " << e.what() << "\n";
       std::exit(3);
@@ -528,13 +546,16 @@ TEST(Dist, ARankThatDiesIsAnErrorOnTheOthers) {
 }
 
 // Tensor parallel (tp = 2 and 4), expert parallel (ep = 2 and 4) and both (tp = 2 x ep = 2 in 4
-// processes): a dense GQA model and a DeepSeek-V3-shaped MLA/MoE model compute, in fp64, the same
-// hidden states, log-probs, entropies, gradients and cached decoding logits as the whole model.
+// processes), and tp with sequence parallel and activation recomputation (7-token rows: uneven
+// sequence parts): a dense GQA model and a DeepSeek-V3-shaped MLA/MoE model compute, in fp64, the
+// same hidden states, log-probs, entropies, gradients and cached decoding logits as the whole model.
 TEST(Dist, TensorAndExpertParallelModelEqualsOneProcess) {
-  for (auto [world, tp, ep] : std::vector<std::tuple<int, int, int>>{{2, 2, 1}, {2, 1, 2}, {4, 2, 2}, {4, 4, 1}, {4, 1, 4}}) {
+  for (auto [world, tp, ep, sp] : std::vector<std::tuple<int, int, int, bool>>{
+           {2, 2, 1, false}, {2, 1, 2, false}, {4, 2, 2, false}, {4, 4, 1, false}, {4, 1, 4, false},
+           {2, 2, 1, true}, {4, 2, 2, true}, {4, 4, 1, true}}) {
     std::vector<int> ranks;
     for (int r = 0; r < world; ++r) ranks.push_back(r);
-    const std::string scenario = "model_tp" + std::to_string(tp) + "_ep" + std::to_string(ep);
+    const std::string scenario = "model_tp" + std::to_string(tp) + "_ep" + std::to_string(ep) + (sp ? "_sp" : "");
     auto ws = run_workers(world, ranks, scenario, 60000);
     for (int r = 0; r < world; ++r) {
       EXPECT_EQ(ws[r].rc, 0) << scenario << " rank " << r << ":\n" << ws[r].out;
@@ -685,8 +706,9 @@ TEST(Dist, DataParallelTrainingEqualsOneProcess) {
 
 // Expert parallel in grpo_train: ep = 2 (2 processes) and ep = 2 with 2 expert-data-parallel
 // replicas (4 processes, with ZeRO-1 over them) train the MoE run of one process: the same parameters (base, SFT and GRPO
-// stages), losses, rewards and held-out results. tp = 2 x ep = 2 (4 processes, ZeRO-1, activation
-// recomputation: the tp/ep collectives run again in backward) trains what tp = 2 alone trains. (tp = 2 vs one process differs by float summation order only -- exact to 1e-12 in
+// stages), losses, rewards and held-out results. tp = 2 x ep = 2 (4 processes, ZeRO-1) trains what
+// tp = 2 alone trains, and so it does with activation recomputation (the tp/ep collectives run
+// again in backward) and sequence parallel on both (they sum in another order than without). (tp = 2 vs one process differs by float summation order only -- exact to 1e-12 in
 // fp64, Dist.TensorAndExpertParallelModelEqualsOneProcess -- which Adam turns into ~5e-5 in a
 // rarely routed expert over these 43 steps; printed, not asserted.)
 TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
@@ -739,10 +761,12 @@ TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
   ASSERT_EQ(ref.evals.size(), 4u);  // after the base and SFT stages, after each rollout step
   same_run(train(2, 1, 2), ref, "ep 2 (2 processes) vs one process");
   same_run(train(4, 1, 2, true), ref, "dp 4 with ep 2 and ZeRO-1 vs one process");
-  const Run tp2 = train(2, 2, 1);
-  same_run(train(4, 2, 2, true, true), tp2,
-           "tp 2 x ep 2 (4 processes, ZeRO-1, activation recomputation) vs tp 2 (2 processes)");
-  std::cout << "tp 2 vs one process (float summation order): max |param difference| " << max_diff(tp2, ref) << "\n";
+  const Run tp2 = train(2, 2, 1), tp2_sp = train(2, 2, 1, false, true);
+  same_run(train(4, 2, 2, true), tp2, "tp 2 x ep 2 (4 processes, ZeRO-1) vs tp 2 (2 processes)");
+  same_run(train(4, 2, 2, true, true), tp2_sp,
+           "tp 2 x ep 2 (4 processes, ZeRO-1, recomputation, sequence parallel) vs tp 2 (the same)");
+  std::cout << "float summation order: tp 2 vs one process: max |param difference| " << max_diff(tp2, ref)
+            << "; tp 2 with vs without sequence parallel: " << max_diff(tp2_sp, tp2) << "\n";
 }
 
 // Mixed precision with ZeRO-1: each rank keeps fp32 masters and AdamW state for its own share of

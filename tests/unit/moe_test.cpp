@@ -290,8 +290,8 @@ TEST(DeepSeekV3, ConfigErrorsAndThe671BCount) {
 }
 
 // Activation recomputation (per block, reentrant) computes what the ordinary backward computes:
-// a dense GQA model and the MoE model (with its balance loss and expert loads), fp64, left-padded
-// rows, the loss through log-probs and entropies; the same loss, hidden states, loads, balance
+// a dense GQA model (no mask) and the MoE model (with its balance loss and expert loads,
+// left-padded rows), fp64, the loss through log-probs and entropies; the same loss, hidden states, loads, balance
 // loss and every parameter gradient, to rounding.
 TEST(Recompute, SameLossGradientsAndExpertLoads) {
   for (bool moe : {false, true}) {
@@ -323,7 +323,7 @@ TEST(Recompute, SameLossGradientsAndExpertLoads) {
     std::vector<at::Tensor> hidden;
     std::vector<int64_t> checkpoints;  // recomputed blocks in each graph (the test can fail)
     for (auto* m : {plain.get(), re.get()}) {
-      auto h = m->forward(ids, pos, mask);
+      auto h = moe ? m->forward(ids, pos, mask) : m->forward(ids);  // with and without a mask
       int64_t found = 0;
       std::set<torch::autograd::Node*> seen;
       std::vector<torch::autograd::Node*> todo{h.grad_fn().get()};

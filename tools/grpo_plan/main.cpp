@@ -45,8 +45,8 @@ int main(int argc, char** argv) {
                      "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
                      "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
                      "least communication time first.\n"
-                     "What-if grpo_train does not run yet: --sequence-parallel. --precision, --zero1 and\n"
-                     "--recompute are optim.precision, parallel.zero1 and parallel.recompute.\n";
+                     "--precision, --zero1, --recompute and --sequence-parallel plan what optim.precision,\n"
+                     "parallel.zero1, parallel.recompute and parallel.sequence_parallel do.\n";
         return 0;
       } else {
         std::cerr << "grpo_plan: unknown argument '" << f << "' (see --help)\n";
@@ -74,10 +74,6 @@ int main(int argc, char** argv) {
               << (o.zero1 ? " + ZeRO-1" : "") << (o.recompute ? " + recomputation" : "")
               << (o.sequence_parallel ? " + sequence parallel" : "") << ": " << cfg.model.count_parameters() / 1e9
               << " B parameters\n";
-    std::vector<std::string> missing;  // what the plan assumes that grpo_train does not do yet
-    if (o.sequence_parallel) missing.push_back("sequence parallel");
-    if (!missing.empty())
-      std::cout << "assumes what grpo_train does not do yet: " << fmt::format("{}", fmt::join(missing, ", ")) << "\n";
     std::cout << (best.fits ? "best layout: " : "no layout fits; the least memory: ") << best.layout.describe() << "\n";
     for (const auto& line : best.arithmetic) std::cout << "  " << line << "\n";
     std::cout << fmt::format("\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}  {}\n", "layout",

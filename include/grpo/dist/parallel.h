@@ -65,6 +65,14 @@ at::Tensor reduce_from_group(const at::Tensor& x, Comm& group);
 at::Tensor gather_last_dim(const at::Tensor& x, Comm& group);
 /// Concatenation of every rank's `x` along `dim` (no gradient; same shapes everywhere).
 at::Tensor gather_dim(const at::Tensor& x, int64_t dim, Comm& group);
+/// Sequence parallel (Megatron): the residual stream is split along `dim` (the sequence) over the
+/// group (the first total % size ranks take one more position). gather_sequence: every rank's shard concatenated
+/// (forward all-gather; backward keeps this rank's part of the gradient, which the consumers --
+/// replicated, or entering split layers through copy_to_group -- make equal on every rank).
+at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t total, Comm& group);
+/// The sum over the group, of which this rank keeps its shard along `dim` (forward reduce-scatter;
+/// backward all-gather). For split layers' partial results entering the sequence-split stream.
+at::Tensor reduce_scatter_sequence(const at::Tensor& x, int64_t dim, Comm& group);
 /// Comm::all_to_all with a backward: rows sent as `send_counts`, received as *recv_counts; the
 /// gradient goes back the reverse way.
 at::Tensor all_to_all_rows(const at::Tensor& x, const std::vector<int64_t>& send_counts,

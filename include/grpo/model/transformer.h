@@ -106,6 +106,11 @@ class Transformer {
   /// again during backward (less memory, about one more forward of compute). Results are the same.
   void set_recompute(bool on);
   bool recompute() const;
+  /// Sequence parallel (Megatron, with tp > 1): between the split layers the residual stream,
+  /// its norms and what recomputation keeps are split along the sequence over tp (reduce-scatter
+  /// out of row-parallel layers, all-gather into the next). Full-sequence forwards only (not
+  /// cached decoding). Results are the same.
+  void set_sequence_parallel(bool on);
   /// Expert parallel: every forward (and backward) exchanges tokens with all ranks of the ep
   /// group, so those ranks run their forwards in lock step, the same number in the same order
   /// (generate() and the trainer pad with idle forwards). The group, or nullptr when each rank's

@@ -273,6 +273,7 @@ struct ParallelConfig {
   int64_t ep = 1;
   bool zero1 = false;
   bool recompute = false;
+  bool sequence_parallel = false;
 
   void visit(core::ConfigVisitor& v) {
     v.field("tp", tp, "tensor-parallel size: ranks splitting each layer's heads, MLP width and "
@@ -286,6 +287,10 @@ struct ParallelConfig {
     v.field("recompute", recompute, "activation recomputation: training forwards keep only each "
             "transformer block's input and run the block again during backward (less activation "
             "memory for about one more forward pass; the same results)");
+    v.field("sequence_parallel", sequence_parallel, "Megatron sequence parallel (with tp > 1): the "
+            "residual stream, its norms and the inputs recomputation keeps are split along the "
+            "sequence over the tp ranks (reduce-scatter / all-gather instead of all-reduce); the "
+            "same results");
     v.field("timeout", timeout, "seconds to wait for the other processes at the rendezvous and in "
             "each collective before failing with an error that names them", core::positive());
   }

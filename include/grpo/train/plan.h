@@ -29,7 +29,7 @@ struct PlanOptions {
   bool recompute = false;          // full activation recomputation per layer: only each layer's
                                    // input is kept (grpo_train: parallel.recompute)
   bool sequence_parallel = false;  // Megatron sequence parallel: norms and the kept layer inputs
-                                   // split over tp (what-if: not in grpo_train yet)
+                                   // split over tp (grpo_train: parallel.sequence_parallel)
   int64_t prompt_tokens = 512;     // prompt length assumed for the KV cache and activations
   int64_t rollout_batch = 0;       // sequences decoded at once per GPU; 0: the rank's whole share
   int64_t gpus_per_node = 8;       // tp stays inside a node (NVLink); 0: no limit
