@@ -219,17 +219,7 @@ grpo::train::Config dp_run(const std::string& dir) {
 // pair up only through the lock step (idle generation steps, empty micro-batches).
 grpo::train::Config moe_run(const std::string& dir) {
   auto c = dp_run(dir);
-  c.model.model_type = "deepseek_v3";
-  c.model.num_hidden_layers = 2;
-  c.model.first_k_dense_replace = 1;
-  c.model.kv_lora_rank = 8;
-  c.model.qk_nope_head_dim = 8;
-  c.model.qk_rope_head_dim = 8;
-  c.model.v_head_dim = 8;
-  c.model.n_routed_experts = 4;
-  c.model.n_shared_experts = 1;
-  c.model.num_experts_per_tok = 2;
-  c.model.moe_intermediate_size = 16;
+  grpo::test_util::make_moe(c);
   c.moe.balance_loss_coef = 0.01;
   c.moe.bias_update_rate = 0.01;
   c.eval.every = 1;

@@ -65,6 +65,24 @@ checkpoint: {every: 1, keep: 10}
   return c;
 }
 
+/// tiny_run's model as a DeepSeek-V3-shaped MoE: MLA, a dense first layer, then 4 routed experts
+/// (2 per token) and a shared one.
+inline void make_moe(train::Config& c) {
+  auto& m = c.model;
+  m.model_type = "deepseek_v3";
+  m.num_hidden_layers = 2;
+  m.num_key_value_heads = 2;
+  m.kv_lora_rank = 8;
+  m.qk_nope_head_dim = 8;
+  m.qk_rope_head_dim = 8;
+  m.v_head_dim = 8;
+  m.n_routed_experts = 4;
+  m.n_shared_experts = 1;
+  m.num_experts_per_tok = 2;
+  m.moe_intermediate_size = 16;
+  m.first_k_dense_replace = 1;
+}
+
 /// The JSON objects of a JSONL file (blank lines skipped).
 inline std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   std::vector<nlohmann::json> out;

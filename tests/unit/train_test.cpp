@@ -216,20 +216,7 @@ TEST(Plan, ByteCountsEqualWhatTheTrainerAllocates) {
     auto dir = tmpdir(moe ? "plan_moe" : "plan_dense");
     auto c = tiny_run(dir, 1);
     c.pretrain.steps = 2;
-    if (moe) {
-      c.model.model_type = "deepseek_v3";
-      c.model.num_hidden_layers = 2;
-      c.model.num_key_value_heads = 2;
-      c.model.kv_lora_rank = 8;
-      c.model.qk_nope_head_dim = 8;
-      c.model.qk_rope_head_dim = 8;
-      c.model.v_head_dim = 8;
-      c.model.n_routed_experts = 4;
-      c.model.n_shared_experts = 1;
-      c.model.num_experts_per_tok = 2;
-      c.model.moe_intermediate_size = 16;
-      c.model.first_k_dense_replace = 1;
-    }
+    if (moe) grpo::test_util::make_moe(c);
     train::Trainer t(c);
     t.run();
     double weights = 0, optimizer = 0;
@@ -629,20 +616,7 @@ TEST(Trainer, Bf16StepsStayNearFp32) {
       c.pretrain.steps = 4;
       c.eval.num_prompts = 1;
       c.optim.precision = precision;
-      if (moe) {
-        c.model.model_type = "deepseek_v3";
-        c.model.num_hidden_layers = 2;
-        c.model.num_key_value_heads = 2;
-        c.model.kv_lora_rank = 8;
-        c.model.qk_nope_head_dim = 8;
-        c.model.qk_rope_head_dim = 8;
-        c.model.v_head_dim = 8;
-        c.model.n_routed_experts = 4;
-        c.model.n_shared_experts = 1;
-        c.model.num_experts_per_tok = 2;
-        c.model.moe_intermediate_size = 16;
-        c.model.first_k_dense_replace = 1;
-      }
+      if (moe) grpo::test_util::make_moe(c);
       train::Trainer t(c);
       if (precision == "bf16") {
         int64_t bf = 0;
