@@ -56,7 +56,6 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
   at::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.train(false);
-  auto cache = model.make_cache(N, P + R);
 
   // Under lock step, a rank whose rows are all done keeps taking part with idle forwards until
   // every rank of the group is done (one max-reduce of a flag per decode step).
@@ -66,76 +65,92 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
     lockstep->all_reduce_max(f);
     return f.item<int64_t>() > 0;
   };
-  if (N == 0) {
-    model.idle_forward();  // the prefill
-    while (any_running(false)) model.idle_forward();
-    model.train(was_training);
-    return out;
-  }
-  auto mask = out.attention_mask.narrow(1, 0, P);
-  auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);  // [N, P]
-  auto next_pos = pos.select(1, P - 1) + 1;                       // [N]
-  auto hidden = model.forward(out.tokens.narrow(1, 0, P), pos, mask, cache.get());
-  auto logits = model.logits(hidden.select(1, P - 1));  // [N, V]
-
-  std::vector<int64_t> active(N);  // original row of each batch row
-  for (int64_t i = 0; i < N; ++i) active[i] = i;
-  auto active_mask = mask.clone();  // [n, P + t]
-  for (int64_t t = 0; t < R; ++t) {
-    const int64_t n = static_cast<int64_t>(active.size());
-    std::vector<float> u(n);
-    for (int64_t i = 0; i < n; ++i) {
-      int64_t row = active[i];
-      u[i] = static_cast<float>(core::uniform01(core::hash_key(
-          {req.key.seed, req.key.stream, req.key.step, req.prompt_keys[row / G],
-           uint64_t(row % G), uint64_t(t)})));
-    }
-    auto s = sample_tokens(logits, at::from_blob(u.data(), {n}, at::kFloat), req.sampling);
-    auto tok = s.tokens.contiguous();
-    auto lp = s.logprobs.contiguous();
-    const int64_t* tk = tok.data_ptr<int64_t>();
-    const float* lpp = lp.data_ptr<float>();
-    std::vector<int64_t> keep;
-    auto tokens_acc = out.tokens.accessor<int64_t, 2>();
-    auto am = out.attention_mask.accessor<bool, 2>();
-    auto rm = out.response_mask.accessor<bool, 2>();
-    auto sl = out.sampling_logprobs.accessor<float, 2>();
-    for (int64_t i = 0; i < n; ++i) {
-      int64_t row = active[i];
-      tokens_acc[row][P + t] = tk[i];
-      am[row][P + t] = true;
-      rm[row][t] = true;
-      sl[row][t] = lpp[i];
-      if (tk[i] == req.eos_id) {
-        out.finish[row] = FinishReason::kStop;
-        if (req.on_finish) req.on_finish(row, out.responses[row]);
-      } else {
-        out.responses[row].push_back(tk[i]);
-        keep.push_back(i);
-      }
-    }
-    if (keep.empty() || t + 1 == R) {
-      if (req.on_finish)  // the rest stopped at the length limit
-        for (auto i : keep) req.on_finish(active[i], out.responses[active[i]]);
+  // Rows [r0, r0 + n): one prefill, then a decode step per token for the rows still running.
+  auto decode = [&](int64_t r0, int64_t n0) {
+    if (n0 == 0) {  // nothing here (lock step: the others' chunk)
+      model.idle_forward();  // the prefill
       while (any_running(false)) model.idle_forward();
-      break;
+      return;
     }
-    any_running(true);
-    auto step_tokens = tok.view({n, 1});
-    active_mask = at::cat({active_mask, at::ones({n, 1}, at::kBool)}, 1);
-    if (static_cast<int64_t>(keep.size()) < n) {
-      auto idx = at::tensor(keep, at::kLong);
-      cache->select_rows(idx);
-      step_tokens = step_tokens.index_select(0, idx);
-      active_mask = active_mask.index_select(0, idx);
-      next_pos = next_pos.index_select(0, idx);
-      std::vector<int64_t> na;
-      for (auto i : keep) na.push_back(active[i]);
-      active.swap(na);
+    auto cache = model.make_cache(n0, P + R);
+    auto mask = out.attention_mask.narrow(0, r0, n0).narrow(1, 0, P);
+    auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);  // [n0, P]
+    auto next_pos = pos.select(1, P - 1) + 1;                       // [n0]
+    auto hidden = model.forward(out.tokens.narrow(0, r0, n0).narrow(1, 0, P), pos, mask, cache.get());
+    auto logits = model.logits(hidden.select(1, P - 1));  // [n0, V]
+
+    std::vector<int64_t> active(n0);  // original row of each batch row
+    for (int64_t i = 0; i < n0; ++i) active[i] = r0 + i;
+    auto active_mask = mask.clone();  // [n, P + t]
+    for (int64_t t = 0; t < R; ++t) {
+      const int64_t n = static_cast<int64_t>(active.size());
+      std::vector<float> u(n);
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t row = active[i];
+        u[i] = static_cast<float>(core::uniform01(core::hash_key(
+            {req.key.seed, req.key.stream, req.key.step, req.prompt_keys[row / G],
+             uint64_t(row % G), uint64_t(t)})));
+      }
+      auto s = sample_tokens(logits, at::from_blob(u.data(), {n}, at::kFloat), req.sampling);
+      auto tok = s.tokens.contiguous();
+      auto lp = s.logprobs.contiguous();
+      const int64_t* tk = tok.data_ptr<int64_t>();
+      const float* lpp = lp.data_ptr<float>();
+      std::vector<int64_t> keep;
+      auto tokens_acc = out.tokens.accessor<int64_t, 2>();
+      auto am = out.attention_mask.accessor<bool, 2>();
+      auto rm = out.response_mask.accessor<bool, 2>();
+      auto sl = out.sampling_logprobs.accessor<float, 2>();
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t row = active[i];
+        tokens_acc[row][P + t] = tk[i];
+        am[row][P + t] = true;
+        rm[row][t] = true;
+        sl[row][t] = lpp[i];
+        if (tk[i] == req.eos_id) {
+          out.finish[row] = FinishReason::kStop;
+          if (req.on_finish) req.on_finish(row, out.responses[row]);
+        } else {
+          out.responses[row].push_back(tk[i]);
+          keep.push_back(i);
+        }
+      }
+      if (keep.empty() || t + 1 == R) {
+        if (req.on_finish)  // the rest stopped at the length limit
+          for (auto i : keep) req.on_finish(active[i], out.responses[active[i]]);
+        while (any_running(false)) model.idle_forward();
+        break;
+      }
+      any_running(true);
+      auto step_tokens = tok.view({n, 1});
+      active_mask = at::cat({active_mask, at::ones({n, 1}, at::kBool)}, 1);
+      if (static_cast<int64_t>(keep.size()) < n) {
+        auto idx = at::tensor(keep, at::kLong);
+        cache->select_rows(idx);
+        step_tokens = step_tokens.index_select(0, idx);
+        active_mask = active_mask.index_select(0, idx);
+        next_pos = next_pos.index_select(0, idx);
+        std::vector<int64_t> na;
+        for (auto i : keep) na.push_back(active[i]);
+        active.swap(na);
+      }
+      hidden = model.forward(step_tokens, next_pos.unsqueeze(1), active_mask, cache.get());
+      logits = model.logits(hidden.select(1, 0));
+      next_pos = next_pos + 1;
     }
-    hidden = model.forward(step_tokens, next_pos.unsqueeze(1), active_mask, cache.get());
-    logits = model.logits(hidden.select(1, 0));
-    next_pos = next_pos + 1;
+  };
+  // in chunks of sampling.batch_size rows (the KV cache of one chunk at a time); under lock step
+  // every rank runs as many chunks as the rank with the most
+  const int64_t per = req.sampling.batch_size > 0 ? req.sampling.batch_size : std::max<int64_t>(N, 1);
+  int64_t chunks = (N + per - 1) / per;
+  if (lockstep) {
+    auto c = at::scalar_tensor(std::max<int64_t>(chunks, 1), at::kLong).reshape({1});
+    lockstep->all_reduce_max(c);
+    chunks = c.item<int64_t>();
+  }
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t r0 = std::min(N, c * per);
+    decode(r0, std::min(per, N - r0));
   }
   model.train(was_training);
   return out;

@@ -31,6 +31,17 @@ std::string layout_problem(const model::ModelConfig& m, const dist::Layout& l) {
 
 }  // namespace
 
+PlanOptions plan_options(const Config& cfg, int64_t gpus) {
+  PlanOptions o;
+  o.gpus = gpus;
+  o.precision = cfg.optim.precision;
+  o.zero1 = cfg.parallel.zero1;
+  o.recompute = cfg.parallel.recompute;
+  o.sequence_parallel = cfg.parallel.sequence_parallel;
+  o.rollout_batch = cfg.rollout.batch_size;
+  return o;
+}
+
 MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptions& o) {
   const auto& m = cfg.model;
   GRPO_CHECK(o.precision == "fp32" || o.precision == "bf16", "precision must be fp32 or bf16, found '{}'",

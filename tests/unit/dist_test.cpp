@@ -227,6 +227,7 @@ grpo::train::Config moe_run(const std::string& dir) {
   // and train fewer rows than others (empty micro-batches)
   c.grpo.dynamic_sampling = true;
   c.grpo.dynamic_sampling_max_rounds = 3;
+  c.rollout.batch_size = 6;  // decoded in chunks (ranks with fewer rows run idle chunks)
   return c;
 }
 

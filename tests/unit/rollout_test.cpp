@@ -1,6 +1,7 @@
 // Sampler and generation engine.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <set>
 
 #include "grpo/model/transformer.h"
 #include "grpo/rollout/generate.h"
@@ -107,6 +108,18 @@ TEST(Generate, SamplesDoNotDependOnBatchCompositionAndLogprobsMatchForward) {
   b.prompt_keys = {20};
   auto alone = generate(m, b);
   for (int g = 0; g < 3; ++g) EXPECT_EQ(full.responses[3 + g], alone.responses[g]) << g;
+  // decoded 4 sequences at a time (rollout.batch_size: 3 chunks, across groups): the same samples,
+  // reported once each
+  GenerateRequest chunked = a;
+  chunked.sampling.batch_size = 4;
+  std::set<int64_t> finished;
+  chunked.on_finish = [&](int64_t row, const std::vector<int64_t>&) { EXPECT_TRUE(finished.insert(row).second) << row; };
+  auto parts = generate(m, chunked);
+  EXPECT_EQ(int64_t(finished.size()), full.rows());
+  EXPECT_TRUE(parts.tokens.equal(full.tokens));
+  EXPECT_TRUE(parts.response_mask.equal(full.response_mask));
+  EXPECT_LT((parts.sampling_logprobs - full.sampling_logprobs).abs().max().item<float>(), 1e-5);
+  for (int64_t r = 0; r < full.rows(); ++r) EXPECT_EQ(parts.finish[r], full.finish[r]) << r;
   // a different step gives different samples somewhere
   b.key.step = 3;
   auto other = generate(m, b);

@@ -230,6 +230,30 @@ TEST(Plan, ByteCountsEqualWhatTheTrainerAllocates) {
   }
 }
 
+// configs/r1_zero.yaml on 512 x 80 GB GPUs: with the settings the config itself gives (bf16, ZeRO-1,
+// recomputation, sequence parallel, 4 sequences decoded at once), its own layout (tp 4, ep 128)
+// fits, and it is the planner's best.
+TEST(Plan, R1ZeroFitsOn512GpusWithItsOwnSettings) {
+  auto c = train::load_config_text(
+      [] {
+        std::ifstream in(std::string(GRPO_SOURCE_DIR) + "/configs/r1_zero.yaml");
+        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      }(),
+      "configs/r1_zero.yaml", {}, false);
+  auto o = train::plan_options(c, 512);
+  EXPECT_EQ(o.precision, "bf16");
+  EXPECT_TRUE(o.zero1 && o.recompute && o.sequence_parallel);
+  auto mine = train::plan_memory(c, dist::make_layout(512, c.parallel.tp, c.parallel.ep), o);
+  EXPECT_TRUE(mine.fits) << mine.peak_bytes / (1 << 30) << " GiB";
+  auto best = train::plan_layouts(c, o).front();
+  EXPECT_TRUE(best.fits);
+  EXPECT_EQ(best.layout.tp, c.parallel.tp);
+  EXPECT_EQ(best.layout.ep, c.parallel.ep);
+  // without recomputation nothing fits (one 66k-token sequence per micro-batch)
+  o.recompute = false;
+  EXPECT_FALSE(train::plan_layouts(c, o).front().fits);
+}
+
 // The planner's errors name what does not divide; R1-Zero on 512 GPUs has a valid layout table.
 TEST(Plan, LayoutsAndErrors) {
   auto c = train::load_config_text(R"(

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,8 +17,10 @@
 int main(int argc, char** argv) {
   std::string config;
   std::vector<std::string> overrides;
-  grpo::train::PlanOptions o;
-  bool all = false;
+  grpo::train::PlanOptions o;  // flags given on the command line; the config supplies the rest
+  std::optional<std::string> precision;
+  std::optional<int64_t> rollout_batch;
+  bool zero1 = false, recompute = false, sequence_parallel = false, all = false;
   try {
     for (grpo::tools::Args a{argc, argv}; a.i < argc; ++a.i) {
       const auto f = a.flag();
@@ -27,15 +30,15 @@ int main(int argc, char** argv) {
       else if (f == "--tp") o.tp = a.number<int64_t>();
       else if (f == "--ep") o.ep = a.number<int64_t>();
       else if (f == "--memory-gib") o.gpu_memory_gib = a.number<double>();
-      else if (f == "--precision") o.precision = a.next();
-      else if (f == "--zero1") o.zero1 = true;
-      else if (f == "--recompute") o.recompute = true;
-      else if (f == "--sequence-parallel") o.sequence_parallel = true;
+      else if (f == "--precision") precision = a.next();
+      else if (f == "--zero1") zero1 = true;
+      else if (f == "--recompute") recompute = true;
+      else if (f == "--sequence-parallel") sequence_parallel = true;
       else if (f == "--gpus-per-node") o.gpus_per_node = a.number<int64_t>();
       else if (f == "--nvlink-gbs") o.nvlink_gbs = a.number<double>();
       else if (f == "--network-gbs") o.network_gbs = a.number<double>();
       else if (f == "--prompt-tokens") o.prompt_tokens = a.number<int64_t>();
-      else if (f == "--rollout-batch") o.rollout_batch = a.number<int64_t>();
+      else if (f == "--rollout-batch") rollout_batch = a.number<int64_t>();
       else if (f == "--all") all = true;
       else if (f == "--help" || f == "-h") {
         std::cout << "usage: grpo_plan --config FILE --gpus N [--tp T] [--ep E] [--memory-gib 80]\n"
@@ -45,8 +48,9 @@ int main(int argc, char** argv) {
                      "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
                      "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
                      "least communication time first.\n"
-                     "--precision, --zero1, --recompute and --sequence-parallel plan what optim.precision,\n"
-                     "parallel.zero1, parallel.recompute and parallel.sequence_parallel do.\n";
+                     "The config's optim.precision, parallel.zero1, parallel.recompute,\n"
+                     "parallel.sequence_parallel and rollout.batch_size are planned; --precision, --zero1,\n"
+                     "--recompute, --sequence-parallel and --rollout-batch override them (what-ifs).\n";
         return 0;
       } else {
         std::cerr << "grpo_plan: unknown argument '" << f << "' (see --help)\n";
@@ -68,12 +72,30 @@ int main(int argc, char** argv) {
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     auto cfg = grpo::train::load_config_text(text, config, overrides, /*to_run=*/false);
     GRPO_CHECK(cfg.model.vocab_size > 0, "{}: model.vocab_size must be set to plan (the tokenizer is not read)", config);
+    {  // the config's settings (what grpo_train would do), then the command line's what-ifs
+      auto c = grpo::train::plan_options(cfg, o.gpus);
+      o.precision = precision.value_or(c.precision);
+      o.zero1 = zero1 || c.zero1;
+      o.recompute = recompute || c.recompute;
+      o.sequence_parallel = sequence_parallel || c.sequence_parallel;
+      o.rollout_batch = rollout_batch.value_or(c.rollout_batch);
+    }
     auto plans = grpo::train::plan_layouts(cfg, o);
     const auto& best = plans.front();
     std::cout << config << " on " << o.gpus << " GPUs of " << o.gpu_memory_gib << " GiB, " << o.precision
               << (o.zero1 ? " + ZeRO-1" : "") << (o.recompute ? " + recomputation" : "")
               << (o.sequence_parallel ? " + sequence parallel" : "") << ": " << cfg.model.count_parameters() / 1e9
               << " B parameters\n";
+    if (o.gpus % cfg.parallel.tp == 0 && (o.gpus / cfg.parallel.tp) % cfg.parallel.ep == 0) {
+      try {  // the layout the config asks for
+        auto mine = grpo::train::plan_memory(cfg, grpo::dist::make_layout(o.gpus, cfg.parallel.tp, cfg.parallel.ep), o);
+        std::cout << fmt::format("the config's layout (parallel.tp {}, parallel.ep {}): {}, peak {:.2f} GiB: {}\n",
+                                 cfg.parallel.tp, cfg.parallel.ep, mine.layout.describe(),
+                                 mine.peak_bytes / (1024.0 * 1024.0 * 1024.0), mine.fits ? "fits" : "does not fit");
+      } catch (const grpo::Error& e) {
+        std::cout << "the config's layout: " << e.what() << "\n";
+      }
+    }
     std::cout << (best.fits ? "best layout: " : "no layout fits; the least memory: ") << best.layout.describe() << "\n";
     for (const auto& line : best.arithmetic) std::cout << "  " << line << "\n";
     std::cout << fmt::format("\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}  {}\n", "layout",

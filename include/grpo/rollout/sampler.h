@@ -16,6 +16,7 @@ struct SamplingParams {
   double top_p = 1.0;        // keep the smallest set of most likely tokens with mass >= top_p
   int64_t top_k = 0;         // keep the k most likely tokens; 0 = all
   int64_t max_new_tokens = 16;
+  int64_t batch_size = 0;    // sequences decoded at once (their KV cache); 0 = all of a request
 
   void visit(core::ConfigVisitor& v) {
     v.field("temperature", temperature, "sampling temperature; 0 = greedy", core::at_least(0));
@@ -23,6 +24,8 @@ struct SamplingParams {
     v.field("top_k", top_k, "keep only the k most likely tokens; 0 = no limit", core::at_least(0));
     v.field("max_new_tokens", max_new_tokens, "response length limit (tokens, EOS included)",
             core::at_least(1));
+    v.field("batch_size", batch_size, "sequences decoded at once by a process (the KV cache holds "
+            "this many); 0 = all of its rollout at once", core::at_least(0));
   }
 };
 

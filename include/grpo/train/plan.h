@@ -49,6 +49,9 @@ struct MemoryPlan {
   std::vector<std::string> arithmetic;  // the computation, line by line
 };
 
+/// The options a config implies: its optim.precision, parallel.zero1 / recompute /
+/// sequence_parallel and rollout.batch_size (what grpo_train would do), for `gpus` GPUs.
+PlanOptions plan_options(const Config& config, int64_t gpus);
 /// One layout. Throws grpo::Error if the layout does not divide the model (as the trainer would).
 MemoryPlan plan_memory(const Config& config, const dist::Layout& layout, const PlanOptions& options);
 /// Every valid layout for options.gpus (restricted to options.tp / options.ep when set; tp within
