@@ -313,6 +313,13 @@ struct Trainer::Impl {
   bool owns(size_t i, const std::string& name) const {
     return owner.empty() || owner[i] == group_of(name).rank();
   }
+  // ZeRO-1: the owner's fp32 tensor of parameter i (shaped as p) on every rank of its group
+  // (collective; `mine` is used on the owner only)
+  at::Tensor from_owner(size_t i, const std::string& name, const at::Tensor& p, const at::Tensor& mine) {
+    auto t = owns(i, name) && mine.defined() ? mine.clone() : at::empty(p.sizes(), p.options().dtype(at::kFloat));
+    group_of(name).broadcast(t, owner[i]);
+    return t;
+  }
   void assign_owners() {
     owner.clear();
     if (!cfg.parallel.zero1) return;
@@ -393,11 +400,7 @@ struct Trainer::Impl {
     size_t i = 0;
     for (auto& [name, p] : policy->named_parameters()) {
       at::Tensor t = p.requires_grad() ? master[i] : p;
-      if (!owner.empty() && p.requires_grad()) {
-        if (!t.defined()) t = at::empty(p.sizes(), p.options().dtype(at::kFloat));
-        t = t.clone();
-        group_of(name).broadcast(t, owner[i]);
-      }
+      if (!owner.empty() && p.requires_grad()) t = from_owner(i, name, p, t);
       ++i;
       out.emplace_back(name, policy->gather_full(name, t));
     }
@@ -493,12 +496,7 @@ struct Trainer::Impl {
         auto head = at::tensor({int64_t(has), step}, at::kLong);
         g.broadcast(head, owner[i]);
         has = head[0].item<int64_t>() == 1, step = head[1].item<int64_t>();
-        if (has) {
-          m1 = m1.defined() ? m1.clone() : at::empty(p.sizes(), p.options().dtype(at::kFloat));
-          m2 = m2.defined() ? m2.clone() : at::empty(p.sizes(), p.options().dtype(at::kFloat));
-          g.broadcast(m1, owner[i]);
-          g.broadcast(m2, owner[i]);
-        }
+        if (has) m1 = from_owner(i, name, p, m1), m2 = from_owner(i, name, p, m2);
       }
       ++i;
       if (!has) continue;  // parameter never updated

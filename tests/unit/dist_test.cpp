@@ -350,16 +350,7 @@ void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep, bool
     auto mine = mp_batch(cfg.vocab_size, dp_rank);
     if (tp > 1) {  // sequence parallel engages exactly when asked: the stream is gathered at the end
       auto hh = split->forward(mine.ids);
-      bool gathered = false;
-      std::set<torch::autograd::Node*> seen;
-      std::vector<torch::autograd::Node*> todo{hh.grad_fn().get()};
-      while (!todo.empty() && !gathered) {
-        auto* n = todo.back();
-        todo.pop_back();
-        if (!n || !seen.insert(n).second) continue;
-        gathered = n->name().find("GatherSequence") != std::string::npos;
-        for (auto& e : n->next_edges()) todo.push_back(e.function.get());
-      }
+      const bool gathered = grpo::test_util::graph_nodes_named(hh, "GatherSequence") > 0;
       EXPECT_EQ(gathered, sequence_parallel);
     }
     at::Tensor h, lp;

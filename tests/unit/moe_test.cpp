@@ -324,17 +324,7 @@ TEST(Recompute, SameLossGradientsAndExpertLoads) {
     std::vector<int64_t> checkpoints;  // recomputed blocks in each graph (the test can fail)
     for (auto* m : {plain.get(), re.get()}) {
       auto h = moe ? m->forward(ids, pos, mask) : m->forward(ids);  // with and without a mask
-      int64_t found = 0;
-      std::set<torch::autograd::Node*> seen;
-      std::vector<torch::autograd::Node*> todo{h.grad_fn().get()};
-      while (!todo.empty()) {
-        auto* n = todo.back();
-        todo.pop_back();
-        if (!n || !seen.insert(n).second) continue;
-        found += n->name().find("BlockCheckpoint") != std::string::npos;
-        for (auto& e : n->next_edges()) todo.push_back(e.function.get());
-      }
-      checkpoints.push_back(found);
+      checkpoints.push_back(grpo::test_util::graph_nodes_named(h, "BlockCheckpoint"));
       auto lp = m->token_logprobs(h, ids.roll(-1, 1));
       auto loss = (lp.logprobs * w).sum() + lp.entropy.sum() * 0.1;
       if (auto bl = m->take_balance_loss(); bl.defined()) loss = loss + bl;

@@ -6,10 +6,13 @@
 #include <cstdlib>
 #include <functional>
 #include <iterator>
+#include <set>
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/function.h>
 
 #include "grpo/core/error.h"
 #include "grpo/train/config.h"
@@ -81,6 +84,21 @@ inline void make_moe(train::Config& c) {
   m.num_experts_per_tok = 2;
   m.moe_intermediate_size = 16;
   m.first_k_dense_replace = 1;
+}
+
+/// How many nodes of `t`'s autograd graph have `part` in their name (e.g. a custom Function's).
+inline int64_t graph_nodes_named(const at::Tensor& t, const std::string& part) {
+  int64_t found = 0;
+  std::set<torch::autograd::Node*> seen;
+  std::vector<torch::autograd::Node*> todo{t.grad_fn().get()};
+  while (!todo.empty()) {
+    auto* n = todo.back();
+    todo.pop_back();
+    if (!n || !seen.insert(n).second) continue;
+    found += n->name().find(part) != std::string::npos;
+    for (auto& e : n->next_edges()) todo.push_back(e.function.get());
+  }
+  return found;
 }
 
 /// The JSON objects of a JSONL file (blank lines skipped).
