@@ -706,24 +706,25 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
     auto e = at::embedding(w, local.clamp(0, w.size(0) - 1)) * in.unsqueeze(-1).to(w.scalar_type());
     h = m.split.reduce(e);
   }
-  // MoE statistics (expert load, balance loss) count the tokens the mask marks real, per
-  // sequence (a row, or a segment of a packed row), so they do not depend on how rows were batched
-  auto sequence = at::arange(B, at::kLong).unsqueeze(1).expand({B, T}).reshape({-1});
+  // MoE statistics (expert load, balance loss: training forwards only) count the tokens the mask
+  // marks real, per sequence (a row, or a segment of a packed row), so they do not depend on how
+  // rows were batched
+  at::Tensor sequence;
   int64_t num_sequences = B;
-  if (attention_mask.defined() && config_.n_routed_experts > 0) {
-    auto q = attention_mask.narrow(1, past, T);
-    if (q.scalar_type() == at::kBool) {
-      sequence = at::where(q.reshape({-1}), sequence, -1);
-    } else {  // segment ids: one sequence per (row, segment)
-      auto seg = q.to(at::kLong).reshape({-1});
-      auto key = sequence * (seg.max().item<int64_t>() + 1) + seg;
-      auto [uniq, inverse, counts] = at::_unique2(key, /*sorted=*/true, /*return_inverse=*/true);
-      (void)counts;
-      // padding (segment 0) gets -1; ids of the real segments stay dense
-      auto is_real = at::zeros({uniq.size(0)}, at::kLong).index_fill_(0, uniq.remainder(seg.max().item<int64_t>() + 1).ne(0).nonzero().squeeze(1), 1);
-      auto ids = is_real.cumsum(0) - 1;
-      sequence = at::where(seg.gt(0), ids.index_select(0, inverse), -1);
-      num_sequences = is_real.sum().item<int64_t>();
+  if (config_.n_routed_experts > 0 && is_training()) {
+    sequence = at::arange(B, at::kLong).unsqueeze(1).expand({B, T}).reshape({-1});
+    if (attention_mask.defined()) {
+      auto q = attention_mask.narrow(1, past, T);
+      if (q.scalar_type() == at::kBool) {
+        sequence = at::where(q.reshape({-1}), sequence, -1);
+      } else {  // segment ids: one sequence per (row, segment); segment 0 is padding
+        auto seg = q.to(at::kLong).reshape({-1});
+        const int64_t span = seg.max().item<int64_t>() + 1;
+        auto [uniq, inverse, counts] = at::_unique2(sequence * span + seg, /*sorted=*/true, /*return_inverse=*/true);
+        auto is_real = uniq.remainder(span).ne(0).to(at::kLong);
+        sequence = at::where(seg.gt(0), (is_real.cumsum(0) - 1).index_select(0, inverse), -1);
+        num_sequences = is_real.sum().item<int64_t>();
+      }
     }
   }
   int64_t layer = 0;

@@ -386,10 +386,13 @@ struct Trainer::Impl {
   // Clips the global gradient norm to max_norm (0 or inf: no clipping); returns the norm.
   double clip_gradients(double max_norm) {
     if (!bf16()) return torch::nn::utils::clip_grad_norm_(policy->parameters(), max_norm);
-    double sq = 0;
+    at::Tensor sq;  // summed where the gradients live: one sync
     for (auto& p : policy->parameters())
-      if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
-    const double norm = std::sqrt(sq);
+      if (p.grad().defined()) {
+        auto t = p.grad().to(at::kDouble).pow(2).sum();
+        sq = sq.defined() ? sq + t : t;
+      }
+    const double norm = sq.defined() ? std::sqrt(sq.item<double>()) : 0.0;
     clip_coef = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;  // as clip_grad_norm_
     return norm;
   }
