@@ -95,3 +95,17 @@ target_link_libraries(grpo_torch INTERFACE "${GRPO_TORCH_CPU_LIB}" "${GRPO_C10_L
 target_compile_definitions(grpo_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
 set(GRPO_TORCH_LIBDIR "${GRPO_TORCH_ROOT}/lib")
 message(STATUS "grpo: LibTorch ${GRPO_TORCH_VERSION} at ${GRPO_TORCH_ROOT}")
+
+# A CUDA LibTorch (the GPU machine's, or a full CUDA wheel): link libtorch_cuda too, so GPU tensors
+# and ops exist in grpo's programs, but only when every library it needs resolves (the wheel that
+# scripts/setup.sh installs comes without cuBLAS, cuDNN, NCCL...; it then stays a CPU build).
+# --no-as-needed: nothing references libtorch_cuda directly; loading it registers the CUDA backend.
+set(GRPO_TORCH_CUDA OFF)
+find_library(GRPO_TORCH_CUDA_LIB torch_cuda PATHS "${GRPO_TORCH_ROOT}/lib" NO_DEFAULT_PATH)
+if(GRPO_TORCH_CUDA_LIB AND NOT GRPO_CUDA STREQUAL "OFF")
+  execute_process(COMMAND ldd "${GRPO_TORCH_CUDA_LIB}" OUTPUT_VARIABLE _ldd ERROR_QUIET RESULT_VARIABLE _ldd_rc)
+  if(_ldd_rc EQUAL 0 AND NOT _ldd MATCHES "not found")
+    set(GRPO_TORCH_CUDA ON)
+    target_link_libraries(grpo_torch INTERFACE "-Wl,--no-as-needed,${GRPO_TORCH_CUDA_LIB}")
+  endif()
+endif()

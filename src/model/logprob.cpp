@@ -1,11 +1,18 @@
-// Chunked log-prob/entropy with a hand-written backward. For each chunk of rows:
-//   z = h W^T / tau, lse = logsumexp(z), logp = z[target] - lse, H = lse - sum(p z)
-// Backward recomputes z per chunk (saving only h, W, targets and lse):
+// Chunked log-prob/entropy with a hand-written backward, as an online softmax over vocabulary
+// blocks. For each block of rows and each block of vocabulary columns, z = h W_c^T / tau:
+//   m = running max of z,  s = sum exp(z - m),  q = sum exp(z - m) z,  z_t = z[target]
+// (merging a block rescales s and q by exp(m_old - m_new)). Then lse = m + log s,
+// log p = z_t - lse and H = lse - q / s. Backward recomputes z per block, saving only h, W,
+// targets, lse and H:
 //   dL/dz = g_logp (onehot - p) - g_H p (log p + H);  dh = dz W / tau;  dW += dz^T h / tau
-// Vocab-parallel (W split by rows over a tensor-parallel group): each rank holds z for its slice
-// of the vocabulary; per chunk one all-reduce-max (m) and one all-reduce-sum of
-// [sum exp(z - m), sum exp(z - m) z, z[target] if the target is in the slice] give lse, log p and
-// H exactly; backward sums dh over the group once. Full logits are never gathered.
+// Vocab-parallel (W split by rows over a tensor-parallel group): each rank folds its slice into
+// (m, s, q, z_t); one all-reduce-max of m and one all-reduce-sum of the rescaled [s, q, z_t] give
+// the whole vocabulary's statistics exactly; backward sums dh over the group once. Full logits are
+// never gathered.
+//
+// GPU tensors (libgrpo built with kernels): the block's logits come from cuBLAS (at::matmul) and
+// the fold and the gradient are one kernel pass each (kernels/logprob/). CPU tensors: the same
+// formulas as LibTorch ops (the reference the GPU tests compare against).
 #include "grpo/model/logprob.h"
 
 #include <ATen/ATen.h>
@@ -14,6 +21,11 @@
 #include "grpo/core/error.h"
 #include "grpo/core/tensor_util.h"
 #include "grpo/dist/comm.h"
+#include "kernel_dispatch.h"
+
+#if GRPO_WITH_KERNELS
+#include "kernels/logprob/api.h"
+#endif
 
 namespace grpo::model {
 namespace {
@@ -21,51 +33,119 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
+// Running softmax statistics of a block of rows, in the accumulator type: [4, n] = m, s, q, z_t.
+at::Tensor init_stats(int64_t n, const at::TensorOptions& acc) {
+  auto st = at::zeros({4, n}, acc);
+  st[0].fill_(-std::numeric_limits<double>::infinity());
+  return st;
+}
+
+// Folds the logits z [n, cols] (w's dtype) of vocabulary columns [c0, c0 + cols) into st.
+void fold_block(at::Tensor& st, const at::Tensor& z, const at::Tensor& tgt, int64_t c0, double inv_t) {
+  const int64_t n = z.size(0), cols = z.size(1);
+  if (cols == 0) return;
+#if GRPO_WITH_KERNELS
+  if (detail::use_kernels(z)) {
+    detail::KernelLaunch launch(z);
+    auto zc = z.contiguous();
+    detail::check_kernel(kernels::logprob_stats_update(detail::kernel_dtype(zc.scalar_type()), zc.data_ptr(), n,
+                                                       cols, cols, tgt.data_ptr<int64_t>(), c0, inv_t,
+                                                       st[0].data_ptr(), st[1].data_ptr(), st[2].data_ptr(),
+                                                       st[3].data_ptr(), launch.stream()),
+                         "token_logprobs");
+    return;
+  }
+#endif
+  auto za = z.to(st.scalar_type());
+  if (inv_t != 1.0) za.mul_(inv_t);
+  auto mc = std::get<0>(za.max(-1));
+  auto M = at::maximum(st[0], mc);
+  auto e = at::exp(za - M.unsqueeze(1));
+  auto keep = at::exp(st[0] - M);  // 0 for the first block (m = -inf)
+  st[1].mul_(keep).add_(e.sum(-1));
+  st[2].mul_(keep).add_((e * za).sum(-1));
+  st[0].copy_(M);
+  auto t = tgt - c0;
+  auto in = t.ge(0) & t.lt(cols);
+  auto zt = za.gather(1, t.clamp(0, cols - 1).unsqueeze(1)).squeeze(1);
+  st[3].copy_(at::where(in, zt, st[3]));
+}
+
+// dL/dz [n, cols] (accumulator type) of one block, from the forward's lse and H.
+at::Tensor block_grad(const at::Tensor& z, const at::Tensor& tgt, int64_t c0, double inv_t, const at::Tensor& lse,
+                      const at::Tensor& ent, const at::Tensor& g_logp, const at::Tensor& g_ent) {
+  const int64_t n = z.size(0), cols = z.size(1);
+#if GRPO_WITH_KERNELS
+  if (detail::use_kernels(z)) {
+    detail::KernelLaunch launch(z);
+    auto zc = z.contiguous();
+    auto dz = at::empty({n, cols}, lse.options());
+    auto gl = g_logp.defined() ? g_logp.contiguous() : at::Tensor();
+    auto ge = g_ent.defined() ? g_ent.contiguous() : at::Tensor();
+    detail::check_kernel(kernels::logprob_grad(detail::kernel_dtype(zc.scalar_type()), zc.data_ptr(), n, cols, cols,
+                                               tgt.data_ptr<int64_t>(), c0, inv_t, lse.data_ptr(),
+                                               ge.defined() ? ent.data_ptr() : nullptr,
+                                               gl.defined() ? gl.data_ptr() : nullptr,
+                                               ge.defined() ? ge.data_ptr() : nullptr, dz.data_ptr(), launch.stream()),
+                         "token_logprobs (backward)");
+    return dz;
+  }
+#endif
+  auto za = z.to(lse.scalar_type());
+  if (inv_t != 1.0) za.mul_(inv_t);
+  auto logp_all = za - lse.unsqueeze(1);
+  auto p = at::exp(logp_all);
+  auto dz = at::zeros_like(p);
+  if (g_logp.defined()) {
+    auto g = g_logp.unsqueeze(1);
+    dz.sub_(p * g);
+    auto t = tgt - c0;
+    auto in = (t.ge(0) & t.lt(cols)).unsqueeze(1);
+    dz.scatter_add_(1, t.clamp(0, cols - 1).unsqueeze(1), g * in.to(g.scalar_type()));
+  }
+  if (g_ent.defined()) dz.sub_(g_ent.unsqueeze(1) * p * (logp_all + ent.unsqueeze(1)));
+  if (inv_t != 1.0) dz.mul_(inv_t);
+  return dz;
+}
+
 struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
-  // h [N, D], w [V, D], tgt [N] -> logp [N], entropy [N] (fp32)
-  // group: the tensor-parallel group over which w's rows (vocabulary [v0, v0 + V_local)) are
-  // split; nullptr: w is the whole vocabulary.
-  static tensor_list forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w,
-                             const at::Tensor& tgt, int64_t chunk, double temperature,
-                             bool with_entropy, dist::Comm* group, int64_t v0) {
-    const int64_t N = h.size(0);
-    const auto acc = at::promote_types(h.scalar_type(), at::kFloat);  // fp32 (fp64 for fp64 inputs)
-    auto opts = h.options().dtype(acc);
-    auto logp = at::empty({N}, opts);
-    auto ent = with_entropy ? at::empty({N}, opts) : at::empty({0}, opts);
-    auto lse = at::empty({N}, opts);
+  // h [N, D], w [V, D], tgt [N] -> logp [N], entropy [N] (fp32; fp64 for fp64 inputs)
+  // group: the tensor-parallel group over which w's rows (vocabulary [v0, v0 + V)) are split;
+  // nullptr: w is the whole vocabulary.
+  static tensor_list forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w, const at::Tensor& tgt,
+                             int64_t chunk, int64_t vchunk, double temperature, bool with_entropy,
+                             dist::Comm* group, int64_t v0) {
+    const int64_t N = h.size(0), V = w.size(0);
+    const auto acc = h.options().dtype(at::promote_types(h.scalar_type(), at::kFloat));
+    auto logp = at::empty({N}, acc);
+    auto ent = with_entropy ? at::empty({N}, acc) : at::empty({0}, acc);
+    auto lse = at::empty({N}, acc);
     const double inv_t = 1.0 / temperature;
     for (int64_t s = 0; s < N; s += chunk) {
-      int64_t n = std::min(chunk, N - s);
-      auto z = at::matmul(h.narrow(0, s, n), w.t()).to(acc);  // [n, V]
-      if (inv_t != 1.0) z.mul_(inv_t);
-      if (group) {
-        const bool empty = z.size(1) == 0;  // a slice made only of padding rows
-        auto m = empty ? at::full({n}, -std::numeric_limits<double>::infinity(), opts) : std::get<0>(z.max(-1));
-        group->all_reduce_max(m);
-        auto e = at::exp(z - m.unsqueeze(1));
-        auto t = tgt.narrow(0, s, n) - v0;
-        auto in = t.ge(0) & t.lt(z.size(1));
-        auto zt = empty ? at::zeros({n}, opts)
-                        : z.gather(1, t.clamp(0, z.size(1) - 1).unsqueeze(1)).squeeze(1) * in.to(acc);
-        auto sums = at::stack({e.sum(-1), (e * z).sum(-1), zt}).contiguous();  // [3, n]
+      const int64_t n = std::min(chunk, N - s);
+      auto hc = h.narrow(0, s, n);
+      auto tc = tgt.narrow(0, s, n);
+      auto st = init_stats(n, acc);
+      for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
+        const int64_t cols = std::min(vchunk, V - c0);
+        fold_block(st, at::matmul(hc, w.narrow(0, c0, cols).t()), tc, v0 + c0, inv_t);
+      }
+      if (group) {  // the whole vocabulary's statistics from every rank's slice
+        auto M = st[0].clone();
+        group->all_reduce_max(M);
+        auto keep = at::exp(st[0] - M);  // 0 where this rank's slice is empty (m = -inf)
+        auto sums = at::stack({st[1] * keep, st[2] * keep, st[3]}).contiguous();  // z_t: 0 off-slice
         group->all_reduce_sum(sums);
-        auto l = m + at::log(sums[0]);
-        lse.narrow(0, s, n).copy_(l);
-        logp.narrow(0, s, n).copy_(sums[2] - l);
-        if (with_entropy) ent.narrow(0, s, n).copy_(l - sums[1] / sums[0]);
-        continue;
+        st = at::stack({M, sums[0], sums[1], sums[2]});
       }
-      auto l = at::logsumexp(z, -1);
+      auto l = st[0] + at::log(st[1]);
       lse.narrow(0, s, n).copy_(l);
-      logp.narrow(0, s, n).copy_(z.gather(1, tgt.narrow(0, s, n).unsqueeze(1)).squeeze(1) - l);
-      if (with_entropy) {
-        auto p = at::exp(z - l.unsqueeze(1));
-        ent.narrow(0, s, n).copy_(l - (p * z).sum(-1));
-      }
+      logp.narrow(0, s, n).copy_(st[3] - l);
+      if (with_entropy) ent.narrow(0, s, n).copy_(l - st[2] / st[1]);
     }
     ctx->save_for_backward({h, w, tgt, lse, ent});
     ctx->saved_data["chunk"] = chunk;
+    ctx->saved_data["vchunk"] = vchunk;
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["with_entropy"] = with_entropy;
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(group);
@@ -76,55 +156,41 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
     auto h = saved[0], w = saved[1], tgt = saved[2], lse = saved[3], ent = saved[4];
-    const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const int64_t chunk = ctx->saved_data["chunk"].toInt(), vchunk = ctx->saved_data["vchunk"].toInt();
     const double inv_t = 1.0 / ctx->saved_data["temperature"].toDouble();
     const bool with_entropy = ctx->saved_data["with_entropy"].toBool();
     auto* group = reinterpret_cast<dist::Comm*>(ctx->saved_data["group"].toInt());
     const int64_t v0 = ctx->saved_data["v0"].toInt();
     auto g_logp = grads[0];
     auto g_ent = with_entropy ? grads[1] : at::Tensor();
-    const int64_t N = h.size(0);
-    auto dh = at::zeros_like(h);
+    const int64_t N = h.size(0), V = w.size(0);
     const auto acc = lse.scalar_type();
+    auto dh = at::zeros_like(h);
     auto dw = at::zeros(w.sizes(), w.options().dtype(acc));
     for (int64_t s = 0; s < N; s += chunk) {
-      int64_t n = std::min(chunk, N - s);
+      const int64_t n = std::min(chunk, N - s);
       auto hc = h.narrow(0, s, n);
-      auto z = at::matmul(hc, w.t()).to(acc);
-      if (inv_t != 1.0) z.mul_(inv_t);
-      auto p = at::exp(z - lse.narrow(0, s, n).unsqueeze(1));  // [n, V]
-      at::Tensor dz;  // dL/dz for this chunk [n, V]
-      if (g_logp.defined()) {
-        auto g = g_logp.narrow(0, s, n).unsqueeze(1);
-        dz = -p * g;
-        if (group) {  // only targets in this rank's slice of the vocabulary (possibly empty: padding)
-          auto t = tgt.narrow(0, s, n) - v0;
-          auto in = (t.ge(0) & t.lt(p.size(1))).unsqueeze(1);
-          if (p.size(1) > 0) dz.scatter_add_(1, t.clamp(0, p.size(1) - 1).unsqueeze(1), g * in.to(g.scalar_type()));
-        } else {
-          dz.scatter_add_(1, tgt.narrow(0, s, n).unsqueeze(1), g);
-        }
-      } else {
-        dz = at::zeros_like(p);
+      auto hc_acc = hc.to(acc);
+      auto tc = tgt.narrow(0, s, n);
+      auto gl = g_logp.defined() ? g_logp.narrow(0, s, n) : at::Tensor();
+      auto ge = g_ent.defined() ? g_ent.narrow(0, s, n) : at::Tensor();
+      auto dh_c = at::zeros({n, h.size(1)}, h.options().dtype(acc));
+      for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
+        const int64_t cols = std::min(vchunk, V - c0);
+        auto wc = w.narrow(0, c0, cols);
+        auto dz = block_grad(at::matmul(hc, wc.t()), tc, v0 + c0, inv_t, lse.narrow(0, s, n),
+                             with_entropy ? ent.narrow(0, s, n) : ent, gl, ge);
+        dh_c.add_(at::matmul(dz.to(w.scalar_type()), wc));
+        dw.narrow(0, c0, cols).add_(at::matmul(dz.t(), hc_acc));
       }
-      if (g_ent.defined()) {
-        auto logp_all = z - lse.narrow(0, s, n).unsqueeze(1);
-        auto H = ent.narrow(0, s, n).unsqueeze(1);
-        dz = dz - g_ent.narrow(0, s, n).unsqueeze(1) * p * (logp_all + H);
-      }
-      if (inv_t != 1.0) dz.mul_(inv_t);
-      dh.narrow(0, s, n).copy_(at::matmul(dz.to(w.scalar_type()), w));
-      dw.add_(at::matmul(dz.t(), hc.to(acc)));
+      dh.narrow(0, s, n).copy_(dh_c);
     }
     if (group) group->all_reduce_sum(dh);  // h feeds every rank's slice
-    return {dh, dw.to(w.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+    return {dh, dw.to(w.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor()};
   }
 };
 
-}  // namespace
-
-namespace {
 TokenLogProbs logprobs_impl(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                             const LogProbOptions& options, dist::Comm* group, int64_t v0, int64_t vocab) {
   GRPO_CHECK(hidden.dim() == 3, "token_logprobs: hidden must be [batch, seq, hidden], found {}",
@@ -134,17 +200,22 @@ TokenLogProbs logprobs_impl(const at::Tensor& hidden, const at::Tensor& weight, 
   GRPO_CHECK(targets.sizes() == hidden.sizes().slice(0, 2),
              "token_logprobs: targets must be [{}, {}], found {}", hidden.size(0), hidden.size(1),
              targets.sizes());
-  GRPO_CHECK(options.chunk_rows > 0 && options.temperature > 0,
-             "token_logprobs: chunk_rows and temperature must be positive");
+  GRPO_CHECK(options.chunk_rows > 0 && options.chunk_vocab > 0 && options.temperature > 0,
+             "token_logprobs: chunk_rows, chunk_vocab and temperature must be positive, found {}, {}, {}",
+             options.chunk_rows, options.chunk_vocab, options.temperature);
+  GRPO_CHECK(hidden.device() == weight.device() && hidden.device() == targets.device(),
+             "token_logprobs: hidden ({}), weight ({}) and targets ({}) must be on one device", hidden.device().str(),
+             weight.device().str(), targets.device().str());
   const auto B = hidden.size(0), T = hidden.size(1);
   auto h = hidden.reshape({B * T, hidden.size(2)});
-  auto tgt = targets.reshape({B * T}).to(at::kLong);
+  auto tgt = targets.reshape({B * T}).to(at::kLong).contiguous();
   if (tgt.numel() > 0) {
-    auto lo = tgt.min().item<int64_t>(), hi = tgt.max().item<int64_t>();
+    auto range = at::stack({tgt.min(), tgt.max()}).cpu();
+    auto lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
     GRPO_CHECK(lo >= 0 && hi < vocab, "token_logprobs: target ids must be in [0, {}), found range [{}, {}]",
                vocab, lo, hi);
   }
-  auto out = ChunkedLogProb::apply(h, weight, tgt, options.chunk_rows, options.temperature,
+  auto out = ChunkedLogProb::apply(h, weight, tgt, options.chunk_rows, options.chunk_vocab, options.temperature,
                                    options.with_entropy, group, v0);
   TokenLogProbs r;
   r.logprobs = out[0].view({B, T});
@@ -154,20 +225,19 @@ TokenLogProbs logprobs_impl(const at::Tensor& hidden, const at::Tensor& weight, 
 
 }  // namespace
 
-TokenLogProbs token_logprobs(const at::Tensor& hidden, const at::Tensor& weight,
-                             const at::Tensor& targets, const LogProbOptions& options) {
+TokenLogProbs token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                             const LogProbOptions& options) {
   return logprobs_impl(hidden, weight, targets, options, nullptr, 0, weight.size(0));
 }
 
 TokenLogProbs token_logprobs_vocab_parallel(const at::Tensor& hidden, const at::Tensor& weight_shard,
-                                            const at::Tensor& targets, int64_t vocab_begin,
-                                            int64_t vocab_size, dist::Comm& group,
-                                            const LogProbOptions& options) {
+                                            const at::Tensor& targets, int64_t vocab_begin, int64_t vocab_size,
+                                            dist::Comm& group, const LogProbOptions& options) {
   GRPO_CHECK(vocab_begin >= 0 && vocab_begin + weight_shard.size(0) <= vocab_size,
              "token_logprobs: vocabulary slice [{}, {}) is outside [0, {})", vocab_begin,
              vocab_begin + weight_shard.size(0), vocab_size);
-  return logprobs_impl(hidden, weight_shard, targets, options, group.size() > 1 ? &group : nullptr,
-                       vocab_begin, vocab_size);
+  return logprobs_impl(hidden, weight_shard, targets, options, group.size() > 1 ? &group : nullptr, vocab_begin,
+                       vocab_size);
 }
 
 }  // namespace grpo::model

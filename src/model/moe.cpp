@@ -1,11 +1,100 @@
+// The MoE ops. CPU tensors run LibTorch reference compositions; GPU tensors (libgrpo built with
+// kernels) run kernels/moe/: one routing kernel for the expert choice (the differentiable gate
+// weights are still gathered with LibTorch ops, so autograd needs nothing new), and gather kernels
+// for permute/unpermute whose backward passes are gathers too (the inverse permutation
+// `DispatchPlan::positions`), so no atomics and no scatter-add.
 #include "grpo/model/moe.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "grpo/core/error.h"
 #include "grpo/dist/parallel.h"
+#include "kernel_dispatch.h"
+
+#if GRPO_WITH_KERNELS
+#include "kernels/moe/api.h"
+#endif
 
 namespace grpo::model::moe {
+
+#if GRPO_WITH_KERNELS
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+at::ScalarType acc_of(const at::Tensor& t) { return at::promote_types(t.scalar_type(), at::kFloat); }
+
+// x [N, H] -> [N*k, H] rows in dispatch order; backward: dx[t] = sum_j dxp[pos[t, j]].
+struct PermuteFn : torch::autograd::Function<PermuteFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& tokens,
+                            const at::Tensor& positions, int64_t k) {
+    auto xc = x.contiguous();
+    auto out = at::empty({tokens.size(0), x.size(1)}, x.options());
+    detail::KernelLaunch launch(x);
+    detail::check_kernel(kernels::moe_gather_rows(detail::kernel_dtype(x.scalar_type()), xc.data_ptr(),
+                                                  tokens.data_ptr<int64_t>(), nullptr, tokens.size(0), x.size(1),
+                                                  out.data_ptr(), launch.stream()),
+                         "moe::permute");
+    ctx->save_for_backward({positions});
+    ctx->saved_data["k"] = k;
+    ctx->saved_data["n"] = x.size(0);
+    return out;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto pos = ctx->get_saved_variables()[0];
+    const int64_t k = ctx->saved_data["k"].toInt(), n = ctx->saved_data["n"].toInt();
+    auto g = grads[0].contiguous();
+    auto dx = at::empty({n, g.size(1)}, g.options());
+    detail::KernelLaunch launch(g);
+    detail::check_kernel(kernels::moe_gather_sum_rows(detail::kernel_dtype(g.scalar_type()), g.data_ptr(),
+                                                      pos.data_ptr<int64_t>(), nullptr, n, int(k), g.size(1),
+                                                      dx.data_ptr(), launch.stream()),
+                         "moe::permute (backward)");
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// y [N*k, H] (dispatch order), w [N, k] (accumulator type) -> out[t] = sum_j w[t, j] y[pos[t, j]].
+// Backward: dy[i] = w[slot i] dout[token i];  dw[t, j] = <dout[t], y[pos[t, j]]>.
+struct UnpermuteFn : torch::autograd::Function<UnpermuteFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& y, const at::Tensor& w, const at::Tensor& tokens,
+                            const at::Tensor& slots, const at::Tensor& positions) {
+    const int64_t N = w.size(0), k = w.size(1);
+    auto yc = y.contiguous();
+    auto wc = w.contiguous();
+    auto out = at::empty({N, y.size(1)}, y.options());
+    detail::KernelLaunch launch(y);
+    detail::check_kernel(kernels::moe_gather_sum_rows(detail::kernel_dtype(y.scalar_type()), yc.data_ptr(),
+                                                      positions.data_ptr<int64_t>(), wc.data_ptr(), N, int(k),
+                                                      y.size(1), out.data_ptr(), launch.stream()),
+                         "moe::unpermute");
+    ctx->save_for_backward({yc, wc, tokens, slots, positions});
+    return out;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto sv = ctx->get_saved_variables();
+    auto y = sv[0], w = sv[1], tokens = sv[2], slots = sv[3], pos = sv[4];
+    const int64_t N = w.size(0), k = w.size(1), H = y.size(1);
+    auto g = grads[0].contiguous();
+    auto dt = detail::kernel_dtype(y.scalar_type());
+    detail::KernelLaunch launch(y);
+    auto dy = at::empty_like(y);
+    auto scale = w.reshape({-1}).index_select(0, slots).contiguous();  // [N*k] in dispatch order
+    detail::check_kernel(kernels::moe_gather_rows(dt, g.data_ptr(), tokens.data_ptr<int64_t>(), scale.data_ptr(),
+                                                  tokens.size(0), H, dy.data_ptr(), launch.stream()),
+                         "moe::unpermute (backward)");
+    auto dw = at::empty({N, k}, w.options());
+    detail::check_kernel(kernels::moe_row_dots(dt, g.data_ptr(), y.data_ptr(), pos.data_ptr<int64_t>(), N, int(k), H,
+                                               dw.data_ptr(), launch.stream()),
+                         "moe::unpermute (backward)");
+    return {dy, dw, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+#endif
 
 Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConfig& c) {
   GRPO_ASSERT(logits.dim() == 2 && logits.size(1) == c.num_experts);
@@ -13,6 +102,24 @@ Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConf
   // The same op sequence as the reference (transformers' DeepseekV3TopkRouter), so ties between
   // equal scores resolve the same way.
   auto scores = logits.sigmoid();
+#if GRPO_WITH_KERNELS
+  const int64_t per = c.n_group > 0 ? E / c.n_group : 0;
+  if (detail::use_kernels(logits) && logits.scalar_type() == at::kFloat && E <= kernels::kRouteMaxExperts &&
+      c.n_group <= kernels::kRouteMaxGroups && c.top_k <= kernels::kRouteMaxTopK && per >= 2 &&
+      c.top_k <= c.topk_group * per) {
+    auto lc = logits.detach().contiguous();
+    auto bc = bias.detach().to(logits.device(), at::kFloat).contiguous();
+    auto idx = at::empty({N, c.top_k}, logits.options().dtype(at::kLong));
+    detail::KernelLaunch launch(logits);
+    detail::check_kernel(kernels::moe_route_topk(lc.data_ptr<float>(), bc.data_ptr<float>(), N, int(E),
+                                                 int(c.n_group), int(c.topk_group), int(c.top_k),
+                                                 idx.data_ptr<int64_t>(), launch.stream()),
+                         "moe::route");
+    auto w = scores.gather(1, idx);
+    if (c.norm_topk_prob) w = w / (w.sum(-1, true) + 1e-20);
+    return {idx, w * c.routed_scaling_factor, scores};
+  }
+#endif
   auto choice = scores + bias;
   auto group_scores = std::get<0>(choice.view({N, c.n_group, per_group}).topk(2, -1)).sum(-1);
   auto group_idx = std::get<1>(at::topk(group_scores, c.topk_group, -1, true, /*sorted=*/false));
@@ -33,12 +140,18 @@ DispatchPlan plan_dispatch(const at::Tensor& indices, int64_t num_experts) {
   auto flat = indices.reshape({-1});
   p.slots = std::get<1>(at::sort(flat, /*stable=*/true, 0, false));
   p.tokens = at::div(p.slots, k, "floor");
-  auto counts = at::bincount(flat, {}, num_experts);
+  auto counts = at::bincount(flat, {}, num_experts).cpu();  // host copy: the experts' matmul sizes
   p.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + num_experts);
+  if (detail::use_kernels(indices))
+    p.positions = at::empty_like(p.slots).index_copy_(0, p.slots, at::arange(p.slots.numel(), p.slots.options()));
   return p;
 }
 
 at::Tensor permute(const at::Tensor& x, const DispatchPlan& plan) {
+#if GRPO_WITH_KERNELS
+  if (detail::use_kernels(x) && plan.positions.defined() && plan.num_tokens > 0)
+    return PermuteFn::apply(x, plan.tokens, plan.positions, plan.tokens.numel() / std::max<int64_t>(plan.num_tokens, 1));
+#endif
   return x.index_select(0, plan.tokens);
 }
 
@@ -54,7 +167,7 @@ at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& gate, const at:
     std::vector<int32_t> ends(counts.size());
     int64_t acc = 0;
     for (size_t e = 0; e < counts.size(); ++e) ends[e] = int32_t(acc += counts[e]);
-    auto offs = at::tensor(ends, at::kInt);
+    auto offs = at::tensor(ends, at::kInt).to(x.device());
     auto g = at::_grouped_mm(x, gate.transpose(1, 2), offs);
     auto u = at::_grouped_mm(x, up.transpose(1, 2), offs);
     return at::_grouped_mm(at::silu(g) * u, down.transpose(1, 2), offs);
@@ -107,6 +220,11 @@ at::Tensor expert_parallel_swiglu(const at::Tensor& x, const at::Tensor& gate, c
 }
 
 at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Tensor& weights) {
+#if GRPO_WITH_KERNELS
+  if (detail::use_kernels(y) && plan.positions.defined() && plan.num_tokens > 0)
+    return UnpermuteFn::apply(y, weights.reshape({plan.num_tokens, -1}).to(acc_of(y)), plan.tokens, plan.slots,
+                              plan.positions);
+#endif
   auto w = weights.reshape({-1}).index_select(0, plan.slots).to(y.scalar_type()).unsqueeze(1);
   return at::zeros({plan.num_tokens, y.size(1)}, y.options()).index_add(0, plan.tokens, y * w);
 }

@@ -304,7 +304,8 @@ at::Tensor mp_loss(grpo::model::Transformer& m, const MpBatch& b, at::Tensor* hi
   auto pos = at::clamp_min(b.mask.to(at::kLong).cumsum(1) - 1, 0);
   auto h = m.forward(b.ids, pos, b.mask);
   grpo::model::LogProbOptions o;
-  o.chunk_rows = 5;  // several chunks
+  o.chunk_rows = 5;   // several chunks of rows
+  o.chunk_vocab = 4;  // and of each rank's vocabulary slice
   auto lp = m.token_logprobs(h, b.targets, o);
   if (hidden) *hidden = h.detach();
   if (logp) *logp = lp.logprobs.detach();

@@ -1,8 +1,11 @@
 // Per-token log-probabilities and entropy from hidden states and the LM head: the op shared by
-// training, evaluation and the reference model. Rows are processed in chunks and the backward
-// pass recomputes each chunk's logits, so [batch, seq, vocab] logits never exist at once, neither
-// in the forward pass nor saved for backward (memory O(chunk_rows x vocab)). Tensor-parallel and
-// CUDA versions plug in behind this same function.
+// training, evaluation and the reference model. Logits are computed a block of [chunk_rows,
+// chunk_vocab] at a time and folded into an online softmax (running max, sum of exponentials and
+// their logit-weighted sum per row); the backward pass recomputes each block. So [batch, seq,
+// vocab] logits never exist, neither in the forward pass nor saved for backward: memory is
+// O(chunk_rows x chunk_vocab). On GPU tensors (a build with CUDA kernels) the per-block softmax
+// and gradient passes are fused kernels (kernels/logprob/); on CPU tensors the same math runs as
+// LibTorch ops. The tensor-parallel version all-reduces the same per-row statistics.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +19,8 @@ class Comm;
 namespace grpo::model {
 
 struct LogProbOptions {
-  int64_t chunk_rows = 2048;  // rows (tokens) per chunk
+  int64_t chunk_rows = 2048;    // rows (tokens) per block
+  int64_t chunk_vocab = 32768;  // vocabulary columns per block (150k vocabulary: 5 blocks)
   double temperature = 1.0;   // log-probs of softmax(logits / temperature)
   bool with_entropy = true;
 };

@@ -7,8 +7,8 @@
 //   grouped_swiglu() one matmul per expert over its contiguous slice
 //   unpermute()      expert rows -> tokens, weighted sum over each token's k slots
 //
-// The expert-parallel dispatch and the CUDA kernels of later issues replace these ops one by one;
-// the MoE layer (transformer.cpp) only calls them.
+// The expert-parallel dispatch and the CUDA kernels (kernels/moe/, for GPU tensors) sit behind
+// these ops; the MoE layer (transformer.cpp) only calls them.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +49,7 @@ struct DispatchPlan {
   at::Tensor tokens;             // [N*k] int64: the token of each sorted slot
   std::vector<int64_t> counts;   // [E] slots per expert (the per-expert load)
   int64_t num_tokens = 0;
+  at::Tensor positions;          // [N*k] int64, GPU dispatch only: the sorted row of each flat slot
 };
 
 DispatchPlan plan_dispatch(const at::Tensor& indices, int64_t num_experts);

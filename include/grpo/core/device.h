@@ -1,0 +1,20 @@
+// What this build and this machine offer for GPU work: whether libgrpo was compiled with its CUDA
+// kernels (nvcc and a LibTorch with libc10_cuda at build time) and whether a CUDA device can be
+// used now (a CUDA LibTorch and a GPU at run time). Ops dispatch GPU tensors to the kernels when
+// both hold and fall back to their LibTorch reference path otherwise.
+#pragma once
+
+#include <string>
+
+namespace grpo {
+
+/// libgrpo was built with its CUDA kernels (kernels/).
+bool cuda_kernels_built();
+
+/// A CUDA device is usable: the LibTorch grpo runs on has its CUDA backend and sees a GPU.
+bool cuda_available();
+
+/// One line for logs and skipped tests: "CUDA kernels built: yes; CUDA devices: 1 (NVIDIA H100 ...)".
+std::string cuda_summary();
+
+}  // namespace grpo
