@@ -10,9 +10,12 @@
 // the whole vocabulary's statistics exactly; backward sums dh over the group once. Full logits are
 // never gathered.
 //
-// GPU tensors (libgrpo built with kernels): the block's logits come from cuBLAS (at::matmul) and
-// the fold and the gradient are one kernel pass each (kernels/logprob/). CPU tensors: the same
-// formulas as LibTorch ops (the reference the GPU tests compare against).
+// Logits are fp32 (fp64 for fp64) whatever the model's dtype: bf16 operands, fp32 accumulation and
+// result, so log-probs of a bf16 model do not carry the logits' bf16 rounding. The two gradient
+// GEMMs take dz rounded to the model's dtype (as autograd through a bf16 matmul would).
+// GPU tensors (libgrpo built with kernels): the block's logits come from cuBLAS and the fold and
+// the gradient are one kernel pass each (kernels/logprob/). CPU tensors: the same formulas as
+// LibTorch ops (the reference the GPU tests compare against).
 #include "grpo/model/logprob.h"
 
 #include <ATen/ATen.h>
@@ -33,6 +36,15 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
+// a [m, k] @ b [k, n] in the accumulator type `acc` from operands of the model's dtype: bf16/fp16
+// products accumulate in fp32 and the logits stay fp32 (cuBLAS's mixed-precision GEMM on GPU; the
+// operands upcast on CPU, the same math), so bf16 models get log-probs from unrounded logits.
+at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b, at::ScalarType acc) {
+  if (a.scalar_type() == acc) return at::mm(a, b);
+  if (a.is_cuda()) return at::mm(a, b, acc);
+  return at::mm(a.to(acc), b.to(acc));
+}
+
 // Running softmax statistics of a block of rows, in the accumulator type: [4, n] = m, s, q, z_t.
 at::Tensor init_stats(int64_t n, const at::TensorOptions& acc) {
   auto st = at::zeros({4, n}, acc);
@@ -40,7 +52,7 @@ at::Tensor init_stats(int64_t n, const at::TensorOptions& acc) {
   return st;
 }
 
-// Folds the logits z [n, cols] (w's dtype) of vocabulary columns [c0, c0 + cols) into st.
+// Folds the logits z [n, cols] (accumulator type) of vocabulary columns [c0, c0 + cols) into st.
 void fold_block(at::Tensor& st, const at::Tensor& z, const at::Tensor& tgt, int64_t c0, double inv_t) {
   const int64_t n = z.size(0), cols = z.size(1);
   if (cols == 0) return;
@@ -56,8 +68,7 @@ void fold_block(at::Tensor& st, const at::Tensor& z, const at::Tensor& tgt, int6
     return;
   }
 #endif
-  auto za = z.to(st.scalar_type());
-  if (inv_t != 1.0) za.mul_(inv_t);
+  auto za = inv_t != 1.0 ? z * inv_t : z;
   auto mc = std::get<0>(za.max(-1));
   auto M = at::maximum(st[0], mc);
   auto e = at::exp(za - M.unsqueeze(1));
@@ -91,8 +102,7 @@ at::Tensor block_grad(const at::Tensor& z, const at::Tensor& tgt, int64_t c0, do
     return dz;
   }
 #endif
-  auto za = z.to(lse.scalar_type());
-  if (inv_t != 1.0) za.mul_(inv_t);
+  auto za = inv_t != 1.0 ? z * inv_t : z;
   auto logp_all = za - lse.unsqueeze(1);
   auto p = at::exp(logp_all);
   auto dz = at::zeros_like(p);
@@ -116,7 +126,8 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
                              int64_t chunk, int64_t vchunk, double temperature, bool with_entropy,
                              dist::Comm* group, int64_t v0) {
     const int64_t N = h.size(0), V = w.size(0);
-    const auto acc = h.options().dtype(at::promote_types(h.scalar_type(), at::kFloat));
+    const auto acc_t = at::promote_types(h.scalar_type(), at::kFloat);
+    const auto acc = h.options().dtype(acc_t);
     auto logp = at::empty({N}, acc);
     auto ent = with_entropy ? at::empty({N}, acc) : at::empty({0}, acc);
     auto lse = at::empty({N}, acc);
@@ -128,7 +139,7 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       auto st = init_stats(n, acc);
       for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
         const int64_t cols = std::min(vchunk, V - c0);
-        fold_block(st, at::matmul(hc, w.narrow(0, c0, cols).t()), tc, v0 + c0, inv_t);
+        fold_block(st, mm_acc(hc, w.narrow(0, c0, cols).t(), acc_t), tc, v0 + c0, inv_t);
       }
       if (group) {  // the whole vocabulary's statistics from every rank's slice
         auto M = st[0].clone();
@@ -170,7 +181,6 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
     for (int64_t s = 0; s < N; s += chunk) {
       const int64_t n = std::min(chunk, N - s);
       auto hc = h.narrow(0, s, n);
-      auto hc_acc = hc.to(acc);
       auto tc = tgt.narrow(0, s, n);
       auto gl = g_logp.defined() ? g_logp.narrow(0, s, n) : at::Tensor();
       auto ge = g_ent.defined() ? g_ent.narrow(0, s, n) : at::Tensor();
@@ -178,10 +188,11 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
         const int64_t cols = std::min(vchunk, V - c0);
         auto wc = w.narrow(0, c0, cols);
-        auto dz = block_grad(at::matmul(hc, wc.t()), tc, v0 + c0, inv_t, lse.narrow(0, s, n),
-                             with_entropy ? ent.narrow(0, s, n) : ent, gl, ge);
-        dh_c.add_(at::matmul(dz.to(w.scalar_type()), wc));
-        dw.narrow(0, c0, cols).add_(at::matmul(dz.t(), hc_acc));
+        auto dz = block_grad(mm_acc(hc, wc.t(), acc), tc, v0 + c0, inv_t, lse.narrow(0, s, n),
+                             with_entropy ? ent.narrow(0, s, n) : ent, gl, ge)
+                      .to(w.scalar_type());  // the gradient GEMMs run in the model's dtype
+        dh_c.add_(mm_acc(dz, wc, acc));
+        dw.narrow(0, c0, cols).add_(mm_acc(dz.t(), hc, acc));
       }
       dh.narrow(0, s, n).copy_(dh_c);
     }

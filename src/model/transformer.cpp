@@ -712,7 +712,7 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
   at::Tensor sequence;
   int64_t num_sequences = B;
   if (config_.n_routed_experts > 0 && is_training()) {
-    sequence = at::arange(B, at::kLong).unsqueeze(1).expand({B, T}).reshape({-1});
+    sequence = at::arange(B, input_ids.options().dtype(at::kLong)).unsqueeze(1).expand({B, T}).reshape({-1});
     if (attention_mask.defined()) {
       auto q = attention_mask.narrow(1, past, T);
       if (q.scalar_type() == at::kBool) {
@@ -893,6 +893,16 @@ void Transformer::update_router_bias(double rate) {
   }
 }
 
+void Transformer::to(const at::Device& device) {
+  impl_->to(device);  // parameters (in place: references to them stay valid) and the RoPE tables
+  for (auto l : moe_layers()) {
+    auto& load = moe_of(*impl_, l)->load;
+    load = load.to(device);
+  }
+}
+
+at::Device Transformer::device() const { return impl_->model->embed_tokens->weight.device(); }
+
 void Transformer::set_recompute(bool on) { impl_->recompute = on; }
 void Transformer::set_sequence_parallel(bool on) { impl_->sequence_parallel = on; }
 bool Transformer::recompute() const { return impl_->recompute; }
@@ -904,8 +914,8 @@ dist::Comm* Transformer::lockstep_group() const {
 void Transformer::idle_forward() {
   if (!lockstep_group()) return;
   at::NoGradGuard ng;
-  auto none = at::zeros({0, 1}, at::kLong);
-  forward(none, none, at::ones({0, 1}, at::kBool));
+  auto none = at::zeros({0, 1}, at::TensorOptions(device()).dtype(at::kLong));
+  forward(none, none, at::ones({0, 1}, at::TensorOptions(device()).dtype(at::kBool)));
 }
 
 void Transformer::set_balance_loss_coef(double alpha) {

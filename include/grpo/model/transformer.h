@@ -120,6 +120,12 @@ class Transformer {
   /// nothing left to compute while others still have (no gradient; a no-op without lockstep_group).
   void idle_forward();
 
+  /// Moves parameters, buffers and statistics to `device` (e.g. at::Device("cuda:0")); inputs
+  /// to forward() must then be on it too. Parameter tensors keep their identity (an optimizer built
+  /// on them stays valid).
+  void to(const at::Device& device);
+  at::Device device() const;
+
   void train(bool on = true);
   bool is_training() const;
   const ModelConfig& config() const { return config_; }
