@@ -80,7 +80,16 @@ add_library(grpo::torch ALIAS grpo_torch)
 # The wheel ships its own fmt (a newer major version) in include/fmt. grpo, spdlog and their
 # libraries use the system fmt, so a shim directory that holds only `fmt` -> the system headers
 # goes first on the include path; torch's compiled code keeps its own fmt namespace.
-find_path(GRPO_SYSTEM_FMT_INCLUDE fmt/format.h PATHS /usr/include /usr/local/include NO_DEFAULT_PATH)
+# (the system's, or one under CMAKE_PREFIX_PATH: Debian packages unpacked into a prefix, as
+# bench/gpu.sh does on the GPU machine; never the LibTorch root's own fmt)
+set(_fmt_paths "")
+foreach(_p ${CMAKE_PREFIX_PATH})
+  get_filename_component(_p "${_p}" ABSOLUTE)
+  if(NOT _p STREQUAL GRPO_TORCH_ROOT)
+    list(APPEND _fmt_paths "${_p}/include")
+  endif()
+endforeach()
+find_path(GRPO_SYSTEM_FMT_INCLUDE fmt/format.h PATHS ${_fmt_paths} /usr/include /usr/local/include NO_DEFAULT_PATH)
 set(_fmt_shim "${PROJECT_BINARY_DIR}/fmt_shim")
 if(GRPO_SYSTEM_FMT_INCLUDE AND NOT EXISTS "${_fmt_shim}/fmt")
   file(MAKE_DIRECTORY "${_fmt_shim}")

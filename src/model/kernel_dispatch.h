@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "grpo/build_config.h"
+#include "grpo/core/device.h"
 #include "grpo/core/error.h"
 
 #if GRPO_WITH_KERNELS
@@ -20,8 +21,8 @@
 
 namespace grpo::model::detail {
 
-/// True when `t` is a GPU tensor and libgrpo has its kernels.
-inline bool use_kernels(const at::Tensor& t) { return GRPO_WITH_KERNELS && t.is_cuda(); }
+/// True when `t` is a GPU tensor, libgrpo has its kernels and they are switched on.
+inline bool use_kernels(const at::Tensor& t) { return GRPO_WITH_KERNELS && t.is_cuda() && cuda_kernels_enabled(); }
 
 #if GRPO_WITH_KERNELS
 inline kernels::DType kernel_dtype(at::ScalarType t) {

@@ -14,6 +14,12 @@ bool cuda_kernels_built();
 /// A CUDA device is usable: the LibTorch grpo runs on has its CUDA backend and sees a GPU.
 bool cuda_available();
 
+/// Turns the dispatch to the CUDA kernels on or off for this process (on by default when built;
+/// the environment variable GRPO_CUDA_KERNELS=0 starts it off). Off: GPU tensors run the LibTorch
+/// reference compositions, which is what bench/gpu.sh times the kernels against.
+void set_cuda_kernels_enabled(bool on);
+bool cuda_kernels_enabled();
+
 /// One line for logs and skipped tests: "CUDA kernels built: yes; CUDA devices: 1 (NVIDIA H100 ...)".
 std::string cuda_summary();
 
