@@ -1,5 +1,7 @@
 // Generation loop: one prefill over the left-padded prompts, then one decode step per token for
-// all rows still running (finished rows are dropped from the batch and the KV cache).
+// all rows still running (finished rows are dropped from the batch and the KV cache). The model
+// and its cache may be on a GPU; the batch being built (tokens, masks, sampled log-probs) stays
+// on the CPU, and each step moves one token per row across.
 #include "grpo/rollout/generate.h"
 
 #include <ATen/ATen.h>
@@ -66,6 +68,8 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
     return f.item<int64_t>() > 0;
   };
   // Rows [r0, r0 + n): one prefill, then a decode step per token for the rows still running.
+  const at::Device dev = model.device();
+  const auto on_dev = at::TensorOptions(dev);
   auto decode = [&](int64_t r0, int64_t n0) {
     if (n0 == 0) {  // nothing here (lock step: the others' chunk)
       model.idle_forward();  // the prefill
@@ -73,10 +77,10 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
       return;
     }
     auto cache = model.make_cache(n0, P + R);
-    auto mask = out.attention_mask.narrow(0, r0, n0).narrow(1, 0, P);
+    auto mask = out.attention_mask.narrow(0, r0, n0).narrow(1, 0, P).to(dev);
     auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);  // [n0, P]
     auto next_pos = pos.select(1, P - 1) + 1;                       // [n0]
-    auto hidden = model.forward(out.tokens.narrow(0, r0, n0).narrow(1, 0, P), pos, mask, cache.get());
+    auto hidden = model.forward(out.tokens.narrow(0, r0, n0).narrow(1, 0, P).to(dev), pos, mask, cache.get());
     auto logits = model.logits(hidden.select(1, P - 1));  // [n0, V]
 
     std::vector<int64_t> active(n0);  // original row of each batch row
@@ -91,9 +95,9 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
             {req.key.seed, req.key.stream, req.key.step, req.prompt_keys[row / G],
              uint64_t(row % G), uint64_t(t)})));
       }
-      auto s = sample_tokens(logits, at::from_blob(u.data(), {n}, at::kFloat), req.sampling);
-      auto tok = s.tokens.contiguous();
-      auto lp = s.logprobs.contiguous();
+      auto s = sample_tokens(logits, at::from_blob(u.data(), {n}, at::kFloat).to(dev), req.sampling);
+      auto tok = s.tokens.cpu().contiguous();  // (one small copy per step from a GPU)
+      auto lp = s.logprobs.cpu().contiguous();
       const int64_t* tk = tok.data_ptr<int64_t>();
       const float* lpp = lp.data_ptr<float>();
       std::vector<int64_t> keep;
@@ -122,10 +126,10 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
         break;
       }
       any_running(true);
-      auto step_tokens = tok.view({n, 1});
-      active_mask = at::cat({active_mask, at::ones({n, 1}, at::kBool)}, 1);
+      auto step_tokens = s.tokens.view({n, 1});
+      active_mask = at::cat({active_mask, at::ones({n, 1}, on_dev.dtype(at::kBool))}, 1);
       if (static_cast<int64_t>(keep.size()) < n) {
-        auto idx = at::tensor(keep, at::kLong);
+        auto idx = at::tensor(keep, at::kLong).to(dev);
         cache->select_rows(idx);
         step_tokens = step_tokens.index_select(0, idx);
         active_mask = active_mask.index_select(0, idx);

@@ -46,7 +46,7 @@ Sampled sample_tokens(const at::Tensor& logits, const at::Tensor& uniforms, cons
   auto probs = sampling_distribution(z, p);
   auto cdf = probs.cumsum(-1);
   // first index whose cumulative mass exceeds u (u scaled by the total to absorb rounding)
-  auto u = (uniforms.to(at::kFloat) * cdf.select(1, cdf.size(1) - 1)).unsqueeze(1).contiguous();
+  auto u = (uniforms.to(z.device(), at::kFloat) * cdf.select(1, cdf.size(1) - 1)).unsqueeze(1).contiguous();
   auto idx = at::searchsorted(cdf.contiguous(), u, /*out_int32=*/false, /*right=*/true).squeeze(1);
   idx = idx.clamp_max(z.size(1) - 1);
   // never land on a zero-probability token (possible only through rounding at the edges)

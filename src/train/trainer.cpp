@@ -18,6 +18,7 @@
 #include "grpo/dist/comm.h"
 #include "grpo/dist/grad_reducer.h"
 #include "grpo/dist/parallel.h"
+#include "grpo/core/device.h"
 #include "grpo/dist/launch.h"
 #include "grpo/core/rng.h"
 #include "grpo/data/arithmetic.h"
@@ -105,6 +106,7 @@ struct Trainer::Impl {
     groups = dist::make_groups(*world, layout);
     comm = groups.dp.get();
     if (launch.world_size > 1) spdlog::info("parallel layout: {} processes, {}", launch.world_size, layout.describe());
+    device = resolve_device(cfg.run.device, launch);
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
     tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);
@@ -146,12 +148,51 @@ struct Trainer::Impl {
                                                          cfg.reward.failure_value);
     accuracy_fn = reward::RewardRegistry::create("accuracy");
     at::manual_seed(cfg.run.seed);
-    policy = std::make_unique<model::Transformer>(cfg.model, model_parallel());
+    policy = make_model();
     policy->set_balance_loss_coef(cfg.moe.balance_loss_coef);
     policy->set_recompute(cfg.parallel.recompute);
     policy->set_sequence_parallel(cfg.parallel.sequence_parallel);
     policy->set_vocab_limit(tok->vocab_size());  // padded ids are never sampled
     policy_to_precision();
+  }
+
+  // ---------------------------------------------------------------- device
+  // The models live on `device`; batches, rewards, advantages and the loss's bookkeeping stay on
+  // the CPU. Inputs go to the device at each model call and log-probs come back (a differentiable
+  // copy: backward sends the gradient the other way), so only [rows, tokens] tensors cross.
+  at::Device device{at::kCPU};
+  static at::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch) {
+    GRPO_CHECK(name == "cpu" || name == "cuda" || name.rfind("cuda:", 0) == 0,
+               "run.device: expected cpu, cuda or cuda:N, found '{}'", name);
+    if (name == "cpu") return at::kCPU;
+    at::Device d(at::kCUDA);
+    if (name == "cuda") {
+      d = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
+    } else {
+      const std::string n = name.substr(5);
+      GRPO_CHECK(!n.empty() && n.find_first_not_of("0123456789") == std::string::npos && n.size() < 4,
+                 "run.device: expected cuda:N with N a GPU index, found '{}'", name);
+      d = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(std::stoi(n)));
+    }
+    GRPO_CHECK(cuda_available(), "run.device = {}: no usable GPU here ({})", name, cuda_summary());
+    GRPO_CHECK(launch.world_size == 1, "run.device = {} with {} processes: multi-process GPU training needs the "
+               "NCCL backend, which is not wired in yet (Gloo only); run one process, or run.device = cpu",
+               name, launch.world_size);
+    const int64_t count = at::detail::getCUDAHooks().deviceCount();
+    GRPO_CHECK(d.index() < count, "run.device = {}: this machine has {} GPU(s)", name, count);
+    return d;
+  }
+  // A model of the run's config on the run's device.
+  std::unique_ptr<model::Transformer> make_model() {
+    auto m = std::make_unique<model::Transformer>(cfg.model, model_parallel());
+    if (!device.is_cpu()) m->to(device);
+    return m;
+  }
+  at::Tensor on_device(const at::Tensor& t) const { return t.defined() ? t.to(device) : t; }
+  static model::TokenLogProbs on_cpu(model::TokenLogProbs r) {
+    r.logprobs = r.logprobs.to(at::kCPU);
+    if (r.entropy.defined()) r.entropy = r.entropy.to(at::kCPU);
+    return r;
   }
 
   // ---------------------------------------------------------------- MoE balancing
@@ -160,7 +201,7 @@ struct Trainer::Impl {
   // `share`: this rank's fraction of the batch (data parallel), so the ranks' terms add up.
   at::Tensor with_balance_loss(const at::Tensor& loss, double share = 1.0) {
     auto b = policy->take_balance_loss();
-    return b.defined() ? loss + b * share : loss;
+    return b.defined() ? loss + b.to(loss.device()) * share : loss;
   }
   // Data parallel supervised steps: this rank's examples [lo, hi) of a batch of B.
   std::pair<int64_t, int64_t> shard(int64_t B) const {
@@ -227,7 +268,7 @@ struct Trainer::Impl {
         policy->set_expert_load(layer, l);
       }
     for (auto layer : policy->moe_layers()) {
-      auto l = policy->expert_load(layer);
+      auto l = policy->expert_load(layer).cpu();
       auto& acc = step_load[layer];
       acc = acc.defined() ? acc + l : l;
     }
@@ -377,7 +418,7 @@ struct Trainer::Impl {
       const auto& [name, p] = params[i];
       if (!p.requires_grad() || !owns(i, name)) continue;
       auto it = whole.find(name);
-      master[i] = (it != whole.end() ? policy->local_slice(name, it->second) : p).detach().to(at::kFloat).clone();
+      master[i] = (it != whole.end() ? policy->local_slice(name, it->second) : p).detach().to(p.device(), at::kFloat).clone();
     }
     master_source.clear();
   }
@@ -525,8 +566,8 @@ struct Trainer::Impl {
                  "{}: optimizer state of '{}' does not match the parameter's shape", origin, name);
       auto ps = std::make_unique<torch::optim::AdamWParamState>();
       ps->step(s->second.item<int64_t>());
-      ps->exp_avg(m1.clone());
-      ps->exp_avg_sq(m2.clone());
+      ps->exp_avg(m1.to(p.device()).clone());
+      ps->exp_avg_sq(m2.to(p.device()).clone());
       state[opt_param(i - 1, p).unsafeGetTensorImpl()] = std::move(ps);
     }
   }
@@ -567,7 +608,7 @@ struct Trainer::Impl {
     make_stage_optimizer();
     load_optimizer_tensors(ck.optimizer, *path + "/optimizer.safetensors");
     if (st.stage == "grpo" && cfg.grpo.kl_coef > 0) {
-      ref = std::make_unique<model::Transformer>(cfg.model, model_parallel());
+      ref = make_model();
       ref->set_vocab_limit(tok->vocab_size());
       to_precision(*ref);
       ref->load_parameters(ck.reference.empty() ? ck.model : ck.reference,
@@ -608,10 +649,10 @@ struct Trainer::Impl {
       auto a = s.attn.index_select(0, rows);
       mask = a.narrow(1, 0, s.P + s.R - 1) & a.narrow(1, 1, s.P + s.R - 1);
     }
-    auto hidden = m.forward(input, pos, mask).narrow(1, s.P - 1, s.R);
+    auto hidden = m.forward(on_device(input), on_device(pos), on_device(mask)).narrow(1, s.P - 1, s.R);
     model::LogProbOptions lo;
     lo.with_entropy = with_entropy;
-    return m.token_logprobs(hidden, tok.narrow(1, s.P, s.R), lo);
+    return on_cpu(m.token_logprobs(hidden, on_device(tok.narrow(1, s.P, s.R)), lo));
   }
   std::vector<at::Tensor> micro_batches(const at::Tensor& rows, int64_t width) {
     int64_t per = std::max<int64_t>(1, cfg.grpo.micro_batch_tokens / std::max<int64_t>(1, width));
@@ -663,10 +704,10 @@ struct Trainer::Impl {
     }
     policy->train(true);
     zero_grad();
-    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), {}, real);
+    auto hidden = policy->forward(on_device(tokens.narrow(1, 0, L - 1)), {}, on_device(real));
     model::LogProbOptions lo_opts;
     lo_opts.with_entropy = false;
-    auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
+    auto lp = on_cpu(policy->token_logprobs(hidden, on_device(tokens.narrow(1, 1, L - 1)), lo_opts));
     const double loss = supervised_update(lp.logprobs, mask, double(Bl) / double(B));
     step_optimizer();
     after_optimizer_step();
@@ -753,10 +794,11 @@ struct Trainer::Impl {
     // an example's last token predicts nothing: segment 0 (it attends to itself, unused), so an MoE
     // model's statistics count each example's tokens alike however the rows were packed
     auto in_seg = seg.narrow(1, 0, L - 1) * seg.narrow(1, 0, L - 1).eq(seg.narrow(1, 1, L - 1));
-    auto hidden = policy->forward(tokens.narrow(1, 0, L - 1), pos.narrow(1, 0, L - 1), in_seg);
+    auto hidden = policy->forward(on_device(tokens.narrow(1, 0, L - 1)), on_device(pos.narrow(1, 0, L - 1)),
+                                  on_device(in_seg));
     model::LogProbOptions lo_opts;
     lo_opts.with_entropy = false;
-    auto lp = policy->token_logprobs(hidden, tokens.narrow(1, 1, L - 1), lo_opts);
+    auto lp = on_cpu(policy->token_logprobs(hidden, on_device(tokens.narrow(1, 1, L - 1)), lo_opts));
     auto m = mask.narrow(1, 0, L - 1);
     const double loss = supervised_update(lp.logprobs, m, double(hi - lo) / double(B));
     if (cfg.optim.grad_clip > 0) clip_gradients(cfg.optim.grad_clip);
@@ -1168,7 +1210,7 @@ struct Trainer::Impl {
           auto out = algo::policy_loss(li, po);
           auto loss = out.loss;
           if (auto bl = policy->take_balance_loss(); bl.defined())  // this micro-batch's share
-            loss = loss + bl * (double(mb.size(0)) / double(e - b));
+            loss = loss + bl.to(loss.device()) * (double(mb.size(0)) / double(e - b));
           off += mb.size(0);
           if (k + 1 == mbs.size()) arm_gradient_overlap();  // the last backward of the mini-batch
           loss.backward();
@@ -1392,7 +1434,7 @@ struct Trainer::Impl {
     if (st.stage == "sft" && !supervised_stage("sft", st.sft_step, cfg.sft.steps, [&] { sft_step(); }, "grpo"))
       return;
     if (cfg.grpo.kl_coef > 0 && !ref) {
-      ref = std::make_unique<model::Transformer>(cfg.model, model_parallel());
+      ref = make_model();
       ref->set_vocab_limit(tok->vocab_size());
       to_precision(*ref);
       ref->copy_from(*policy);

@@ -13,7 +13,9 @@
 #include "grpo/model/logprob.h"
 #include "grpo/model/moe.h"
 #include "grpo/model/transformer.h"
+#include "grpo/io/safetensors.h"
 #include "grpo/train/config.h"
+#include "grpo/train/trainer.h"
 #include "../unit/test_util.h"
 
 namespace {
@@ -227,4 +229,49 @@ TEST(Gpu, TransformerOnGpuMatchesCpu) {
     auto zg = gpu.logits(gpu.forward(next.to(kGpu), pos2.to(kGpu), mask2.to(kGpu), cg.get()));
     EXPECT_LT(rel_err(zg, zc), 1e-4);
   }
+}
+
+// The trainer with run.device = cuda: a base stage, GRPO steps (generation on the GPU, rewards on
+// the CPU), evaluation and a checkpoint, against the same run on the CPU. bf16 on GPU too.
+TEST(Gpu, TrainerOnGpuMatchesCpu) {
+  GRPO_REQUIRE_GPU_KERNELS();
+  for (bool moe : {false, true}) {
+    SCOPED_TRACE(moe ? "deepseek_v3 MoE" : "dense");
+    std::vector<grpo::io::NamedTensors> params;
+    std::vector<std::vector<nlohmann::json>> metrics;
+    for (std::string device : {"cpu", "cuda"}) {
+      auto dir = grpo::test_util::tmpdir("gpu_trainer_" + device + (moe ? "_moe" : ""));
+      auto c = grpo::test_util::tiny_run(dir, 2);
+      c.pretrain.steps = 6;
+      c.eval.num_prompts = 8;
+      c.run.device = device;
+      if (moe) grpo::test_util::make_moe(c);
+      grpo::train::Trainer t(c);
+      EXPECT_EQ(t.policy().device().is_cuda(), device == "cuda");
+      t.run();
+      params.push_back(grpo::io::load_safetensors(dir + "/checkpoints/step-000002/model.safetensors"));
+      metrics.push_back(grpo::test_util::read_jsonl(dir + "/metrics.jsonl"));
+    }
+    ASSERT_EQ(params[0].size(), params[1].size());
+    for (size_t i = 0; i < params[0].size(); ++i)
+      EXPECT_LT(rel_err(params[1][i].second, params[0][i].second), 1e-3) << params[0][i].first;
+    ASSERT_EQ(metrics[0].size(), metrics[1].size());
+    for (size_t i = 0; i < metrics[0].size(); ++i)
+      if (metrics[0][i].contains("loss"))
+        EXPECT_NEAR(metrics[1][i]["loss"].get<double>(), metrics[0][i]["loss"].get<double>(),
+                    1e-3 * (1 + std::abs(metrics[0][i]["loss"].get<double>())))
+            << i;
+  }
+  // bf16 on the GPU runs (the fused log-prob's bf16 GEMMs, bf16 grouped expert GEMMs)
+  auto dir = grpo::test_util::tmpdir("gpu_trainer_bf16");
+  auto c = grpo::test_util::tiny_run(dir, 1);
+  c.pretrain.steps = 4;
+  c.eval.num_prompts = 4;
+  c.run.device = "cuda";
+  c.optim.precision = "bf16";
+  grpo::test_util::make_moe(c);
+  grpo::train::Trainer t(c);
+  t.run();
+  for (auto& j : grpo::test_util::read_jsonl(dir + "/metrics.jsonl"))
+    if (j.contains("loss")) EXPECT_TRUE(std::isfinite(j["loss"].get<double>()));
 }

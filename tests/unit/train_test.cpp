@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "grpo/core/config.h"
+#include "grpo/core/device.h"
 #include "grpo/core/error.h"
 #include "test_util.h"
 #include "grpo/io/safetensors.h"
@@ -672,5 +673,22 @@ TEST(Trainer, Bf16StepsStayNearFp32) {
     for (size_t i = 0; i < metrics[0].size(); ++i)
       EXPECT_NEAR(metrics[1][i]["loss"].get<double>(), metrics[0][i]["loss"].get<double>(),
                   0.01 * std::abs(metrics[0][i]["loss"].get<double>())) << i;
+  }
+}
+
+TEST(Trainer, RunDeviceErrorsNameTheKey) {
+  auto c = tiny_run(tmpdir("device_errors"), 0);
+  c.run.device = "tpu";
+  auto e = error_of([&] { train::Trainer t(c); });
+  EXPECT_NE(e.find("run.device: expected cpu, cuda or cuda:N, found 'tpu'"), std::string::npos) << e;
+  c.run.device = "cuda:x";
+  e = error_of([&] { train::Trainer t(c); });
+  EXPECT_NE(e.find("run.device: expected cuda:N"), std::string::npos) << e;
+  c.run.device = "cuda:99";
+  e = error_of([&] { train::Trainer t(c); });
+  if (grpo::cuda_available()) {
+    EXPECT_NE(e.find("GPU(s)"), std::string::npos) << e;
+  } else {  // this machine: the reason, with what the build and the machine have
+    EXPECT_NE(e.find("run.device = cuda:99: no usable GPU here (CUDA kernels built:"), std::string::npos) << e;
   }
 }

@@ -27,6 +27,7 @@ struct RunConfig {
   int64_t log_every = 1;        // console line every N rollout steps (metrics.jsonl: every step)
 
   std::string init_from;        // a grpo checkpoint whose weights start a fresh run
+  std::string device = "cpu";   // cpu | cuda | cuda:N
 
   void visit(core::ConfigVisitor& v) {
     v.field("dir", dir, "run directory: config.yaml, metrics.jsonl, eval.jsonl, checkpoints/");
@@ -39,6 +40,9 @@ struct RunConfig {
     v.field("init_from", init_from, "a grpo checkpoint directory (or a run directory: its latest "
             "checkpoint) whose policy weights start this run -- how the stages of a multi-stage "
             "pipeline hand over; empty = model.path or a new model. Ignored when resuming");
+    v.field("device", device, "where the models run: cpu, cuda (GPU local_rank of the launch), or cuda:N. "
+            "Batches, rewards and bookkeeping stay on the CPU; the models' forward and backward run "
+            "there. cuda with several processes needs the NCCL backend, not yet wired in");
   }
 };
 
