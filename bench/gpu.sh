@@ -41,7 +41,7 @@ for stage in "${stages[@]}"; do
       for d in "$root"/.cache/gpu-debs/*.deb; do unpack "$d"; done
       torch_cmake=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
       gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-      cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGRPO_CUDA=ON \
+      cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGRPO_CUDA=ON -DGRPO_TORCH_CUDA_LINK=ON \
         -DCMAKE_CUDA_ARCHITECTURES=90 -DTorch_DIR="$torch_cmake/Torch" -DCMAKE_PREFIX_PATH="$prefix/usr" \
         > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
       grep "grpo:" "$out/configure.log"
