@@ -94,6 +94,15 @@ void compare(const std::string& what, const std::string& ours, const std::functi
   rows.push_back(r);
 }
 
+// f with the kernels switched off: the LibTorch composites they replace, on the same GPU.
+std::function<void()> without_kernels(std::function<void()> f) {
+  return [f] {
+    grpo::set_cuda_kernels_enabled(false);
+    f();
+    grpo::set_cuda_kernels_enabled(true);
+  };
+}
+
 // ---- 1. ceilings
 double copy_tbs() {
   auto a = at::randn({int64_t(1) << 29}, at::TensorOptions(kGpu).dtype(at::kFloat));  // 2 GiB
@@ -125,14 +134,9 @@ void bench_logprob(int64_t N, int64_t H, int64_t V) {
     auto ent = -(lp.exp() * lp).sum(-1);
     torch::autograd::grad({logp.sum() + 0.01 * ent.sum()}, {h, w});
   };
-  auto composite = [&] {
-    grpo::set_cuda_kernels_enabled(false);
-    fused();
-    grpo::set_cuda_kernels_enabled(true);
-  };
   const std::string what = "log-prob+entropy fwd+bwd " + std::to_string(N) + "x" + std::to_string(V);
   compare(what, "fused", fused, "naive log_softmax", naive, 5);
-  compare(what, "fused", fused, "chunked, LibTorch", composite, 5);
+  compare(what, "fused", fused, "chunked, LibTorch", without_kernels(fused), 5);
 }
 
 void bench_route(int64_t N, int64_t E, int64_t G, int64_t TG, int64_t k) {
@@ -140,13 +144,8 @@ void bench_route(int64_t N, int64_t E, int64_t G, int64_t TG, int64_t k) {
   auto logits = at::randn({N, E}, at::TensorOptions(kGpu).dtype(at::kFloat));
   auto bias = at::randn({E}, at::TensorOptions(kGpu).dtype(at::kFloat)) * 0.1;
   auto run = [&] { grpo::model::moe::route(logits, bias, rc); };
-  auto composite = [&] {
-    grpo::set_cuda_kernels_enabled(false);
-    run();
-    grpo::set_cuda_kernels_enabled(true);
-  };
   compare("route " + std::to_string(N) + " tok, " + std::to_string(E) + " experts top-" + std::to_string(k), "kernel",
-          run, "LibTorch", composite);
+          run, "LibTorch", without_kernels(run));
 }
 
 void bench_permute(int64_t N, int64_t H, int64_t E, int64_t k) {
@@ -159,13 +158,8 @@ void bench_permute(int64_t N, int64_t H, int64_t E, int64_t k) {
     auto y = grpo::model::moe::unpermute(grpo::model::moe::permute(x, plan), plan, w);
     torch::autograd::grad({y.sum()}, {x, w});
   };
-  auto composite = [&] {
-    grpo::set_cuda_kernels_enabled(false);
-    run();
-    grpo::set_cuda_kernels_enabled(true);
-  };
   compare("permute+unpermute fwd+bwd " + std::to_string(N) + "x" + std::to_string(H) + " k" + std::to_string(k),
-          "kernels", run, "LibTorch", composite);
+          "kernels", run, "LibTorch", without_kernels(run));
 }
 
 // ---- 3. end to end

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "grpo/build_config.h"
+#include "grpo/core/error.h"
 
 namespace grpo {
 
@@ -26,6 +27,29 @@ void set_cuda_kernels_enabled(bool on) { kernels_switch() = on; }
 bool cuda_kernels_enabled() { return cuda_kernels_built() && kernels_switch().load(std::memory_order_relaxed); }
 
 bool cuda_available() { return at::hasCUDA() && at::detail::getCUDAHooks().deviceCount() > 0; }
+
+c10::Device resolve_device(const std::string& name, int64_t local_rank, int64_t processes, const std::string& key) {
+  auto check = [&](bool ok, const std::string& why) {
+    if (!ok) throw ConfigError(fmt::format("{}{}", key, why));
+  };
+  check(name == "cpu" || name == "cuda" || name.rfind("cuda:", 0) == 0,
+        fmt::format(": expected cpu, cuda or cuda:N, found '{}'", name));
+  if (name == "cpu") return c10::Device(c10::kCPU);
+  int64_t index = local_rank;
+  if (name != "cuda") {
+    const std::string n = name.substr(5);
+    check(!n.empty() && n.size() < 4 && n.find_first_not_of("0123456789") == std::string::npos,
+          fmt::format(": expected cuda:N with N a GPU index, found '{}'", name));
+    index = std::stoi(n);
+  }
+  check(cuda_available(), fmt::format(" = {}: no usable GPU here ({})", name, cuda_summary()));
+  check(processes == 1, fmt::format(" = {} with {} processes: multi-process GPU training needs the NCCL backend, "
+                                    "which is not wired in yet (Gloo only); run one process, or {} = cpu",
+                                    name, processes, key));
+  const int64_t count = at::detail::getCUDAHooks().deviceCount();
+  check(index < count, fmt::format(" = {}: this machine has {} GPU(s)", name, count));
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
 
 std::string cuda_summary() {
   const bool backend = at::hasCUDA();

@@ -101,12 +101,12 @@ struct Trainer::Impl {
         GRPO_CHECK(b >= dp, "{} ({}) must be at least the number of data-parallel processes ({}): each "
                    "takes a share of the batch", key, b, dp);
     }
+    device = grpo::resolve_device(cfg.run.device, launch.local_rank, launch.world_size, "run.device");
     if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
     world = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)));
     groups = dist::make_groups(*world, layout);
     comm = groups.dp.get();
     if (launch.world_size > 1) spdlog::info("parallel layout: {} processes, {}", launch.world_size, layout.describe());
-    device = resolve_device(cfg.run.device, launch);
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
     tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);
@@ -161,27 +161,6 @@ struct Trainer::Impl {
   // the CPU. Inputs go to the device at each model call and log-probs come back (a differentiable
   // copy: backward sends the gradient the other way), so only [rows, tokens] tensors cross.
   at::Device device{at::kCPU};
-  static at::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch) {
-    GRPO_CHECK(name == "cpu" || name == "cuda" || name.rfind("cuda:", 0) == 0,
-               "run.device: expected cpu, cuda or cuda:N, found '{}'", name);
-    if (name == "cpu") return at::kCPU;
-    at::Device d(at::kCUDA);
-    if (name == "cuda") {
-      d = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
-    } else {
-      const std::string n = name.substr(5);
-      GRPO_CHECK(!n.empty() && n.find_first_not_of("0123456789") == std::string::npos && n.size() < 4,
-                 "run.device: expected cuda:N with N a GPU index, found '{}'", name);
-      d = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(std::stoi(n)));
-    }
-    GRPO_CHECK(cuda_available(), "run.device = {}: no usable GPU here ({})", name, cuda_summary());
-    GRPO_CHECK(launch.world_size == 1, "run.device = {} with {} processes: multi-process GPU training needs the "
-               "NCCL backend, which is not wired in yet (Gloo only); run one process, or run.device = cpu",
-               name, launch.world_size);
-    const int64_t count = at::detail::getCUDAHooks().deviceCount();
-    GRPO_CHECK(d.index() < count, "run.device = {}: this machine has {} GPU(s)", name, count);
-    return d;
-  }
   // A model of the run's config on the run's device.
   std::unique_ptr<model::Transformer> make_model() {
     auto m = std::make_unique<model::Transformer>(cfg.model, model_parallel());
