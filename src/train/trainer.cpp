@@ -18,8 +18,8 @@
 #include "grpo/dist/comm.h"
 #include "grpo/dist/grad_reducer.h"
 #include "grpo/dist/parallel.h"
-#include "grpo/core/device.h"
 #include "grpo/dist/launch.h"
+#include "grpo/core/device.h"
 #include "grpo/core/rng.h"
 #include "grpo/data/arithmetic.h"
 #include "grpo/data/jsonl_dataset.h"
@@ -1187,9 +1187,7 @@ struct Trainer::Impl {
           li.entropy = lp.entropy;
           li.entropy_weights = ent_weights.narrow(0, off, mb.size(0));
           auto out = algo::policy_loss(li, po);
-          auto loss = out.loss;
-          if (auto bl = policy->take_balance_loss(); bl.defined())  // this micro-batch's share
-            loss = loss + bl.to(loss.device()) * (double(mb.size(0)) / double(e - b));
+          auto loss = with_balance_loss(out.loss, double(mb.size(0)) / double(e - b));  // this micro-batch's share
           off += mb.size(0);
           if (k + 1 == mbs.size()) arm_gradient_overlap();  // the last backward of the mini-batch
           loss.backward();
