@@ -28,7 +28,7 @@ bool cuda_kernels_enabled() { return cuda_kernels_built() && kernels_switch().lo
 
 bool cuda_available() { return at::hasCUDA() && at::detail::getCUDAHooks().deviceCount() > 0; }
 
-c10::Device resolve_device(const std::string& name, int64_t local_rank, int64_t processes, const std::string& key) {
+c10::Device resolve_device(const std::string& name, int64_t local_rank, const std::string& key) {
   auto check = [&](bool ok, const std::string& why) {
     if (!ok) throw ConfigError(fmt::format("{}{}", key, why));
   };
@@ -43,10 +43,12 @@ c10::Device resolve_device(const std::string& name, int64_t local_rank, int64_t 
     index = std::stoi(n);
   }
   check(cuda_available(), fmt::format(" = {}: no usable GPU here ({})", name, cuda_summary()));
-  check(processes == 1, fmt::format(" = {} with {} processes: multi-process GPU training needs the NCCL backend, "
-                                    "which is not wired in yet (Gloo only); run one process, or {} = cpu",
-                                    name, processes, key));
   const int64_t count = at::detail::getCUDAHooks().deviceCount();
+  if (name == "cuda")
+    check(index < count, fmt::format(" = cuda: the process of local rank {} takes GPU {}, and this machine has {} "
+                                     "GPU(s); run at most {} processes per node, or name one GPU for all of them "
+                                     "(cuda:N; they then share it through the gloo backend)",
+                                     index, index, count, count));
   check(index < count, fmt::format(" = {}: this machine has {} GPU(s)", name, count));
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }

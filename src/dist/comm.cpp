@@ -1,4 +1,5 @@
-// c10d behind dist/comm.h. Compiled with USE_C10D_GLOO and gloo's headers (CMakeLists.txt).
+// c10d behind dist/comm.h. Compiled with USE_C10D_GLOO and gloo's headers (CMakeLists.txt); the
+// NCCL process group is made in nccl_backend.cpp (builds with LibTorch's CUDA libraries only).
 #include "grpo/dist/comm.h"
 
 #include <ATen/ATen.h>
@@ -6,7 +7,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "grpo/build_config.h"
 #include "grpo/core/error.h"
+#include "nccl_backend.h"
 
 #include <algorithm>
 #include <thread>
@@ -14,6 +17,27 @@
 namespace grpo::dist {
 
 Comm::~Comm() = default;
+
+bool nccl_built() { return GRPO_WITH_NCCL != 0; }
+
+Backend resolve_backend(const std::string& name, const c10::Device& device, bool own_gpu, const std::string& key) {
+  if (name != "auto" && name != "gloo" && name != "nccl")
+    throw ConfigError(fmt::format("{}: expected auto, gloo or nccl, found '{}'", key, name));
+  if (name == "gloo") return Backend::gloo;
+  const bool gpu = device.is_cuda();
+  if (name == "auto") return gpu && own_gpu && nccl_built() ? Backend::nccl : Backend::gloo;
+  if (!gpu)
+    throw ConfigError(fmt::format("{} = nccl: NCCL moves GPU tensors, and run.device is {} (use gloo or auto)",
+                                  key, device.str()));
+  if (!nccl_built())
+    throw ConfigError(fmt::format("{} = nccl: this libgrpo was built without NCCL (it needs a LibTorch with its "
+                                  "CUDA libraries linked and nccl.h; see README 'On a GPU'); use gloo or auto", key));
+  if (!own_gpu)
+    throw ConfigError(fmt::format("{} = nccl: several processes of this node share {} and NCCL needs a GPU per "
+                                  "process (run.device: cuda gives process i GPU i); use gloo or auto", key,
+                                  device.str()));
+  return Backend::nccl;
+}
 
 namespace {
 
@@ -33,6 +57,7 @@ class SoloComm final : public Comm {
   }
   void barrier() override {}
   std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor&) override { return std::make_unique<Done>(); }
+  std::string backend() const override { return "none"; }
   std::unique_ptr<Comm> group(const std::vector<int64_t>& ranks, const std::string&) override {
     GRPO_CHECK(ranks.size() == 1 && ranks[0] == 0, "group: ranks {} are not a group of a one-process job",
                fmt::join(ranks, ","));
@@ -45,10 +70,12 @@ class SoloComm final : public Comm {
   };
 };
 
-class GlooComm final : public Comm {
+// c10d process groups: Gloo for host tensors (and, through a host copy, for GPU tensors when the
+// job does not use NCCL), NCCL for GPU tensors when it does.
+class C10dComm final : public Comm {
  public:
-  GlooComm(const LaunchInfo& l, std::chrono::milliseconds timeout)
-      : Comm(l.rank, l.world_size), timeout_(timeout),
+  C10dComm(const LaunchInfo& l, std::chrono::milliseconds timeout, const CommOptions& options)
+      : Comm(l.rank, l.world_size), timeout_(timeout), options_(options),
         host_(l.master_addr == "127.0.0.1" || l.master_addr == "localhost" ? "127.0.0.1" : local_hostname()) {
     const std::string where = fmt::format("{}:{}", l.master_addr, l.master_port);
     c10d::TCPStoreOptions o;
@@ -85,11 +112,15 @@ class GlooComm final : public Comm {
     }
     connect_group(store_);
   }
-  // A sub-group: its own process group over a prefix of the parent's store.
-  GlooComm(const GlooComm& parent, const std::vector<int64_t>& ranks, const std::string& name)
+  // A sub-group: its own process groups over a prefix of the parent's store.
+  C10dComm(const C10dComm& parent, const std::vector<int64_t>& ranks, const std::string& name)
       : Comm(std::find(ranks.begin(), ranks.end(), parent.rank_) - ranks.begin(), int64_t(ranks.size())),
-        timeout_(parent.timeout_), host_(parent.host_), store_(parent.store_) {
+        timeout_(parent.timeout_), options_(parent.options_), host_(parent.host_), store_(parent.store_) {
     connect_group(c10::make_intrusive<c10d::PrefixStore>("grpo/group/" + name, parent.store_));
+  }
+
+  std::string backend() const override {
+    return nccl_ ? "nccl (GPU tensors) + gloo (host tensors)" : "gloo";
   }
 
   std::unique_ptr<Comm> group(const std::vector<int64_t>& ranks, const std::string& name) override {
@@ -100,32 +131,35 @@ class GlooComm final : public Comm {
     GRPO_CHECK(std::find(ranks.begin(), ranks.end(), rank_) != ranks.end(),
                "group '{}': rank {} is not one of its ranks {}", name, rank_, fmt::join(ranks, ","));
     if (ranks.size() == 1) return std::make_unique<SoloComm>();
-    return std::unique_ptr<Comm>(new GlooComm(*this, ranks, name));
+    return std::unique_ptr<Comm>(new C10dComm(*this, ranks, name));
   }
 
   std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t) override {
     GRPO_CHECK(t.is_contiguous(), "all_reduce_sum_async: the tensor must be contiguous");
-    std::vector<at::Tensor> v{t};
+    auto [pg, v] = place(t);
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
     c10::intrusive_ptr<c10d::Work> w;
-    run("all_reduce_sum", [&] { w = pg_->allreduce(v, o); });
-    return std::make_unique<GlooPending>(this, std::move(w));
+    run("all_reduce_sum", [&] { w = pg->allreduce(v, o); });
+    return std::make_unique<C10dPending>(this, std::move(w), t, v[0]);
   }
 
   void all_reduce_sum(at::Tensor& t) override { reduce(t, c10d::ReduceOp::SUM, "all_reduce_sum"); }
   void all_reduce_max(at::Tensor& t) override { reduce(t, c10d::ReduceOp::MAX, "all_reduce_max"); }
   void broadcast(at::Tensor& t, int64_t root) override {
-    std::vector<at::Tensor> v{t};
+    GRPO_CHECK(t.is_contiguous(), "broadcast: the tensor must be contiguous");
+    auto [pg, v] = place(t);
     c10d::BroadcastOptions o;
     o.rootRank = root;
-    run("broadcast", [&] { pg_->broadcast(v, o)->wait(); });
+    run("broadcast", [&] { pg->broadcast(v, o)->wait(); });
+    unstage(t, v[0]);
   }
   std::vector<at::Tensor> all_gather(const at::Tensor& t) override {
+    auto [pg, in] = place(t.contiguous());
     std::vector<std::vector<at::Tensor>> out(1);
-    for (int64_t r = 0; r < size_; ++r) out[0].push_back(at::empty_like(t));
-    std::vector<at::Tensor> in{t.contiguous()};
-    run("all_gather", [&] { pg_->allgather(out, in)->wait(); });
+    for (int64_t r = 0; r < size_; ++r) out[0].push_back(at::empty_like(in[0]));
+    run("all_gather", [&] { pg->allgather(out, in)->wait(); });
+    for (auto& o : out[0]) o = o.to(t.device());
     return out[0];
   }
   at::Tensor all_to_all(const at::Tensor& input, const std::vector<int64_t>& send, std::vector<int64_t>* recv_out) override {
@@ -133,25 +167,25 @@ class GlooComm final : public Comm {
     int64_t total = 0;
     for (auto c : send) total += c;
     GRPO_CHECK(total == input.size(0), "all_to_all: send counts add up to {}, the input has {} rows", total, input.size(0));
-    // exchange the counts, then the rows
+    // exchange the counts (host tensors: Gloo), then the rows
     auto counts = at::tensor(send, at::kLong), recv_counts = at::empty({size_}, at::kLong);
     std::vector<int64_t> ones_out(size_t(size_), 1), ones_in(size_t(size_), 1);
-    run("all_to_all (counts)", [&] { pg_->alltoall_base(recv_counts, counts, ones_out, ones_in)->wait(); });
+    run("all_to_all (counts)", [&] { gloo_->alltoall_base(recv_counts, counts, ones_out, ones_in)->wait(); });
     std::vector<int64_t> recv(recv_counts.data_ptr<int64_t>(), recv_counts.data_ptr<int64_t>() + size_);
     int64_t rows = 0;
     for (auto c : recv) rows += c;
+    auto [pg, in] = place(input.contiguous());
     auto shape = input.sizes().vec();
     shape[0] = rows;
-    auto out = at::empty(shape, input.options());
-    auto in = input.contiguous();
+    auto out = at::empty(shape, in[0].options());
     // c10d may move from the count vectors: hand it copies
     std::vector<int64_t> recv_v = recv, send_v = send;
-    run("all_to_all", [&] { pg_->alltoall_base(out, in, recv_v, send_v)->wait(); });
+    run("all_to_all", [&] { pg->alltoall_base(out, in[0], recv_v, send_v)->wait(); });
     if (recv_out) *recv_out = recv;
-    return out;
+    return out.to(input.device());
   }
   void barrier() override {
-    run("barrier", [&] { pg_->barrier()->wait(); });
+    run("barrier", [&] { gloo_->barrier()->wait(); });
   }
 
  private:
@@ -167,26 +201,55 @@ class GlooComm final : public Comm {
     try {
       auto opts = c10d::ProcessGroupGloo::Options::create(timeout_);
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host_));
-      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, int(rank_), int(size_), opts);
+      gloo_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, int(rank_), int(size_), opts);
     } catch (const std::exception& e) {
       fail("rank {} of {}: setting up the Gloo process group failed: {}", rank_, size_, first_line(e.what()));
     }
+    if (options_.backend != Backend::nccl) return;
+    try {
+#if GRPO_WITH_NCCL
+      nccl_ = detail::make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store), int(rank_),
+                                        int(size_), timeout_, options_.device_index);
+#else
+      throw std::runtime_error("this libgrpo was built without NCCL");
+#endif
+    } catch (const std::exception& e) {
+      fail("rank {} of {}: setting up the NCCL process group on GPU {} failed: {}", rank_, size_,
+           options_.device_index, first_line(e.what()));
+    }
   }
-  struct GlooPending final : Pending {
-    GlooPending(GlooComm* c, c10::intrusive_ptr<c10d::Work> w) : comm(c), work(std::move(w)) {}
+  // The process group for `t` and the tensor it works on: GPU tensors go to NCCL when the job
+  // uses it; otherwise Gloo works on host memory (a GPU tensor's host copy).
+  std::pair<c10d::Backend*, std::vector<at::Tensor>> place(const at::Tensor& t) {
+    if (t.is_cpu()) return {gloo_.get(), {t}};
+    if (nccl_ && t.is_cuda()) return {nccl_.get(), {t}};
+    return {gloo_.get(), {t.to(at::kCPU)}};
+  }
+  // In-place collectives on a host copy: the result goes back to the tensor.
+  static void unstage(at::Tensor& t, const at::Tensor& worked) {
+    if (!worked.is_same(t)) t.copy_(worked);
+  }
+  struct C10dPending final : Pending {
+    C10dPending(C10dComm* c, c10::intrusive_ptr<c10d::Work> w, at::Tensor t, at::Tensor worked)
+        : comm(c), work(std::move(w)), target(std::move(t)), staged(std::move(worked)) {}
     void wait() override {
-      if (work) comm->run("all_reduce_sum", [&] { work->wait(); });
+      if (work) {
+        comm->run("all_reduce_sum", [&] { work->wait(); });
+        unstage(target, staged);
+      }
       work.reset();
     }
-    GlooComm* comm;
+    C10dComm* comm;
     c10::intrusive_ptr<c10d::Work> work;
+    at::Tensor target, staged;
   };
   void reduce(at::Tensor& t, c10d::ReduceOp::RedOpType op, const char* what) {
     GRPO_CHECK(t.is_contiguous(), "{}: the tensor must be contiguous", what);
-    std::vector<at::Tensor> v{t};
+    auto [pg, v] = place(t);
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp(op);
-    run(what, [&] { pg_->allreduce(v, o)->wait(); });
+    run(what, [&] { pg->allreduce(v, o)->wait(); });
+    unstage(t, v[0]);
   }
   template <typename F>
   void run(const char* what, F&& f) {
@@ -199,16 +262,18 @@ class GlooComm final : public Comm {
   }
 
   std::chrono::milliseconds timeout_;
+  CommOptions options_;
   std::string host_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  c10::intrusive_ptr<c10d::Backend> gloo_, nccl_;
 };
 
 }  // namespace
 
-std::unique_ptr<Comm> Comm::connect(const LaunchInfo& launch, std::chrono::milliseconds timeout) {
+std::unique_ptr<Comm> Comm::connect(const LaunchInfo& launch, std::chrono::milliseconds timeout,
+                                    const CommOptions& options) {
   if (launch.world_size == 1) return std::make_unique<SoloComm>();
-  return std::make_unique<GlooComm>(launch, timeout);
+  return std::make_unique<C10dComm>(launch, timeout, options);
 }
 
 }  // namespace grpo::dist

@@ -215,9 +215,9 @@ at::Tensor expert_parallel_swiglu(const at::Tensor& x, const at::Tensor& gate, c
       for (int64_t i = 0; i < c[s * El + j]; ++i) order.push_back(start[size_t(s * El + j)] + i);
       local[size_t(j)] += c[s * El + j];
     }
-  auto idx = at::tensor(order, at::kLong);
+  auto idx = at::tensor(order, at::kLong).to(x.device());
   auto ye = grouped_swiglu(xr.index_select(0, idx), gate, up, down, local);
-  auto inverse = at::empty_like(idx).index_copy_(0, idx, at::arange(idx.numel(), at::kLong));
+  auto inverse = at::empty_like(idx).index_copy_(0, idx, at::arange(idx.numel(), idx.options()));
   return dist::all_to_all_rows(ye.index_select(0, inverse), recv, nullptr, group);
 }
 

@@ -101,12 +101,18 @@ struct Trainer::Impl {
         GRPO_CHECK(b >= dp, "{} ({}) must be at least the number of data-parallel processes ({}): each "
                    "takes a share of the batch", key, b, dp);
     }
-    device = grpo::resolve_device(cfg.run.device, launch.local_rank, launch.world_size, "run.device");
+    device = grpo::resolve_device(cfg.run.device, launch.local_rank, "run.device");
+    dist::CommOptions co;  // a GPU of its own: run.device cuda, or the only process of its node
+    co.backend = dist::resolve_backend(cfg.parallel.backend, device, cfg.run.device == "cuda" || launch.local_world_size == 1,
+                                       "parallel.backend");
+    co.device_index = device.is_cuda() ? device.index() : 0;
     if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
-    world = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)));
+    world = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)), co);
     groups = dist::make_groups(*world, layout);
     comm = groups.dp.get();
-    if (launch.world_size > 1) spdlog::info("parallel layout: {} processes, {}", launch.world_size, layout.describe());
+    if (launch.world_size > 1)
+      spdlog::info("parallel layout: {} processes, {}; collectives: {}", launch.world_size, layout.describe(),
+                   world->backend());
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
     tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);

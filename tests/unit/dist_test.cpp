@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "grpo/core/device.h"
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
@@ -112,6 +113,33 @@ TEST(Launch, InconsistentEnvironmentsNameTheVariables) {
 
 // A multi-process run whose prompts cannot be split into whole groups per rank is an error
 // naming the key, on the command line as in the library.
+// parallel.backend: auto takes NCCL only where it can work (GPU tensors, a GPU per process, a build
+// with it); asking for NCCL where it cannot work names the key and why.
+TEST(Comm, BackendChoiceAndErrors) {
+  using grpo::dist::Backend;
+  using grpo::dist::resolve_backend;
+  const at::Device cpu(at::kCPU), gpu(at::kCUDA, 1);
+  const std::string key = "parallel.backend";
+  EXPECT_EQ(resolve_backend("auto", cpu, true, key), Backend::gloo);
+  EXPECT_EQ(resolve_backend("gloo", gpu, true, key), Backend::gloo);
+  EXPECT_EQ(resolve_backend("auto", gpu, false, key), Backend::gloo);  // processes sharing a GPU
+  EXPECT_EQ(resolve_backend("auto", gpu, true, key), grpo::dist::nccl_built() ? Backend::nccl : Backend::gloo);
+  auto e = error_of([&] { resolve_backend("mpi", cpu, true, key); });
+  EXPECT_NE(e.find("parallel.backend: expected auto, gloo or nccl, found 'mpi'"), std::string::npos) << e;
+  e = error_of([&] { resolve_backend("nccl", cpu, true, key); });
+  EXPECT_NE(e.find("parallel.backend = nccl: NCCL moves GPU tensors, and run.device is cpu"), std::string::npos) << e;
+  e = error_of([&] { resolve_backend("nccl", gpu, false, key); });
+  EXPECT_NE(e.find(grpo::dist::nccl_built() ? "several processes of this node share cuda:1"
+                                            : "this libgrpo was built without NCCL"),
+            std::string::npos) << e;
+  if (grpo::dist::nccl_built()) {
+    EXPECT_EQ(resolve_backend("nccl", gpu, true, key), Backend::nccl);
+  } else {
+    e = error_of([&] { resolve_backend("nccl", gpu, true, key); });
+    EXPECT_NE(e.find("this libgrpo was built without NCCL"), std::string::npos) << e;
+  }
+}
+
 TEST(Launch, GrpoTrainNamesAnUnevenSplit) {
   int rc = 0;
   auto out = grpo::test_util::run_command("RANK=0 WORLD_SIZE=3 " + std::string(GRPO_BIN_DIR) +
@@ -417,6 +445,8 @@ TEST(DistWorker, Run) {
       if (std::strstr(scenario, "_zero1")) cfg.parallel.zero1 = true;
       if (std::strstr(scenario, "_recompute")) cfg.parallel.recompute = cfg.parallel.sequence_parallel = true;
       if (std::strstr(scenario, "_bf16")) cfg.optim.precision = "bf16";
+      if (const char* d = std::getenv("GRPO_DIST_DEVICE")) cfg.run.device = d;
+      if (const char* b = std::getenv("GRPO_DIST_BACKEND")) cfg.parallel.backend = b;
       cfg.grpo.rollout_steps = steps;
       if (const char* from = std::getenv("GRPO_DIST_RESUME_FROM")) cfg.run.resume = from;
       grpo::train::Trainer t(cfg);
@@ -430,9 +460,18 @@ TEST(DistWorker, Run) {
   }
   const auto launch = grpo::dist::detect_launch();
   const auto timeout = std::chrono::milliseconds(std::atoi(std::getenv("GRPO_DIST_TIMEOUT_MS")));
+  // the collectives' tensors on GRPO_DIST_DEVICE (default cpu), through GRPO_DIST_BACKEND's backend
+  const char* device_name = std::getenv("GRPO_DIST_DEVICE");
   std::unique_ptr<grpo::dist::Comm> comm;
+  at::Device dev(at::kCPU);
   try {
-    comm = grpo::dist::Comm::connect(launch, timeout);
+    dev = grpo::resolve_device(device_name ? device_name : "cpu", launch.local_rank, "GRPO_DIST_DEVICE");
+    grpo::dist::CommOptions co;
+    const char* backend = std::getenv("GRPO_DIST_BACKEND");
+    co.backend = grpo::dist::resolve_backend(backend ? backend : "auto", dev,
+                                             !device_name || std::string(device_name) == "cuda", "GRPO_DIST_BACKEND");
+    co.device_index = dev.is_cuda() ? dev.index() : 0;
+    comm = grpo::dist::Comm::connect(launch, timeout, co);
   } catch (const grpo::Error& e) {
     std::cout << "ERROR " << e.what() << "\n";
     std::exit(3);
@@ -459,20 +498,30 @@ TEST(DistWorker, Run) {
     }
     std::exit(0);
   }
-  // sum, max, broadcast, all-gather, uneven all-to-all
-  auto s = at::full({3}, double(r + 1), at::kDouble);
+  // sum (blocking and started), max, broadcast, all-gather, uneven all-to-all; results stay on the device
+  std::cout << "collectives on " << dev << " through " << comm->backend() << "\n";
+  auto on = [&](const at::Tensor& t) { return t.to(dev); };
+  auto s = on(at::full({3}, double(r + 1), at::kDouble));
   comm->all_reduce_sum(s);
-  EXPECT_TRUE(s.equal(at::full({3}, double(n * (n + 1) / 2), at::kDouble)));
-  auto m = at::tensor({double(r), double(-r)}, at::kDouble);
+  EXPECT_EQ(s.device(), dev);
+  EXPECT_TRUE(s.cpu().equal(at::full({3}, double(n * (n + 1) / 2), at::kDouble)));
+  auto sa = on(at::full({1000}, float(r), at::kFloat));
+  auto pending = comm->all_reduce_sum_async(sa);
+  pending->wait();
+  EXPECT_TRUE(sa.cpu().equal(at::full({1000}, float(n * (n - 1) / 2), at::kFloat)));
+  auto m = on(at::tensor({double(r), double(-r)}, at::kDouble));
   comm->all_reduce_max(m);
   EXPECT_EQ(m[0].item<double>(), double(n - 1));
   EXPECT_EQ(m[1].item<double>(), 0.0);
-  auto b = at::full({2}, double(r), at::kFloat);
+  auto b = on(at::full({2}, double(r), at::kFloat));
   comm->broadcast(b, n - 1);
   EXPECT_EQ(b[0].item<float>(), float(n - 1));
-  auto g = comm->all_gather(at::full({2}, int64_t(10 * r), at::kLong));
+  auto g = comm->all_gather(on(at::full({2}, int64_t(10 * r), at::kLong)));
   ASSERT_EQ(int64_t(g.size()), n);
-  for (int64_t k = 0; k < n; ++k) EXPECT_EQ(g[k][1].item<int64_t>(), 10 * k);
+  for (int64_t k = 0; k < n; ++k) {
+    EXPECT_EQ(g[k].device(), dev);
+    EXPECT_EQ(g[k][1].item<int64_t>(), 10 * k);
+  }
   // rank r sends (r + k + 1) rows to rank k, each row = [r, k]
   std::vector<int64_t> send;
   std::vector<at::Tensor> rows;
@@ -481,7 +530,9 @@ TEST(DistWorker, Run) {
     rows.push_back(at::tensor({r, k}, at::kLong).repeat({r + k + 1, 1}));
   }
   std::vector<int64_t> recv;
-  auto got = comm->all_to_all(at::cat(rows), send, &recv);
+  auto got = comm->all_to_all(on(at::cat(rows)), send, &recv);
+  EXPECT_EQ(got.device(), dev);
+  got = got.cpu();
   int64_t off = 0;
   for (int64_t k = 0; k < n; ++k) {
     EXPECT_EQ(recv[k], k + r + 1);
@@ -525,6 +576,86 @@ TEST(Dist, ARankThatDiesIsAnErrorOnTheOthers) {
     EXPECT_EQ(ws[r].rc, 3) << ws[r].out;
     EXPECT_NE(ws[r].out.find("all_reduce_sum failed"), std::string::npos) << ws[r].out;
     EXPECT_NE(ws[r].out.find("another rank has died or stopped responding"), std::string::npos) << ws[r].out;
+  }
+}
+
+// ---- the same on GPU tensors (label gpu; each skips, saying why, without what it needs)
+
+namespace {
+// Environment variables for the workers started while it lives (they inherit them).
+struct WorkerEnv {
+  explicit WorkerEnv(const std::map<std::string, std::string>& vars) {
+    for (auto& [k, v] : vars) {
+      ::setenv(k.c_str(), v.c_str(), 1);
+      keys.push_back(k);
+    }
+  }
+  ~WorkerEnv() {
+    for (auto& k : keys) ::unsetenv(k.c_str());
+  }
+  std::vector<std::string> keys;
+};
+
+void expect_collectives_ok(const std::vector<Worker>& ws, const std::string& backend) {
+  for (size_t r = 0; r < ws.size(); ++r) {
+    EXPECT_EQ(ws[r].rc, 0) << "rank " << r << ":\n" << ws[r].out;
+    EXPECT_NE(ws[r].out.find("through " + backend), std::string::npos) << ws[r].out;
+    EXPECT_NE(ws[r].out.find("rank " + std::to_string(r) + " of " + std::to_string(ws.size()) + " ok"),
+              std::string::npos) << ws[r].out;
+  }
+}
+}  // namespace
+
+// Two processes sharing GPU 0, their GPU tensors through Gloo (host copies): every collective
+// returns on the GPU what it returns on the CPU.
+TEST(Gpu, CollectivesOnGpuTensorsThroughGloo) {
+  if (!grpo::cuda_available()) GTEST_SKIP() << "no usable GPU: " << grpo::cuda_summary();
+  WorkerEnv env({{"GRPO_DIST_DEVICE", "cuda:0"}, {"GRPO_DIST_BACKEND", "gloo"}});
+  expect_collectives_ok(run_workers(2, {0, 1}, "collectives", 60000), "gloo");
+}
+
+// NCCL: a GPU per process, so it needs two.
+TEST(Gpu, CollectivesThroughNcclOnTwoGpus) {
+  if (!grpo::cuda_available()) GTEST_SKIP() << "no usable GPU: " << grpo::cuda_summary();
+  if (!grpo::dist::nccl_built()) GTEST_SKIP() << "this libgrpo was built without NCCL: " << grpo::cuda_summary();
+  const int64_t gpus = at::detail::getCUDAHooks().deviceCount();
+  if (gpus < 2) GTEST_SKIP() << "NCCL needs a GPU per process and this machine has " << gpus;
+  WorkerEnv env({{"GRPO_DIST_DEVICE", "cuda"}, {"GRPO_DIST_BACKEND", "nccl"}});
+  expect_collectives_ok(run_workers(2, {0, 1}, "collectives", 60000), "nccl");
+}
+
+// The GPU paths of tensor and expert parallel training (vocab-parallel log-prob, all-to-all
+// dispatch, bucketed all-reduce of GPU gradients, ZeRO-1 broadcasts) in grpo_train: 2 processes
+// sharing GPU 0 (Gloo) train the MoE run that one process trains on it. GPU kernels sum in another
+// order for other shapes, so the comparison is relative, as Gpu.TrainerOnGpuMatchesCpu's.
+TEST(Gpu, ParallelTrainingOnASharedGpuEqualsOneProcess) {
+  if (!grpo::cuda_available()) GTEST_SKIP() << "no usable GPU: " << grpo::cuda_summary();
+  const std::string one = grpo::test_util::tmpdir("gpu_mp_one");
+  {
+    auto c = moe_run(one);
+    c.run.device = "cuda:0";
+    grpo::train::Trainer t(c);
+    t.run();
+  }
+  auto params = [](const std::string& run) {
+    return grpo::io::load_safetensors(run + "/checkpoints/step-000002/model.safetensors");
+  };
+  const auto ref = params(one);
+  WorkerEnv env({{"GRPO_DIST_DEVICE", "cuda:0"}, {"GRPO_DIST_BACKEND", "gloo"}});
+  for (std::string scenario : {"grpo_moe_tp1_ep2_zero1", "grpo_moe_tp2_ep1"}) {
+    auto ws = run_workers(2, {0, 1}, scenario, 120000);
+    for (int r = 0; r < 2; ++r) ASSERT_EQ(ws[r].rc, 0) << scenario << " rank " << r << ":\n" << ws[r].out;
+    const auto got = params(std::string(GRPO_TEST_TMPDIR) + "/dist_" + scenario + "_2/run");
+    ASSERT_EQ(got.size(), ref.size());
+    double worst = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const auto want = ref[i].second.to(at::kDouble), diff = got[i].second.to(at::kDouble) - want;
+      const double rel = diff.norm().item<double>() / std::max(want.norm().item<double>(), 1e-30);
+      EXPECT_LT(rel, 1e-3) << scenario << " " << ref[i].first;
+      worst = std::max(worst, rel);
+    }
+    std::cout << scenario << " on a shared GPU vs one process on it: worst relative parameter difference " << worst
+              << "\n";
   }
 }
 

@@ -23,11 +23,10 @@ bool cuda_available();
 void set_cuda_kernels_enabled(bool on);
 bool cuda_kernels_enabled();
 
-/// The device a setting names: "cpu", "cuda" (GPU `local_rank`: one per process of a launch) or
-/// "cuda:N". Throws a ConfigError naming `key` for other values, when no GPU is usable, for an
-/// index the machine lacks, and for cuda with more than one process (the NCCL backend that
-/// multi-process GPU training needs is not wired in yet).
-c10::Device resolve_device(const std::string& name, int64_t local_rank, int64_t processes, const std::string& key);
+/// The device a setting names: "cpu", "cuda" (GPU `local_rank`: each process of a node on a GPU
+/// of its own) or "cuda:N" (GPU N, whatever the process). Throws a ConfigError naming `key` for
+/// other values, when no GPU is usable, and for an index the machine lacks.
+c10::Device resolve_device(const std::string& name, int64_t local_rank, const std::string& key);
 
 /// One line for logs and skipped tests: "CUDA kernels built: yes; CUDA devices: 1 (NVIDIA H100 ...)".
 std::string cuda_summary();

@@ -1,7 +1,11 @@
-// Collectives between the processes of one job, through PyTorch's c10d (Gloo on CPU tensors): the
-// one place grpo talks to other ranks. Rendezvous through a c10d TCPStore at the launch
-// environment's MASTER_ADDR:MASTER_PORT (rank 0 serves it); every wait has a timeout, and a rank
-// that never arrives or dies mid-collective becomes an error naming it on the others, not a hang.
+// Collectives between the processes of one job, through PyTorch's c10d: the one place grpo talks
+// to other ranks. Host tensors go through Gloo; GPU tensors through NCCL when the job uses it
+// (each process on its own GPU, a build with LibTorch's CUDA libraries), else through Gloo via a
+// host copy. Every collective picks its backend from its tensor's device, as PyTorch's
+// "cpu:gloo,cuda:nccl" process groups do; all ranks call the same collectives in the same order.
+// Rendezvous through a c10d TCPStore at the launch environment's MASTER_ADDR:MASTER_PORT (rank 0
+// serves it); every wait has a timeout, and a rank that never arrives or dies mid-collective
+// becomes an error naming it on the others, not a hang.
 #pragma once
 
 #include <chrono>
@@ -11,20 +15,42 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "grpo/dist/launch.h"
 
 namespace grpo::dist {
 
+/// How GPU tensors travel: gloo (through a host copy; several processes may share a GPU) or nccl
+/// (GPU to GPU; one GPU per process). Host tensors always use Gloo.
+enum class Backend { gloo, nccl };
+
+struct CommOptions {
+  Backend backend = Backend::gloo;
+  int64_t device_index = 0;  // nccl: this process's GPU
+};
+
+/// libgrpo was built with c10d's NCCL process group (a LibTorch with its CUDA libraries linked,
+/// and nccl.h at build time).
+bool nccl_built();
+
+/// The backend for the setting `name` (auto | gloo | nccl) on `device`. `own_gpu`: no other
+/// process of this node uses the same GPU. auto = nccl for a GPU of its own in a build with it,
+/// else gloo. Throws a ConfigError naming `key` when nccl is asked for and cannot work.
+Backend resolve_backend(const std::string& name, const c10::Device& device, bool own_gpu, const std::string& key);
+
 class Comm {
  public:
   /// Joins the job described by `launch` (a one-process job needs no network). Throws
   /// grpo::Error naming the ranks that did not arrive within `timeout`.
-  static std::unique_ptr<Comm> connect(const LaunchInfo& launch, std::chrono::milliseconds timeout);
+  static std::unique_ptr<Comm> connect(const LaunchInfo& launch, std::chrono::milliseconds timeout,
+                                       const CommOptions& options = {});
   virtual ~Comm();
 
   int64_t rank() const { return rank_; }
   int64_t size() const { return size_; }
+  /// "gloo", or "nccl (GPU tensors) + gloo (host tensors)"; "none" for one process.
+  virtual std::string backend() const = 0;
 
   /// In place, on every rank: the element-wise sum / max over ranks.
   virtual void all_reduce_sum(at::Tensor& t) = 0;

@@ -42,7 +42,8 @@ struct RunConfig {
             "pipeline hand over; empty = model.path or a new model. Ignored when resuming");
     v.field("device", device, "where the models run: cpu, cuda (GPU local_rank of the launch), or cuda:N. "
             "Batches, rewards and bookkeeping stay on the CPU; the models' forward and backward run "
-            "there. cuda with several processes needs the NCCL backend, not yet wired in");
+            "there. Several processes: with cuda each takes the GPU of its local rank (parallel.backend "
+            "nccl); with cuda:N they share GPU N (parallel.backend gloo)");
   }
 };
 
@@ -278,6 +279,7 @@ struct ParallelConfig {
   bool zero1 = false;
   bool recompute = false;
   bool sequence_parallel = false;
+  std::string backend = "auto";
 
   void visit(core::ConfigVisitor& v) {
     v.field("tp", tp, "tensor-parallel size: ranks splitting each layer's heads, MLP width and "
@@ -295,6 +297,10 @@ struct ParallelConfig {
             "residual stream, its norms and the inputs recomputation keeps are split along the "
             "sequence over the tp ranks (reduce-scatter / all-gather instead of all-reduce); the "
             "same results");
+    v.field("backend", backend, "how GPU tensors travel between processes: nccl (GPU to GPU; each "
+            "process on a GPU of its own, run.device: cuda), gloo (through host memory; processes may share "
+            "a GPU) or auto (nccl where it can work and libgrpo has it, else gloo); host tensors always use "
+            "gloo", {"auto", "gloo", "nccl"});
     v.field("timeout", timeout, "seconds to wait for the other processes at the rendezvous and in "
             "each collective before failing with an error that names them", core::positive());
   }
