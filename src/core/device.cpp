@@ -55,9 +55,9 @@ c10::Device resolve_device(const std::string& name, int64_t local_rank, const st
 
 std::string cuda_summary() {
   const bool backend = at::hasCUDA();
-  return fmt::format("CUDA kernels built: {}{}; CUDA backend in LibTorch: {}; CUDA devices: {}",
+  return fmt::format("CUDA kernels built: {}{}; NCCL built: {}; CUDA backend in LibTorch: {}; CUDA devices: {}",
                      cuda_kernels_built() ? "yes" : "no", cuda_kernels_built() && !cuda_kernels_enabled() ? " (off)" : "",
-                     backend ? "yes" : "no",
+                     GRPO_WITH_NCCL ? "yes" : "no", backend ? "yes" : "no",
                      backend ? at::detail::getCUDAHooks().deviceCount() : 0);
 }
 
