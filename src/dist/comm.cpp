@@ -55,6 +55,7 @@ class SoloComm final : public Comm {
     if (recv) *recv = send;
     return input.clone();
   }
+  at::Tensor reduce_scatter_sum(const at::Tensor& input) override { return input.clone(); }
   void barrier() override {}
   std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor&) override { return std::make_unique<Done>(); }
   std::string backend() const override { return "none"; }
@@ -182,6 +183,18 @@ class C10dComm final : public Comm {
     std::vector<int64_t> recv_v = recv, send_v = send;
     run("all_to_all", [&] { pg->alltoall_base(out, in[0], recv_v, send_v)->wait(); });
     if (recv_out) *recv_out = recv;
+    return out.to(input.device());
+  }
+  at::Tensor reduce_scatter_sum(const at::Tensor& input) override {
+    GRPO_CHECK(input.dim() >= 1 && input.size(0) % size_ == 0,
+               "reduce_scatter_sum: {} rows do not split into {} equal blocks", input.dim() ? input.size(0) : 0, size_);
+    auto [pg, in] = place(input.contiguous());
+    auto shape = input.sizes().vec();
+    shape[0] /= size_;
+    auto out = at::empty(shape, in[0].options());
+    c10d::ReduceScatterOptions o;
+    o.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
+    run("reduce_scatter_sum", [&] { pg->_reduce_scatter_base(out, in[0], o)->wait(); });
     return out.to(input.device());
   }
   void barrier() override {

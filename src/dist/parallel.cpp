@@ -143,20 +143,54 @@ at::Tensor all_gather_shards(const at::Tensor& x, int64_t dim, int64_t total, Co
   for (int64_t r = 0; r < n; ++r) parts[size_t(r)] = parts[size_t(r)].narrow(dim, 0, sequence_shard(total, n, r).size);
   return at::cat(parts, dim);
 }
+// the sum over the group of x (the whole sequence along dim), of which this rank keeps its shard:
+// one reduce-scatter over the shards laid out along dim 0 (padded to the largest)
+at::Tensor reduce_scatter_shards(const at::Tensor& x, int64_t dim, Comm& group) {
+  const int64_t n = group.size(), total = x.size(dim), most = sequence_shard(total, n, 0).size;
+  auto t = x.movedim(dim, 0);
+  at::Tensor blocks;
+  if (total == n * most) {
+    blocks = t.contiguous();
+  } else {
+    std::vector<at::Tensor> parts;
+    for (int64_t r = 0; r < n; ++r) {
+      auto s = sequence_shard(total, n, r);
+      parts.push_back(t.narrow(0, s.begin, s.size));
+      if (s.size < most) {
+        auto shape = t.sizes().vec();
+        shape[0] = most - s.size;
+        parts.push_back(at::zeros(shape, t.options()));
+      }
+    }
+    blocks = at::cat(parts, 0);
+  }
+  auto mine = group.reduce_scatter_sum(blocks).narrow(0, 0, sequence_shard(total, n, group.rank()).size);
+  return mine.movedim(0, dim).contiguous();
+}
 }  // namespace
 
+// summed_backward: the consumers' gradients are partial per rank (split layers only), so backward
+// reduce-scatters them; else they are whole on every rank and backward keeps this rank's part.
 struct GatherSequence : torch::autograd::Function<GatherSequence> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, int64_t total, Comm* c) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, int64_t total, Comm* c,
+                            bool summed_backward) {
     keep_comm(ctx, *c);
     ctx->saved_data["dim"] = dim;
     ctx->saved_data["total"] = total;
+    ctx->saved_data["summed"] = summed_backward;
     return all_gather_shards(x, dim, total, *c);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list g) {
     auto* c = comm_of(ctx);
     const int64_t dim = ctx->saved_data["dim"].toInt(), total = ctx->saved_data["total"].toInt();
-    auto part = sequence_shard(total, c->size(), c->rank());
-    return {g[0].narrow(dim, part.begin, part.size).contiguous(), at::Tensor(), at::Tensor(), at::Tensor()};
+    at::Tensor dx;
+    if (ctx->saved_data["summed"].toBool()) {
+      dx = reduce_scatter_shards(g[0], dim, *c);
+    } else {
+      auto part = sequence_shard(total, c->size(), c->rank());
+      dx = g[0].narrow(dim, part.begin, part.size).contiguous();
+    }
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -165,10 +199,7 @@ struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> 
     keep_comm(ctx, *c);
     ctx->saved_data["dim"] = dim;
     ctx->saved_data["total"] = x.size(dim);
-    auto y = x.contiguous().clone();
-    c->all_reduce_sum(y);
-    auto part = sequence_shard(x.size(dim), c->size(), c->rank());
-    return y.narrow(dim, part.begin, part.size).contiguous();
+    return reduce_scatter_shards(x, dim, *c);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list g) {
     return {all_gather_shards(g[0], ctx->saved_data["dim"].toInt(), ctx->saved_data["total"].toInt(), *comm_of(ctx)),
@@ -177,7 +208,11 @@ struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> 
 };
 
 at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t total, Comm& group) {
-  return group.size() == 1 ? x : GatherSequence::apply(x, dim, total, &group);
+  return group.size() == 1 ? x : GatherSequence::apply(x, dim, total, &group, false);
+}
+
+at::Tensor gather_sequence_for_split(const at::Tensor& x, int64_t dim, int64_t total, Comm& group) {
+  return group.size() == 1 ? x : GatherSequence::apply(x, dim, total, &group, true);
 }
 
 at::Tensor reduce_scatter_sequence(const at::Tensor& x, int64_t dim, Comm& group) {

@@ -52,6 +52,12 @@ struct Split {
   }
   // the whole sequence from this rank's part (sequence parallel), else x
   at::Tensor gather(const at::Tensor& x) const { return seq_on() ? dist::gather_sequence(x, 1, seq->total, *tp) : x; }
+  // the same for an input of split layers only: they take it as it is (copy_split) and the gather's
+  // backward reduce-scatters their partial gradients (Megatron), instead of an all-reduce and a slice
+  at::Tensor gather_for_split(const at::Tensor& x) const {
+    return seq_on() ? dist::gather_sequence_for_split(x, 1, seq->total, *tp) : x;
+  }
+  at::Tensor copy_split(const at::Tensor& x) const { return seq_on() ? x : copy(x); }
   // a replicated parameter applied to this rank's part of the sequence: gradients summed over tp
   at::Tensor seq_param(const at::Tensor& w) const { return seq_on() ? dist::copy_to_group(w, *tp) : w; }
   int64_t tp_size() const { return tp ? tp->size() : 1; }
@@ -166,7 +172,7 @@ struct AttentionImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
     auto B = x.size(0), T = x.size(1);
-    auto xs = split.copy(x);
+    auto xs = split.copy_split(x);  // (sequence parallel: x came through gather_for_split)
     auto q = q_proj(xs).view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
     auto k = k_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
     auto v = v_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);
@@ -204,13 +210,13 @@ struct MLPImpl : torch::nn::Module {
     up_proj = register_module("up_proj", lin(hidden, inter));
     down_proj = register_module("down_proj", lin(inter, hidden));
   }
-  at::Tensor forward(const at::Tensor& x) {
-    auto xs = split.copy(x);
+  at::Tensor forward(const at::Tensor& x) {  // a dense block's MLP (sequence parallel: x came through gather_for_split)
+    auto xs = split.copy_split(x);
     return row_linear(down_proj, at::silu(gate_proj(xs)) * up_proj(xs), split);
   }
-  // Without the final sum over the group (bias-free MLPs): this rank's partial output
-  at::Tensor partial(const at::Tensor& x) {
-    auto xs = split.copy(x);
+  // Without the final sum over the group (bias-free MLPs): this rank's partial output. `xs` has
+  // been through copy_to_group already (the MoE's input, shared with its routed experts).
+  at::Tensor partial(const at::Tensor& xs) {
     return at::linear(at::silu(gate_proj(xs)) * up_proj(xs), down_proj->weight);
   }
   Split split;
@@ -348,7 +354,9 @@ struct MoEImpl : torch::nn::Module {
     // Under tp each rank computes a slice of every expert's intermediate width, so the expert
     // outputs are partial sums: their inputs and combine weights get gradients summed over tp
     // (copy), and the outputs, with the shared experts' partial sums, are summed once at the end.
-    auto xp = moe::permute(split.copy(flat), plan);
+    // (one copy for the routed and the shared experts: one all-reduce of the input's gradient)
+    auto xc = split.copy(x);
+    auto xp = moe::permute(xc.reshape({-1, H}), plan);
     auto y = split.ep_size() > 1
                  ? moe::expert_parallel_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
                                                plan.counts, *split.ep)
@@ -369,7 +377,7 @@ struct MoEImpl : torch::nn::Module {
       else block_balance_loss = l;  // handed to the recomputation (BlockCheckpoint)
     }
     last = {r.indices.detach(), r.weights.detach(), at::Tensor()};
-    if (shared_experts) out = out + shared_experts->partial(x);
+    if (shared_experts) out = out + shared_experts->partial(xc);
     return split.reduce(out);
   }
   moe::RouterConfig rc;
@@ -403,10 +411,16 @@ struct BlockImpl : torch::nn::Module {
   // x: the residual stream (under sequence parallel, this rank's part of the sequence)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    auto a = split.gather(input_layernorm->forward_stream(x, split));
+    // Under sequence parallel the whole sequence is gathered for the attention and the MLP. Those
+    // of dense blocks are all split layers (gather_for_split); MLA's latents and the MoE router are
+    // replicated layers on the whole sequence, so those inputs keep copy_to_group (their gradients
+    // whole on every rank) and the gather's backward keeps this rank's part.
+    auto a = input_layernorm->forward_stream(x, split);
+    a = mla ? split.gather(a) : split.gather_for_split(a);
     auto h = x + (mla ? mla->forward(a, cos, sin, mask, cache, layer)
                       : self_attn->forward(a, cos, sin, mask, cache, layer));
-    auto m = split.gather(post_attention_layernorm->forward_stream(h, split));
+    auto m = post_attention_layernorm->forward_stream(h, split);
+    m = moe ? split.gather(m) : split.gather_for_split(m);
     return h + (moe ? moe->forward(m) : mlp(m));
   }
   Split split;

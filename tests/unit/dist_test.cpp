@@ -513,6 +513,12 @@ TEST(DistWorker, Run) {
   comm->all_reduce_max(m);
   EXPECT_EQ(m[0].item<double>(), double(n - 1));
   EXPECT_EQ(m[1].item<double>(), 0.0);
+  // reduce-scatter: rank k's block of the sum; rank r's input row i = r + i
+  auto rs = comm->reduce_scatter_sum(on(at::arange(2 * n, at::kDouble).add(double(r)).view({2 * n, 1}).expand({2 * n, 3}).contiguous()));
+  EXPECT_EQ(rs.device(), dev);
+  ASSERT_EQ(rs.sizes(), (std::vector<int64_t>{2, 3}));
+  for (int64_t i = 0; i < 2; ++i)
+    EXPECT_EQ(rs[i][2].item<double>(), double(n * (2 * r + i) + n * (n - 1) / 2));
   auto b = on(at::full({2}, double(r), at::kFloat));
   comm->broadcast(b, n - 1);
   EXPECT_EQ(b[0].item<float>(), float(n - 1));

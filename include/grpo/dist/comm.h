@@ -63,6 +63,9 @@ class Comm {
   /// received, in rank order (their counts in *recv_counts when given). Counts may differ.
   virtual at::Tensor all_to_all(const at::Tensor& input, const std::vector<int64_t>& send_counts,
                                 std::vector<int64_t>* recv_counts = nullptr) = 0;
+  /// Every rank's `input` summed, of which this rank keeps block rank() of size() equal blocks
+  /// along dim 0 (same shape on every rank; its dim 0 divisible by size()).
+  virtual at::Tensor reduce_scatter_sum(const at::Tensor& input) = 0;
   virtual void barrier() = 0;
 
   /// A started collective; wait() blocks until it is done (and throws like the blocking form).

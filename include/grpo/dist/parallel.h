@@ -70,6 +70,10 @@ at::Tensor gather_dim(const at::Tensor& x, int64_t dim, Comm& group);
 /// (forward all-gather; backward keeps this rank's part of the gradient, which the consumers --
 /// replicated, or entering split layers through copy_to_group -- make equal on every rank).
 at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t total, Comm& group);
+/// gather_sequence for an input that only split layers consume, without copy_to_group (Megatron's
+/// sequence-parallel gather): their input gradients are partial sums, which backward reduce-scatters
+/// (half the bytes of copy_to_group's all-reduce).
+at::Tensor gather_sequence_for_split(const at::Tensor& x, int64_t dim, int64_t total, Comm& group);
 /// The sum over the group, of which this rank keeps its shard along `dim` (forward reduce-scatter;
 /// backward all-gather). For split layers' partial results entering the sequence-split stream.
 at::Tensor reduce_scatter_sequence(const at::Tensor& x, int64_t dim, Comm& group);
