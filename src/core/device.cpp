@@ -44,12 +44,11 @@ c10::Device resolve_device(const std::string& name, int64_t local_rank, const st
   }
   check(cuda_available(), fmt::format(" = {}: no usable GPU here ({})", name, cuda_summary()));
   const int64_t count = at::detail::getCUDAHooks().deviceCount();
-  if (name == "cuda")
-    check(index < count, fmt::format(" = cuda: the process of local rank {} takes GPU {}, and this machine has {} "
+  check(index < count,
+        name == "cuda" ? fmt::format(" = cuda: the process of local rank {} takes GPU {}, and this machine has {} "
                                      "GPU(s); run at most {} processes per node, or name one GPU for all of them "
-                                     "(cuda:N; they then share it through the gloo backend)",
-                                     index, index, count, count));
-  check(index < count, fmt::format(" = {}: this machine has {} GPU(s)", name, count));
+                                     "(cuda:N; they then share it through the gloo backend)", index, index, count, count)
+                       : fmt::format(" = {}: this machine has {} GPU(s)", name, count));
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 

@@ -130,41 +130,31 @@ Shard sequence_shard(int64_t total, int64_t parts, int64_t index) {
   const int64_t base = total / parts, extra = total % parts;
   return {index * base + std::min(index, extra), base + (index < extra ? 1 : 0)};
 }
-// every rank's shard of `total` along `dim`, concatenated (shards padded to the largest for Gloo)
+// x with zeros appended along `dim` up to `size` (equal shards for the collectives)
+at::Tensor pad_to(const at::Tensor& x, int64_t dim, int64_t size) {
+  if (x.size(dim) == size) return x;
+  auto shape = x.sizes().vec();
+  shape[size_t(dim)] = size - x.size(dim);
+  return at::cat({x, at::zeros(shape, x.options())}, dim);
+}
+// every rank's shard of `total` along `dim`, concatenated (shards padded to the largest)
 at::Tensor all_gather_shards(const at::Tensor& x, int64_t dim, int64_t total, Comm& group) {
   const int64_t n = group.size(), most = sequence_shard(total, n, 0).size;
-  auto padded = x.contiguous();
-  if (x.size(dim) < most) {
-    auto shape = x.sizes().vec();
-    shape[size_t(dim)] = most - x.size(dim);
-    padded = at::cat({padded, at::zeros(shape, x.options())}, dim);
-  }
-  auto parts = group.all_gather(padded);
+  auto parts = group.all_gather(pad_to(x, dim, most).contiguous());
   for (int64_t r = 0; r < n; ++r) parts[size_t(r)] = parts[size_t(r)].narrow(dim, 0, sequence_shard(total, n, r).size);
   return at::cat(parts, dim);
 }
 // the sum over the group of x (the whole sequence along dim), of which this rank keeps its shard:
-// one reduce-scatter over the shards laid out along dim 0 (padded to the largest)
+// one reduce-scatter over the shards (padded to the largest) laid out along dim 0
 at::Tensor reduce_scatter_shards(const at::Tensor& x, int64_t dim, Comm& group) {
   const int64_t n = group.size(), total = x.size(dim), most = sequence_shard(total, n, 0).size;
   auto t = x.movedim(dim, 0);
-  at::Tensor blocks;
-  if (total == n * most) {
-    blocks = t.contiguous();
-  } else {
-    std::vector<at::Tensor> parts;
-    for (int64_t r = 0; r < n; ++r) {
-      auto s = sequence_shard(total, n, r);
-      parts.push_back(t.narrow(0, s.begin, s.size));
-      if (s.size < most) {
-        auto shape = t.sizes().vec();
-        shape[0] = most - s.size;
-        parts.push_back(at::zeros(shape, t.options()));
-      }
-    }
-    blocks = at::cat(parts, 0);
+  std::vector<at::Tensor> blocks;
+  for (int64_t r = 0; r < n; ++r) {
+    auto s = sequence_shard(total, n, r);
+    blocks.push_back(pad_to(t.narrow(0, s.begin, s.size), 0, most));
   }
-  auto mine = group.reduce_scatter_sum(blocks).narrow(0, 0, sequence_shard(total, n, group.rank()).size);
+  auto mine = group.reduce_scatter_sum(at::cat(blocks, 0)).narrow(0, 0, sequence_shard(total, n, group.rank()).size);
   return mine.movedim(0, dim).contiguous();
 }
 }  // namespace

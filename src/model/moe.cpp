@@ -103,10 +103,9 @@ Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConf
   // equal scores resolve the same way.
   auto scores = logits.sigmoid();
 #if GRPO_WITH_KERNELS
-  const int64_t per = c.n_group > 0 ? E / c.n_group : 0;
   if (detail::use_kernels(logits) && logits.scalar_type() == at::kFloat && E <= kernels::kRouteMaxExperts &&
-      c.n_group <= kernels::kRouteMaxGroups && c.top_k <= kernels::kRouteMaxTopK && per >= 2 &&
-      c.top_k <= c.topk_group * per) {
+      c.n_group <= kernels::kRouteMaxGroups && c.top_k <= kernels::kRouteMaxTopK && per_group >= 2 &&
+      c.top_k <= c.topk_group * per_group) {
     auto lc = logits.detach().contiguous();
     auto bc = bias.detach().to(logits.device(), at::kFloat).contiguous();
     auto idx = at::empty({N, c.top_k}, logits.options().dtype(at::kLong));

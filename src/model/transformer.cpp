@@ -52,12 +52,11 @@ struct Split {
   }
   // the whole sequence from this rank's part (sequence parallel), else x
   at::Tensor gather(const at::Tensor& x) const { return seq_on() ? dist::gather_sequence(x, 1, seq->total, *tp) : x; }
-  // the same for an input of split layers only: they take it as it is (copy_split) and the gather's
-  // backward reduce-scatters their partial gradients (Megatron), instead of an all-reduce and a slice
-  at::Tensor gather_for_split(const at::Tensor& x) const {
-    return seq_on() ? dist::gather_sequence_for_split(x, 1, seq->total, *tp) : x;
+  // An input that only split layers consume: their partial gradients are summed over tp by
+  // copy_to_group, or under sequence parallel by the gather's backward reduce-scatter (Megatron).
+  at::Tensor into_split(const at::Tensor& x) const {
+    return seq_on() ? dist::gather_sequence_for_split(x, 1, seq->total, *tp) : copy(x);
   }
-  at::Tensor copy_split(const at::Tensor& x) const { return seq_on() ? x : copy(x); }
   // a replicated parameter applied to this rank's part of the sequence: gradients summed over tp
   at::Tensor seq_param(const at::Tensor& w) const { return seq_on() ? dist::copy_to_group(w, *tp) : w; }
   int64_t tp_size() const { return tp ? tp->size() : 1; }
@@ -169,10 +168,10 @@ struct AttentionImpl : torch::nn::Module {
   }
   // x [B, T, D]; cos/sin [B, 1, T, hd]; mask: undefined (causal, no padding) or bool
   // [B, 1, T, past+T] (true = may attend).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+  // xs: the input through Split::into_split
+  at::Tensor forward(const at::Tensor& xs, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    auto B = x.size(0), T = x.size(1);
-    auto xs = split.copy_split(x);  // (sequence parallel: x came through gather_for_split)
+    auto B = xs.size(0), T = xs.size(1);
     auto q = q_proj(xs).view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
     auto k = k_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
     auto v = v_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);
@@ -210,8 +209,8 @@ struct MLPImpl : torch::nn::Module {
     up_proj = register_module("up_proj", lin(hidden, inter));
     down_proj = register_module("down_proj", lin(inter, hidden));
   }
-  at::Tensor forward(const at::Tensor& x) {  // a dense block's MLP (sequence parallel: x came through gather_for_split)
-    auto xs = split.copy_split(x);
+  // xs: the input through Split::into_split (a dense block's MLP)
+  at::Tensor forward(const at::Tensor& xs) {
     return row_linear(down_proj, at::silu(gate_proj(xs)) * up_proj(xs), split);
   }
   // Without the final sum over the group (bias-free MLPs): this rank's partial output. `xs` has
@@ -411,17 +410,16 @@ struct BlockImpl : torch::nn::Module {
   // x: the residual stream (under sequence parallel, this rank's part of the sequence)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    // Under sequence parallel the whole sequence is gathered for the attention and the MLP. Those
-    // of dense blocks are all split layers (gather_for_split); MLA's latents and the MoE router are
-    // replicated layers on the whole sequence, so those inputs keep copy_to_group (their gradients
-    // whole on every rank) and the gather's backward keeps this rank's part.
+    // Under sequence parallel the whole sequence is gathered for the attention and the MLP. Dense
+    // blocks' attention and MLP are split layers only (into_split); MLA's latents and the MoE
+    // router are replicated layers on the whole sequence, so MLA and MoE copy_to_group where their
+    // split layers start (gradients whole on every rank) and the gather's backward keeps this
+    // rank's part.
     auto a = input_layernorm->forward_stream(x, split);
-    a = mla ? split.gather(a) : split.gather_for_split(a);
-    auto h = x + (mla ? mla->forward(a, cos, sin, mask, cache, layer)
-                      : self_attn->forward(a, cos, sin, mask, cache, layer));
+    auto h = x + (mla ? mla->forward(split.gather(a), cos, sin, mask, cache, layer)
+                      : self_attn->forward(split.into_split(a), cos, sin, mask, cache, layer));
     auto m = post_attention_layernorm->forward_stream(h, split);
-    m = moe ? split.gather(m) : split.gather_for_split(m);
-    return h + (moe ? moe->forward(m) : mlp(m));
+    return h + (moe ? moe->forward(split.gather(m)) : mlp(split.into_split(m)));
   }
   Split split;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
