@@ -70,6 +70,18 @@ struct Split {
   at::Tensor copy(const at::Tensor& x) const { return tp_size() > 1 ? dist::copy_to_group(x, *tp) : x; }
 };
 
+// Identity forward; backward multiplies the gradient by `scale`.
+struct ScaleGradient : torch::autograd::Function<ScaleGradient> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, double scale) {
+    ctx->saved_data["scale"] = scale;
+    return x.view_as(x);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list g) {
+    return {g[0] * ctx->saved_data["scale"].toDouble(), at::Tensor()};
+  }
+};
+
 // A row-parallel linear layer: partial products summed over the group, then the bias (once).
 at::Tensor row_linear(torch::nn::Linear& l, const at::Tensor& x, const Split& s) {
   if (s.tp_size() == 1) return l->forward(x);
@@ -344,17 +356,26 @@ struct MoEImpl : torch::nn::Module {
                                 "moe_intermediate_size x n_shared_experts"));
     load = at::zeros({c.n_routed_experts}, at::kLong);
   }
-  at::Tensor forward(const at::Tensor& x) {
+  // x: the block's residual stream after the norm (under sequence parallel, this rank's part).
+  at::Tensor forward(const at::Tensor& x_in) {
+    // Under tp each rank computes a slice of every expert's intermediate width, so the expert
+    // outputs are partial sums, summed once at the end with the shared experts' partial sums, and
+    // their input gradients are partial sums. The combine weights enter through copy_to_group, so
+    // the router (replicated, fp32 as in transformers) gets whole gradients on every rank, as in
+    // one process. The experts' input:
+    //  * tp alone: enters through copy_to_group (one all-reduce of its gradient for the routed and
+    //    the shared experts); the router reads it as is;
+    //  * sequence parallel: the whole sequence comes from the gather whose backward reduce-scatters
+    //    (Megatron; half the bytes of that all-reduce). Every rank's router input gradient is
+    //    whole, so it enters that sum weighed 1/tp.
+    const bool seq = split.seq_on();
+    auto x = seq ? split.into_split(x_in) : x_in;
     const auto H = x.size(-1);
-    auto flat = x.reshape({-1, H});
-    auto logits = at::linear(flat.to(at::kFloat), gate->weight.to(at::kFloat));
+    auto router_in = seq ? ScaleGradient::apply(x, 1.0 / double(split.tp_size())) : x;
+    auto logits = at::linear(router_in.reshape({-1, H}).to(at::kFloat), gate->weight.to(at::kFloat));
     auto r = moe::route(logits, gate->e_score_correction_bias.to(at::kFloat), rc);
     auto plan = moe::plan_dispatch(r.indices, rc.num_experts);
-    // Under tp each rank computes a slice of every expert's intermediate width, so the expert
-    // outputs are partial sums: their inputs and combine weights get gradients summed over tp
-    // (copy), and the outputs, with the shared experts' partial sums, are summed once at the end.
-    // (one copy for the routed and the shared experts: one all-reduce of the input's gradient)
-    auto xc = split.copy(x);
+    auto xc = seq ? x : split.copy(x);
     auto xp = moe::permute(xc.reshape({-1, H}), plan);
     auto y = split.ep_size() > 1
                  ? moe::expert_parallel_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
@@ -362,7 +383,7 @@ struct MoEImpl : torch::nn::Module {
                  : moe::grouped_swiglu(xp, experts->gate_proj, experts->up_proj, experts->down_proj,
                                        plan.counts);
     // (the fp32 router's weights: their gradient summed in the wider of fp32 and the model's dtype)
-    auto w = split.copy(r.weights.to(at::promote_types(at::kFloat, flat.scalar_type())));
+    auto w = split.copy(r.weights.to(at::promote_types(at::kFloat, x.scalar_type())));
     auto out = moe::unpermute(y, plan, w).view(x.sizes());
     // training forwards only (a recomputed block counts in its first, gradient-free pass); real tokens only
     const bool training = is_training() && (at::GradMode::is_enabled() || phase == Phase::kFirstPass);
@@ -370,7 +391,7 @@ struct MoEImpl : torch::nn::Module {
       auto real = sequence.ge(0).nonzero().squeeze(1);
       load += at::bincount(r.indices.index_select(0, real).reshape({-1}), {}, rc.num_experts);
     }
-    if (training && balance_coef > 0 && flat.size(0) > 0) {
+    if (training && balance_coef > 0 && x.numel() > 0) {
       auto l = moe::sequence_balance_loss(r.indices, r.scores, sequence, num_sequences, rc.top_k) * balance_coef;
       if (phase == Phase::kNone) balance_loss = balance_loss.defined() ? balance_loss + l : l;
       else block_balance_loss = l;  // handed to the recomputation (BlockCheckpoint)
@@ -411,15 +432,16 @@ struct BlockImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
     // Under sequence parallel the whole sequence is gathered for the attention and the MLP. Dense
-    // blocks' attention and MLP are split layers only (into_split); MLA's latents and the MoE
-    // router are replicated layers on the whole sequence, so MLA and MoE copy_to_group where their
-    // split layers start (gradients whole on every rank) and the gather's backward keeps this
-    // rank's part.
+    // blocks' attention and MLP are split layers only (into_split: the gather's backward
+    // reduce-scatters). MLA's latents are replicated layers on the whole sequence, so MLA
+    // copy_to_groups them where its split layers start (gradients whole on every rank; the
+    // latents are narrower than the stream) and the gather's backward keeps this rank's part.
+    // The MoE gathers its input itself (MoEImpl::forward).
     auto a = input_layernorm->forward_stream(x, split);
     auto h = x + (mla ? mla->forward(split.gather(a), cos, sin, mask, cache, layer)
                       : self_attn->forward(split.into_split(a), cos, sin, mask, cache, layer));
     auto m = post_attention_layernorm->forward_stream(h, split);
-    return h + (moe ? moe->forward(split.gather(m)) : mlp(split.into_split(m)));
+    return h + (moe ? moe->forward(m) : mlp(split.into_split(m)));
   }
   Split split;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};

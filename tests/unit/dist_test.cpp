@@ -337,7 +337,9 @@ at::Tensor mp_loss(grpo::model::Transformer& m, const MpBatch& b, at::Tensor* hi
   auto lp = m.token_logprobs(h, b.targets, o);
   if (hidden) *hidden = h.detach();
   if (logp) *logp = lp.logprobs.detach();
-  return (lp.logprobs * b.w_logp).sum() + (lp.entropy * b.w_ent).sum();
+  auto loss = (lp.logprobs * b.w_logp).sum() + (lp.entropy * b.w_ent).sum();
+  auto balance = m.take_balance_loss();  // MoE models (its gradient reaches the router)
+  return balance.defined() ? loss + balance : loss;
 }
 
 // Every rank: the model split as `tp` x `ep` against the whole model in this process, on each
@@ -355,6 +357,7 @@ void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep, bool
     // sequence parallel, with activation recomputation (its collectives run again in backward)
     split->set_sequence_parallel(sequence_parallel);
     split->set_recompute(sequence_parallel);
+    for (auto* m : {whole.get(), split.get()}) m->set_balance_loss_coef(0.5);
     // the same initial weights, sliced
     auto full0 = split->full_parameters();
     auto ref0 = whole->named_parameters();
@@ -381,6 +384,7 @@ void model_parallel_worker(grpo::dist::Comm& world, int64_t tp, int64_t ep, bool
       auto hh = split->forward(mine.ids);
       const bool gathered = grpo::test_util::graph_nodes_named(hh, "GatherSequence") > 0;
       EXPECT_EQ(gathered, sequence_parallel);
+      split->take_balance_loss();  // (not this forward's)
     }
     at::Tensor h, lp;
     mp_loss(*split, mine, &h, &lp).backward();
