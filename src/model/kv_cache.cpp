@@ -10,9 +10,10 @@ StaticKVCache::StaticKVCache(int64_t layers, int64_t batch, int64_t kv_heads, in
                              int64_t head_dim, at::TensorOptions options, int64_t v_head_dim)
     : batch_(batch), capacity_(capacity) {
   if (v_head_dim <= 0) v_head_dim = head_dim;
+  // (uninitialised: only the stored prefix [0, length) is ever read)
   for (int64_t l = 0; l < layers; ++l) {
-    k_.push_back(at::zeros({batch, kv_heads, capacity, head_dim}, options));
-    v_.push_back(at::zeros({batch, kv_heads, capacity, v_head_dim}, options));
+    k_.push_back(at::empty({batch, kv_heads, capacity, head_dim}, options));
+    v_.push_back(at::empty({batch, kv_heads, capacity, v_head_dim}, options));
   }
 }
 
@@ -31,8 +32,17 @@ std::pair<at::Tensor, at::Tensor> StaticKVCache::append(int64_t layer, const at:
 void StaticKVCache::commit(int64_t n) { length_ += n; }
 
 void StaticKVCache::select_rows(const at::Tensor& rows) {
-  for (auto& t : k_) t = t.index_select(0, rows);
-  for (auto& t : v_) t = t.index_select(0, rows);
+  // copies the stored prefix only, straight into the new buffers
+  auto pick = [&](at::Tensor& t) {
+    auto sizes = t.sizes().vec();
+    sizes[0] = rows.size(0);
+    auto kept = at::empty(sizes, t.options());
+    auto prefix = kept.narrow(2, 0, length_);
+    at::index_select_out(prefix, t.narrow(2, 0, length_), 0, rows);
+    t = kept;
+  };
+  for (auto& t : k_) pick(t);
+  for (auto& t : v_) pick(t);
   batch_ = rows.size(0);
 }
 
