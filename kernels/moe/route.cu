@@ -34,7 +34,11 @@ __global__ void __launch_bounds__(kWarps * 32) route_kernel(const float* __restr
   if (token >= tokens) return;  // whole warps leave together: no block barrier below
   float* c = smem + warp * E;
   const float* l = logits + token * E;
-  for (int e = lane; e < E; e += 32) c[e] = 1.f / (1.f + expf(-l[e])) + bias[e];
+  // (a NaN score -- a diverged model -- counts as -inf: every index below stays in range)
+  for (int e = lane; e < E; e += 32) {
+    const float v = 1.f / (1.f + expf(-l[e])) + bias[e];
+    c[e] = isnan(v) ? -CUDART_INF_F : v;
+  }
   __syncwarp();
   const int per_group = E / n_group;
   float gs = -CUDART_INF_F;

@@ -159,6 +159,12 @@ TEST(Gpu, MoeRouteMatchesReference) {
       auto dr = torch::autograd::grad({(ref.weights.gather(1, rp) * gw).sum()}, {lr})[0];
       auto dg = torch::autograd::grad({(out.weights.gather(1, op.to(kGpu)) * gw.to(kGpu)).sum()}, {lg})[0];
       EXPECT_LT(rel_err(dg.cpu().index_select(0, clear), dr.index_select(0, clear)), 1e-5);
+      // a diverged model's NaN logits: the chosen ids are still experts (nothing downstream reads
+      // out of bounds)
+      auto nan_route = grpo::model::moe::route(at::full({n, c.experts}, NAN, at::TensorOptions(kGpu)),
+                                               bias.to(kGpu), rc);
+      EXPECT_GE(nan_route.indices.min().item<int64_t>(), 0);
+      EXPECT_LT(nan_route.indices.max().item<int64_t>(), c.experts);
     }
 }
 
