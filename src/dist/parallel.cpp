@@ -197,12 +197,76 @@ struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> 
   }
 };
 
+// params: n weights [out_i, in], then n biases when with_bias. Saves this rank's shard of x (and
+// the weights), not the gathered input: backward gathers it again for the weight gradients.
+struct GatherSequenceLinears : torch::autograd::Function<GatherSequenceLinears> {
+  static tensor_list forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, int64_t total, Comm* c,
+                             at::TensorList params, bool with_bias) {
+    keep_comm(ctx, *c);
+    ctx->saved_data["dim"] = dim;
+    ctx->saved_data["total"] = total;
+    ctx->saved_data["with_bias"] = with_bias;
+    const size_t n = with_bias ? params.size() / 2 : params.size();
+    auto whole = all_gather_shards(x, dim, total, *c);
+    tensor_list out;
+    for (size_t i = 0; i < n; ++i) out.push_back(at::linear(whole, params[i], with_bias ? params[n + i] : at::Tensor()));
+    tensor_list saved{x};
+    for (size_t i = 0; i < n; ++i) saved.push_back(params[i]);
+    ctx->save_for_backward(saved);
+    return out;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list g) {
+    auto* c = comm_of(ctx);
+    const int64_t dim = ctx->saved_data["dim"].toInt(), total = ctx->saved_data["total"].toInt();
+    const bool with_bias = ctx->saved_data["with_bias"].toBool();
+    auto saved = ctx->get_saved_variables();
+    const size_t n = saved.size() - 1;
+    auto whole = all_gather_shards(saved[0], dim, total, *c);
+    const int64_t in = whole.size(-1);
+    auto rows = whole.reshape({-1, in});
+    at::Tensor dwhole;
+    tensor_list dw(n), db(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!g[i].defined()) continue;
+      const auto& w = saved[i + 1];
+      auto gi = g[i].reshape({-1, w.size(0)});
+      auto d = at::matmul(g[i], w);
+      dwhole = dwhole.defined() ? dwhole + d : d;
+      dw[i] = at::mm(gi.t(), rows);
+      if (with_bias) db[i] = gi.sum(0);
+    }
+    // the consumers are split layers: their input gradients are partial sums over the group
+    tensor_list r{dwhole.defined() ? reduce_scatter_shards(dwhole, dim, *c) : at::zeros_like(saved[0]),
+                  at::Tensor(), at::Tensor(), at::Tensor()};
+    r.insert(r.end(), dw.begin(), dw.end());
+    if (with_bias) r.insert(r.end(), db.begin(), db.end());
+    r.push_back(at::Tensor());
+    return r;
+  }
+};
+
 at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t total, Comm& group) {
   return group.size() == 1 ? x : GatherSequence::apply(x, dim, total, &group, false);
 }
 
 at::Tensor gather_sequence_for_split(const at::Tensor& x, int64_t dim, int64_t total, Comm& group) {
   return group.size() == 1 ? x : GatherSequence::apply(x, dim, total, &group, true);
+}
+
+std::vector<at::Tensor> gather_sequence_linears(const at::Tensor& x, int64_t dim, int64_t total,
+                                                const std::vector<at::Tensor>& weights,
+                                                const std::vector<at::Tensor>& biases, Comm& group) {
+  GRPO_CHECK(!weights.empty() && (biases.empty() || biases.size() == weights.size()),
+             "gather_sequence_linears: {} weights and {} biases (none, or one per weight)", weights.size(),
+             biases.size());
+  if (group.size() == 1) {
+    std::vector<at::Tensor> out;
+    for (size_t i = 0; i < weights.size(); ++i) out.push_back(at::linear(x, weights[i], biases.empty() ? at::Tensor() : biases[i]));
+    return out;
+  }
+  std::vector<at::Tensor> params(weights);
+  params.insert(params.end(), biases.begin(), biases.end());
+  return GatherSequenceLinears::apply(x, dim, total, &group, at::TensorList(params), !biases.empty());
 }
 
 at::Tensor reduce_scatter_sequence(const at::Tensor& x, int64_t dim, Comm& group) {

@@ -57,6 +57,22 @@ struct Split {
   at::Tensor into_split(const at::Tensor& x) const {
     return seq_on() ? dist::gather_sequence_for_split(x, 1, seq->total, *tp) : copy(x);
   }
+  // Column-parallel linears sharing one input x (under sequence parallel, this rank's part): the
+  // whole sequence as into_split gives it, but Megatron's way, keeping only x's part for backward.
+  std::vector<at::Tensor> columns(const at::Tensor& x, const std::vector<torch::nn::Linear>& ls) const {
+    std::vector<at::Tensor> out;
+    if (seq_on()) {
+      std::vector<at::Tensor> w, b;
+      for (const auto& l : ls) {
+        w.push_back(l->weight);
+        if (l->bias.defined()) b.push_back(l->bias);
+      }
+      return dist::gather_sequence_linears(x, 1, seq->total, w, b, *tp);
+    }
+    auto xs = copy(x);
+    for (auto l : ls) out.push_back(l->forward(xs));
+    return out;
+  }
   // a replicated parameter applied to this rank's part of the sequence: gradients summed over tp
   at::Tensor seq_param(const at::Tensor& w) const { return seq_on() ? dist::copy_to_group(w, *tp) : w; }
   int64_t tp_size() const { return tp ? tp->size() : 1; }
@@ -180,13 +196,14 @@ struct AttentionImpl : torch::nn::Module {
   }
   // x [B, T, D]; cos/sin [B, 1, T, hd]; mask: undefined (causal, no padding) or bool
   // [B, 1, T, past+T] (true = may attend).
-  // xs: the input through Split::into_split
-  at::Tensor forward(const at::Tensor& xs, const at::Tensor& cos, const at::Tensor& sin,
+  // x: the block's stream after the norm (under sequence parallel, this rank's part)
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    auto B = xs.size(0), T = xs.size(1);
-    auto q = q_proj(xs).view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
-    auto k = k_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
-    auto v = v_proj(xs).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    auto qkv = split.columns(x, {q_proj, k_proj, v_proj});
+    auto B = qkv[0].size(0), T = qkv[0].size(1);
+    auto q = qkv[0].view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
+    auto k = qkv[1].view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
+    auto v = qkv[2].view({B, T, kv_heads, head_dim}).transpose(1, 2);
     if (q_norm) {  // Qwen3: normalise each head before the rotation
       q = q_norm(q);
       k = k_norm(k);
@@ -221,9 +238,10 @@ struct MLPImpl : torch::nn::Module {
     up_proj = register_module("up_proj", lin(hidden, inter));
     down_proj = register_module("down_proj", lin(inter, hidden));
   }
-  // xs: the input through Split::into_split (a dense block's MLP)
-  at::Tensor forward(const at::Tensor& xs) {
-    return row_linear(down_proj, at::silu(gate_proj(xs)) * up_proj(xs), split);
+  // x: the block's stream after the norm (under sequence parallel, this rank's part)
+  at::Tensor forward(const at::Tensor& x) {
+    auto gu = split.columns(x, {gate_proj, up_proj});
+    return row_linear(down_proj, at::silu(gu[0]) * gu[1], split);
   }
   // Without the final sum over the group (bias-free MLPs): this rank's partial output. `xs` has
   // been through copy_to_group already (the MoE's input, shared with its routed experts).
@@ -432,16 +450,16 @@ struct BlockImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
     // Under sequence parallel the whole sequence is gathered for the attention and the MLP. Dense
-    // blocks' attention and MLP are split layers only (into_split: the gather's backward
-    // reduce-scatters). MLA's latents are replicated layers on the whole sequence, so MLA
+    // blocks' attention and MLP are split layers only (Split::columns: the gather's backward
+    // reduce-scatters, and only this rank's part is kept for backward). MLA's latents are replicated layers on the whole sequence, so MLA
     // copy_to_groups them where its split layers start (gradients whole on every rank; the
     // latents are narrower than the stream) and the gather's backward keeps this rank's part.
     // The MoE gathers its input itself (MoEImpl::forward).
     auto a = input_layernorm->forward_stream(x, split);
     auto h = x + (mla ? mla->forward(split.gather(a), cos, sin, mask, cache, layer)
-                      : self_attn->forward(split.into_split(a), cos, sin, mask, cache, layer));
+                      : self_attn->forward(a, cos, sin, mask, cache, layer));
     auto m = post_attention_layernorm->forward_stream(h, split);
-    return h + (moe ? moe->forward(m) : mlp(split.into_split(m)));
+    return h + (moe ? moe->forward(m) : mlp(m));
   }
   Split split;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
