@@ -33,6 +33,7 @@
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/text/prompt.h"
 #include "grpo/text/tokenizer.h"
+#include "grpo/train/micro_batch.h"
 
 namespace fs = std::filesystem;
 
@@ -615,34 +616,9 @@ struct Trainer::Impl {
   }
 
   // ---------------------------------------------------------------- forward helpers
-  struct Seqs {
-    at::Tensor tokens, attn, positions;  // [N, P + R]
-    at::Tensor resp_mask;                // [N, R] float
-    int64_t P = 0, R = 0;
-    bool needs_mask = false;
-  };
-  // log-probs (and entropy) of response tokens for `rows` of `s` under `m`.
-  model::TokenLogProbs response_logprobs(model::Transformer& m, const Seqs& s, const at::Tensor& rows,
-                                         bool with_entropy = true) {
-    auto tok = s.tokens.index_select(0, rows);
-    auto input = tok.narrow(1, 0, s.P + s.R - 1);
-    auto pos = s.positions.index_select(0, rows).narrow(1, 0, s.P + s.R - 1);
-    // The mask: left padding, or an MoE model's statistics, which count the tokens that predict a
-    // real token (a row's last token has no target: masked, it attends to itself, unused).
-    at::Tensor mask;
-    if (s.needs_mask || !m.moe_layers().empty()) {
-      auto a = s.attn.index_select(0, rows);
-      mask = a.narrow(1, 0, s.P + s.R - 1) & a.narrow(1, 1, s.P + s.R - 1);
-    }
-    auto hidden = m.forward(on_device(input), on_device(pos), on_device(mask)).narrow(1, s.P - 1, s.R);
-    model::LogProbOptions lo;
-    lo.with_entropy = with_entropy;
-    return on_cpu(m.token_logprobs(hidden, on_device(tok.narrow(1, s.P, s.R)), lo));
-  }
-  std::vector<at::Tensor> micro_batches(const at::Tensor& rows, int64_t width) {
-    int64_t per = std::max<int64_t>(1, cfg.grpo.micro_batch_tokens / std::max<int64_t>(1, width));
-    std::vector<at::Tensor> out;
-    for (int64_t s = 0; s < rows.size(0); s += per) out.push_back(rows.narrow(0, s, std::min(per, rows.size(0) - s)));
+  // Micro-batches of `rows` (train/micro_batch.h)
+  std::vector<at::Tensor> micro_batches(const at::Tensor& rows, const ResponseBatch& s) {
+    auto out = s.micro_batches(rows, cfg.grpo.micro_batch_tokens);
     if (policy->lockstep_group()) {  // expert parallel: as many forwards as the busiest rank, some empty
       std::vector<double> n{double(out.size())};
       reduce(n, true);
@@ -1052,14 +1028,7 @@ struct Trainer::Impl {
 
     // 3. old and reference log-probs, advantages
     auto t2 = Clock::now();
-    Seqs s;
-    s.P = batch.prompt_width;
-    s.R = N == 0 ? 1 : std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
-    s.tokens = batch.tokens.narrow(1, 0, s.P + s.R);
-    s.attn = batch.attention_mask.narrow(1, 0, s.P + s.R);
-    s.positions = at::clamp_min(s.attn.to(at::kLong).cumsum(1) - 1, 0);
-    s.resp_mask = batch.response_mask.narrow(1, 0, s.R).to(at::kFloat);
-    s.needs_mask = !s.attn.narrow(1, 0, s.P).all().item<bool>();
+    auto s = ResponseBatch::of(batch);
     auto sampling_lp = batch.sampling_logprobs.narrow(1, 0, s.R);
     auto all_rows = at::arange(N, at::kLong);
 
@@ -1097,17 +1066,16 @@ struct Trainer::Impl {
           auto in_first = at::zeros({N}, at::kBool).index_fill_(0, first_rows, true);
           rest = all_rows.masked_select(in_first.logical_not());
         }
-        for (auto& mb : micro_batches(rest, s.P + s.R)) {
+        for (auto& mb : micro_batches(rest, s)) {
           auto lp = response_logprobs(*policy, s, mb, /*with_entropy=*/false).logprobs;
           log_diff(lp, sampling_lp.index_select(0, mb), s.resp_mask.index_select(0, mb));
           old_lp.index_copy_(0, mb, lp.to(old_lp.scalar_type()));
         }
       }
       if (ref) {
-        std::vector<at::Tensor> rp;
-        for (auto& mb : micro_batches(all_rows, s.P + s.R))
-          rp.push_back(response_logprobs(*ref, s, mb, /*with_entropy=*/false).logprobs);
-        ref_lp = rp.empty() ? at::zeros({0, s.R}, at::kFloat) : at::cat(rp, 0);
+        ref_lp = at::zeros({N, s.R}, at::kFloat);
+        for (auto& mb : micro_batches(all_rows, s))
+          ref_lp.index_copy_(0, mb, response_logprobs(*ref, s, mb, /*with_entropy=*/false).logprobs);
       }
     }
     // KL in the reward (verl use_kl_in_reward): r -= beta * sum_t KL_t of the behaviour policy
@@ -1164,13 +1132,14 @@ struct Trainer::Impl {
         auto mb_total = mb_mask.sum().to(at::kDouble).reshape({1});
         comm->all_reduce_sum(mb_total);
         const double total_tokens = mb_total.item<double>();
-        auto weights = algo::aggregation_weights(mb_mask, agg, R_max, double(e - b), total_tokens);
-        auto ent_weights = algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean, 0, double(e - b),
-                                                     total_tokens);
+        // (indexed by this rank's row ids: micro-batches take the rows in another order)
+        auto by_row = [&](const at::Tensor& w) { return at::zeros({N, s.R}, w.options()).index_copy_(0, rows, w); };
+        auto weights = by_row(algo::aggregation_weights(mb_mask, agg, R_max, double(e - b), total_tokens));
+        auto ent_weights = by_row(algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean, 0,
+                                                            double(e - b), total_tokens));
         zero_grad();
         double mb_loss = 0, mb_kl = 0, mb_tokens = 0, mb_rmin = std::numeric_limits<double>::infinity(), mb_rmax = 0;
-        int64_t off = 0;
-        const auto mbs = micro_batches(rows, s.P + s.R);
+        const auto mbs = micro_batches(rows, s);
         for (size_t k = 0; k < mbs.size(); ++k) {
           const auto& mb = mbs[k];
           auto lp = response_logprobs(*policy, s, mb);
@@ -1189,12 +1158,11 @@ struct Trainer::Impl {
           if (ref_lp.defined() && po.kl_coef != 0) li.ref_logp = ref_lp.index_select(0, mb);
           li.advantages = adv.values.index_select(0, mb);
           li.mask = mask;
-          li.weights = weights.narrow(0, off, mb.size(0));
+          li.weights = weights.index_select(0, mb);
           li.entropy = lp.entropy;
-          li.entropy_weights = ent_weights.narrow(0, off, mb.size(0));
+          li.entropy_weights = ent_weights.index_select(0, mb);
           auto out = algo::policy_loss(li, po);
           auto loss = with_balance_loss(out.loss, double(mb.size(0)) / double(e - b));  // this micro-batch's share
-          off += mb.size(0);
           if (k + 1 == mbs.size()) arm_gradient_overlap();  // the last backward of the mini-batch
           loss.backward();
           mb_loss += out.loss.item<double>();

@@ -14,6 +14,7 @@
 #include "grpo/io/safetensors.h"
 #include "grpo/model/transformer.h"
 #include "grpo/train/checkpoint.h"
+#include "grpo/train/micro_batch.h"
 #include "grpo/train/trainer.h"
 #include "grpo/train/plan.h"
 #include "grpo/train/sampling.h"
@@ -194,6 +195,42 @@ TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatch) {
   }
   EXPECT_GT(max_change, 1e-5);  // GRPO did move the weights
   EXPECT_LT(max_diff, 1e-5);
+}
+
+TEST(MicroBatch, PacksRowsSortedByLengthWithinTheTokenBudget) {
+  // lengths (prompt + response): row 0: 3 + 2, row 1: 3 + 9, row 2: 2 + 1, row 3: 3 + 2
+  const std::vector<int64_t> p{3, 3, 2, 3}, r{2, 9, 1, 2};
+  // longest first; row 0 cannot join row 1 (2 x 12 > 20); rows 0, 3 (ties in order) and 2 share
+  // one micro-batch of 3 x (3 + 2) = 15 tokens
+  EXPECT_EQ(train::pack_micro_batches({0, 1, 2, 3}, p, r, 20),
+            (std::vector<std::vector<int64_t>>{{1}, {0, 3, 2}}));
+  // the budget counts the longest prompt and the longest response, which may be different rows
+  EXPECT_EQ(train::pack_micro_batches({1, 2}, {3, 6, 1}, {9, 1, 5}, 14),
+            (std::vector<std::vector<int64_t>>{{1}, {2}}));  // together 2 x (6 + 5) = 22 > 14
+  // a row longer than the budget goes alone; a subset of the rows, any order
+  EXPECT_EQ(train::pack_micro_batches({3, 1}, p, r, 4), (std::vector<std::vector<int64_t>>{{1}, {3}}));
+  EXPECT_TRUE(train::pack_micro_batches({}, p, r, 4).empty());
+  // random lengths: every row once, lengths non-increasing, budget kept (or a lone row)
+  core::KeyedRng rng(42);
+  std::vector<int64_t> pl(300), rl(300), rows;
+  for (int64_t i = 0; i < 300; ++i) pl[i] = rng.uniform_int(1, 40), rl[i] = rng.uniform_int(1, 200), rows.push_back(i);
+  auto mbs = train::pack_micro_batches(rows, pl, rl, 1000);
+  std::vector<int64_t> seen;
+  int64_t last = std::numeric_limits<int64_t>::max();
+  for (auto& mb : mbs) {
+    int64_t pm = 0, rm = 0;
+    for (auto i : mb) {
+      EXPECT_LE(pl[i] + rl[i], last);
+      last = pl[i] + rl[i];
+      pm = std::max(pm, pl[i]), rm = std::max(rm, rl[i]);
+      seen.push_back(i);
+    }
+    EXPECT_TRUE(mb.size() == 1 || int64_t(mb.size()) * (pm + rm) <= 1000) << mb.size() << " x " << pm + rm;
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, rows);
+  EXPECT_NE(error_of([&] { train::pack_micro_batches({4}, p, r, 10); }).find("row 4"), std::string::npos);
+  EXPECT_NE(error_of([&] { train::pack_micro_batches({0}, p, r, 0); }).find("budget"), std::string::npos);
 }
 
 TEST(Trainer, NoReferenceModelWithoutKl) {
