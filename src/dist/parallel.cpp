@@ -199,13 +199,16 @@ struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> 
 
 // params: n weights [out_i, in], then n biases when with_bias. Saves this rank's shard of x (and
 // the weights), not the gathered input: backward gathers it again for the weight gradients.
+// summed_backward as in GatherSequence: the layers' input gradients are partial sums (split layers:
+// reduce-scattered) or whole on every rank (replicated layers: this rank's part kept).
 struct GatherSequenceLinears : torch::autograd::Function<GatherSequenceLinears> {
   static tensor_list forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, int64_t total, Comm* c,
-                             at::TensorList params, bool with_bias) {
+                             at::TensorList params, bool with_bias, bool summed_backward) {
     keep_comm(ctx, *c);
     ctx->saved_data["dim"] = dim;
     ctx->saved_data["total"] = total;
     ctx->saved_data["with_bias"] = with_bias;
+    ctx->saved_data["summed"] = summed_backward;
     const size_t n = with_bias ? params.size() / 2 : params.size();
     auto whole = all_gather_shards(x, dim, total, *c);
     tensor_list out;
@@ -235,11 +238,19 @@ struct GatherSequenceLinears : torch::autograd::Function<GatherSequenceLinears> 
       dw[i] = at::mm(gi.t(), rows);
       if (with_bias) db[i] = gi.sum(0);
     }
-    // the consumers are split layers: their input gradients are partial sums over the group
-    tensor_list r{dwhole.defined() ? reduce_scatter_shards(dwhole, dim, *c) : at::zeros_like(saved[0]),
-                  at::Tensor(), at::Tensor(), at::Tensor()};
+    at::Tensor dx;
+    if (!dwhole.defined()) {
+      dx = at::zeros_like(saved[0]);
+    } else if (ctx->saved_data["summed"].toBool()) {
+      dx = reduce_scatter_shards(dwhole, dim, *c);
+    } else {
+      auto part = sequence_shard(total, c->size(), c->rank());
+      dx = dwhole.narrow(dim, part.begin, part.size).contiguous();
+    }
+    tensor_list r{dx, at::Tensor(), at::Tensor(), at::Tensor()};
     r.insert(r.end(), dw.begin(), dw.end());
     if (with_bias) r.insert(r.end(), db.begin(), db.end());
+    r.push_back(at::Tensor());
     r.push_back(at::Tensor());
     return r;
   }
@@ -255,7 +266,8 @@ at::Tensor gather_sequence_for_split(const at::Tensor& x, int64_t dim, int64_t t
 
 std::vector<at::Tensor> gather_sequence_linears(const at::Tensor& x, int64_t dim, int64_t total,
                                                 const std::vector<at::Tensor>& weights,
-                                                const std::vector<at::Tensor>& biases, Comm& group) {
+                                                const std::vector<at::Tensor>& biases, Comm& group,
+                                                bool split_layers) {
   GRPO_CHECK(!weights.empty() && (biases.empty() || biases.size() == weights.size()),
              "gather_sequence_linears: {} weights and {} biases (none, or one per weight)", weights.size(),
              biases.size());
@@ -266,7 +278,7 @@ std::vector<at::Tensor> gather_sequence_linears(const at::Tensor& x, int64_t dim
   }
   std::vector<at::Tensor> params(weights);
   params.insert(params.end(), biases.begin(), biases.end());
-  return GatherSequenceLinears::apply(x, dim, total, &group, at::TensorList(params), !biases.empty());
+  return GatherSequenceLinears::apply(x, dim, total, &group, at::TensorList(params), !biases.empty(), split_layers);
 }
 
 at::Tensor reduce_scatter_sequence(const at::Tensor& x, int64_t dim, Comm& group) {

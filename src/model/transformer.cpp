@@ -57,9 +57,12 @@ struct Split {
   at::Tensor into_split(const at::Tensor& x) const {
     return seq_on() ? dist::gather_sequence_for_split(x, 1, seq->total, *tp) : copy(x);
   }
-  // Column-parallel linears sharing one input x (under sequence parallel, this rank's part): the
-  // whole sequence as into_split gives it, but Megatron's way, keeping only x's part for backward.
-  std::vector<at::Tensor> columns(const at::Tensor& x, const std::vector<torch::nn::Linear>& ls) const {
+  // Linears sharing one input x (under sequence parallel, this rank's part) applied to the whole
+  // sequence, Megatron's way: only x's part is kept for backward. split_layers: column-parallel
+  // layers (their partial input gradients summed over tp by copy_to_group, or by the gather's
+  // reduce-scatter); else replicated layers (whole gradients on every rank).
+  std::vector<at::Tensor> linears(const at::Tensor& x, const std::vector<torch::nn::Linear>& ls,
+                                  bool split_layers = true) const {
     std::vector<at::Tensor> out;
     if (seq_on()) {
       std::vector<at::Tensor> w, b;
@@ -67,9 +70,9 @@ struct Split {
         w.push_back(l->weight);
         if (l->bias.defined()) b.push_back(l->bias);
       }
-      return dist::gather_sequence_linears(x, 1, seq->total, w, b, *tp);
+      return dist::gather_sequence_linears(x, 1, seq->total, w, b, *tp, split_layers);
     }
-    auto xs = copy(x);
+    auto xs = split_layers ? copy(x) : x;
     for (auto l : ls) out.push_back(l->forward(xs));
     return out;
   }
@@ -199,7 +202,7 @@ struct AttentionImpl : torch::nn::Module {
   // x: the block's stream after the norm (under sequence parallel, this rank's part)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    auto qkv = split.columns(x, {q_proj, k_proj, v_proj});
+    auto qkv = split.linears(x, {q_proj, k_proj, v_proj});
     auto B = qkv[0].size(0), T = qkv[0].size(1);
     auto q = qkv[0].view({B, T, heads, head_dim}).transpose(1, 2);     // [B, H, T, hd]
     auto k = qkv[1].view({B, T, kv_heads, head_dim}).transpose(1, 2);  // [B, KV, T, hd]
@@ -240,7 +243,7 @@ struct MLPImpl : torch::nn::Module {
   }
   // x: the block's stream after the norm (under sequence parallel, this rank's part)
   at::Tensor forward(const at::Tensor& x) {
-    auto gu = split.columns(x, {gate_proj, up_proj});
+    auto gu = split.linears(x, {gate_proj, up_proj});
     return row_linear(down_proj, at::silu(gu[0]) * gu[1], split);
   }
   // Without the final sum over the group (bias-free MLPs): this rank's partial output. `xs` has
@@ -292,16 +295,25 @@ struct MLAImpl : torch::nn::Module {
       scale *= m * m;
     }
   }
+  // x: the block's stream after the norm (under sequence parallel, this rank's part)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    const auto B = x.size(0), T = x.size(1);
     // tensor parallel: q and kv_b are split by heads; the latents are replicated, so their
     // gradients (partial per rank) are summed over the group where they enter split layers
-    auto q = q_proj ? q_proj(split.copy(x)) : q_b_proj(split.copy(q_a_layernorm(q_a_proj(x))));
+    at::Tensor q, ckv;  // ckv [B, T, rank + dr]
+    if (q_a_proj) {  // both latent projections replicated: Megatron's gather, keeping x's part
+      auto lat = split.linears(x, {q_a_proj, kv_a_proj_with_mqa}, /*split_layers=*/false);
+      q = q_b_proj(split.copy(q_a_layernorm(lat[0])));
+      ckv = lat[1];
+    } else {
+      auto whole = split.gather(x);
+      q = q_proj(split.copy(whole));
+      ckv = kv_a_proj_with_mqa(whole);
+    }
+    const auto B = ckv.size(0), T = ckv.size(1);
     q = q.view({B, T, heads, dn + dr}).transpose(1, 2);  // [B, H, T, dn + dr]
     auto q_nope = q.narrow(-1, 0, dn);
     auto q_rope = apply_rope(q.narrow(-1, dn, dr), cos, sin, interleave);
-    auto ckv = kv_a_proj_with_mqa(x);                              // [B, T, rank + dr]
     auto latent = split.copy(kv_a_layernorm(ckv.narrow(-1, 0, rank))).unsqueeze(1);  // [B, 1, T, rank]
     auto k_rope = apply_rope(split.copy(ckv.narrow(-1, rank, dr)).unsqueeze(1), cos, sin, interleave);  // [B, 1, T, dr]
     at::Tensor out;  // [B, H, T, dv]
@@ -449,14 +461,13 @@ struct BlockImpl : torch::nn::Module {
   // x: the residual stream (under sequence parallel, this rank's part of the sequence)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    // Under sequence parallel the whole sequence is gathered for the attention and the MLP. Dense
-    // blocks' attention and MLP are split layers only (Split::columns: the gather's backward
-    // reduce-scatters, and only this rank's part is kept for backward). MLA's latents are replicated layers on the whole sequence, so MLA
-    // copy_to_groups them where its split layers start (gradients whole on every rank; the
-    // latents are narrower than the stream) and the gather's backward keeps this rank's part.
-    // The MoE gathers its input itself (MoEImpl::forward).
+    // Under sequence parallel the attention and the MLP gather the whole sequence themselves:
+    // dense blocks' and MLA's projections through Split::linears (only this rank's part kept for
+    // backward; split layers' gradients reduce-scattered; MLA's replicated latent projections get
+    // whole gradients, copy_to_group'd where the latents enter split layers, as they are narrower
+    // than the stream), the MoE in MoEImpl::forward.
     auto a = input_layernorm->forward_stream(x, split);
-    auto h = x + (mla ? mla->forward(split.gather(a), cos, sin, mask, cache, layer)
+    auto h = x + (mla ? mla->forward(a, cos, sin, mask, cache, layer)
                       : self_attn->forward(a, cos, sin, mask, cache, layer));
     auto m = post_attention_layernorm->forward_stream(h, split);
     return h + (moe ? moe->forward(m) : mlp(m));

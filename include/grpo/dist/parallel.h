@@ -74,13 +74,15 @@ at::Tensor gather_sequence(const at::Tensor& x, int64_t dim, int64_t total, Comm
 /// sequence-parallel gather): their input gradients are partial sums, which backward reduce-scatters
 /// (half the bytes of copy_to_group's all-reduce).
 at::Tensor gather_sequence_for_split(const at::Tensor& x, int64_t dim, int64_t total, Comm& group);
-/// Column-parallel linear layers sharing one sequence-parallel input (Megatron):
-/// y_i = gather_sequence_for_split(x) W_i^T (+ b_i), but only this rank's part of x is kept for
-/// backward, which gathers the whole sequence again for the weight gradients (1/size of the
-/// activation memory, one more all-gather). biases: none, or one per weight.
+/// Linear layers sharing one sequence-parallel input, Megatron's way: y_i = g(x) W_i^T (+ b_i)
+/// with g = gather_sequence_for_split (split_layers: column-parallel layers, whose input gradients
+/// are partial sums) or gather_sequence (replicated layers), but only this rank's part of x is
+/// kept for backward, which gathers the whole sequence again for the weight gradients (1/size of
+/// the activation memory, one more all-gather). biases: none, or one per weight.
 std::vector<at::Tensor> gather_sequence_linears(const at::Tensor& x, int64_t dim, int64_t total,
                                                 const std::vector<at::Tensor>& weights,
-                                                const std::vector<at::Tensor>& biases, Comm& group);
+                                                const std::vector<at::Tensor>& biases, Comm& group,
+                                                bool split_layers = true);
 /// The sum over the group, of which this rank keeps its shard along `dim` (forward reduce-scatter;
 /// backward all-gather). For split layers' partial results entering the sequence-split stream.
 at::Tensor reduce_scatter_sequence(const at::Tensor& x, int64_t dim, Comm& group);
