@@ -730,9 +730,17 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
   auto cos = m.cos_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)}).to(dt);
   auto sin = m.sin_table.index_select(0, pos.reshape(-1)).view({B, 1, T, m.cos_table.size(1)}).to(dt);
 
-  // Boolean mask [B, 1, T, past+T] unless the plain causal fused path applies.
+  // Boolean mask [B, 1, T, past+T] unless the plain causal fused path applies: no mask, or (no
+  // cache) padding only at the ends of rows, which no real token attends to causally (the mask
+  // still marks the real tokens for the MoE statistics below).
+  bool padding_ends_rows = false;
+  if (attention_mask.defined() && past == 0 && attention_mask.scalar_type() == at::kBool &&
+      attention_mask.dim() == 2 && attention_mask.size(1) == T)
+    padding_ends_rows = T < 2 || !(attention_mask.narrow(1, 0, T - 1).logical_not() & attention_mask.narrow(1, 1, T - 1))
+                                      .any()
+                                      .item<bool>();
   at::Tensor mask;
-  if (attention_mask.defined() || past > 0) {
+  if ((attention_mask.defined() && !padding_ends_rows) || past > 0) {
     const int64_t S = past + T;
     auto q_idx = at::arange(past, S, input_ids.options()).view({T, 1});
     auto k_idx = at::arange(0, S, input_ids.options()).view({1, S});

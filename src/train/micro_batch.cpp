@@ -24,15 +24,13 @@ std::vector<std::vector<int64_t>> pack_micro_batches(const std::vector<int64_t>&
   std::vector<int64_t> order(rows);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return length(a) > length(b); });
   std::vector<std::vector<int64_t>> out;
-  int64_t p = 0, r = 0;  // the longest prompt and response of the micro-batch being filled
+  int64_t width = 0;  // the micro-batch being filled: as wide as its first (longest) row
   for (auto row : order) {
-    const int64_t p2 = std::max(p, prompt_len[size_t(row)]), r2 = std::max(r, response_len[size_t(row)]);
-    if (out.empty() || int64_t(out.back().size() + 1) * (p2 + r2) > token_budget) {
+    if (out.empty() || int64_t(out.back().size() + 1) * width > token_budget) {
       out.push_back({row});
-      p = prompt_len[size_t(row)], r = response_len[size_t(row)];
+      width = length(row);
     } else {
       out.back().push_back(row);
-      p = p2, r = r2;
     }
   }
   return out;
@@ -68,28 +66,38 @@ std::vector<at::Tensor> ResponseBatch::micro_batches(const at::Tensor& rows, int
 
 model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatch& s, const at::Tensor& rows,
                                        bool with_entropy) {
-  int64_t p = s.P, r = s.R;  // the columns these rows need: [P - p, P + r)
-  if (rows.numel() > 0) {
-    p = r = 0;
-    for (auto i : to_vector(rows)) p = std::max(p, s.prompt_len[size_t(i)]), r = std::max(r, s.resp_len[size_t(i)]);
-  }
-  const int64_t c0 = s.P - p, W = p + r;
-  auto tok = s.tokens.index_select(0, rows).narrow(1, c0, W);
-  auto pos = s.positions.index_select(0, rows).narrow(1, c0, W - 1);
-  auto a = s.attn.index_select(0, rows).narrow(1, c0, W);
-  // The mask: left padding, or an MoE model's statistics, which count the tokens that predict a
-  // real token (a row's last token has no target: masked, it attends to itself, unused).
+  // Each row packed to the left: its prompt, its response, then padding, W columns in all, so
+  // padding only ends rows and the forward is plain causal attention (Transformer::forward); the
+  // mask is passed only for an MoE model's statistics.
+  const int64_t n = rows.numel();
+  const auto L = at::TensorOptions(at::kLong);
+  auto plen = at::tensor(s.prompt_len, L).index_select(0, rows), rlen = at::tensor(s.resp_len, L).index_select(0, rows);
+  const int64_t W = n > 0 ? (plen + rlen).max().item<int64_t>() : s.P + s.R;  // (no rows: any width)
+  const int64_t r = n > 0 ? rlen.max().item<int64_t>() : s.R;
+  auto cols = at::arange(W, L).unsqueeze(0);
+  auto src = ((s.P - plen).unsqueeze(1) + cols).clamp_max(s.P + s.R - 1);  // column in s.tokens
+  auto real = cols.lt((plen + rlen).unsqueeze(1));                          // [n, W]
+  auto tok = at::where(real, s.tokens.index_select(0, rows).gather(1, src), 0);
   at::Tensor mask;
-  if (!a.narrow(1, 0, p).all().item<bool>() || !m.moe_layers().empty())
-    mask = (a.narrow(1, 0, W - 1) & a.narrow(1, 1, W - 1)).to(m.device());
   const auto dev = m.device();
-  auto hidden = m.forward(tok.narrow(1, 0, W - 1).to(dev), pos.to(dev), mask).narrow(1, p - 1, r);
+  if (!m.moe_layers().empty())  // the tokens that predict a real token (a row's last one does not)
+    mask = (real.narrow(1, 0, W - 1) & real.narrow(1, 1, W - 1)).to(dev);
+  auto pos = cols.narrow(1, 0, W - 1).expand({n, W - 1});
+  auto hidden = m.forward(tok.narrow(1, 0, W - 1).to(dev), pos.to(dev), mask);
+  // row i's response token t sits at column p_i + t and is predicted at column p_i - 1 + t
+  auto t = at::arange(r, L).unsqueeze(0);
+  auto valid = t.lt(rlen.unsqueeze(1));                                      // [n, r]
+  auto at_col = ((plen - 1).unsqueeze(1) + t).clamp_max(W - 2);
+  auto h = hidden.gather(1, at_col.to(dev).unsqueeze(-1).expand({n, r, hidden.size(-1)}));
   model::LogProbOptions lo;
   lo.with_entropy = with_entropy;
-  auto out = m.token_logprobs(hidden, tok.narrow(1, p, r).to(dev), lo);
-  // back on the CPU (a differentiable copy), as wide as the batch
-  out.logprobs = at::constant_pad_nd(out.logprobs.to(at::kCPU), {0, s.R - r});
-  if (out.entropy.defined()) out.entropy = at::constant_pad_nd(out.entropy.to(at::kCPU), {0, s.R - r});
+  auto out = m.token_logprobs(h, tok.gather(1, at_col + 1).to(dev), lo);
+  // back on the CPU (a differentiable copy), 0 beyond each row's response, as wide as the batch
+  auto finish = [&](const at::Tensor& x) {
+    return at::constant_pad_nd(at::where(valid, x.to(at::kCPU), 0), {0, s.R - r});
+  };
+  out.logprobs = finish(out.logprobs);
+  if (out.entropy.defined()) out.entropy = finish(out.entropy);
   return out;
 }
 

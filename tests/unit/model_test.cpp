@@ -74,6 +74,50 @@ TEST(Transformer, LeftPaddingDoesNotChangeRealTokens) {
   EXPECT_FALSE(m.logits(m.forward(padded, pos, mask)).isnan().any().item<bool>());
 }
 
+// Padding only at the ends of rows (the trainer's packed micro-batches): the plain causal path
+// runs, real tokens equal each row alone, and an MoE model's expert loads count real tokens only.
+TEST(Transformer, RightPaddingLeavesRealTokensAndMoeLoadsAlone) {
+  for (bool moe : {false, true}) {
+    SCOPED_TRACE(moe ? "MoE" : "dense");
+    auto c = tiny_config();
+    if (moe) {  // DeepSeek-V3-shaped: MLA, a dense first layer, routed + shared experts
+      c.model_type = "deepseek_v3";
+      c.num_key_value_heads = 4;
+      c.q_lora_rank = 8;
+      c.kv_lora_rank = 8;
+      c.qk_nope_head_dim = 4;
+      c.qk_rope_head_dim = 4;
+      c.v_head_dim = 4;
+      c.n_routed_experts = 8;
+      c.num_experts_per_tok = 2;
+      c.n_group = 2;
+      c.topk_group = 1;
+      c.moe_intermediate_size = 16;
+      c.n_shared_experts = 1;
+      c.first_k_dense_replace = 1;
+    }
+    at::manual_seed(3);
+    Transformer m(c);
+    m.train(true);  // expert loads are counted in training forwards
+    at::NoGradGuard g;
+    const std::vector<int64_t> len{7, 3, 5};
+    auto ids = at::randint(1, 23, {3, 7}, at::kLong);
+    auto mask = at::zeros({3, 7}, at::kBool);
+    for (int64_t r = 0; r < 3; ++r) mask[r].narrow(0, 0, len[r]).fill_(true);
+    auto whole = m.logits(m.forward(ids, {}, mask));
+    std::vector<at::Tensor> loads;
+    for (auto l : m.moe_layers()) loads.push_back(m.expert_load(l).clone());
+    m.reset_expert_load();
+    for (int64_t r = 0; r < 3; ++r) {
+      auto alone = m.logits(m.forward(ids[r].narrow(0, 0, len[r]).unsqueeze(0)));
+      EXPECT_LT((whole[r].narrow(0, 0, len[r]) - alone[0]).abs().max().item<double>(), 1e-5) << r;
+    }
+    size_t i = 0;
+    for (auto l : m.moe_layers()) EXPECT_TRUE(m.expert_load(l).equal(loads[i++])) << l;
+    EXPECT_EQ(m.moe_layers().empty(), !moe);
+  }
+}
+
 // Packed sequences (SFT packing): segment ids keep each example to itself, positions restart.
 TEST(Transformer, PackedSegmentsEqualSeparateSequences) {
   for (bool mla : {false, true}) {

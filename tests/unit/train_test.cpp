@@ -204,9 +204,9 @@ TEST(MicroBatch, PacksRowsSortedByLengthWithinTheTokenBudget) {
   // one micro-batch of 3 x (3 + 2) = 15 tokens
   EXPECT_EQ(train::pack_micro_batches({0, 1, 2, 3}, p, r, 20),
             (std::vector<std::vector<int64_t>>{{1}, {0, 3, 2}}));
-  // the budget counts the longest prompt and the longest response, which may be different rows
-  EXPECT_EQ(train::pack_micro_batches({1, 2}, {3, 6, 1}, {9, 1, 5}, 14),
-            (std::vector<std::vector<int64_t>>{{1}, {2}}));  // together 2 x (6 + 5) = 22 > 14
+  // the budget counts rows x the longest row (rows are packed to the left): 2 x (6 + 1) = 14
+  EXPECT_EQ(train::pack_micro_batches({2, 1}, {3, 6, 1}, {9, 1, 5}, 14), (std::vector<std::vector<int64_t>>{{1, 2}}));
+  EXPECT_EQ(train::pack_micro_batches({2, 1}, {3, 6, 1}, {9, 1, 5}, 13), (std::vector<std::vector<int64_t>>{{1}, {2}}));
   // a row longer than the budget goes alone; a subset of the rows, any order
   EXPECT_EQ(train::pack_micro_batches({3, 1}, p, r, 4), (std::vector<std::vector<int64_t>>{{1}, {3}}));
   EXPECT_TRUE(train::pack_micro_batches({}, p, r, 4).empty());
@@ -218,14 +218,15 @@ TEST(MicroBatch, PacksRowsSortedByLengthWithinTheTokenBudget) {
   std::vector<int64_t> seen;
   int64_t last = std::numeric_limits<int64_t>::max();
   for (auto& mb : mbs) {
-    int64_t pm = 0, rm = 0;
+    int64_t longest = 0;
     for (auto i : mb) {
       EXPECT_LE(pl[i] + rl[i], last);
       last = pl[i] + rl[i];
-      pm = std::max(pm, pl[i]), rm = std::max(rm, rl[i]);
+      longest = std::max(longest, pl[i] + rl[i]);
       seen.push_back(i);
     }
-    EXPECT_TRUE(mb.size() == 1 || int64_t(mb.size()) * (pm + rm) <= 1000) << mb.size() << " x " << pm + rm;
+    EXPECT_TRUE(mb.size() == 1 || int64_t(mb.size()) * longest <= 1000) << mb.size() << " x " << longest;
+    EXPECT_TRUE(&mb == &mbs.back() || int64_t(mb.size() + 1) * longest > 1000) << "room for one more row";
   }
   std::sort(seen.begin(), seen.end());
   EXPECT_EQ(seen, rows);

@@ -52,7 +52,9 @@ class Transformer {
   ///  positions      [batch, seq] int64 RoPE positions; undefined: past .. past+seq-1
   ///  attention_mask [batch, past + seq] bool, true = a real token; undefined: all real.
   ///                 Padding is allowed anywhere (left-padded prompts); padded queries attend
-  ///                 to themselves only, so no row is ever all -inf. An integer mask holds
+  ///                 to themselves only, so no row is ever all -inf. Where padding only ends
+  ///                 rows (no cache), the plain causal path runs: real tokens are unaffected and
+  ///                 padded positions' outputs are unspecified. An integer mask holds
   ///                 segment ids instead (packed sequences: a token attends only to earlier
   ///                 tokens of its own segment; 0 = padding); positions then restart per segment.
   ///  cache          when given, past keys/values are read from it and the new ones appended.

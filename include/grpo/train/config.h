@@ -166,7 +166,7 @@ struct GrpoConfig {
     v.field("inner_epochs", inner_epochs, "passes over each rollout batch", at_least(1));
     v.field("micro_batch_tokens", micro_batch_tokens,
             "token budget of one forward/backward (gradient accumulation inside a mini-batch): rows "
-            "sorted by length and packed, each forward as wide as its longest prompt + longest response",
+            "sorted by length and packed, each forward as wide as its longest prompt + response",
             at_least(1));
     v.field("clip_eps_low", clip_eps_low, "ratio clipped below at 1 - clip_eps_low (>= 1: never "
             "binds, the ratio is positive)", at_least(0));

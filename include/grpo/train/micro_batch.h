@@ -1,8 +1,8 @@
 // A GRPO step's sequences as the training forwards see them, and the micro-batches (gradient
 // accumulation inside a mini-batch) that share a forward/backward. Rows are sorted by length and
-// packed into a token budget, and each forward is only as wide as its own rows need: the prompt
-// columns left of its longest prompt and the response columns right of its longest response are
-// cut, so a short response is not padded to the step's longest one (with R1-Zero's one 65k-token
+// packed into a token budget, and each forward is only as wide as its own rows need (rows packed
+// to the left, as long as the longest prompt + response among them), so a short response is not
+// padded to the step's longest one (with R1-Zero's one 65k-token
 // sequence per micro-batch, each row costs its own length). Which rows go together changes no
 // result beyond float rounding: the loss weights come from the whole mini-batch.
 #pragma once
@@ -24,9 +24,9 @@ class Transformer;
 namespace grpo::train {
 
 /// Packs `rows` (ids into prompt_len / response_len: real prompt and response tokens of each row)
-/// into micro-batches: rows sorted by prompt + response length, longest first (equal lengths keep
-/// their order), then filled greedily while (rows in the micro-batch) x (longest prompt + longest
-/// response among them) stays within `token_budget`; a row longer than the budget goes alone.
+/// into micro-batches: rows sorted by length (prompt + response), longest first (equal lengths
+/// keep their order), then filled greedily while (rows in the micro-batch) x (its longest row's
+/// length) stays within `token_budget`; a row longer than the budget goes alone.
 /// Every row lands in exactly one micro-batch; the result depends only on the arguments.
 std::vector<std::vector<int64_t>> pack_micro_batches(const std::vector<int64_t>& rows,
                                                      const std::vector<int64_t>& prompt_len,
@@ -47,9 +47,10 @@ struct ResponseBatch {
 };
 
 /// Log-probs (and entropy) [rows, R] of the response tokens of `rows` under `m` (on its device;
-/// results on the CPU, differentiable), from one forward as wide as these rows need; the columns
-/// beyond their longest response are 0. No rows: a forward of zero rows (expert parallel's idle
-/// micro-batches take part in the collectives).
+/// results on the CPU, differentiable), 0 beyond each row's response. One forward as wide as the
+/// longest of these rows, each packed to the left (prompt, response, padding): padding only ends
+/// rows, so attention is plain causal, without a mask. No rows: a forward of zero rows (expert
+/// parallel's idle micro-batches take part in the collectives).
 model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatch& s, const at::Tensor& rows,
                                        bool with_entropy = true);
 
