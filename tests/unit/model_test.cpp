@@ -7,6 +7,7 @@
 
 #include "grpo/model/logprob.h"
 #include "grpo/model/transformer.h"
+#include "test_util.h"
 
 using namespace grpo::model;
 
@@ -80,22 +81,7 @@ TEST(Transformer, RightPaddingLeavesRealTokensAndMoeLoadsAlone) {
   for (bool moe : {false, true}) {
     SCOPED_TRACE(moe ? "MoE" : "dense");
     auto c = tiny_config();
-    if (moe) {  // DeepSeek-V3-shaped: MLA, a dense first layer, routed + shared experts
-      c.model_type = "deepseek_v3";
-      c.num_key_value_heads = 4;
-      c.q_lora_rank = 8;
-      c.kv_lora_rank = 8;
-      c.qk_nope_head_dim = 4;
-      c.qk_rope_head_dim = 4;
-      c.v_head_dim = 4;
-      c.n_routed_experts = 8;
-      c.num_experts_per_tok = 2;
-      c.n_group = 2;
-      c.topk_group = 1;
-      c.moe_intermediate_size = 16;
-      c.n_shared_experts = 1;
-      c.first_k_dense_replace = 1;
-    }
+    if (moe) grpo::test_util::make_moe(c);
     at::manual_seed(3);
     Transformer m(c);
     m.train(true);  // expert loads are counted in training forwards

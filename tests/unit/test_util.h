@@ -68,10 +68,9 @@ checkpoint: {every: 1, keep: 10}
   return c;
 }
 
-/// tiny_run's model as a DeepSeek-V3-shaped MoE: MLA, a dense first layer, then 4 routed experts
-/// (2 per token) and a shared one.
-inline void make_moe(train::Config& c) {
-  auto& m = c.model;
+/// A small model made DeepSeek-V3-shaped: MLA, a dense first layer, then 4 routed experts (2 per
+/// token) and a shared one.
+inline void make_moe(model::ModelConfig& m) {
   m.model_type = "deepseek_v3";
   m.num_hidden_layers = 2;
   m.num_key_value_heads = 2;
@@ -85,6 +84,8 @@ inline void make_moe(train::Config& c) {
   m.moe_intermediate_size = 16;
   m.first_k_dense_replace = 1;
 }
+/// tiny_run's model as make_moe's MoE.
+inline void make_moe(train::Config& c) { make_moe(c.model); }
 
 /// How many nodes of `t`'s autograd graph have `part` in their name (e.g. a custom Function's).
 inline int64_t graph_nodes_named(const at::Tensor& t, const std::string& part) {
