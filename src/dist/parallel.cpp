@@ -159,8 +159,16 @@ at::Tensor reduce_scatter_shards(const at::Tensor& x, int64_t dim, Comm& group) 
 }
 }  // namespace
 
-// summed_backward: the consumers' gradients are partial per rank (split layers only), so backward
-// reduce-scatters them; else they are whole on every rank and backward keeps this rank's part.
+// The gradient of this rank's shard from the gathered sequence's gradient g: summed (the
+// consumers are split layers, their gradients partial per rank): reduce-scattered; else (whole on
+// every rank) this rank's part of it.
+at::Tensor shard_gradient(const at::Tensor& g, int64_t dim, int64_t total, Comm& c, bool summed) {
+  if (summed) return reduce_scatter_shards(g, dim, c);
+  auto part = sequence_shard(total, c.size(), c.rank());
+  return g.narrow(dim, part.begin, part.size).contiguous();
+}
+
+// summed_backward: see shard_gradient.
 struct GatherSequence : torch::autograd::Function<GatherSequence> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, int64_t total, Comm* c,
                             bool summed_backward) {
@@ -171,15 +179,8 @@ struct GatherSequence : torch::autograd::Function<GatherSequence> {
     return all_gather_shards(x, dim, total, *c);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list g) {
-    auto* c = comm_of(ctx);
-    const int64_t dim = ctx->saved_data["dim"].toInt(), total = ctx->saved_data["total"].toInt();
-    at::Tensor dx;
-    if (ctx->saved_data["summed"].toBool()) {
-      dx = reduce_scatter_shards(g[0], dim, *c);
-    } else {
-      auto part = sequence_shard(total, c->size(), c->rank());
-      dx = g[0].narrow(dim, part.begin, part.size).contiguous();
-    }
+    auto dx = shard_gradient(g[0], ctx->saved_data["dim"].toInt(), ctx->saved_data["total"].toInt(), *comm_of(ctx),
+                             ctx->saved_data["summed"].toBool());
     return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -199,8 +200,8 @@ struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> 
 
 // params: n weights [out_i, in], then n biases when with_bias. Saves this rank's shard of x (and
 // the weights), not the gathered input: backward gathers it again for the weight gradients.
-// summed_backward as in GatherSequence: the layers' input gradients are partial sums (split layers:
-// reduce-scattered) or whole on every rank (replicated layers: this rank's part kept).
+// summed_backward: the layers' input gradients are partial sums (split layers) or whole on every
+// rank (replicated layers); see shard_gradient.
 struct GatherSequenceLinears : torch::autograd::Function<GatherSequenceLinears> {
   static tensor_list forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, int64_t total, Comm* c,
                              at::TensorList params, bool with_bias, bool summed_backward) {
@@ -238,15 +239,8 @@ struct GatherSequenceLinears : torch::autograd::Function<GatherSequenceLinears> 
       dw[i] = at::mm(gi.t(), rows);
       if (with_bias) db[i] = gi.sum(0);
     }
-    at::Tensor dx;
-    if (!dwhole.defined()) {
-      dx = at::zeros_like(saved[0]);
-    } else if (ctx->saved_data["summed"].toBool()) {
-      dx = reduce_scatter_shards(dwhole, dim, *c);
-    } else {
-      auto part = sequence_shard(total, c->size(), c->rank());
-      dx = dwhole.narrow(dim, part.begin, part.size).contiguous();
-    }
+    auto dx = dwhole.defined() ? shard_gradient(dwhole, dim, total, *c, ctx->saved_data["summed"].toBool())
+                               : at::zeros_like(saved[0]);
     tensor_list r{dx, at::Tensor(), at::Tensor(), at::Tensor()};
     r.insert(r.end(), dw.begin(), dw.end());
     if (with_bias) r.insert(r.end(), db.begin(), db.end());

@@ -49,10 +49,8 @@ ResponseBatch ResponseBatch::of(const rollout::RolloutBatch& batch) {
   s.P = batch.prompt_width;
   s.R = N == 0 ? 1 : std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
   s.tokens = batch.tokens.narrow(1, 0, s.P + s.R);
-  s.attn = batch.attention_mask.narrow(1, 0, s.P + s.R);
-  s.positions = at::clamp_min(s.attn.to(at::kLong).cumsum(1) - 1, 0);
   s.resp_mask = batch.response_mask.narrow(1, 0, s.R).to(at::kFloat);
-  s.prompt_len = to_vector(s.attn.narrow(1, 0, s.P).sum(1));
+  s.prompt_len = to_vector(batch.attention_mask.narrow(1, 0, s.P).sum(1));
   s.resp_len = to_vector(batch.response_mask.sum(1));
   return s;
 }
@@ -82,8 +80,7 @@ model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatc
   const auto dev = m.device();
   if (!m.moe_layers().empty())  // the tokens that predict a real token (a row's last one does not)
     mask = (real.narrow(1, 0, W - 1) & real.narrow(1, 1, W - 1)).to(dev);
-  auto pos = cols.narrow(1, 0, W - 1).expand({n, W - 1});
-  auto hidden = m.forward(tok.narrow(1, 0, W - 1).to(dev), pos.to(dev), mask);
+  auto hidden = m.forward(tok.narrow(1, 0, W - 1).to(dev), {}, mask);  // (positions 0, 1, ...)
   // row i's response token t sits at column p_i + t and is predicted at column p_i - 1 + t
   auto t = at::arange(r, L).unsqueeze(0);
   auto valid = t.lt(rlen.unsqueeze(1));                                      // [n, r]

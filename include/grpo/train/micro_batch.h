@@ -36,8 +36,8 @@ std::vector<std::vector<int64_t>> pack_micro_batches(const std::vector<int64_t>&
 /// The rollout's rows cut to the longest response (on the CPU): prompts left-padded, ending at
 /// column P; responses from column P, R wide.
 struct ResponseBatch {
-  at::Tensor tokens, attn, positions;  // [N, P + R]
-  at::Tensor resp_mask;                // [N, R] float
+  at::Tensor tokens;     // [N, P + R]
+  at::Tensor resp_mask;  // [N, R] float
   int64_t P = 0, R = 0;
   std::vector<int64_t> prompt_len, resp_len;  // real tokens of each row
 
