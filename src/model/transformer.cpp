@@ -32,6 +32,9 @@
 namespace grpo::model {
 namespace {
 
+// bf16 attention on CPU with fewer keys than this runs in fp32 (attend()).
+constexpr int64_t kCpuBf16AttentionMaxKeys = 192;
+
 // Sequence parallel in the current forward: the residual stream split along the sequence over tp
 // (set per forward by Transformer::forward; the modules read it through Split::seq).
 struct SeqSplit {
@@ -180,6 +183,27 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 }
 
 
+// Scaled dot-product attention: causal (mask undefined) or with a bool mask [B, 1, T, S] (true =
+// may attend). LibTorch's CPU flash kernel is slow on bf16 with short keys (its reduced-precision
+// path works in fixed key blocks of a few hundred: at 20 keys its backward took 17 ms where fp32
+// took 1.2 ms, so bf16 training steps of the demo ran 1.6x slower than fp32). There the inputs are
+// upcast to fp32 and the output rounded back; the fp32 kernel accumulates in fp32 as the bf16 one
+// does. Measured crossover on a 2-core Xeon: upcasting wins below ~192 keys for query blocks
+// (training, prefill) and loses for one-token decode queries (docs/performance.md).
+at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor& mask,
+                  std::optional<double> scale, bool gqa) {
+  const bool upcast = q.is_cpu() && q.scalar_type() == at::kBFloat16 && q.size(-2) > 1 &&
+                      k.size(-2) < kCpuBf16AttentionMaxKeys;
+  if (upcast) {
+    q = q.to(at::kFloat);
+    k = k.to(at::kFloat);
+    v = v.to(at::kFloat);
+  }
+  auto out = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale, gqa)
+                            : at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale, gqa);
+  return upcast ? out.to(at::kBFloat16) : out;
+}
+
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const ModelConfig& c, const Split& sp)
       : heads(sp.part(c.num_attention_heads, "num_attention_heads")),
@@ -214,14 +238,7 @@ struct AttentionImpl : torch::nn::Module {
     q = RopeFn::apply(q, cos, sin);
     k = RopeFn::apply(k, cos, sin);
     if (cache) std::tie(k, v) = cache->append(layer, k, v);
-    at::Tensor out;
-    if (mask.defined()) {
-      out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt,
-                                             kv_heads != heads);
-    } else {
-      out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
-                                             kv_heads != heads);
-    }
+    auto out = attend(q, k, v, mask, std::nullopt, kv_heads != heads);
     return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * head_dim}), split);
   }
   int64_t heads, kv_heads, head_dim;
@@ -317,19 +334,15 @@ struct MLAImpl : torch::nn::Module {
     auto latent = split.copy(kv_a_layernorm(ckv.narrow(-1, 0, rank))).unsqueeze(1);  // [B, 1, T, rank]
     auto k_rope = apply_rope(split.copy(ckv.narrow(-1, rank, dr)).unsqueeze(1), cos, sin, interleave);  // [B, 1, T, dr]
     at::Tensor out;  // [B, H, T, dv]
-    auto sdpa = [&](const at::Tensor& qq, const at::Tensor& kk, const at::Tensor& vv, bool gqa) {
-      if (mask.defined()) return at::scaled_dot_product_attention(qq, kk, vv, mask, 0.0, false, scale, gqa);
-      return at::scaled_dot_product_attention(qq, kk, vv, {}, 0.0, true, scale, gqa);
-    };
     if (!cache) {
       auto kv = kv_b_proj(latent.squeeze(1)).view({B, T, heads, dn + dv}).transpose(1, 2);
       auto k = at::cat({kv.narrow(-1, 0, dn), k_rope.expand({B, heads, T, dr})}, -1);
-      out = sdpa(at::cat({q_nope, q_rope}, -1), k, kv.narrow(-1, dn, dv), false);
+      out = attend(at::cat({q_nope, q_rope}, -1), k, kv.narrow(-1, dn, dv), mask, scale, false);
     } else {
       auto [c_all, r_all] = cache->append(layer, latent, k_rope);  // [B, 1, S, rank], [B, 1, S, dr]
       auto w = kv_b_proj->weight.view({heads, dn + dv, rank});
       auto q_lat = at::matmul(q_nope, w.narrow(1, 0, dn));            // [B, H, T, rank]
-      auto lat = sdpa(at::cat({q_lat, q_rope}, -1), at::cat({c_all, r_all}, -1), c_all, true);
+      auto lat = attend(at::cat({q_lat, q_rope}, -1), at::cat({c_all, r_all}, -1), c_all, mask, scale, true);
       out = at::matmul(lat, w.narrow(1, dn, dv).transpose(1, 2));     // [B, H, T, dv]
     }
     return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * dv}), split);

@@ -137,6 +137,61 @@ TEST(Transformer, PackedSegmentsEqualSeparateSequences) {
   }
 }
 
+// bf16 models on CPU: attention runs in fp32 for short keys (LibTorch's bf16 CPU kernel is slow
+// there) and in bf16 for long ones and one-token decoding. Every path must agree with the fp32
+// model to bf16 accuracy, forward and backward, dense and MLA, full and cached.
+TEST(Transformer, Bf16AgreesWithFp32ForShortAndLongSequences) {
+  for (bool mla : {false, true}) {
+    auto cfg = tiny_config();
+    cfg.max_position_embeddings = 256;
+    if (mla) {
+      cfg.model_type = "deepseek_v3";
+      cfg.num_key_value_heads = cfg.num_attention_heads;
+      cfg.q_lora_rank = 0;
+      cfg.kv_lora_rank = 8;
+      cfg.qk_nope_head_dim = 4;
+      cfg.qk_rope_head_dim = 4;
+      cfg.v_head_dim = 8;
+    }
+    at::manual_seed(4);
+    Transformer f32(cfg), b16(cfg);
+    for (auto& p : f32.parameters()) p.set_data(p.data().to(at::kBFloat16).to(at::kFloat));  // same weights
+    b16.copy_from(f32);
+    for (auto& p : b16.parameters()) p.set_data(p.data().to(at::kBFloat16));
+    // Error relative to the reference's largest magnitude. The weights are the same (rounded to
+    // bf16 for both), so only activation rounding differs: 8 significant bits, u = 2^-9, through
+    // two blocks of ~15 rounded ops each gives up to ~3% here (measured 1-2.9%); a wrong mask,
+    // scale or layout in an attention path gives errors of order 1.
+    auto rel = [](const at::Tensor& a, const at::Tensor& ref) {
+      return ((a.to(at::kFloat) - ref).abs().max() / ref.abs().max()).item<double>();
+    };
+    for (int64_t T : {20, 230}) {  // below and above the fp32 attention cut-off
+      SCOPED_TRACE(std::string(mla ? "MLA" : "dense") + " T=" + std::to_string(T));
+      auto ids = at::randint(0, 23, {2, T}, at::kLong);
+      auto dir = at::randn({2, T, cfg.hidden_size});
+      std::vector<at::Tensor> out, grad;
+      for (Transformer* m : {&f32, &b16}) {
+        for (auto& p : m->parameters()) p.mutable_grad() = at::Tensor();
+        auto h = m->forward(ids);
+        (h.to(at::kFloat) * dir).sum().backward();
+        out.push_back(h.detach());
+        grad.push_back(m->named_parameters().at(2).second.grad());  // layer 0's first attention weight
+      }
+      EXPECT_EQ(out[1].scalar_type(), at::kBFloat16);
+      EXPECT_LT(rel(out[1], out[0]), 6e-2);
+      EXPECT_LT(rel(grad[1], grad[0]), 6e-2);
+      // cached: prefill, then one token at a time
+      at::NoGradGuard g;
+      auto ref = f32.logits(f32.forward(ids));
+      auto cache = b16.make_cache(2, T);
+      const int64_t pre = T - 4;
+      std::vector<at::Tensor> parts{b16.logits(b16.forward(ids.narrow(1, 0, pre), {}, {}, cache.get()))};
+      for (int64_t t = pre; t < T; ++t) parts.push_back(b16.logits(b16.forward(ids.narrow(1, t, 1), {}, {}, cache.get())));
+      EXPECT_LT(rel(at::cat(parts, 1), ref), 6e-2);
+    }
+  }
+}
+
 TEST(TokenLogProbs, MatchesFullLogSoftmaxAndGradients) {
   at::manual_seed(3);
   for (double temp : {1.0, 0.7}) {
