@@ -3,14 +3,16 @@
 # one after the other, for seeds 1..N: time of the base stage, of GRPO's rollouts and updates, of
 # the whole run, and held-out greedy accuracy at the start and end of GRPO. bf16 pays off on CPUs
 # with native bf16 matrix units (AMX-BF16, Sapphire Rapids and later); elsewhere LibTorch emulates
-# bf16 and it is slower. Usage: bench/precision_cpu.sh [seeds...]   (default: 1)
+# bf16 and it is slower. Then, when a Python torch imports (see bench/demo_vs_probe.sh), PyTorch's
+# own CPU attention in bf16 vs fp32 (bench/sdpa_cpu_bf16.py).
+# Usage: bench/precision_cpu.sh [seeds...]   (default: 1)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/build.sh" grpo_train >/dev/null
 out=${GRPO_BENCH_OUT:-$(mktemp -d)}
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1)
-grep -o -m1 'amx_bf16\|avx512_bf16' /proc/cpuinfo | head -1 | sed 's/^/CPU bf16 support: /' || echo "CPU bf16 support: none"
+echo "CPU bf16 support: $(grep -m1 '^flags' /proc/cpuinfo | grep -o 'amx_bf16\|avx512_bf16' | sort -u | tr '\n' ' ')"
 printf '| seed | precision | base stage | GRPO rollout | GRPO update | whole run | greedy start -> step 50 |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
 for s in "${seeds[@]}"; do
@@ -33,3 +35,9 @@ PY
   done
 done
 echo "(runs in $out)"
+py=${GRPO_BENCH_PYTHON:-$HOME/.local/share/grpo/bench-venv/bin/python}
+if "$py" -c 'import torch' 2>/dev/null; then
+  "$py" "$root/bench/sdpa_cpu_bf16.py" 2>/dev/null
+else
+  echo "(no Python torch at $py: PyTorch's SDPA table skipped)"
+fi

@@ -182,11 +182,9 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return RopeFn::apply(y, cos, sin);
 }
 
-
 // Scaled dot-product attention: causal (mask undefined) or with a bool mask [B, 1, T, S] (true =
-// may attend). LibTorch's CPU flash kernel is slow on bf16 with short keys (its reduced-precision
-// path works in fixed key blocks of a few hundred: at 20 keys its backward took 17 ms where fp32
-// took 1.2 ms, so bf16 training steps of the demo ran 1.6x slower than fp32). There the inputs are
+// may attend). LibTorch's CPU flash kernel is slow on bf16 with short keys (at 20 keys its backward
+// took 17 ms where fp32 took 1.2 ms, so the bf16 demo ran 1.6x slower than fp32). There the inputs are
 // upcast to fp32 and the output rounded back; the fp32 kernel accumulates in fp32 as the bf16 one
 // does. Measured crossover on a 2-core Xeon: upcasting wins below ~192 keys for query blocks
 // (training, prefill) and loses for one-token decode queries (docs/performance.md).
