@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include <ATen/Context.h>
+#include <ATen/cpu/Utils.h>
 #include <fmt/format.h>
 
 #include "grpo/build_config.h"
@@ -50,6 +51,18 @@ c10::Device resolve_device(const std::string& name, int64_t local_rank, const st
                                      "(cuda:N; they then share it through the gloo backend)", index, index, count, count)
                        : fmt::format(" = {}: this machine has {} GPU(s)", name, count));
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+bool cpu_has_native_bf16() {
+  static const bool yes = [] {
+    const auto caps = at::cpu::get_cpu_capabilities();
+    auto flag = [&](const char* k) {
+      auto it = caps.find(k);
+      return it != caps.end() && it->second.isBool() && it->second.toBool();
+    };
+    return flag("amx_bf16") || flag("avx512_bf16");
+  }();
+  return yes;
 }
 
 std::string cuda_summary() {

@@ -115,6 +115,9 @@ struct Trainer::Impl {
       spdlog::info("parallel layout: {} processes, {}; collectives: {}", launch.world_size, layout.describe(),
                    world->backend());
     if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
+    if (cfg.optim.precision == "bf16" && device.is_cpu() && !grpo::cpu_has_native_bf16())
+      spdlog::warn("optim.precision: bf16 on a CPU without bf16 matrix instructions (AMX-BF16 or AVX512-BF16): "
+                   "LibTorch emulates bf16 here and fp32 is likely faster");
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
     tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok->vocab_size();

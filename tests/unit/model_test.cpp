@@ -1,8 +1,11 @@
 // Transformer, KV cache and the chunked log-prob op against plain LibTorch references.
+#include <fstream>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include "grpo/core/device.h"
 #include "grpo/core/error.h"
 
 #include "grpo/model/logprob.h"
@@ -190,6 +193,18 @@ TEST(Transformer, Bf16AgreesWithFp32ForShortAndLongSequences) {
       EXPECT_LT(rel(at::cat(parts, 1), ref), 6e-2);
     }
   }
+}
+
+// The bf16 warning's CPU check against the kernel's own list of CPU flags.
+TEST(Device, NativeBf16MatchesCpuFlags) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line) && line.rfind("flags", 0) != 0) {
+  }
+  if (line.rfind("flags", 0) != 0) GTEST_SKIP() << "no x86 flags line in /proc/cpuinfo on this machine";
+  line += " ";
+  const bool expect = line.find(" amx_bf16 ") != std::string::npos || line.find(" avx512_bf16 ") != std::string::npos;
+  EXPECT_EQ(grpo::cpu_has_native_bf16(), expect) << line;
 }
 
 TEST(TokenLogProbs, MatchesFullLogSoftmaxAndGradients) {

@@ -28,6 +28,10 @@ bool cuda_kernels_enabled();
 /// other values, when no GPU is usable, and for an index the machine lacks.
 c10::Device resolve_device(const std::string& name, int64_t local_rank, const std::string& key);
 
+/// This CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16), which LibTorch's CPU matmuls
+/// use for bf16 operands. Without them bf16 is emulated and slower than fp32 (docs/performance.md).
+bool cpu_has_native_bf16();
+
 /// One line for logs and skipped tests: "CUDA kernels built: yes; CUDA devices: 1 (NVIDIA H100 ...)".
 std::string cuda_summary();
 

@@ -249,7 +249,8 @@ struct OptimConfig {
     v.field("min_lr_ratio", min_lr_ratio, "cosine floor as a fraction of lr", core::between(0, 1));
     v.field("precision", precision, "fp32, or bf16: mixed precision -- bf16 trainable parameters, "
             "gradients and activations, fp32 master weights and AdamW state (checkpoints hold the "
-            "fp32 masters), fp32 router, log-probs and loss", {"fp32", "bf16"});
+            "fp32 masters), fp32 router, log-probs and loss. The GPU setting; on CPUs with AMX-BF16 "
+            "also ~1.3x faster than fp32, on CPUs without bf16 instructions slower", {"fp32", "bf16"});
   }
 };
 
