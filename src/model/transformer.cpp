@@ -32,7 +32,7 @@
 namespace grpo::model {
 namespace {
 
-// bf16 attention on CPU with fewer keys than this runs in fp32 (attend()).
+// bf16 attention of CPU training forwards with fewer keys than this runs in fp32 (attend()).
 constexpr int64_t kCpuBf16AttentionMaxKeys = 192;
 
 // Sequence parallel in the current forward: the residual stream split along the sequence over tp
@@ -41,6 +41,11 @@ struct SeqSplit {
   bool on = false;
   int64_t total = 0;  // the whole sequence length
 };
+
+// y = x W^T + b as PyTorch's nn.Linear computes it: ATen's linear, whose bias enters one fused
+// addmm. The C++ frontend's Linear::forward does matmul and then += bias for 3-d inputs, two
+// roundings, so its bf16 results differ from transformers' (HfFamily.Bf16LogitsEqualTransformersBitForBit).
+at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x) { return at::linear(x, l->weight, l->bias); }
 
 // The modules' view of the parallel layout.
 struct Split {
@@ -76,7 +81,7 @@ struct Split {
       return dist::gather_sequence_linears(x, 1, seq->total, w, b, *tp, split_layers);
     }
     auto xs = split_layers ? copy(x) : x;
-    for (auto l : ls) out.push_back(l->forward(xs));
+    for (const auto& l : ls) out.push_back(linear(l, xs));
     return out;
   }
   // a replicated parameter applied to this rank's part of the sequence: gradients summed over tp
@@ -106,7 +111,7 @@ struct ScaleGradient : torch::autograd::Function<ScaleGradient> {
 
 // A row-parallel linear layer: partial products summed over the group, then the bias (once).
 at::Tensor row_linear(torch::nn::Linear& l, const at::Tensor& x, const Split& s) {
-  if (s.tp_size() == 1) return l->forward(x);
+  if (s.tp_size() == 1) return linear(l, x);
   auto y = s.reduce(at::linear(x, l->weight));
   return l->bias.defined() ? y + s.seq_param(l->bias) : y;
 }
@@ -183,14 +188,16 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 }
 
 // Scaled dot-product attention: causal (mask undefined) or with a bool mask [B, 1, T, S] (true =
-// may attend). LibTorch's CPU flash kernel is slow on bf16 with short keys (at 20 keys its backward
-// took 17 ms where fp32 took 1.2 ms, so the bf16 demo ran 1.6x slower than fp32). There the inputs are
-// upcast to fp32 and the output rounded back; the fp32 kernel accumulates in fp32 as the bf16 one
-// does. Measured crossover on a 2-core Xeon: upcasting wins below ~192 keys for query blocks
-// (training, prefill) and loses for one-token decode queries (docs/performance.md).
+// may attend). LibTorch's CPU flash kernel is slow on bf16 with short keys in training (at 20 keys
+// its backward took 17 ms where fp32 took 1.2 ms, so the bf16 demo ran 1.6x slower than fp32). So
+// training forwards (model in train mode) of bf16 CPU tensors with fewer than kCpuBf16AttentionMaxKeys
+// keys upcast the inputs to fp32 and round the output back (the fp32 kernel accumulates in fp32 as
+// the bf16 one does; the results differ by bf16 rounding). The crossover on a 2-core Xeon is
+// ~192 keys (docs/performance.md). Forwards in eval mode (generation, evaluation, the reference
+// model) keep the bf16 kernel and so give transformers' bf16 results bit for bit.
 at::Tensor attend(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor& mask,
-                  std::optional<double> scale, bool gqa) {
-  const bool upcast = q.is_cpu() && q.scalar_type() == at::kBFloat16 && q.size(-2) > 1 &&
+                  std::optional<double> scale, bool gqa, bool training) {
+  const bool upcast = training && q.is_cpu() && q.scalar_type() == at::kBFloat16 && q.size(-2) > 1 &&
                       k.size(-2) < kCpuBf16AttentionMaxKeys;
   if (upcast) {
     q = q.to(at::kFloat);
@@ -236,7 +243,7 @@ struct AttentionImpl : torch::nn::Module {
     q = RopeFn::apply(q, cos, sin);
     k = RopeFn::apply(k, cos, sin);
     if (cache) std::tie(k, v) = cache->append(layer, k, v);
-    auto out = attend(q, k, v, mask, std::nullopt, kv_heads != heads);
+    auto out = attend(q, k, v, mask, std::nullopt, kv_heads != heads, is_training());
     return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * head_dim}), split);
   }
   int64_t heads, kv_heads, head_dim;
@@ -264,7 +271,7 @@ struct MLPImpl : torch::nn::Module {
   // Without the final sum over the group (bias-free MLPs): this rank's partial output. `xs` has
   // been through copy_to_group already (the MoE's input, shared with its routed experts).
   at::Tensor partial(const at::Tensor& xs) {
-    return at::linear(at::silu(gate_proj(xs)) * up_proj(xs), down_proj->weight);
+    return at::linear(at::silu(linear(gate_proj, xs)) * linear(up_proj, xs), down_proj->weight);
   }
   Split split;
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
@@ -318,12 +325,12 @@ struct MLAImpl : torch::nn::Module {
     at::Tensor q, ckv;  // ckv [B, T, rank + dr]
     if (q_a_proj) {  // both latent projections replicated: Megatron's gather, keeping x's part
       auto lat = split.linears(x, {q_a_proj, kv_a_proj_with_mqa}, /*split_layers=*/false);
-      q = q_b_proj(split.copy(q_a_layernorm(lat[0])));
+      q = linear(q_b_proj, split.copy(q_a_layernorm(lat[0])));
       ckv = lat[1];
     } else {
       auto whole = split.gather(x);
-      q = q_proj(split.copy(whole));
-      ckv = kv_a_proj_with_mqa(whole);
+      q = linear(q_proj, split.copy(whole));
+      ckv = linear(kv_a_proj_with_mqa, whole);
     }
     const auto B = ckv.size(0), T = ckv.size(1);
     q = q.view({B, T, heads, dn + dr}).transpose(1, 2);  // [B, H, T, dn + dr]
@@ -333,14 +340,14 @@ struct MLAImpl : torch::nn::Module {
     auto k_rope = apply_rope(split.copy(ckv.narrow(-1, rank, dr)).unsqueeze(1), cos, sin, interleave);  // [B, 1, T, dr]
     at::Tensor out;  // [B, H, T, dv]
     if (!cache) {
-      auto kv = kv_b_proj(latent.squeeze(1)).view({B, T, heads, dn + dv}).transpose(1, 2);
+      auto kv = linear(kv_b_proj, latent.squeeze(1)).view({B, T, heads, dn + dv}).transpose(1, 2);
       auto k = at::cat({kv.narrow(-1, 0, dn), k_rope.expand({B, heads, T, dr})}, -1);
-      out = attend(at::cat({q_nope, q_rope}, -1), k, kv.narrow(-1, dn, dv), mask, scale, false);
+      out = attend(at::cat({q_nope, q_rope}, -1), k, kv.narrow(-1, dn, dv), mask, scale, false, is_training());
     } else {
       auto [c_all, r_all] = cache->append(layer, latent, k_rope);  // [B, 1, S, rank], [B, 1, S, dr]
       auto w = kv_b_proj->weight.view({heads, dn + dv, rank});
       auto q_lat = at::matmul(q_nope, w.narrow(1, 0, dn));            // [B, H, T, rank]
-      auto lat = attend(at::cat({q_lat, q_rope}, -1), at::cat({c_all, r_all}, -1), c_all, mask, scale, true);
+      auto lat = attend(at::cat({q_lat, q_rope}, -1), at::cat({c_all, r_all}, -1), c_all, mask, scale, true, is_training());
       out = at::matmul(lat, w.narrow(1, dn, dv).transpose(1, 2));     // [B, H, T, dv]
     }
     return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * dv}), split);

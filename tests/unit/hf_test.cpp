@@ -40,6 +40,26 @@ TEST_P(HfFamily, LogitsMatchTransformers) {
   EXPECT_GT(want.abs().max().item<double>(), 0.5);  // the fixture is not trivially small
 }
 
+// bf16 weights and activations (eval mode: the bf16 attention kernel, as transformers on CPU): the
+// same ops in the same order as transformers with the checkpoint loaded in bf16, so the same bits.
+// Dense families only: DeepSeek-V3's MoE sums its experts in another order than transformers' loop
+// over experts, so its bf16 logits differ by bf16 rounding.
+class HfDenseFamily : public ::testing::TestWithParam<std::string> {};
+TEST_P(HfDenseFamily, Bf16LogitsEqualTransformersBitForBit) {
+  auto model = model::load_hf_model(fixture(GetParam()));
+  for (auto& p : model->parameters()) p.set_data(p.data().to(at::kBFloat16));
+  model->train(false);
+  io::SafetensorsFile f(fixture(GetParam()) + "/expected.safetensors");
+  auto ids = f.tensor("input_ids").clone(), want = f.tensor("logits_bf16").clone();
+  at::NoGradGuard g;
+  auto got = model->logits(model->forward(ids));
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_TRUE(got.equal(want)) << GetParam() << ": max difference " << (got - want).abs().max().item<double>()
+                               << ", equal " << got.eq(want).to(at::kFloat).mean().item<double>();
+  // and bf16 is not fp32 in disguise: it differs from the fp32 logits
+  EXPECT_GT((want - f.tensor("logits")).abs().max().item<double>(), 1e-3);
+}
+
 TEST_P(HfFamily, KvCacheDecodingMatchesTransformers) {
   auto model = model::load_hf_model(fixture(GetParam()));
   auto [ids, want] = expected(GetParam());
@@ -86,6 +106,7 @@ TEST_P(HfFamily, ExportRoundTripsThroughOurReader) {
 
 INSTANTIATE_TEST_SUITE_P(Families, HfFamily, ::testing::Values("llama", "qwen2", "qwen3", "deepseek_v3_qlora",
                                                             "deepseek_v3_noqlora"));
+INSTANTIATE_TEST_SUITE_P(Families, HfDenseFamily, ::testing::Values("llama", "qwen2", "qwen3"));
 
 TEST(HfConfig, FamilyOptions) {
   auto q2 = model::read_hf_config(fixture("qwen2") + "/config.json");
