@@ -29,6 +29,17 @@ ModelConfig tiny_config() {
   return c;
 }
 
+// tiny_config's model with DeepSeek-V3's multi-head latent attention (no low-rank query, dense MLPs)
+void make_mla(ModelConfig& c) {
+  c.model_type = "deepseek_v3";
+  c.num_key_value_heads = c.num_attention_heads;
+  c.q_lora_rank = 0;
+  c.kv_lora_rank = 8;
+  c.qk_nope_head_dim = 4;
+  c.qk_rope_head_dim = 4;
+  c.v_head_dim = 8;
+}
+
 }  // namespace
 
 TEST(Transformer, HuggingFaceParameterNames) {
@@ -112,15 +123,7 @@ TEST(Transformer, PackedSegmentsEqualSeparateSequences) {
   for (bool mla : {false, true}) {
     at::manual_seed(3);
     auto cfg = tiny_config();
-    if (mla) {
-      cfg.model_type = "deepseek_v3";
-      cfg.num_key_value_heads = cfg.num_attention_heads;
-      cfg.q_lora_rank = 0;
-      cfg.kv_lora_rank = 8;
-      cfg.qk_nope_head_dim = 4;
-      cfg.qk_rope_head_dim = 4;
-      cfg.v_head_dim = 8;
-    }
+    if (mla) make_mla(cfg);
     Transformer m(cfg);
     m.train(false);
     at::NoGradGuard g;
@@ -147,15 +150,7 @@ TEST(Transformer, Bf16AgreesWithFp32ForShortAndLongSequences) {
   for (bool mla : {false, true}) {
     auto cfg = tiny_config();
     cfg.max_position_embeddings = 256;
-    if (mla) {
-      cfg.model_type = "deepseek_v3";
-      cfg.num_key_value_heads = cfg.num_attention_heads;
-      cfg.q_lora_rank = 0;
-      cfg.kv_lora_rank = 8;
-      cfg.qk_nope_head_dim = 4;
-      cfg.qk_rope_head_dim = 4;
-      cfg.v_head_dim = 8;
-    }
+    if (mla) make_mla(cfg);
     at::manual_seed(4);
     Transformer f32(cfg), b16(cfg);
     for (auto& p : f32.parameters()) p.set_data(p.data().to(at::kBFloat16).to(at::kFloat));  // same weights
