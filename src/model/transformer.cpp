@@ -71,7 +71,6 @@ struct Split {
   // reduce-scatter); else replicated layers (whole gradients on every rank).
   std::vector<at::Tensor> linears(const at::Tensor& x, const std::vector<torch::nn::Linear>& ls,
                                   bool split_layers = true) const {
-    std::vector<at::Tensor> out;
     if (seq_on()) {
       std::vector<at::Tensor> w, b;
       for (const auto& l : ls) {
@@ -81,6 +80,7 @@ struct Split {
       return dist::gather_sequence_linears(x, 1, seq->total, w, b, *tp, split_layers);
     }
     auto xs = split_layers ? copy(x) : x;
+    std::vector<at::Tensor> out;
     for (const auto& l : ls) out.push_back(linear(l, xs));
     return out;
   }
