@@ -3,6 +3,7 @@
 transformers (pinned, tools/requirements.txt) and expected.safetensors with, from transformers'
 DeepseekV3ForCausalLM in fp32:
   input_ids, logits                    the forward pass
+  logits_bf16                          the same with the checkpoint loaded in bf16
   router.<layer>.indices / .weights    each MoE layer's routing (DeepseekV3TopkRouter outputs)
 Configs cover: several experts, n_group > 1, first_k_dense_replace >= 1, with and without
 q_lora_rank, YaRN (mscale) and plain RoPE, interleaved and rotate-half RoPE, a non-zero
@@ -95,7 +96,11 @@ def main():
             logits = model(input_ids=ids).logits.float()
         for h in hooks:
             h.remove()
-        save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous(), **routing},
+        with torch.no_grad():  # bf16 as users load it (the router's correction bias stays fp32)
+            bf16 = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.bfloat16).eval()
+            logits_bf16 = bf16(input_ids=ids).logits.float()
+        save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous(),
+                   "logits_bf16": logits_bf16.contiguous(), **routing},
                   os.path.join(out_dir, "expected.safetensors"),
                   metadata={"transformers": transformers.__version__, "torch": torch.__version__})
         n = sum(p.numel() for p in model.parameters())

@@ -226,8 +226,12 @@ at::Tensor unpermute(const at::Tensor& y, const DispatchPlan& plan, const at::Te
     return UnpermuteFn::apply(y, weights.reshape({plan.num_tokens, -1}).to(acc_of(y)), plan.tokens, plan.slots,
                               plan.positions);
 #endif
-  auto w = weights.reshape({-1}).index_select(0, plan.slots).to(y.scalar_type()).unsqueeze(1);
-  return at::zeros({plan.num_tokens, y.size(1)}, y.options()).index_add(0, plan.tokens, y * w);
+  // summed in fp32 (fp64 for fp64), rounded once to y's dtype, as transformers' DeepseekV3 experts
+  const auto acc = acc_of(y);
+  auto w = weights.reshape({-1}).index_select(0, plan.slots).to(acc).unsqueeze(1);
+  return at::zeros({plan.num_tokens, y.size(1)}, y.options().dtype(acc))
+      .index_add(0, plan.tokens, y.to(acc) * w)
+      .to(y.scalar_type());
 }
 
 at::Tensor sequence_balance_loss(const at::Tensor& indices, const at::Tensor& scores, const at::Tensor& sequence,
