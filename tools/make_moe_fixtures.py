@@ -5,6 +5,8 @@ DeepseekV3ForCausalLM in fp32:
   input_ids, logits                    the forward pass
   logits_bf16                          the same with the checkpoint loaded in bf16
   router.<layer>.indices / .weights    each MoE layer's routing (DeepseekV3TopkRouter outputs)
+  router_bf16.<layer>.indices          the bf16 model's routing (a near-tie in the router may
+                                       break another way in bf16, and on another CPU)
 Configs cover: several experts, n_group > 1, first_k_dense_replace >= 1, with and without
 q_lora_rank, YaRN (mscale) and plain RoPE, interleaved and rotate-half RoPE, a non-zero
 e_score_correction_bias, and experts with identical router rows (ties).
@@ -81,30 +83,38 @@ def main():
         os.makedirs(out_dir, exist_ok=True)
         model.save_pretrained(out_dir, safe_serialization=True)
         routing = {}
-        hooks = []
-        for i, layer in enumerate(model.model.layers):
-            gate = getattr(layer.mlp, "gate", None)
-            if gate is None:
-                continue
-            def hook(mod, args, out, i=i):
-                _, w, idx = out
-                routing[f"router.{i}.indices"] = idx.contiguous()
-                routing[f"router.{i}.weights"] = w.float().contiguous()
-            hooks.append(gate.register_forward_hook(hook))
+
+        def record(m, prefix, weights):
+            hooks = []
+            for i, layer in enumerate(m.model.layers):
+                gate = getattr(layer.mlp, "gate", None)
+                if gate is None:
+                    continue
+                def hook(mod, args, out, i=i):
+                    _, w, idx = out
+                    routing[f"{prefix}.{i}.indices"] = idx.contiguous()
+                    if weights:
+                        routing[f"{prefix}.{i}.weights"] = w.float().contiguous()
+                hooks.append(gate.register_forward_hook(hook))
+            return hooks
+
         ids = torch.randint(0, cfg.vocab_size, (2, 13), generator=torch.Generator().manual_seed(1))
+        hooks = record(model, "router", True)
         with torch.no_grad():
             logits = model(input_ids=ids).logits.float()
         for h in hooks:
             h.remove()
         with torch.no_grad():  # bf16 as users load it (the router's correction bias stays fp32)
             bf16 = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.bfloat16).eval()
+            hooks = record(bf16, "router_bf16", False)
             logits_bf16 = bf16(input_ids=ids).logits.float()
         save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous(),
                    "logits_bf16": logits_bf16.contiguous(), **routing},
                   os.path.join(out_dir, "expected.safetensors"),
-                  metadata={"transformers": transformers.__version__, "torch": torch.__version__})
+                  metadata={"transformers": transformers.__version__, "torch": torch.__version__,
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability()})
         n = sum(p.numel() for p in model.parameters())
-        print(f"{name}: {n} parameters, routing of {len(routing) // 2} MoE layers -> {out_dir}")
+        print(f"{name}: {n} parameters, routing of {len(routing) // 3} MoE layers -> {out_dir}")
 
     # FP8 block-scaled weights and the reference dequantisation.
     fp8_dir = os.path.join(ROOT, "tests", "fixtures", "fp8")

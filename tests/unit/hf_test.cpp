@@ -2,8 +2,10 @@
 // tools/make_hf_fixtures.py with the pinned transformers), config.json errors, export round trip.
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include "grpo/core/error.h"
@@ -42,23 +44,85 @@ TEST_P(HfFamily, LogitsMatchTransformers) {
 
 // bf16 weights and activations (trainable parameters in bf16 as optim.precision bf16 makes them,
 // DeepSeek-V3's router correction bias staying fp32; eval mode: the bf16 attention kernel, as
-// transformers on CPU): the same ops in the same order and precision as transformers with the
-// checkpoint loaded in bf16, so the same bits. (MoE: routed outputs weighed and summed in fp32,
-// rounded once.)
-TEST_P(HfFamily, Bf16LogitsEqualTransformersBitForBit) {
-  auto model = model::load_hf_model(fixture(GetParam()));
+// transformers on CPU) on `ids` [B, T]. Returns the logits and each MoE layer's chosen experts.
+static std::pair<at::Tensor, std::map<int64_t, at::Tensor>> bf16_logits(const std::string& dir,
+                                                                        const at::Tensor& ids) {
+  auto model = model::load_hf_model(dir);
   for (auto& p : model->parameters())
     if (p.requires_grad()) p.set_data(p.data().to(at::kBFloat16));
   model->train(false);
+  at::NoGradGuard g;
+  auto logits = model->logits(model->forward(ids));
+  std::map<int64_t, at::Tensor> routing;
+  for (auto layer : model->moe_layers()) routing[layer] = model->last_routing(layer).indices;
+  return {logits, routing};
+}
+
+// The stored fixture's bf16 logits were computed by transformers on the machine that made the
+// fixture (its CPU capability is in the file's metadata). On another CPU LibTorch runs other
+// vectorised kernels (AVX2, AVX-512, AMX: exp, sigmoid and reductions differ in the last fp32
+// bits), and transformers' own bf16 logits then differ from the stored ones: measured 1-6 bf16
+// ulps of the position's largest |logit| (AVX2 against AVX-512/AMX and against the scalar
+// kernels), and, where a router near-tie breaks the other way, a different expert. So this test
+// compares within bf16 rounding: every logit within 8 ulps of its position's largest |logit|, at
+// every position before the first one (in each sequence) routed differently from the fixture's
+// bf16 routing in any MoE layer (a different expert changes that token and, through attention, the
+// later ones). Bit-equality with transformers is checked where it can hold, with transformers run
+// on the same machine: hf_roundtrip.bf16_live.<family> (tools/hf_bf16_logits.py).
+TEST_P(HfFamily, Bf16LogitsEqualStoredTransformersWithinBf16Rounding) {
   io::SafetensorsFile f(fixture(GetParam()) + "/expected.safetensors");
   auto ids = f.tensor("input_ids").clone(), want = f.tensor("logits_bf16").clone();
-  at::NoGradGuard g;
-  auto got = model->logits(model->forward(ids));
+  auto [got, routing] = bf16_logits(fixture(GetParam()), ids);
   ASSERT_EQ(got.sizes(), want.sizes());
-  EXPECT_TRUE(got.equal(want)) << GetParam() << ": max difference " << (got - want).abs().max().item<double>()
-                               << ", equal " << got.eq(want).to(at::kFloat).mean().item<double>();
+  const auto B = ids.size(0), T = ids.size(1);
+  // positions [B, T] still comparable: none at or after a routing difference in its sequence
+  auto same = at::ones({B, T}, at::kBool);
+  for (const auto& [layer, idx] : routing) {
+    auto want_idx = f.tensor(fmt::format("router_bf16.{}.indices", layer)).clone();
+    // the same set of experts (their order does not change the sum)
+    auto a = std::get<0>(idx.sort(1)), b = std::get<0>(want_idx.sort(1));
+    same = same.logical_and(a.eq(b).all(1).view({B, T}));
+  }
+  auto comparable = same.to(at::kInt).cumprod(1).to(at::kBool);  // [B, T]
+  // the bf16 ulp at each position's largest |logit|: 2^(floor(log2 m) - 7)
+  auto row_max = want.abs().amax(-1);                              // [B, T]
+  auto ulp = at::pow(2.0, at::floor(at::log2(row_max)) - 7);
+  auto ulps = ((got - want).abs().amax(-1) / ulp).masked_fill(comparable.logical_not(), 0);
+  const auto checked = comparable.sum().item<int64_t>();
+  EXPECT_GE(checked, B * T * 3 / 4) << GetParam() << ": too few positions routed alike";
+  EXPECT_LE(ulps.max().item<double>(), 8.0) << GetParam() << ": " << ulps;
   // and bf16 is not fp32 in disguise: it differs from the fp32 logits
   EXPECT_GT((want - f.tensor("logits")).abs().max().item<double>(), 1e-3);
+  EXPECT_GT((got - f.tensor("logits")).abs().max().item<double>(), 1e-3);
+}
+
+// Live: transformers' bf16 logits computed on this machine by tools/hf_bf16_logits.py (the
+// `hf_roundtrip.bf16_live.<family>` tests run it, then this test with GRPO_HF_BF16_LIVE set to
+// "<fixture dir>:<its output file>"). Same machine, same LibTorch, same thread count: grpo's bf16
+// logits must equal them bit for bit (the same ops in the same order and precision; MoE routed
+// outputs weighed and summed in fp32, rounded once).
+TEST(HfBf16Live, LogitsEqualTransformersRunOnThisMachineBitForBit) {
+  const char* spec = std::getenv("GRPO_HF_BF16_LIVE");
+  if (spec == nullptr)
+    GTEST_SKIP() << "GRPO_HF_BF16_LIVE is not set: run through ctest -L hf_roundtrip "
+                    "(hf_roundtrip.bf16_live.*), which makes transformers' logits first";
+  const std::string s(spec);
+  const auto colon = s.rfind(':');
+  ASSERT_NE(colon, std::string::npos) << "GRPO_HF_BF16_LIVE='" << s << "': expected DIR:FILE";
+  const std::string dir = s.substr(0, colon);
+  io::SafetensorsFile f(s.substr(colon + 1));
+  const auto threads = std::stoi(f.metadata().at("threads"));
+  const auto saved = at::get_num_threads();
+  at::set_num_threads(threads);
+  auto ids = f.tensor("input_ids").clone(), want = f.tensor("logits_bf16").clone();
+  auto got = bf16_logits(dir, ids).first;
+  at::set_num_threads(saved);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_TRUE(got.equal(want)) << dir << " (transformers on " << f.metadata().at("cpu_capability")
+                               << "): max difference " << (got - want).abs().max().item<double>()
+                               << ", equal " << got.eq(want).to(at::kFloat).mean().item<double>();
+  std::cout << dir << ": " << got.numel() << " bf16 logits equal transformers' on "
+            << f.metadata().at("cpu_capability") << ", " << threads << " thread(s)\n";
 }
 
 TEST_P(HfFamily, KvCacheDecodingMatchesTransformers) {
