@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Runs the demo (configs/demo.yaml) for seeds 1..3 from scratch and prints, per seed, held-out
-# greedy accuracy at the start of GRPO, after 10 and 50 rollout steps, the gain, and wall time.
-# These are the numbers in README.md. Usage: bench/demo_seeds.sh [seeds...]
+# Runs the demo (configs/demo.yaml, or the recipe in $GRPO_CONFIG) for seeds 1..3 from scratch and
+# prints the CPU, then per seed held-out greedy accuracy at the start of GRPO, after 10, 30 (the
+# learning test's length) and 50 rollout steps, the gain, and wall time. These are the numbers in
+# README.md. Usage: [GRPO_CONFIG=configs/moe_tiny.yaml] bench/demo_seeds.sh [seeds...]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/build.sh" grpo_train >/dev/null
 out=${GRPO_BENCH_OUT:-$(mktemp -d)}
+mkdir -p "$out"
+config=${GRPO_CONFIG:-$root/configs/demo.yaml}
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
-printf '| seed | start of GRPO | after 10 | after 50 | gain (points) | base stage | GRPO + evals | whole run |\n'
-printf '| --- | --- | --- | --- | --- | --- | --- | --- |\n'
+isa=$(for f in amx_bf16 avx512_bf16 avx512f avx2; do grep -qw "$f" /proc/cpuinfo && { echo "$f"; break; }; done)
+echo "$(basename "$config") on $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
+     "(best of amx_bf16/avx512_bf16/avx512f/avx2: ${isa:-none})${ATEN_CPU_CAPABILITY:+, ATEN_CPU_CAPABILITY=$ATEN_CPU_CAPABILITY}"
+printf '| seed | start of GRPO | after 10 | after 30 | after 50 | gain (points) | base stage | GRPO + evals | whole run |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for s in "${seeds[@]}"; do
   start=$(date +%s.%N)
-  "$root/build/bin/grpo_train" --config "$root/configs/demo.yaml" --set run.seed="$s" \
-    --set run.dir="$out/seed$s" --fresh > "$out/seed$s.log" 2>&1
+  "$root/build/bin/grpo_train" --config "$config" --set run.seed="$s" \
+    --set run.dir="$out/seed$s" --set eval.every=10 --fresh > "$out/seed$s.log" 2>&1
   total=$(python3 -c "import time;print(f'{time.time()-$start:.1f}')")
   base=$(sed -n 's/.*base stage done in \([0-9.]*\)s.*/\1/p' "$out/seed$s.log")
   python3 - "$out/seed$s/eval.jsonl" "$s" "$base" "$total" <<'PY'
 import json, sys
 rows = {r["step"]: r["accuracy_greedy"] for r in map(json.loads, open(sys.argv[1]))}
 s, base, total = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-print(f"| {s} | {100*rows[0]:.1f}% | {100*rows[10]:.1f}% | {100*rows[50]:.1f}% | "
+print(f"| {s} | {100*rows[0]:.1f}% | {100*rows[10]:.1f}% | {100*rows[30]:.1f}% | {100*rows[50]:.1f}% | "
       f"{100*(rows[50]-rows[0]):+.1f} | {base:.0f} s | {total-base:.0f} s | {total:.0f} s |")
 PY
 done

@@ -44,7 +44,7 @@ struct SeqSplit {
 
 // y = x W^T + b as PyTorch's nn.Linear computes it: ATen's linear, whose bias enters one fused
 // addmm. The C++ frontend's Linear::forward does matmul and then += bias for 3-d inputs, two
-// roundings, so its bf16 results differ from transformers' (HfFamily.Bf16LogitsEqualTransformersBitForBit).
+// roundings, so its bf16 results differ from transformers' (hf_roundtrip.bf16_live.*).
 at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x) { return at::linear(x, l->weight, l->bias); }
 
 // The modules' view of the parallel layout.
