@@ -64,7 +64,7 @@ Outcome run_recipe(const std::string& recipe, int seed) {
 
 // A recipe and the seeds it must learn on. Float results differ between CPUs in the last bits
 // (docs/testing.md), so a run's trajectory is another random draw on another CPU, and a threshold
-// must hold for the recipe, not for one lucky trajectory. The demo gains +44..+63 points on every
+// must hold for the recipe, not for one lucky trajectory. The demo gains +44..+64 points on every
 // seed and CPU measured (README), far from 25: one seed. moe_tiny's gains spread more over seeds
 // (+19.0 / +43.0 / +51.0 points after these 30 steps, seeds 1-3, AMD EPYC with AVX2; docs/testing.md):
 // its mean gain over three seeds must reach the 25 points, and each seed must still gain 10.
