@@ -108,6 +108,8 @@ def main():
             bf16 = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.bfloat16).eval()
             hooks = record(bf16, "router_bf16", False)
             logits_bf16 = bf16(input_ids=ids).logits.float()
+        for h in hooks:
+            h.remove()
         save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous(),
                    "logits_bf16": logits_bf16.contiguous(), **routing},
                   os.path.join(out_dir, "expected.safetensors"),
