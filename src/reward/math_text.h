@@ -1,6 +1,6 @@
-// Text helpers and answer extraction shared by the math verifier's two source files
-// (answer_extraction.cpp: finding the answer; math_verify.cpp: normalising, parsing, comparing).
-// Internal: not installed.
+// Text helpers and answer extraction shared by the math verifier's source files
+// (answer_extraction.cpp: finding the answer; math_normalize.cpp: normalising; math_parse.cpp:
+// parsing; math_verify.cpp: comparing). Internal: not installed.
 #pragma once
 
 #include <algorithm>
@@ -10,6 +10,9 @@
 #include <string>
 
 namespace grpo::reward::math::detail {
+// Longer answers are cut (normalising) or refused (parsing): bounded work per call.
+inline constexpr size_t kMaxAnswerChars = 2000;
+
 inline std::string trim(const std::string& s) {
   const char* ws = " \t\r\n";
   auto b = s.find_first_not_of(ws);

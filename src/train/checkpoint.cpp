@@ -122,13 +122,15 @@ Checkpoint load_checkpoint(const std::string& dir) {
   return ck;
 }
 
+bool is_checkpoint(const std::string& dir) { return fs::exists(fs::path(dir) / "manifest.json"); }
+
 std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir) {
   fs::path latest = fs::path(checkpoints_dir) / "latest";
   if (!fs::exists(latest)) return std::nullopt;
   std::string name = core::read_file(latest.string());
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
   fs::path dir = fs::path(checkpoints_dir) / name;
-  GRPO_CHECK(fs::exists(dir / "manifest.json"), "{} names '{}', which has no manifest.json",
+  GRPO_CHECK(is_checkpoint(dir.string()), "{} names '{}', which has no manifest.json",
              latest.string(), name);
   return dir.string();
 }

@@ -1,6 +1,5 @@
 #include "grpo/train/sampling.h"
 
-#include <filesystem>
 #include <set>
 
 #include "grpo/core/error.h"
@@ -9,42 +8,8 @@
 #include "grpo/model/transformer.h"
 #include "grpo/reward/math_verify.h"
 #include "grpo/reward/reward.h"
-#include "grpo/train/trainer.h"
-
-namespace fs = std::filesystem;
 
 namespace grpo::train {
-
-LoadedPolicy::LoadedPolicy() = default;
-LoadedPolicy::LoadedPolicy(LoadedPolicy&&) noexcept = default;
-LoadedPolicy& LoadedPolicy::operator=(LoadedPolicy&&) noexcept = default;
-LoadedPolicy::~LoadedPolicy() = default;
-
-LoadedPolicy open_policy(const PolicySource& src) {
-  GRPO_CHECK(!src.model_dir.empty(), "no model directory given");
-  LoadedPolicy p;
-  p.from_checkpoint = fs::exists(fs::path(src.model_dir) / "manifest.json");
-  p.model = load_policy(src.model_dir, &p.run);
-  p.model->train(false);
-  p.prompt = src.prompt ? *src.prompt : p.run.prompt;
-  p.sampling = p.run.rollout;
-  if (!p.from_checkpoint) {
-    p.sampling.temperature = 0.0;
-    p.sampling.max_new_tokens = 256;
-  }
-  const std::string tok_dir = src.tokenizer_dir.empty() ? p.run.tokenizer.resolved_path(p.run.model) : src.tokenizer_dir;
-  const std::string eos = src.eos_token.empty() ? p.run.tokenizer.eos_token : src.eos_token;
-  if (tok_dir.empty())  // only a built-in-task checkpoint uses the character tokenizer
-    GRPO_CHECK(p.run.data.train.empty() && p.from_checkpoint,
-               "{} has no tokenizer.json: give a tokenizer directory", src.model_dir);
-  else
-    GRPO_CHECK(fs::exists(fs::path(tok_dir) / "tokenizer.json") || fs::is_regular_file(tok_dir),
-               "{} has no tokenizer.json: give a tokenizer directory", tok_dir);
-  p.tokenizer = make_tokenizer(tok_dir, eos);
-  core::ConfigSource none;
-  text::validate_prompt_config(p.prompt, none);
-  return p;
-}
 
 std::vector<Question> read_questions(const LoadedPolicy& policy, const data::JsonlDatasetConfig& file,
                                      int64_t limit, BuiltinQuestions builtin) {

@@ -1,5 +1,9 @@
-// Helpers shared by the unit tests.
+// Helpers shared by the unit tests (tests/unit/<layer>/*_test.cpp, tests/gpu): temporary
+// directories, files, commands, the tiny runs and models several layers' tests train, and the
+// Hugging Face fixtures. A helper that only one test file needs stays in that file.
 #pragma once
+
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,6 +19,8 @@
 #include <torch/csrc/autograd/function.h>
 
 #include "grpo/core/error.h"
+#include "grpo/model/hf.h"
+#include "grpo/model/transformer.h"
 #include "grpo/train/config.h"
 
 namespace grpo::test_util {
@@ -38,6 +44,14 @@ inline std::string tmpdir(const std::string& name) {
   std::filesystem::create_directories(d);
   return d.string();
 }
+
+/// Writes `bytes` to `path` as they are.
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+/// Writes `text` to `path`.
+inline void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 /// Runs a shell command; its stdout and stderr together, and its exit status in *rc.
 inline std::string run_command(const std::string& cmd, int* rc) {
@@ -109,6 +123,36 @@ inline std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   for (std::string line; std::getline(in, line);)
     if (!line.empty()) out.push_back(nlohmann::json::parse(line));
   return out;
+}
+
+/// The reference data (tests/fixtures) and its two real Hugging Face tokenizers.
+inline const std::string kFixtures = std::string(GRPO_SOURCE_DIR) + "/tests/fixtures";
+inline const std::string kQwen3Tok = kFixtures + "/tokenizers/qwen3";
+inline const std::string kDeepSeekTok = kFixtures + "/tokenizers/deepseek_v3";
+
+/// A tiny random Qwen2 model with the real Qwen3 tokenizer, written as an HF directory (made once).
+inline const std::string& hf_model_dir() {
+  static const std::string dir = [] {
+    auto d = tmpdir("hf_tiny_qwen2_" + std::to_string(::getpid()));  // ctest -j runs tests in parallel processes
+    model::ModelConfig c;
+    c.model_type = "qwen2";
+    c.vocab_size = 151680;  // >= the tokenizer's 151669, as Qwen pads its embeddings
+    c.hidden_size = 16;
+    c.num_hidden_layers = 1;
+    c.num_attention_heads = 2;
+    c.num_key_value_heads = 1;
+    c.intermediate_size = 32;
+    c.max_position_embeddings = 128;
+    c.attention_bias = true;
+    c.tie_word_embeddings = true;
+    at::manual_seed(5);
+    model::Transformer m(c);
+    model::HfExportOptions o;
+    o.tokenizer_dir = kQwen3Tok;
+    model::save_hf_model(m, d, o);
+    return d;
+  }();
+  return dir;
 }
 
 }  // namespace grpo::test_util

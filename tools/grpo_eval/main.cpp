@@ -5,41 +5,35 @@
 
 #include <nlohmann/json.hpp>
 
-#include "../common/policy_flags.h"
+#include "../common/tool_flags.h"
 
 using nlohmann::json;
 
 namespace {
-void usage(std::ostream& os) {
-  os << "usage: grpo_eval --model DIR [--jsonl BENCH.jsonl] [options]\n"
-        "\n"
-        "Samples k completions per question and prints one JSON object:\n"
-        "  {\"model\", \"benchmark\", \"questions\", \"k\", \"temperature\", \"top_p\", \"max_new_tokens\",\n"
-        "   \"pass@1\", \"cons@k\", \"greedy\", \"format_rate\", \"truncation_rate\"}\n"
-        "Without --jsonl, a built-in-task checkpoint is evaluated on the task's held-out set.\n"
-        "Correctness is the accuracy reward (math answer verification).\n"
-        "\n"
-        "  -k N                   samples per question (default 8)\n"
-        "  --no-greedy            skip the greedy pass\n"
-        "  --per-question FILE    also write one JSON line per question (question, answer, pass)\n"
-     << grpo::tools::PolicyFlags::usage();
-}
+constexpr auto kTool = grpo::tools::Tool::kEval;
+constexpr const char* kAbout =
+    "usage: grpo_eval --model DIR [--jsonl BENCH.jsonl] [options]\n"
+    "\n"
+    "Samples k completions per question and prints one JSON object:\n"
+    "  {\"model\", \"benchmark\", \"questions\", \"k\", \"temperature\", \"top_p\", \"max_new_tokens\",\n"
+    "   \"pass@1\", \"cons@k\", \"greedy\", \"format_rate\", \"truncation_rate\"}\n"
+    "Without --jsonl, a built-in-task checkpoint is evaluated on the task's held-out set.\n"
+    "Correctness is the accuracy reward (math answer verification).\n"
+    "\n";
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    grpo::tools::PolicyFlags flags;
-    grpo::train::BenchmarkOptions bo;
-    std::string per_question;
-    for (grpo::tools::Args a{argc, argv}; a.i < argc; ++a.i) {
-      const std::string f = a.flag();
-      if (flags.take(a)) continue;
-      if (f == "-k") bo.k = a.number<int64_t>();
-      else if (f == "--no-greedy") bo.greedy = false;
-      else if (f == "--per-question") per_question = a.next();
-      else if (f == "--help" || f == "-h") { usage(std::cout); return 0; }
-      else grpo::fail("unknown argument '{}' (see --help)", f);
+    grpo::tools::ToolParams p;
+    const auto table = grpo::tools::tool_flags(p);
+    table.parse(kTool, argc, argv, p);
+    if (p.help) {
+      table.usage(std::cout, kTool, kAbout);
+      return 0;
     }
+    auto& flags = p.policy;
+    auto& bo = p.eval.options;
+    const std::string& per_question = p.eval.per_question;
     GRPO_CHECK(bo.k >= 1, "-k must be at least 1, found {}", bo.k);
     auto policy = flags.open();
     auto questions = grpo::train::read_questions(policy, flags.questions, flags.limit);

@@ -15,36 +15,35 @@
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
 
+#include "../common/tool_flags.h"
+
 namespace fs = std::filesystem;
 
+namespace {
+constexpr auto kTool = grpo::tools::Tool::kExport;
+constexpr const char* kAbout =
+    "usage: grpo_export --from CHECKPOINT_OR_HF_DIR --out DIR [options]\n"
+    "Writes a Hugging Face model directory (config.json, model*.safetensors, index,\n"
+    "generation_config.json; tokenizer files copied from --tokenizer or the source).\n"
+    "\n";
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::string from, out, tokenizer;
-  grpo::model::HfExportOptions o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "grpo_export: " << a << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--from") from = next();
-    else if (a == "--out") out = next();
-    else if (a == "--dtype") o.dtype = next();
-    else if (a == "--max-shard-bytes") o.max_shard_bytes = std::stoull(next());
-    else if (a == "--tokenizer") o.tokenizer_dir = next();
-    else if (a == "--help" || a == "-h") {
-      std::cout << "usage: grpo_export --from CHECKPOINT_OR_HF_DIR --out DIR [--dtype float32|bfloat16|float16]\n"
-                   "                   [--max-shard-bytes N] [--tokenizer DIR]\n"
-                   "Writes a Hugging Face model directory (config.json, model*.safetensors, index,\n"
-                   "generation_config.json; tokenizer files copied from --tokenizer or the source).\n";
-      return 0;
-    } else {
-      std::cerr << "grpo_export: unknown argument '" << a << "' (see --help)\n";
-      return 2;
-    }
+  grpo::tools::ToolParams p;
+  const auto table = grpo::tools::tool_flags(p);
+  try {
+    table.parse(kTool, argc, argv, p);
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_export: " << e.what() << "\n";
+    return 2;
   }
+  if (p.help) {
+    table.usage(std::cout, kTool, kAbout);
+    return 0;
+  }
+  const std::string& from = p.export_.from;
+  const std::string& out = p.export_.out;
+  grpo::model::HfExportOptions& o = p.export_.options;
   if (from.empty() || out.empty()) {
     std::cerr << "grpo_export: --from and --out are required (see --help)\n";
     return 2;

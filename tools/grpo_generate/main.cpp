@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -21,27 +20,21 @@
 #include "grpo/text/prompt.h"
 #include "grpo/train/trainer.h"
 
-#include "../common/policy_flags.h"
+#include "../common/tool_flags.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-void usage(std::ostream& os) {
-  os << "usage: grpo_generate --model DIR (--prompt TEXT ... | --jsonl FILE) [options]\n"
-        "\n"
-        "Samples completions and prints one JSON object per prompt on stdout:\n"
-        "  {\"index\", \"prompt\" (the formatted prompt text), \"completions\": [{\"text\",\n"
-        "   \"token_ids\", \"finish\": \"stop\"|\"length\"}, ...]}\n"
-        "\n"
-        "  --prompt TEXT          a question (repeatable)\n"
-        "  --ids                  --prompt values are JSON arrays of token ids, used as they are\n"
-        "                         (no template or tokenizer; --eos-id or generation_config.json)\n"
-        "  --eos-id N             with --ids: the EOS token id (-1 = never stop early)\n"
-        "  -n, --num-samples G    completions per prompt (default 1)\n"
-     << grpo::tools::PolicyFlags::usage();
-}
+constexpr auto kTool = grpo::tools::Tool::kGenerate;
+constexpr const char* kAbout =
+    "usage: grpo_generate --model DIR (--prompt TEXT ... | --jsonl FILE) [options]\n"
+    "\n"
+    "Samples completions and prints one JSON object per prompt on stdout:\n"
+    "  {\"index\", \"prompt\" (the formatted prompt text), \"completions\": [{\"text\",\n"
+    "   \"token_ids\", \"finish\": \"stop\"|\"length\"}, ...]}\n"
+    "\n";
 
 // Reads eos_token_id from generation_config.json (the first, if a list); -1 when absent.
 int64_t generation_config_eos(const std::string& dir) {
@@ -58,21 +51,19 @@ int64_t generation_config_eos(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  grpo::tools::PolicyFlags flags;
-  std::vector<std::string> prompts;
-  bool ids_mode = false;
-  int64_t eos_id = -2, num_samples = 1;
   try {
-    for (grpo::tools::Args a{argc, argv}; a.i < argc; ++a.i) {
-      const std::string f = a.flag();
-      if (flags.take(a)) continue;
-      if (f == "--prompt") prompts.push_back(a.next());
-      else if (f == "--ids") ids_mode = true;
-      else if (f == "--eos-id") eos_id = a.number<int64_t>();
-      else if (f == "-n" || f == "--num-samples") num_samples = a.number<int64_t>();
-      else if (f == "--help" || f == "-h") { usage(std::cout); return 0; }
-      else grpo::fail("unknown argument '{}' (see --help)", f);
+    grpo::tools::ToolParams params;
+    const auto table = grpo::tools::tool_flags(params);
+    table.parse(kTool, argc, argv, params);
+    if (params.help) {
+      table.usage(std::cout, kTool, kAbout);
+      return 0;
     }
+    auto& flags = params.policy;
+    const std::vector<std::string>& prompts = params.generate.prompts;
+    const bool ids_mode = params.generate.ids;
+    int64_t eos_id = params.generate.eos_id;
+    const int64_t num_samples = params.generate.num_samples;
     const std::string& jsonl = flags.questions.path;
     GRPO_CHECK(prompts.empty() != jsonl.empty(), "give prompts with --prompt or --jsonl (one of them)");
     GRPO_CHECK(!(ids_mode && !jsonl.empty()), "--ids takes its prompts from --prompt");

@@ -1,6 +1,5 @@
 // grpo_plan: per-GPU memory and communication of the parallel layouts of a training config.
-//   grpo_plan --config configs/r1_zero.yaml --gpus 512 [--tp T] [--ep E] [--memory-gib 80]
-//             [--precision fp32|bf16] [--zero1] [--prompt-tokens N] [--rollout-batch N] [--all]
+//   grpo_plan --config configs/r1_zero.yaml --gpus 512 [--tp T] [--ep E] [--memory-gib G] ...
 // Prints the best layout's arithmetic, then a table of the layouts (fitting ones first).
 #include <fstream>
 #include <iostream>
@@ -12,55 +11,41 @@
 #include "grpo/core/error.h"
 #include "grpo/train/config.h"
 #include "grpo/train/plan.h"
-#include "../common/policy_flags.h"
+#include "../common/tool_flags.h"
+
+namespace {
+constexpr auto kTool = grpo::tools::Tool::kPlan;
+constexpr const char* kAbout =
+    "usage: grpo_plan --config FILE --gpus N [options]\n"
+    "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
+    "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
+    "least communication time first.\n"
+    "The config's optim.precision, parallel.zero1, parallel.recompute,\n"
+    "parallel.sequence_parallel and rollout.batch_size are planned; --precision, --zero1,\n"
+    "--recompute, --sequence-parallel and --rollout-batch override them (what-ifs).\n"
+    "\n";
+}  // namespace
 
 int main(int argc, char** argv) {
-  std::string config;
-  std::vector<std::string> overrides;
-  grpo::train::PlanOptions o;  // flags given on the command line; the config supplies the rest
-  std::optional<std::string> precision;
-  std::optional<int64_t> rollout_batch;
-  bool zero1 = false, recompute = false, sequence_parallel = false, all = false;
+  grpo::tools::ToolParams params;
+  const auto table = grpo::tools::tool_flags(params);
   try {
-    for (grpo::tools::Args a{argc, argv}; a.i < argc; ++a.i) {
-      const auto f = a.flag();
-      if (f == "--config") config = a.next();
-      else if (f == "--set") overrides.push_back(a.next());
-      else if (f == "--gpus") o.gpus = a.number<int64_t>();
-      else if (f == "--tp") o.tp = a.number<int64_t>();
-      else if (f == "--ep") o.ep = a.number<int64_t>();
-      else if (f == "--memory-gib") o.gpu_memory_gib = a.number<double>();
-      else if (f == "--precision") precision = a.next();
-      else if (f == "--zero1") zero1 = true;
-      else if (f == "--recompute") recompute = true;
-      else if (f == "--sequence-parallel") sequence_parallel = true;
-      else if (f == "--gpus-per-node") o.gpus_per_node = a.number<int64_t>();
-      else if (f == "--nvlink-gbs") o.nvlink_gbs = a.number<double>();
-      else if (f == "--network-gbs") o.network_gbs = a.number<double>();
-      else if (f == "--prompt-tokens") o.prompt_tokens = a.number<int64_t>();
-      else if (f == "--rollout-batch") rollout_batch = a.number<int64_t>();
-      else if (f == "--all") all = true;
-      else if (f == "--help" || f == "-h") {
-        std::cout << "usage: grpo_plan --config FILE --gpus N [--tp T] [--ep E] [--memory-gib 80]\n"
-                     "                 [--precision fp32|bf16] [--zero1] [--recompute] [--sequence-parallel]\n"
-                     "                 [--prompt-tokens 512] [--rollout-batch N] [--gpus-per-node 8]\n"
-                     "                 [--nvlink-gbs 400] [--network-gbs 50] [--set key=value ...] [--all]\n"
-                     "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
-                     "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
-                     "least communication time first.\n"
-                     "The config's optim.precision, parallel.zero1, parallel.recompute,\n"
-                     "parallel.sequence_parallel and rollout.batch_size are planned; --precision, --zero1,\n"
-                     "--recompute, --sequence-parallel and --rollout-batch override them (what-ifs).\n";
-        return 0;
-      } else {
-        std::cerr << "grpo_plan: unknown argument '" << f << "' (see --help)\n";
-        return 2;
-      }
-    }
+    table.parse(kTool, argc, argv, params);
   } catch (const grpo::Error& e) {
     std::cerr << "grpo_plan: " << e.what() << "\n";
     return 2;
   }
+  if (params.help) {
+    table.usage(std::cout, kTool, kAbout);
+    return 0;
+  }
+  const std::string& config = params.config.path;
+  const std::vector<std::string>& overrides = params.config.overrides;
+  grpo::train::PlanOptions& o = params.plan.options;  // flags given on the command line; the config supplies the rest
+  const auto& precision = params.plan.precision;
+  const auto& rollout_batch = params.plan.rollout_batch;
+  const bool zero1 = params.plan.zero1, recompute = params.plan.recompute;
+  const bool sequence_parallel = params.plan.sequence_parallel, all = params.plan.all;
   if (config.empty()) {
     std::cerr << "grpo_plan: --config is required (see --help)\n";
     return 2;
@@ -103,8 +88,8 @@ int main(int argc, char** argv) {
                              "comm s", "fits");
     size_t shown = 0;
     for (const auto& p : plans) {
-      if (!all && ++shown > 12) {
-        std::cout << "(" << plans.size() - 12 << " more: --all)\n";
+      if (!all && ++shown > grpo::tools::PlanFlags::kShown) {
+        std::cout << "(" << plans.size() - grpo::tools::PlanFlags::kShown << " more: --all)\n";
         break;
       }
       auto g = [](double b) { return fmt::format("{:.1f}G", b / (1024.0 * 1024.0 * 1024.0)); };

@@ -5,7 +5,6 @@
 // "failed": [...] (if any)}.
 // How users debug rewards and score outputs produced elsewhere.
 #include <iostream>
-#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -14,55 +13,39 @@
 #include "grpo/reward/plugin.h"
 #include "grpo/reward/reward.h"
 
+#include "../common/tool_flags.h"
+
+namespace {
+constexpr auto kTool = grpo::tools::Tool::kReward;
+constexpr const char* kAbout =
+    "usage: grpo_reward --reward NAME[=WEIGHT][,NAME[=WEIGHT]...] [options]\n"
+    "stdin:  JSON lines {\"completion\": ..., \"answer\": ..., \"prompt\"?, \"response_tokens\"?,\n"
+    "        \"max_response_tokens\"?, other fields}\n"
+    "stdout: JSON lines {\"score\", \"components\": {name: score}}, in input order\n"
+    "\n";
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::map<std::string, double> weights;
-  double failure_value = 0.0;
-  grpo::reward::RewardParams params;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--reward" && i + 1 < argc) {
-      std::stringstream ss(argv[++i]);
-      for (std::string item; std::getline(ss, item, ',');) {
-        if (item.empty()) continue;
-        auto eq = item.find('=');  // name=weight (default 1)
-        std::string name = item.substr(0, eq);
-        double w = 1.0;
-        if (eq != std::string::npos) {
-          try {
-            w = std::stod(item.substr(eq + 1));
-          } catch (const std::exception&) {
-            std::cerr << "grpo_reward: --reward " << item << ": expected name=weight with a number\n";
-            return 2;
-          }
-        }
-        weights[name] = w;
-      }
-    } else if (a == "--failure-value" && i + 1 < argc) {
-      failure_value = std::atof(argv[++i]);
-    } else if (a == "--plugin" && i + 1 < argc) {
-      std::string cmd = argv[++i];
-      grpo::reward::RewardRegistry::add("plugin", [cmd] { return grpo::reward::make_process_reward(cmd); });
-    } else if (a == "--language" && i + 1 < argc) {
-      params.language = argv[++i];
-    } else if (a == "--overlong-buffer" && i + 1 < argc) {
-      params.overlong_buffer = std::atoll(argv[++i]);
-    } else if (a == "--help" || a == "-h") {
-      std::cout << "usage: grpo_reward --reward NAME[=WEIGHT][,NAME[=WEIGHT]...] [--failure-value X]\n"
-                   "                   [--language auto|SCRIPT|CODE] [--overlong-buffer TOKENS]\n"
-                   "                   [--plugin COMMAND]   (an external reward named plugin)\n"
-                   "stdin:  JSON lines {\"completion\": ..., \"answer\": ..., \"prompt\"?, \"response_tokens\"?,\n"
-                   "        \"max_response_tokens\"?, other fields}\n"
-                   "stdout: JSON lines {\"score\", \"components\": {name: score}}, in input order\n"
-                   "rewards: ";
-      auto names = grpo::reward::RewardRegistry::names();
-      for (size_t k = 0; k < names.size(); ++k) std::cout << (k ? ", " : "") << names[k];
-      std::cout << "\n";
-      return 0;
-    } else {
-      std::cerr << "grpo_reward: unknown argument '" << a << "' (see --help)\n";
-      return 2;
-    }
+  grpo::tools::ToolParams p;
+  const auto table = grpo::tools::tool_flags(p);
+  try {
+    table.parse(kTool, argc, argv, p);
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_reward: " << e.what() << "\n";
+    return 2;
   }
+  if (!p.reward.plugin.empty()) {  // an external reward named plugin
+    const std::string cmd = p.reward.plugin;
+    grpo::reward::RewardRegistry::add("plugin", [cmd] { return grpo::reward::make_process_reward(cmd); });
+  }
+  if (p.help) {
+    table.usage(std::cout, kTool, kAbout);
+    std::cout << "\nrewards: " << fmt::format("{}", fmt::join(grpo::reward::RewardRegistry::names(), ", ")) << "\n";
+    return 0;
+  }
+  const auto& weights = p.reward.weights;
+  const double failure_value = p.reward.failure_value;
+  const auto& params = p.reward.params;
   if (weights.empty()) {
     std::cerr << "grpo_reward: --reward is required (see --help)\n";
     return 2;

@@ -15,28 +15,35 @@
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/text/tokenizer.h"
 
+#include "../common/tool_flags.h"
+
 namespace fs = std::filesystem;
 
+namespace {
+constexpr auto kTool = grpo::tools::Tool::kTokenize;
+constexpr const char* kAbout =
+    "usage: grpo_tokenize --tokenizer DIR_OR_TOKENIZER_JSON [--decode [--skip-special]] [--template T]\n"
+    "stdin: one JSON string per line (or, with --decode, one JSON array of ids)\n"
+    "stdout: one JSON array of ids per line (or, with --decode, one JSON string)\n"
+    "\n";
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::string dir, tmpl;
-  bool decode = false, skip_special = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--tokenizer" && i + 1 < argc) dir = argv[++i];
-    else if (a == "--decode") decode = true;
-    else if (a == "--skip-special") skip_special = true;
-    else if (a == "--template" && i + 1 < argc) tmpl = argv[++i];
-    else if (a == "--help" || a == "-h") {
-      std::cout << "usage: grpo_tokenize --tokenizer DIR_OR_TOKENIZER_JSON [--decode [--skip-special]] "
-                   "[--template r1_zero|deepseek_v3|qwen3|'...{prompt}...']\n"
-                   "stdin: one JSON string per line (or, with --decode, one JSON array of ids)\n"
-                   "stdout: one JSON array of ids per line (or, with --decode, one JSON string)\n";
-      return 0;
-    } else {
-      std::cerr << "grpo_tokenize: unknown argument '" << a << "' (see --help)\n";
-      return 2;
-    }
+  grpo::tools::ToolParams p;
+  const auto table = grpo::tools::tool_flags(p);
+  try {
+    table.parse(kTool, argc, argv, p);
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_tokenize: " << e.what() << "\n";
+    return 2;
   }
+  if (p.help) {
+    table.usage(std::cout, kTool, kAbout);
+    return 0;
+  }
+  const std::string& dir = p.tokenize.tokenizer;
+  const std::string& tmpl = p.tokenize.template_name;
+  const bool decode = p.tokenize.decode, skip_special = p.tokenize.skip_special;
   if (dir.empty()) {
     std::cerr << "grpo_tokenize: --tokenizer is required (see --help)\n";
     return 2;

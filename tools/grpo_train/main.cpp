@@ -13,6 +13,8 @@
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
 
+#include "../common/tool_flags.h"
+
 namespace {
 
 // SIGINT/SIGTERM (Ctrl-C, Slurm preemption): finish the current step, checkpoint, exit. A second
@@ -23,73 +25,48 @@ extern "C" void on_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-void usage(std::ostream& os) {
-  os << "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume] [--fresh]\n"
-        "\n"
-        "Trains a policy with GRPO: base stage (if configured), then rollout -> rewards ->\n"
-        "group-relative advantages -> clipped policy updates. Writes config.yaml, metrics.jsonl,\n"
-        "eval.jsonl and checkpoints/ into run.dir.\n"
-        "\n"
-        "  --config FILE      YAML config (see configs/ and docs/configuration.md)\n"
-        "  --set KEY=VALUE    override one key, e.g. --set grpo.group_size=16 (repeatable)\n"
-        "  --resume           continue from the run directory's latest checkpoint (run.resume=auto)\n"
-        "  --fresh            ignore existing checkpoints and start over (run.resume=never)\n"
-        "  --print-config     print the resolved config and exit\n"
-        "  --config-reference print every key as Markdown tables (docs/configuration.md)\n"
-        "  --help             this text\n"
-        "\n"
-        "Config keys (defaults shown):\n"
-     << grpo::core::describe_config([](grpo::core::ConfigVisitor& v) {
-          grpo::train::Config c;
-          c.visit(v);
-        });
+constexpr auto kTool = grpo::tools::Tool::kTrain;
+constexpr const char* kAbout =
+    "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume] [--fresh]\n"
+    "\n"
+    "Trains a policy with GRPO: base stage (if configured), then rollout -> rewards ->\n"
+    "group-relative advantages -> clipped policy updates. Writes config.yaml, metrics.jsonl,\n"
+    "eval.jsonl and checkpoints/ into run.dir.\n"
+    "\n";
+
+// Every config key, with its default and help (as Markdown tables for docs/configuration.md).
+std::string config_keys(bool markdown) {
+  return grpo::core::describe_config(
+      [](grpo::core::ConfigVisitor& v) {
+        grpo::train::Config c;
+        c.visit(v);
+      },
+      markdown);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config_path;
-  std::vector<std::string> overrides;
-  bool print_only = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const char* flag) -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "grpo_train: " << flag << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      usage(std::cout);
-      return 0;
-    } else if (a == "--config") {
-      config_path = value("--config");
-    } else if (a.rfind("--config=", 0) == 0) {
-      config_path = a.substr(9);
-    } else if (a == "--set") {
-      overrides.push_back(value("--set"));
-    } else if (a.rfind("--set=", 0) == 0) {
-      overrides.push_back(a.substr(6));
-    } else if (a == "--resume") {
-      overrides.push_back("run.resume=auto");
-    } else if (a == "--fresh") {
-      overrides.push_back("run.resume=never");
-    } else if (a == "--config-reference") {
-      std::cout << grpo::core::describe_config(
-          [](grpo::core::ConfigVisitor& v) {
-            grpo::train::Config c;
-            c.visit(v);
-          },
-          true);
-      return 0;
-    } else if (a == "--print-config") {
-      print_only = true;
-    } else {
-      std::cerr << "grpo_train: unknown argument '" << a << "' (see --help)\n";
-      return 2;
-    }
+  grpo::tools::ToolParams p;
+  const auto table = grpo::tools::tool_flags(p);
+  try {
+    table.parse(kTool, argc, argv, p);
+  } catch (const grpo::Error& e) {
+    std::cerr << "grpo_train: " << e.what() << "\n";
+    return 2;
   }
+  if (p.help) {
+    table.usage(std::cout, kTool, kAbout);
+    std::cout << "\nConfig keys (defaults shown):\n" << config_keys(false);
+    return 0;
+  }
+  if (p.train.config_reference) {
+    std::cout << config_keys(true);
+    return 0;
+  }
+  const std::string& config_path = p.config.path;
+  const std::vector<std::string>& overrides = p.config.overrides;
+  const bool print_only = p.train.print_config;
   if (config_path.empty()) {
     std::cerr << "grpo_train: --config FILE is required (see --help)\n";
     return 2;

@@ -1,16 +1,19 @@
 // Math answer verification: is the final answer of a completion equal to the ground truth?
+// One stage per file in src/reward/ (the expression tree of stages 3-4: math_expr.{h,cpp}):
 //
-//   1. extract_final_answer: the <answer> block, else the last \boxed{} / \fbox{}, else "final
-//      answer is ...", "The answer is ...", "Answer: ...", GSM8K "#### ...", else the last LaTeX
-//      math span, else the last number.
-//   2. normalise LaTeX (\dfrac -> \frac, \left/\right, \text{}, units, degrees, \%, thousands
-//      separators, spacing commands, trailing punctuation).
-//   3. parse to an expression tree: numbers (exact rationals while they fit), symbols, + - * / ^,
-//      \frac, \sqrt[n]{}, \pi, e, \infty, \pm, functions, \binom, factorial, percentages,
-//      tuples, sets, intervals (and unions), matrices, equations/relations, choice letters, text.
-//   4. compare: exact rational arithmetic where both sides are numbers, otherwise evaluation at
-//      random positive points with a relative tolerance (so sqrt(1/n) = 1/sqrt(n)); sets and
-//      comma lists are order-free, tuples/intervals/matrices element-wise.
+//   1. extract_final_answer (answer_extraction.cpp): the <answer> block, else the last \boxed{} /
+//      \fbox{}, else "final answer is ...", "The answer is ...", "Answer: ...", GSM8K "#### ...",
+//      else the last LaTeX math span, else the last number.
+//   2. normalise LaTeX (math_normalize.cpp): \dfrac -> \frac, \left/\right, \text{}, units,
+//      degrees, \%, thousands separators, spacing commands, trailing punctuation.
+//   3. parse to an expression tree (math_parse.cpp): numbers (exact rationals while they fit),
+//      symbols, + - * / ^, \frac, \sqrt[n]{}, \pi, e, \infty, \pm, functions, \binom, factorial,
+//      percentages, tuples, sets, intervals (and unions), matrices, equations/relations, choice
+//      letters, text.
+//   4. compare (math_verify.cpp, with verify and majority_vote): exact rational arithmetic where
+//      both sides are numbers, otherwise evaluation at random positive points with a relative
+//      tolerance (so sqrt(1/n) = 1/sqrt(n)); sets and comma lists are order-free,
+//      tuples/intervals/matrices element-wise.
 // Every call has a time budget and hard limits on sizes and exponents: no input can hang it.
 #pragma once
 

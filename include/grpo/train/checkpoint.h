@@ -45,6 +45,9 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const std::strin
 /// Loads a checkpoint directory. Throws grpo::Error naming the file on anything missing/corrupt.
 Checkpoint load_checkpoint(const std::string& dir);
 
+/// Is `dir` a grpo checkpoint (it has a manifest.json)? The one test every caller uses.
+bool is_checkpoint(const std::string& dir);
+
 /// The directory named by `<checkpoints_dir>/latest`, if any.
 std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir);
 

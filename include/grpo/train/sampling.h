@@ -1,6 +1,5 @@
 // Sampling from a policy outside the training loop -- what grpo_eval, grpo_sample and
-// grpo_generate run, for library users too: open a grpo checkpoint or a Hugging Face directory
-// with its tokenizer and prompt format, draw k completions per question (prompts formatted by
+// grpo_generate run, for library users too: with a policy opened by train/policy_loader.h, draw k completions per question (prompts formatted by
 // text/prompt.h exactly as in training), score them, evaluate a benchmark (pass@1 averaged over k
 // samples, cons@k by majority vote over the extracted answers, greedy accuracy), and keep the
 // completions that pass for rejection sampling.
@@ -18,36 +17,9 @@
 #include "grpo/text/prompt.h"
 #include "grpo/text/tokenizer.h"
 #include "grpo/train/config.h"
-
-namespace grpo::model {
-class Transformer;
-}
+#include "grpo/train/policy_loader.h"
 
 namespace grpo::train {
-
-struct PolicySource {
-  std::string model_dir;      // grpo checkpoint (manifest.json) or Hugging Face directory
-  std::string tokenizer_dir;  // empty: the model's, or the checkpoint run's (built-in: character)
-  std::string eos_token;      // empty: tokenizer_config.json's, or the checkpoint run's
-  std::optional<text::PromptConfig> prompt;  // empty: the checkpoint run's (HF directory: plain)
-};
-
-struct LoadedPolicy {
-  std::unique_ptr<model::Transformer> model;
-  std::unique_ptr<text::Tokenizer> tokenizer;
-  text::PromptConfig prompt;
-  rollout::SamplingParams sampling;  // the run's rollout settings (HF directory: greedy, 256 tokens)
-  Config run;                        // the checkpoint's training config (HF directory: defaults)
-  bool from_checkpoint = false;
-
-  LoadedPolicy();
-  LoadedPolicy(LoadedPolicy&&) noexcept;
-  LoadedPolicy& operator=(LoadedPolicy&&) noexcept;
-  ~LoadedPolicy();
-};
-
-/// Errors name the directory and what is missing (e.g. a tokenizer.json).
-LoadedPolicy open_policy(const PolicySource& source);
 
 struct Question {
   std::string question, answer;

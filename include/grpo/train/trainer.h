@@ -31,15 +31,6 @@ struct EvalResult {
   int64_t num_prompts = 0;
 };
 
-/// A policy to sample from or export: a grpo checkpoint directory (manifest.json; the architecture
-/// comes from its config) or a Hugging Face model directory. `config`, when given, receives the
-/// checkpoint's training config (for an HF directory: the defaults with model.path = dir).
-std::unique_ptr<model::Transformer> load_policy(const std::string& dir, Config* config = nullptr);
-
-/// The tokenizer of a run: the Hugging Face tokenizer at `path` (EOS overridden by `eos_token`
-/// when non-empty), or, for an empty path, the built-in character tokenizer of the built-in task.
-std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const std::string& eos_token = "");
-
 class Trainer {
  public:
   explicit Trainer(Config config);

@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "test_util.h"
+#include "../test_util.h"
 
 #include "grpo/core/error.h"
 #include "grpo/data/jsonl_dataset.h"

@@ -1,5 +1,6 @@
 // The C++ byte-level BPE tokenizer against HF `tokenizers` on the real DeepSeek-V3 and Qwen3
 // tokenizer.json files, over the corpus of tests/fixtures/tokenizers (tools/make_tokenizer_fixtures.py).
+// Special tokens from a tokenizer directory's tokenizer_config.json.
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -7,8 +8,14 @@
 
 #include "grpo/core/error.h"
 #include "grpo/text/hf_tokenizer.h"
+#include "../test_util.h"
 
 using grpo::text::HfTokenizer;
+namespace text = grpo::text;
+using grpo::test_util::error_of;
+using grpo::test_util::kDeepSeekTok;
+using grpo::test_util::kFixtures;
+using grpo::test_util::kQwen3Tok;
 
 namespace {
 
@@ -95,4 +102,20 @@ TEST(HfTokenizer, UnsupportedComponentsAreNamed) {
   EXPECT_NE(err(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a b"]},"pre_tokenizer":{"type":"ByteLevel"}})")
                 .find("merge 'a b'"), std::string::npos);
   EXPECT_NE(err("{not json").find("not valid JSON"), std::string::npos);
+}
+
+TEST(HfTokenizerDir, SpecialTokensComeFromTokenizerConfig) {
+  auto q = text::HfTokenizer::from_dir(kQwen3Tok);
+  EXPECT_EQ(q->eos_id(), *q->token_id("<|im_end|>"));     // tokenizer_config.json eos_token
+  EXPECT_EQ(q->pad_id(), *q->token_id("<|endoftext|>"));  // pad_token
+  EXPECT_FALSE(q->bos_id().has_value());                  // bos_token: null
+  auto d = text::HfTokenizer::from_dir(kDeepSeekTok);     // tokens given as AddedToken objects
+  EXPECT_EQ(d->eos_id(), *d->token_id("<｜end▁of▁sentence｜>"));
+  EXPECT_EQ(d->bos_id(), d->token_id("<｜begin▁of▁sentence｜>"));
+  auto o = text::HfTokenizer::from_dir(kQwen3Tok, "<|endoftext|>");
+  EXPECT_EQ(o->eos_id(), *q->token_id("<|endoftext|>"));
+  EXPECT_NE(error_of([&] { text::HfTokenizer::from_dir(kQwen3Tok, "<|nope|>"); }).find("<|nope|>"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { text::HfTokenizer::from_dir(kFixtures + "/hf/llama"); }).find("no tokenizer.json"),
+            std::string::npos);
 }

@@ -1,5 +1,6 @@
 // Math answer verification against tests/fixtures/math/cases.jsonl (tools/make_math_fixtures.py:
-// math-verify's own test cases and grpo's per-category cases, with math-verify 0.9.0's verdicts).
+// math-verify's own test cases and grpo's per-category cases, with math-verify 0.9.0's verdicts),
+// and the majority vote over completions.
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -11,6 +12,7 @@
 #include "grpo/reward/math_verify.h"
 
 using namespace grpo::reward::math;
+namespace reward = grpo::reward;
 
 namespace {
 
@@ -175,4 +177,12 @@ TEST(MathVerify, HostileInputsStayWithinTheBudget) {
   EXPECT_FALSE(verify(m, "\\boxed{" + product + "}", o).equal);
   const double product_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   EXPECT_LT(product_ms, 1000.0);
+}
+
+// The majority vote (cons@k in grpo_eval) clusters answers that verify as equal.
+TEST(Sampling, MajorityVoteClustersEquivalentAnswers) {
+  using reward::math::majority_vote;
+  EXPECT_EQ(majority_vote({"\\boxed{3}", "so \\boxed{1/2}", "The answer is 0.5", "\\boxed{\\frac{2}{4}}", "no idea"}), 1);
+  EXPECT_EQ(majority_vote({"\\boxed{3}", "\\boxed{4}"}), 0);  // a tie: the earlier cluster
+  EXPECT_EQ(majority_vote({"nothing", ""}), -1);
 }

@@ -1,4 +1,5 @@
-// Config loading: every recipe in configs/ parses and validates; mistakes name file, line and key.
+// Config loading: every recipe in configs/ parses and validates; mistakes name file, line and key;
+// model.path provides the architecture and the dataset rules hold.
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -6,18 +7,33 @@
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/train/config.h"
+#include "../test_util.h"
 
 #include <map>
 
 using grpo::ConfigError;
 using grpo::train::Config;
 using grpo::train::load_config_text;
+namespace train = grpo::train;
+using grpo::test_util::hf_model_dir;
+using grpo::test_util::kFixtures;
+using grpo::test_util::tmpdir;
+using grpo::test_util::write_file;
 
 namespace {
 
 std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
   try {
     load_config_text(yaml, "test.yaml", overrides);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string config_error(const std::string& yaml) {
+  try {
+    train::load_config_text(yaml, "t.yaml");
   } catch (const ConfigError& e) {
     return e.what();
   }
@@ -149,4 +165,50 @@ TEST(Config, DocsListEveryKeyAsTheCodeDefinesIt) {
   EXPECT_NE(doc.find(reference), std::string::npos)
       << "docs/configuration.md is out of date: replace its key tables with the output of "
          "`build/bin/grpo_train --config-reference`";
+}
+
+// ---- model.path (a tiny HF model directory, test_util.h) and datasets
+
+TEST(Config, ModelPathProvidesTheArchitecture) {
+  const auto& dir = hf_model_dir();
+  auto c = train::load_config_text("model: {path: " + dir + "}\nrollout: {max_new_tokens: 8}\n", "t.yaml");
+  EXPECT_EQ(c.model.model_type, "qwen2");
+  EXPECT_EQ(c.model.hidden_size, 16);
+  EXPECT_EQ(c.model.vocab_size, 151680);
+  EXPECT_TRUE(c.model.tie_word_embeddings);
+  EXPECT_EQ(c.model.path, dir);
+  // agreeing sizes are fine (a resolved config.yaml lists them all); disagreeing ones are errors
+  EXPECT_NO_THROW(train::load_config_text("model: {path: " + dir + ", hidden_size: 16}\n", "t.yaml"));
+  auto e = config_error("model:\n  path: " + dir + "\n  hidden_size: 64\n");
+  EXPECT_NE(e.find("t.yaml:3:"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.hidden_size"), std::string::npos) << e;
+  EXPECT_NE(e.find("config.json says 16"), std::string::npos) << e;
+
+  auto missing = config_error("model: {path: /nonexistent/model}\n");
+  EXPECT_NE(missing.find("model.path"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("/nonexistent/model/config.json"), std::string::npos) << missing;
+  auto no_tok = config_error("model: {path: " + kFixtures + "/hf/llama}\nrollout: {max_new_tokens: 8}\n");
+  EXPECT_NE(no_tok.find("tokenizer.path"), std::string::npos) << no_tok;
+  EXPECT_NE(no_tok.find("no tokenizer.json"), std::string::npos) << no_tok;
+}
+
+TEST(Config, DatasetRules) {
+  const auto& dir = hf_model_dir();
+  auto data = tmpdir("data_rules") + "/train.jsonl";
+  write_file(data, "{\"question\": \"1+1\", \"answer\": \"2\"}\n");
+  const std::string base = "model: {path: " + dir + "}\nrollout: {max_new_tokens: 8}\n";
+  EXPECT_NO_THROW(train::load_config_text(base + "data: {train: " + data + "}\n", "t.yaml"));
+  auto pre = config_error(base + "data: {train: " + data + "}\npretrain: {steps: 10}\n");
+  EXPECT_NE(pre.find("pretrain.steps"), std::string::npos) << pre;
+  auto task = config_error(base + "data: {train: " + data + "}\ntask: {digits: 4}\n");
+  EXPECT_NE(task.find("task.digits"), std::string::npos) << task;
+  auto eval_only = config_error(base + "data: {eval: " + data + "}\n");
+  EXPECT_NE(eval_only.find("data.eval"), std::string::npos) << eval_only;
+  auto missing = config_error(base + "data: {train: /no/such.jsonl}\n");
+  EXPECT_NE(missing.find("data.train"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("/no/such.jsonl"), std::string::npos) << missing;
+  auto char_tok = config_error("data: {train: " + data + "}\n");
+  EXPECT_NE(char_tok.find("real tokenizer"), std::string::npos) << char_tok;
+  auto chat = config_error("prompt: {chat: qwen3}\n");  // the built-in character tokenizer
+  EXPECT_NE(chat.find("prompt.chat"), std::string::npos) << chat;
 }

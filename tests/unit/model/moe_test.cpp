@@ -15,7 +15,7 @@
 #include "grpo/model/moe.h"
 #include "grpo/model/transformer.h"
 #include "grpo/train/config.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 namespace fs = std::filesystem;
 using namespace grpo;

@@ -9,7 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "grpo/core/error.h"
-#include "test_util.h"
+#include "../test_util.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/model/hf.h"
 

@@ -1,7 +1,14 @@
-// safetensors, checkpoints and resume.
+// The trainer end to end on tiny runs: gradient accumulation, the reference model and its refreshes,
+// on-policy ratios, every GRPO variant, DAPO dynamic sampling, the response-length schedule, bf16
+// against fp32, device errors; the SFT stage and stage hand-over; training from a Hugging Face
+// directory (and grpo_generate / grpo_export on the result).
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -10,170 +17,28 @@
 #include "grpo/core/config.h"
 #include "grpo/core/device.h"
 #include "grpo/core/error.h"
-#include "test_util.h"
-#include "grpo/io/safetensors.h"
-#include "grpo/model/transformer.h"
-#include "grpo/train/checkpoint.h"
-#include "grpo/train/micro_batch.h"
-#include "grpo/train/trainer.h"
-#include "grpo/train/plan.h"
-#include "grpo/train/sampling.h"
-#include "grpo/data/arithmetic.h"
 #include "grpo/core/rng.h"
-#include "grpo/text/prompt.h"
-#include "grpo/reward/math_verify.h"
+#include "grpo/data/arithmetic.h"
+#include "grpo/io/safetensors.h"
 #include "grpo/reward/reward.h"
-
-#include <map>
-#include <set>
+#include "grpo/text/hf_tokenizer.h"
+#include "grpo/text/prompt.h"
+#include "grpo/train/checkpoint.h"
+#include "grpo/train/config.h"
+#include "grpo/train/policy_loader.h"
+#include "grpo/train/trainer.h"
+#include "../test_util.h"
 
 namespace fs = std::filesystem;
 using namespace grpo;
 using grpo::test_util::error_of;
+using grpo::test_util::hf_model_dir;
+using grpo::test_util::kQwen3Tok;
 using grpo::test_util::read_jsonl;
 using grpo::test_util::run_command;
 using grpo::test_util::tiny_run;
 using grpo::test_util::tmpdir;
-
-namespace {
-
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
-std::string with_header(const std::string& json, const std::string& data) {
-  std::string s(8, '\0');
-  uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) s[i] = char((n >> (8 * i)) & 0xff);
-  return s + json + data;
-}
-
-
-}  // namespace
-
-TEST(Safetensors, RoundTripAllDtypes) {
-  auto dir = tmpdir("st_roundtrip");
-  io::NamedTensors ts{{"f32", at::randn({3, 4})},
-                      {"bf16", at::randn({5}).to(at::kBFloat16)},
-                      {"i64", at::arange(7, at::kLong)},
-                      {"scalar", at::scalar_tensor(3.5, at::kDouble)},
-                      {"empty", at::zeros({0, 3})},
-                      {"view", at::randn({4, 4}).t()}};
-  io::save_safetensors(dir + "/a.safetensors", ts, {{"format", "pt"}});
-  std::map<std::string, std::string> meta;
-  auto back = io::load_safetensors(dir + "/a.safetensors", &meta);
-  ASSERT_EQ(back.size(), ts.size());
-  for (size_t i = 0; i < ts.size(); ++i) {
-    EXPECT_EQ(back[i].first, ts[i].first);
-    EXPECT_TRUE(back[i].second.equal(ts[i].second)) << ts[i].first;
-    EXPECT_EQ(back[i].second.scalar_type(), ts[i].second.scalar_type());
-  }
-  EXPECT_EQ(meta["format"], "pt");
-  // header is 8-byte aligned
-  auto bytes = core::read_file(dir + "/a.safetensors");
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[i])) << (8 * i);
-  EXPECT_EQ(n % 8, 0u);
-}
-
-TEST(Safetensors, MalformedFilesGiveClearErrors) {
-  auto dir = tmpdir("st_bad");
-  auto p = dir + "/bad.safetensors";
-  write_bytes(p, "abc");
-  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("not a safetensors file"), std::string::npos);
-  write_bytes(p, std::string("\xff\xff\xff\xff\x00\x00\x00\x00", 8) + "{}");
-  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("past the end"), std::string::npos);
-  write_bytes(p, with_header("{not json", ""));
-  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("not valid JSON"), std::string::npos);
-  write_bytes(p, with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", std::string(8, '\0')));
-  auto e = error_of([&] { io::load_safetensors(p); });
-  EXPECT_NE(e.find("outside the data section"), std::string::npos) << e;
-  EXPECT_NE(e.find("'a'"), std::string::npos) << e;
-  write_bytes(p, with_header(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')));
-  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("shape and dtype need 12"), std::string::npos);
-  write_bytes(p, with_header(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0')));
-  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("unsupported dtype 'Q4'"), std::string::npos);
-  write_bytes(p, with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-                             std::string(12, '\0')));
-  EXPECT_NE(error_of([&] { io::load_safetensors(p); }).find("overlap"), std::string::npos);
-  EXPECT_NE(error_of([&] { io::load_safetensors(dir + "/missing"); }).find("cannot open"), std::string::npos);
-}
-
-TEST(Checkpoint, AtomicSaveRetentionAndLatest) {
-  auto dir = tmpdir("ckpt");
-  train::Checkpoint ck;
-  ck.model = {{"w", at::ones({2})}};
-  ck.state.stage = "grpo";
-  for (int s = 1; s <= 3; ++s) {
-    ck.state.rollout_step = s;
-    train::save_checkpoint(dir, fmt::format("{:06d}", s), ck, 2);
-  }
-  EXPECT_FALSE(fs::exists(dir + "/step-000001"));
-  EXPECT_TRUE(fs::exists(dir + "/step-000002"));
-  EXPECT_EQ(*train::latest_checkpoint(dir), dir + "/step-000003");
-  // a save that died half-way leaves a .tmp directory; latest still names the good one
-  fs::create_directories(dir + "/step-000004.tmp");
-  write_bytes(dir + "/step-000004.tmp/model.safetensors", "garbage");
-  auto back = train::load_checkpoint(*train::latest_checkpoint(dir));
-  EXPECT_EQ(back.state.rollout_step, 3);
-  EXPECT_TRUE(back.model[0].second.equal(at::ones({2})));
-  // a corrupt manifest is reported with its path
-  write_bytes(dir + "/step-000003/manifest.json", "{\"format_version\": 1}");
-  auto e = error_of([&] { train::load_checkpoint(dir + "/step-000003"); });
-  EXPECT_NE(e.find("manifest.json"), std::string::npos) << e;
-}
-
-TEST(Resume, ReproducesTheUninterruptedRun) {
-  auto a = tmpdir("resume_a"), b = tmpdir("resume_b");
-  {
-    train::Trainer t(tiny_run(a, 4));
-    t.run();
-  }
-  {
-    train::Trainer t(tiny_run(b, 4));  // "interrupted" after two rollout steps
-    t.run([](const train::TrainState& s) { return s.rollout_step == 2; });
-  }
-  // the interrupted run also wrote a step that its checkpoint does not contain
-  fs::remove_all(b + "/checkpoints/step-000002");
-  std::ofstream(b + "/checkpoints/latest") << "step-000001\n";
-  train::Trainer resumed(tiny_run(b, 4));
-  resumed.run();
-  EXPECT_EQ(resumed.state().rollout_step, 4);
-  EXPECT_EQ(resumed.state().optimizer_step, 4 * 2 * 2);
-
-  auto ma = read_jsonl(a + "/metrics.jsonl"), mb = read_jsonl(b + "/metrics.jsonl");
-  ASSERT_EQ(ma.size(), mb.size());  // the dropped step's line was replaced, not duplicated
-  for (size_t i = 0; i < ma.size(); ++i) {
-    ASSERT_EQ(ma[i]["step"], mb[i]["step"]);
-    if (ma[i]["stage"] != "grpo") continue;
-    EXPECT_EQ(ma[i]["loss"].get<double>(), mb[i]["loss"].get<double>()) << "step " << ma[i]["step"];
-    EXPECT_EQ(ma[i]["reward_mean"].get<double>(), mb[i]["reward_mean"].get<double>());
-    EXPECT_EQ(ma[i]["kl"].get<double>(), mb[i]["kl"].get<double>());
-  }
-  EXPECT_NE(ma.back()["loss"].get<double>(), 0.0);
-  EXPECT_EQ(read_jsonl(a + "/eval.jsonl").size(), read_jsonl(b + "/eval.jsonl").size());
-  auto fa = train::load_checkpoint(a + "/checkpoints/step-000004");
-  auto fb = train::load_checkpoint(b + "/checkpoints/step-000004");
-  for (size_t i = 0; i < fa.model.size(); ++i)
-    EXPECT_TRUE(fa.model[i].second.equal(fb.model[i].second)) << fa.model[i].first;
-  // the run directory holds the resolved config, which loads back
-  EXPECT_NO_THROW(train::load_config_file(a + "/config.yaml"));
-}
-
-TEST(Resume, RefusesACheckpointOfAnotherModel) {
-  auto a = tmpdir("resume_other");
-  {
-    train::Trainer t(tiny_run(a, 1));
-    t.run();
-  }
-  auto c = tiny_run(a, 2);
-  c.model.hidden_size = 64;
-  train::Trainer t(c);
-  auto e = error_of([&] { t.run(); });
-  EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
-  EXPECT_NE(e.find("shape"), std::string::npos) << e;
-}
+using grpo::test_util::write_file;
 
 TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatch) {
   // Same rollout step with micro-batches of ~4 rows vs one micro-batch per mini-batch: the
@@ -197,43 +62,6 @@ TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatch) {
   EXPECT_LT(max_diff, 1e-5);
 }
 
-TEST(MicroBatch, PacksRowsSortedByLengthWithinTheTokenBudget) {
-  // lengths (prompt + response): row 0: 3 + 2, row 1: 3 + 9, row 2: 2 + 1, row 3: 3 + 2
-  const std::vector<int64_t> p{3, 3, 2, 3}, r{2, 9, 1, 2};
-  // longest first; row 0 cannot join row 1 (2 x 12 > 20); rows 0, 3 (ties in order) and 2 share
-  // one micro-batch of 3 x (3 + 2) = 15 tokens
-  EXPECT_EQ(train::pack_micro_batches({0, 1, 2, 3}, p, r, 20),
-            (std::vector<std::vector<int64_t>>{{1}, {0, 3, 2}}));
-  // the budget counts rows x the longest row (rows are packed to the left): 2 x (6 + 1) = 14
-  EXPECT_EQ(train::pack_micro_batches({2, 1}, {3, 6, 1}, {9, 1, 5}, 14), (std::vector<std::vector<int64_t>>{{1, 2}}));
-  EXPECT_EQ(train::pack_micro_batches({2, 1}, {3, 6, 1}, {9, 1, 5}, 13), (std::vector<std::vector<int64_t>>{{1}, {2}}));
-  // a row longer than the budget goes alone; a subset of the rows, any order
-  EXPECT_EQ(train::pack_micro_batches({3, 1}, p, r, 4), (std::vector<std::vector<int64_t>>{{1}, {3}}));
-  EXPECT_TRUE(train::pack_micro_batches({}, p, r, 4).empty());
-  // random lengths: every row once, lengths non-increasing, budget kept (or a lone row)
-  core::KeyedRng rng(42);
-  std::vector<int64_t> pl(300), rl(300), rows;
-  for (int64_t i = 0; i < 300; ++i) pl[i] = rng.uniform_int(1, 40), rl[i] = rng.uniform_int(1, 200), rows.push_back(i);
-  auto mbs = train::pack_micro_batches(rows, pl, rl, 1000);
-  std::vector<int64_t> seen;
-  int64_t last = std::numeric_limits<int64_t>::max();
-  for (auto& mb : mbs) {
-    int64_t longest = 0;
-    for (auto i : mb) {
-      EXPECT_LE(pl[i] + rl[i], last);
-      last = pl[i] + rl[i];
-      longest = std::max(longest, pl[i] + rl[i]);
-      seen.push_back(i);
-    }
-    EXPECT_TRUE(mb.size() == 1 || int64_t(mb.size()) * longest <= 1000) << mb.size() << " x " << longest;
-    EXPECT_TRUE(&mb == &mbs.back() || int64_t(mb.size() + 1) * longest > 1000) << "room for one more row";
-  }
-  std::sort(seen.begin(), seen.end());
-  EXPECT_EQ(seen, rows);
-  EXPECT_NE(error_of([&] { train::pack_micro_batches({4}, p, r, 10); }).find("row 4"), std::string::npos);
-  EXPECT_NE(error_of([&] { train::pack_micro_batches({0}, p, r, 0); }).find("budget"), std::string::npos);
-}
-
 TEST(Trainer, NoReferenceModelWithoutKl) {
   auto a = tmpdir("no_ref");
   auto c = tiny_run(a, 1);
@@ -245,85 +73,6 @@ TEST(Trainer, NoReferenceModelWithoutKl) {
   train::Trainer tk(tiny_run(k, 1));
   tk.run();
   EXPECT_TRUE(fs::exists(k + "/checkpoints/step-000001/reference.safetensors"));
-}
-
-// grpo_plan's weight and optimizer bytes for one process are what the trainer allocates: the
-// policy's parameters and AdamW's exp_avg + exp_avg_sq (as saved in the checkpoint), for a dense
-// and an MoE model (whose router correction bias has no optimizer state).
-TEST(Plan, ByteCountsEqualWhatTheTrainerAllocates) {
-  for (bool moe : {false, true}) {
-    auto dir = tmpdir(moe ? "plan_moe" : "plan_dense");
-    auto c = tiny_run(dir, 1);
-    c.pretrain.steps = 2;
-    if (moe) grpo::test_util::make_moe(c);
-    train::Trainer t(c);
-    t.run();
-    double weights = 0, optimizer = 0;
-    for (auto& p : t.policy().parameters()) weights += double(p.nbytes());
-    for (auto& [name, v] : io::load_safetensors(dir + "/checkpoints/step-000001/optimizer.safetensors"))
-      if (name.find(".exp_avg") != std::string::npos) optimizer += double(v.nbytes());
-    auto plan = train::plan_memory(t.config(), dist::make_layout(1, 1, 1), {});
-    EXPECT_EQ(plan.param_bytes, weights) << (moe ? "moe" : "dense");
-    EXPECT_EQ(plan.optimizer_bytes, optimizer) << (moe ? "moe" : "dense");
-    EXPECT_GT(optimizer, 0);
-  }
-}
-
-// configs/r1_zero.yaml on 512 x 80 GB GPUs: with the settings the config itself gives (bf16, ZeRO-1,
-// recomputation, sequence parallel, 4 sequences decoded at once), its own layout (tp 4, ep 128)
-// fits, and it is the planner's best.
-TEST(Plan, R1ZeroFitsOn512GpusWithItsOwnSettings) {
-  auto c = train::load_config_text(
-      [] {
-        std::ifstream in(std::string(GRPO_SOURCE_DIR) + "/configs/r1_zero.yaml");
-        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      }(),
-      "configs/r1_zero.yaml", {}, false);
-  auto o = train::plan_options(c, 512);
-  EXPECT_EQ(o.precision, "bf16");
-  EXPECT_TRUE(o.zero1 && o.recompute && o.sequence_parallel);
-  auto mine = train::plan_memory(c, dist::make_layout(512, c.parallel.tp, c.parallel.ep), o);
-  EXPECT_TRUE(mine.fits) << mine.peak_bytes / (1 << 30) << " GiB";
-  auto best = train::plan_layouts(c, o).front();
-  EXPECT_TRUE(best.fits);
-  EXPECT_EQ(best.layout.tp, c.parallel.tp);
-  EXPECT_EQ(best.layout.ep, c.parallel.ep);
-  // without recomputation nothing fits (one 66k-token sequence per micro-batch)
-  o.recompute = false;
-  EXPECT_FALSE(train::plan_layouts(c, o).front().fits);
-}
-
-// The planner's errors name what does not divide; R1-Zero on 512 GPUs has a valid layout table.
-TEST(Plan, LayoutsAndErrors) {
-  auto c = train::load_config_text(R"(
-model: {vocab_size: 30, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
-        intermediate_size: 48, max_position_embeddings: 64}
-grpo: {prompts_per_step: 8}
-)", "plan.yaml", {}, false);
-  train::PlanOptions o;
-  o.gpus = 4;
-  o.tp = 2;
-  EXPECT_NE(error_of([&] { train::plan_layouts(c, o); }).find("num_key_value_heads (1) is not divisible by 2"),
-            std::string::npos);
-  o.tp = 0;
-  auto plans = train::plan_layouts(c, o);
-  ASSERT_EQ(plans.size(), 1u);  // only dp 4 x tp 1 divides the heads
-  EXPECT_EQ(plans[0].layout.dp(), 4);
-  EXPECT_TRUE(plans[0].fits);
-  // the gradient all-reduce: 2 (dp - 1) / dp of the gradient bytes, once per optimizer step
-  EXPECT_DOUBLE_EQ(plans[0].dp_bytes, 2.0 * 3 / 4 * plans[0].grad_bytes);
-  // a micro-batch holds whole sequences: 512-token prompts + 64 new tokens = 576, 2 per 1200 tokens;
-  // activations (fp32): per layer T h (10 + 24 / tp) x 2 bytes, plus one log-prob chunk
-  c.rollout.max_new_tokens = 64;
-  c.grpo.micro_batch_tokens = 1200;
-  const double T = 2 * 576, H = 32, chunk = 2048.0 * 30 * 4 * 3;
-  auto p = train::plan_memory(c, dist::make_layout(4, 1, 1), o);
-  EXPECT_EQ(p.micro_batch_tokens, 1152);
-  EXPECT_DOUBLE_EQ(p.activation_bytes, T * H * 34 * 2 + chunk);
-  // recomputed: the layer's input (4 bytes per element) is kept, and one layer is live
-  o.recompute = true;
-  p = train::plan_memory(c, dist::make_layout(4, 1, 1), o);
-  EXPECT_DOUBLE_EQ(p.activation_bytes, T * H * 4 + T * H * 34 * 2 + chunk);
 }
 
 // R1 refreshes the reference every 400 optimizer steps (not rollout steps): here every 3, with 4
@@ -474,89 +223,6 @@ TEST(Trainer, ResponseLengthScheduleByOptimizerStep) {
   EXPECT_NE(e.find("grpo.length_schedule.soon"), std::string::npos) << e;
   e = error_of([&] { train::load_config_text("grpo: {length_schedule: {10: 4096}}", "bad.yaml"); });
   EXPECT_NE(e.find("max_position_embeddings"), std::string::npos) << e;
-}
-
-// ---- sampling outside training: grpo_eval / grpo_sample's library side
-
-TEST(Sampling, MajorityVoteClustersEquivalentAnswers) {
-  using reward::math::majority_vote;
-  EXPECT_EQ(majority_vote({"\\boxed{3}", "so \\boxed{1/2}", "The answer is 0.5", "\\boxed{\\frac{2}{4}}", "no idea"}), 1);
-  EXPECT_EQ(majority_vote({"\\boxed{3}", "\\boxed{4}"}), 0);  // a tie: the earlier cluster
-  EXPECT_EQ(majority_vote({"nothing", ""}), -1);
-}
-
-TEST(Sampling, BenchmarkAndRejectionSamplingAgreeWithTheSamples) {
-  auto a = tmpdir("sampling_bench");
-  auto c = tiny_run(a, 2);
-  c.pretrain.steps = 150;
-  train::Trainer t(c);
-  t.run();
-  train::PolicySource src;
-  src.model_dir = a + "/checkpoints/step-000002";
-  auto policy = train::open_policy(src);
-  auto questions = train::read_questions(policy, {}, 24);
-  ASSERT_EQ(questions.size(), 24u);
-  train::BenchmarkOptions bo;
-  bo.k = 4;
-  bo.sampling = policy.sampling;
-  bo.batch_size = 5;
-  auto r = train::evaluate_benchmark(policy, questions, bo);
-  // pass@1 and the majority vote recomputed from the same keyed samples (any batch size)
-  auto samples = train::sample_completions(policy, questions, 4, policy.sampling, bo.seed, 24);
-  auto accuracy = reward::RewardRegistry::create("accuracy");
-  double pass = 0, cons = 0;
-  for (size_t i = 0; i < questions.size(); ++i) {
-    double ok = 0;
-    for (auto& s : samples.completions[i]) ok += accuracy->score(s, questions[i].answer);
-    pass += ok / 4;
-    auto v = reward::math::majority_vote(samples.completions[i]);
-    if (v >= 0) cons += accuracy->score(samples.completions[i][size_t(v)], questions[i].answer);
-  }
-  EXPECT_DOUBLE_EQ(r.pass_at_1, pass / 24);
-  EXPECT_DOUBLE_EQ(r.cons_at_k, cons / 24);
-  EXPECT_GT(r.pass_at_1, 0.0);  // the base stage left some skill
-  EXPECT_GE(r.greedy, 0.0);
-  // rejection sampling keeps only passing, complete, distinct completions
-  train::RejectionOptions ro;
-  ro.k = 6;
-  ro.sampling = policy.sampling;
-  ro.max_per_question = 2;
-  auto kept = train::rejection_sample(policy, questions, ro);
-  ASSERT_FALSE(kept.empty());
-  std::map<int64_t, std::set<std::string>> per_q;
-  for (auto& k : kept) {
-    EXPECT_EQ(k.scores.at("accuracy"), 1.0);
-    EXPECT_EQ(k.scores.at("format"), 1.0);
-    EXPECT_TRUE(reward::has_r1_format(k.completion)) << k.completion;
-    EXPECT_TRUE(per_q[k.question].insert(k.completion).second) << "duplicate " << k.completion;
-  }
-  for (auto& [q, s] : per_q) EXPECT_LE(s.size(), 2u);
-
-  // the command lines print / write the same
-  int rc = 0;
-  const std::string bin = GRPO_BIN_DIR;
-  auto out = run_command(bin + "/grpo_eval --model " + src.model_dir + " -k 4 --limit 24 --batch-size 7", &rc);
-  ASSERT_EQ(rc, 0) << out;
-  auto j = nlohmann::json::parse(out.substr(out.find('{')));
-  EXPECT_DOUBLE_EQ(j["pass@1"].get<double>(), r.pass_at_1);
-  EXPECT_DOUBLE_EQ(j["cons@k"].get<double>(), r.cons_at_k);
-  EXPECT_DOUBLE_EQ(j["greedy"].get<double>(), r.greedy);
-  EXPECT_EQ(j["questions"], 24);
-  const std::string sft = a + "/sft.jsonl";
-  out = run_command(bin + "/grpo_sample --model " + src.model_dir + " -k 6 --limit 40 --max-per-question 2 --out " + sft, &rc);
-  ASSERT_EQ(rc, 0) << out;
-  auto rows = read_jsonl(sft);
-  ASSERT_FALSE(rows.empty());
-  for (auto& row : rows) {
-    EXPECT_TRUE(reward::has_r1_format(row["response"].get<std::string>()));
-    EXPECT_EQ(row["prompt"], text::format_prompt(policy.prompt, row["question"].get<std::string>()));
-  }
-  out = run_command(bin + "/grpo_sample --model " + src.model_dir + " --keep nonsense --out " + sft, &rc);
-  EXPECT_NE(rc, 0);
-  EXPECT_NE(out.find("unknown reward 'nonsense'"), std::string::npos) << out;
-  out = run_command(bin + "/grpo_eval --model " + src.model_dir + " -k 0", &rc);
-  EXPECT_NE(rc, 0);
-  EXPECT_NE(out.find("-k must be at least 1"), std::string::npos) << out;
 }
 
 // ---- the SFT stage and stage hand-over
@@ -729,4 +395,113 @@ TEST(Trainer, RunDeviceErrorsNameTheKey) {
   } else {  // this machine: the reason, with what the build and the machine have
     EXPECT_NE(e.find("run.device = cuda:99: no usable GPU here (CUDA kernels built:"), std::string::npos) << e;
   }
+}
+
+// ---- training from a Hugging Face directory: model.path, the tokenizer directory, JSONL data,
+// prompt formatting (template + chat format + BOS), resume, and the grpo_generate / grpo_export
+// command lines on the result
+
+// A reward a random policy earns sometimes (so advantages, losses and updates are not all zero):
+// the byte length of the completion modulo 5, scaled to [0, 1].
+class LengthModReward : public reward::RewardFn {
+ public:
+  double score(const std::string& completion, const std::string&) const override {
+    return double(completion.size() % 5) / 4.0;
+  }
+};
+
+TEST(TrainFromHf, JsonlDataChatPromptResumeGenerateExport) {
+  reward::RewardRegistry::add("test_length_mod5", [] { return std::make_unique<LengthModReward>(); });
+  const auto& model_dir = hf_model_dir();
+  auto root = tmpdir("train_from_hf");
+  std::string train_lines, eval_lines;
+  for (int i = 0; i < 7; ++i)
+    train_lines += nlohmann::json{{"q", {{"text", fmt::format("What is {} plus {}?", i, 2 * i)}}},
+                                  {"a", std::to_string(3 * i)}}.dump() + "\n";
+  train_lines += "{not json\n";  // skipped and counted (on_bad_line: skip)
+  for (int i = 0; i < 3; ++i)
+    eval_lines += nlohmann::json{{"q", {{"text", fmt::format("What is {} times 2?", i)}}},
+                                 {"a", std::to_string(2 * i)}}.dump() + "\n";
+  write_file(root + "/train.jsonl", train_lines);
+  write_file(root + "/eval.jsonl", eval_lines);
+  auto config = [&](const std::string& run) {
+    auto c = train::load_config_text(
+        "run: {seed: 4, threads: 1}\n"
+        "model: {path: " + model_dir + "}\n"
+        "data: {train: " + root + "/train.jsonl, eval: " + root + "/eval.jsonl, prompt_field: q.text, "
+        "answer_field: a, on_bad_line: skip}\n"
+        "prompt: {template: r1_zero, chat: qwen3, system: Answer briefly.}\n"
+        "rollout: {max_new_tokens: 6}\n"
+        "grpo: {rollout_steps: 3, prompts_per_step: 3, group_size: 2, kl_coef: 0.1}\n"
+        "optim: {lr: 1.0e-2}\n"
+        "reward: {weights: {test_length_mod5: 1.0}}\n"
+        "eval: {every: 2, num_prompts: 10, batch_size: 2}\n"
+        "checkpoint: {every: 1, keep: 5}\n", "hf.yaml");
+    c.run.dir = root + "/" + run;
+    return c;
+  };
+  {
+    train::Trainer t(config("a"));
+    t.run();
+  }
+  {
+    train::Trainer t(config("b"));
+    t.run([](const train::TrainState& s) { return s.rollout_step == 1; });
+  }
+  train::Trainer resumed(config("b"));
+  resumed.run();
+  auto ma = read_jsonl(root + "/a/metrics.jsonl"), mb = read_jsonl(root + "/b/metrics.jsonl");
+  ASSERT_EQ(ma.size(), 3u);
+  ASSERT_EQ(mb.size(), 3u);
+  for (size_t i = 0; i < ma.size(); ++i) {
+    EXPECT_EQ(ma[i]["loss"].get<double>(), mb[i]["loss"].get<double>()) << i;
+    EXPECT_EQ(ma[i]["reward_mean"].get<double>(), mb[i]["reward_mean"].get<double>()) << i;
+    EXPECT_GT(ma[i]["grad_norm"].get<double>(), 0.0) << i;  // the policy is really updated
+  }
+  EXPECT_GT(ma.back()["kl"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(ma.back()["epoch"].get<double>(), 9.0 / 7.0);  // 3 steps x 3 of 7 examples
+  auto ev = read_jsonl(root + "/a/eval.jsonl");
+  ASSERT_EQ(ev.size(), 3u);  // start, step 2, end
+  EXPECT_EQ(ev[0]["num_prompts"], 3);  // the whole held-out file (num_prompts is 10)
+  EXPECT_NO_THROW(train::load_config_file(root + "/a/config.yaml"));
+
+  // The checkpoint loads back as a policy with the run's settings.
+  train::Config ck_cfg;
+  auto ck = root + "/a/checkpoints/step-000003";
+  auto policy = train::load_policy(ck, &ck_cfg);
+  EXPECT_EQ(ck_cfg.prompt.chat, "qwen3");
+  auto trained = resumed.policy().named_parameters();
+  auto loaded = policy->named_parameters();
+  ASSERT_EQ(trained.size(), loaded.size());
+  for (size_t i = 0; i < trained.size(); ++i)
+    EXPECT_TRUE(trained[i].second.equal(loaded[i].second)) << trained[i].first;
+
+  // grpo_generate on the checkpoint formats prompts exactly as training did.
+  int rc = 0;
+  auto out = run_command(std::string(GRPO_BIN_DIR) + "/grpo_generate --model " + ck +
+                             " --prompt 'What is 5 plus 1?' -n 3 --temperature 1 --max-new-tokens 5",
+                         &rc);
+  ASSERT_EQ(rc, 0) << out;
+  auto j = nlohmann::json::parse(out.substr(0, out.find('\n')));
+  EXPECT_EQ(j["prompt"], text::format_prompt(ck_cfg.prompt, "What is 5 plus 1?"));
+  ASSERT_EQ(j["completions"].size(), 3u);
+  for (auto& c : j["completions"]) {
+    EXPECT_LE(c["token_ids"].size(), 5u);
+    EXPECT_TRUE(c.contains("text"));
+  }
+  auto bad = run_command(std::string(GRPO_BIN_DIR) + "/grpo_generate --model " + ck +
+                             " --prompt x --chat llama2", &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(bad.find("--chat"), std::string::npos) << bad;
+  auto too_long = run_command(std::string(GRPO_BIN_DIR) + "/grpo_generate --model " + model_dir +
+                                  " --prompt x --max-new-tokens 500", &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(too_long.find("max_position_embeddings 128"), std::string::npos) << too_long;
+
+  // grpo_export of the checkpoint carries the run's tokenizer and its EOS.
+  out = run_command(std::string(GRPO_BIN_DIR) + "/grpo_export --from " + ck + " --out " + root + "/export", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(fs::exists(root + "/export/tokenizer.json"));
+  auto gen = nlohmann::json::parse(core::read_file(root + "/export/generation_config.json"));
+  EXPECT_EQ(gen["eos_token_id"], *text::HfTokenizer::from_dir(kQwen3Tok)->token_id("<|im_end|>"));
 }

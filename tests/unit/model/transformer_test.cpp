@@ -1,16 +1,13 @@
-// Transformer, KV cache and the chunked log-prob op against plain LibTorch references.
-#include <fstream>
-
+// The transformer and its KV cache against plain LibTorch references: parameter names, cached
+// decoding, padding, packed segments, bf16 against fp32, gradients against finite differences.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
-#include "grpo/core/device.h"
 #include "grpo/core/error.h"
-
 #include "grpo/model/logprob.h"
 #include "grpo/model/transformer.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 using namespace grpo::model;
 
@@ -188,69 +185,6 @@ TEST(Transformer, Bf16AgreesWithFp32ForShortAndLongSequences) {
       EXPECT_LT(rel(at::cat(parts, 1), ref), 6e-2);
     }
   }
-}
-
-// The bf16 warning's CPU check against the kernel's own list of CPU flags.
-TEST(Device, NativeBf16MatchesCpuFlags) {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line) && line.rfind("flags", 0) != 0) {
-  }
-  if (line.rfind("flags", 0) != 0) GTEST_SKIP() << "no x86 flags line in /proc/cpuinfo on this machine";
-  line += " ";
-  const bool expect = line.find(" amx_bf16 ") != std::string::npos || line.find(" avx512_bf16 ") != std::string::npos;
-  EXPECT_EQ(grpo::cpu_has_native_bf16(), expect) << line;
-}
-
-TEST(TokenLogProbs, MatchesFullLogSoftmaxAndGradients) {
-  at::manual_seed(3);
-  for (double temp : {1.0, 0.7}) {
-    auto h = at::randn({3, 7, 16}, at::kDouble).requires_grad_();
-    auto w = at::randn({29, 16}, at::kDouble).requires_grad_();
-    auto tgt = at::randint(0, 29, {3, 7}, at::kLong);
-    auto gl = at::randn({3, 7}, at::kDouble), ge = at::randn({3, 7}, at::kDouble);
-    // reference: full logits in float64, autograd through log_softmax
-    auto lp = at::log_softmax(at::matmul(h, w.t()) / temp, -1);
-    auto ref_logp = lp.gather(2, tgt.unsqueeze(2)).squeeze(2);
-    auto ref_ent = -(lp.exp() * lp).sum(-1);
-    auto ref_grads = torch::autograd::grad({(ref_logp * gl).sum() + (ref_ent * ge).sum()}, {h, w});
-
-    // one vocabulary block, blocks that do not divide the 29 columns, one column per block
-    for (int64_t vchunk : {int64_t(32768), int64_t(8), int64_t(1)}) {
-      auto hf = h.detach().to(at::kFloat).requires_grad_();
-      auto wf = w.detach().to(at::kFloat).requires_grad_();
-      LogProbOptions o;
-      o.chunk_rows = 5;  // chunks that do not divide the 21 rows
-      o.chunk_vocab = vchunk;
-      o.temperature = temp;
-      auto out = token_logprobs(hf, wf, tgt, o);
-      // fp32 op vs fp64 reference: rounding error grows with the logits' magnitude
-      double tol = 1e-6 * (1.0 + at::matmul(h, w.t()).abs().max().item<double>() / temp);
-      EXPECT_LT((out.logprobs.to(at::kDouble) - ref_logp).abs().max().item<double>(), tol) << vchunk;
-      EXPECT_LT((out.entropy.to(at::kDouble) - ref_ent).abs().max().item<double>(), tol) << vchunk;
-      auto grads = torch::autograd::grad(
-          {(out.logprobs * gl.to(at::kFloat)).sum() + (out.entropy * ge.to(at::kFloat)).sum()}, {hf, wf});
-      for (int i = 0; i < 2; ++i) {
-        double err = (grads[i].to(at::kDouble) - ref_grads[i]).abs().max().item<double>();
-        double scale = ref_grads[i].abs().max().item<double>();
-        EXPECT_LT(err, 1e-5 * (1 + scale)) << "gradient " << i << " temperature " << temp << " chunk_vocab " << vchunk;
-      }
-      // the op itself in fp64: equal to the reference to rounding
-      auto hd = h.detach().clone().requires_grad_(), wd = w.detach().clone().requires_grad_();
-      auto od = token_logprobs(hd, wd, tgt, o);
-      EXPECT_LT((od.logprobs - ref_logp).abs().max().item<double>(), 1e-12) << vchunk;
-      EXPECT_LT((od.entropy - ref_ent).abs().max().item<double>(), 1e-12) << vchunk;
-      auto gd = torch::autograd::grad({(od.logprobs * gl).sum() + (od.entropy * ge).sum()}, {hd, wd});
-      for (int i = 0; i < 2; ++i) EXPECT_LT((gd[i] - ref_grads[i]).abs().max().item<double>(), 1e-11) << vchunk;
-    }
-  }
-}
-
-TEST(TokenLogProbs, RejectsOutOfRangeTargets) {
-  auto h = at::randn({1, 2, 4});
-  auto w = at::randn({5, 4});
-  auto tgt = at::tensor({0, 5}, at::kLong).view({1, 2});
-  EXPECT_THROW(token_logprobs(h, w, tgt), grpo::Error);
 }
 
 TEST(Transformer, GradientsMatchFiniteDifferences) {

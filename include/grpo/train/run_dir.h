@@ -1,0 +1,63 @@
+// The run directory and everything a run writes into it, in one place:
+//
+//   <run>/config.yaml        the resolved configuration (grpo_train --config config.yaml reproduces it)
+//   <run>/metrics.jsonl      one JSON object per optimizer step of the supervised stages and per
+//                            GRPO rollout step (the metrics sink)
+//   <run>/eval.jsonl         one JSON object per held-out evaluation (the eval sink)
+//   <run>/checkpoints/       step-XXXXXX/ checkpoints and `latest` (train/checkpoint.h)
+//
+// Only the writer (rank 0 of a multi-process job) touches files; every rank may call every method.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "grpo/train/checkpoint.h"
+
+namespace grpo::train {
+
+class RunDir {
+ public:
+  RunDir(std::string path, bool writer);
+
+  const std::string& path() const { return path_; }
+  std::string checkpoints_dir() const;
+  std::string metrics_path() const;
+  std::string eval_path() const;
+
+  /// Creates the directory (every rank).
+  void create() const;
+  /// A run starting over: the metrics and eval files of an earlier run are removed.
+  void start_fresh() const;
+  /// A run resuming from `s`: drops what an interrupted run wrote after that checkpoint.
+  void trim_to(const TrainState& s) const;
+  /// Writes config.yaml (`yaml`: the resolved config) and opens the sinks for appending.
+  void open(const std::string& yaml);
+
+  /// One line of metrics.jsonl / eval.jsonl (flushed).
+  void write_metrics(const nlohmann::json& j);
+  void write_eval(const nlohmann::json& j);
+
+  /// The newest checkpoint of this run, if any.
+  std::optional<std::string> latest_checkpoint() const;
+  /// Saves `ck` as checkpoints/step-<tag>, keeping the newest `keep`; returns its directory.
+  std::string save(const std::string& tag, const Checkpoint& ck, int64_t keep) const;
+
+  /// One line on what GRPO achieved, from eval.jsonl: the start of GRPO vs the latest evaluation.
+  void summarize() const;
+
+ private:
+  std::string path_;
+  bool writer_;
+  std::ofstream metrics_, evals_;
+};
+
+/// A checkpoint directory, or the newest checkpoint of a run directory; errors name `key`
+/// (the config key that gave `dir`).
+std::string resolve_checkpoint(const std::string& dir, const std::string& key);
+
+}  // namespace grpo::train

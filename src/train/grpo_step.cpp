@@ -1,0 +1,548 @@
+// One GRPO rollout step, as typed stages:
+//
+//   collect_groups   generation rounds (G samples per prompt, scored while generating), DAPO
+//                    dynamic sampling (groups with all-equal rewards dropped, more prompts drawn),
+//                    and the placement of every rank's rows in the step's global row order
+//                    -> StepBatch
+//   prepare_targets  rewards, old and reference log-probs, KL in the reward, group-relative
+//                    advantages, the loss mask (overlong filtering) -> Targets
+//   update_policy    inner_epochs x mini_batches optimizer steps of the clipped policy loss, each
+//                    accumulated over micro-batches
+//   log_step         the metrics line; StepStats carries the step's sums and maxima and reduces
+//                    itself over the data-parallel ranks
+//
+// Everything random is keyed by counters (core/rng.h), so a resumed run continues exactly.
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "grpo/algo/grpo_loss.h"
+#include "grpo/core/error.h"
+#include "grpo/dist/comm.h"
+#include "grpo/rollout/generate.h"
+#include "session.h"
+
+namespace grpo::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// ---------------------------------------------------------------- statistics
+// The step's sums (over tokens, rows, reward parts) and maxima, reduced over ranks in one call.
+struct StepStats {
+  double tokens = 0, kl = 0, clip_low = 0, clip_high = 0, dual_clip = 0, ratio_sum = 0, entropy = 0;
+  double lp_diff_sum = 0, truncated = 0, response_tokens = 0, reward_failures = 0, reward_timeouts = 0;
+  double reward_busy = 0, kl_penalty = 0;
+  std::map<std::string, double> parts;  // every configured reward (the same keys on every rank)
+  double ratio_max = 0, ratio_min = kInf, lp_diff_max = 0;
+
+  void reduce(Session& s) {
+    if (s.comm->size() == 1) return;
+    std::vector<double*> summed{&tokens,   &kl,          &clip_low,        &clip_high,      &dual_clip,
+                                &ratio_sum, &entropy,    &lp_diff_sum,     &truncated,      &response_tokens,
+                                &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty};
+    for (auto& [name, v] : parts) summed.push_back(&v);
+    std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max};
+    for (double* p : summed) sums.push_back(*p);
+    s.reduce(sums, false);
+    s.reduce(maxes, true);
+    for (size_t k = 0; k < summed.size(); ++k) *summed[k] = sums[k];
+    ratio_max = maxes[0], ratio_min = maxes[1] == -1e300 ? kInf : -maxes[1], lp_diff_max = maxes[2];
+  }
+};
+
+// ---------------------------------------------------------------- collect groups
+// One generation round: G samples for each of n prompts from data position `first`, scored
+// (while generating, with reward workers).
+struct Round {
+  rollout::RolloutBatch batch;
+  std::vector<Item> items;  // one per prompt
+  std::vector<reward::RewardResult> scored;
+  double reward_busy = 0;
+  double reward_wait = 0;  // after generation ended
+  int64_t reward_timeouts = 0;
+};
+
+rollout::RolloutBatch empty_batch(const Session& s) {  // no rows (1 prompt and 1 response column)
+  rollout::RolloutBatch b;
+  b.group_size = s.cfg.grpo.group_size;
+  b.prompt_width = 1;
+  b.tokens = at::full({0, 2}, s.tok->pad_id(), at::kLong);
+  b.attention_mask = at::zeros({0, 2}, at::kBool);
+  b.response_mask = at::zeros({0, 1}, at::kBool);
+  b.sampling_logprobs = at::zeros({0, 1}, at::kFloat);
+  return b;
+}
+
+Round rollout_round(Session& s, int64_t first, int64_t n, int64_t max_new_tokens) {
+  const auto& g = s.cfg.grpo;
+  Round rd;
+  if (n == 0 && !s.policy->lockstep_group()) {  // data parallel: no share of this round
+    rd.batch = empty_batch(s);
+    return rd;
+  }
+  rollout::GenerateRequest req;
+  for (int64_t j = 0; j < n; ++j) {
+    rd.items.push_back(s.questions->train(first + j));
+    req.prompts.push_back(s.questions->prompt_ids(rd.items.back()));
+    req.prompt_keys.push_back(uint64_t(first + j));
+  }
+  req.group_size = g.group_size;
+  req.sampling = s.cfg.rollout;
+  req.sampling.max_new_tokens = max_new_tokens;
+  req.key = {uint64_t(s.cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(s.st.rollout_step)};
+  req.eos_id = s.tok->eos_id();
+  req.pad_id = s.tok->pad_id();
+  auto make_sample = [&](int64_t row, const std::vector<int64_t>& response) {
+    reward::Sample smp;
+    smp.completion = s.tok->decode(response);
+    smp.answer = rd.items[row / g.group_size].answer;
+    smp.prompt = rd.items[row / g.group_size].question;
+    // the EOS counts as a generated token; a response of max_new_tokens tokens hit the limit
+    smp.response_tokens = int64_t(response.size()) == max_new_tokens ? max_new_tokens : int64_t(response.size()) + 1;
+    smp.max_response_tokens = max_new_tokens;
+    return smp;
+  };
+  if (s.reward_pool)
+    req.on_finish = [&](int64_t row, const std::vector<int64_t>& response) {
+      s.reward_pool->submit(row, make_sample(row, response));
+    };
+  rd.batch = rollout::generate(*s.policy, req);
+  const int64_t N = rd.batch.rows();
+  auto t_wait = Clock::now();
+  if (s.reward_pool && N > 0) {  // most of it was scored while the rollout was still generating
+    rd.scored = s.reward_pool->wait(N);
+    rd.reward_busy = s.reward_pool->last_stats().busy_seconds;
+    rd.reward_timeouts = s.reward_pool->last_stats().timeouts;
+  } else {
+    auto t = Clock::now();
+    for (int64_t i = 0; i < N; ++i) rd.scored.push_back(s.rewards->score(make_sample(i, rd.batch.responses[i])));
+    rd.reward_busy = seconds_since(t);
+  }
+  rd.reward_wait = seconds_since(t_wait);
+  return rd;
+}
+
+// The groups a step trains on: this rank's rows, their scores, and where they sit among all
+// ranks' rows (round by round, rank by rank).
+struct StepBatch {
+  rollout::RolloutBatch batch;              // this rank's rows (N)
+  std::vector<reward::RewardResult> scored;  // one per row
+  int64_t NG = 0;                           // rows over all ranks
+  at::Tensor global_rows;                   // [N] the position of each of this rank's rows
+  at::Tensor local_at;                      // [NG] this rank's row at each position, or -1
+  int64_t max_new_tokens = 0;
+  int64_t prompts_used = 0, groups_dropped = 0, rounds = 0;
+  double reward_wait = 0;  // scoring after generation ended
+
+  int64_t rows() const { return batch.rows(); }
+  // This rank's rows among `global` ones, in their order.
+  at::Tensor local_of(const at::Tensor& global) const {
+    auto l = local_at.index_select(0, global);
+    return l.masked_select(l >= 0);
+  }
+};
+
+StepBatch collect_groups(Session& s, StepStats& stats) {
+  const auto& g = s.cfg.grpo;
+  const int64_t dp = s.comm->size();
+  StepBatch out;
+  out.max_new_tokens = g.max_new_tokens_at(s.st.optimizer_step, s.cfg.rollout.max_new_tokens);
+  std::vector<Round> rounds;
+  std::vector<std::pair<int64_t, int64_t>> kept;  // this rank's (round, group)
+  std::vector<int64_t> kept_per_round;           // this rank's groups kept in each round
+  int64_t global_kept = 0;
+  for (int64_t r = 0; r < (g.dynamic_sampling ? g.dynamic_sampling_max_rounds : 1); ++r) {
+    // the round's prompts: the next `want` of the data, split contiguously over the data-parallel
+    // ranks (whole groups; a rank's share may be empty in later rounds)
+    const int64_t want = g.prompts_per_step - global_kept;
+    const int64_t b = want * s.comm->rank() / dp, n = want * (s.comm->rank() + 1) / dp - b;
+    rounds.push_back(rollout_round(s, s.st.data_position + out.prompts_used + b, n, out.max_new_tokens));
+    out.prompts_used += want;
+    const auto& rd = rounds.back();
+    stats.reward_busy += rd.reward_busy;
+    out.reward_wait += rd.reward_wait;
+    stats.reward_timeouts += double(rd.reward_timeouts);
+    std::vector<double> counts{0, 0};  // kept, dropped
+    for (int64_t q = 0; q < n; ++q) {
+      bool all_equal = true;
+      for (int64_t k = 1; k < g.group_size; ++k)
+        all_equal = all_equal && rd.scored[q * g.group_size + k].total == rd.scored[q * g.group_size].total;
+      if (g.dynamic_sampling && all_equal) ++counts[1];
+      else kept.push_back({r, q}), ++counts[0];
+    }
+    kept_per_round.push_back(int64_t(counts[0]));
+    if (dp > 1) s.reduce(counts, false);
+    global_kept += int64_t(counts[0]);
+    out.groups_dropped += int64_t(counts[1]);
+    if (global_kept >= g.prompts_per_step) break;
+  }
+  out.rounds = int64_t(rounds.size());
+  if (global_kept == 0) {  // every group of every round was uniform: train on the last round as is
+    spdlog::warn("dynamic sampling: all {} groups of {} rounds had equal rewards; this step has no signal",
+                 out.groups_dropped, rounds.size());
+    for (int64_t q = 0; q < int64_t(rounds.back().items.size()); ++q) kept.push_back({int64_t(rounds.size()) - 1, q});
+    std::fill(kept_per_round.begin(), kept_per_round.end(), 0);
+    kept_per_round.back() = int64_t(rounds.back().items.size());
+  }
+  if (rounds.size() == 1 && int64_t(kept.size()) * g.group_size == rounds[0].batch.rows()) {
+    out.batch = std::move(rounds[0].batch);
+    out.scored = std::move(rounds[0].scored);
+  } else if (kept.empty()) {  // data parallel: none of this rank's groups were kept
+    out.batch = empty_batch(s);
+  } else {
+    std::vector<const rollout::RolloutBatch*> parts;
+    for (auto& rd : rounds) parts.push_back(&rd.batch);
+    out.batch = rollout::merge_groups(parts, kept, s.tok->pad_id());
+    for (auto [ri, q] : kept)
+      for (int64_t k = 0; k < g.group_size; ++k) out.scored.push_back(rounds[ri].scored[q * g.group_size + k]);
+  }
+  // Row placement: the step's rows over all ranks in data order, round by round, rank by rank.
+  const int64_t N = out.rows();
+  auto per_rank = at::tensor(kept_per_round, at::kLong);
+  auto all_counts = dp > 1 ? at::stack(s.comm->all_gather(per_rank)) : per_rank.unsqueeze(0);  // [dp, rounds]
+  out.NG = all_counts.sum().item<int64_t>() * g.group_size;
+  std::vector<int64_t> global_row;
+  {
+    auto c = all_counts.t().contiguous();  // [rounds, dp]
+    const int64_t* cp = c.data_ptr<int64_t>();
+    int64_t before = 0;
+    for (int64_t r = 0; r < c.size(0); ++r)
+      for (int64_t k = 0; k < dp; ++k) {
+        if (k == s.comm->rank())
+          for (int64_t i = 0; i < cp[r * dp + k] * g.group_size; ++i) global_row.push_back(before + i);
+        before += cp[r * dp + k] * g.group_size;
+      }
+  }
+  GRPO_CHECK(int64_t(global_row.size()) == N, "internal: {} rows but {} placed", N, global_row.size());
+  out.global_rows = at::tensor(global_row, at::kLong);
+  out.local_at = at::full({out.NG}, -1, at::kLong).index_copy_(0, out.global_rows, at::arange(N, at::kLong));
+  return out;
+}
+
+// ---------------------------------------------------------------- targets
+// Global row order of mini-batch epoch `epoch`: the same on every rank, a deterministic shuffle
+// per (step, epoch) unless one mini-batch is taken in order.
+at::Tensor epoch_order(const Session& s, int64_t NG, int64_t n_mb, int64_t epoch) {
+  if (n_mb == 1 && epoch == 0) return at::arange(NG, at::kLong);
+  core::KeyedRng rng(core::hash_key({uint64_t(core::Stream::kMiniBatchShuffle), uint64_t(s.cfg.run.seed),
+                                     uint64_t(s.st.rollout_step), uint64_t(epoch)}));
+  std::vector<int64_t> perm(NG);
+  for (int64_t i = 0; i < NG; ++i) perm[i] = i;
+  for (int64_t i = NG - 1; i > 0; --i) std::swap(perm[i], perm[rng.uniform_int(0, i)]);
+  return at::tensor(perm, at::kLong);
+}
+
+// What the policy update trains towards.
+struct Targets {
+  ResponseBatch s;
+  at::Tensor rewards_all;  // [NG] fp64, after any KL penalty
+  algo::Advantages adv;    // values: this rank's rows
+  at::Tensor loss_mask;    // [N, R] response tokens that take part in the loss
+  at::Tensor sampling_lp, old_lp, ref_lp;
+  bool kl_in_reward = false;
+  // Until the first optimizer step the policy being trained is the one that sampled, so for the
+  // rows of the first mini-batch the training forward pass itself provides the old log-probs
+  // (detached: ratio = 1 exactly, as in TRL); they are stored for later epochs.
+  bool first_from_training_pass = false;
+};
+
+void log_prob_diff(StepStats& st, const at::Tensor& recomputed, const at::Tensor& sampled, const at::Tensor& mask) {
+  auto d = (recomputed.detach() - sampled).abs() * mask;
+  if (d.numel() == 0) return;
+  st.lp_diff_max = std::max(st.lp_diff_max, d.max().item<double>());
+  st.lp_diff_sum += d.sum().item<double>();
+}
+
+Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
+  const auto& g = s.cfg.grpo;
+  const int64_t N = sb.rows(), n_mb = std::min(g.mini_batches, sb.NG);
+  Targets t;
+  // rewards
+  std::vector<double> rv(N);
+  for (auto& [name, w] : s.cfg.reward.weights) stats.parts[name] = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    rv[i] = sb.scored[i].total;
+    for (auto& [k, v] : sb.scored[i].parts) stats.parts[k] += v;
+    if (!sb.scored[i].failed.empty() && stats.reward_failures == 0)
+      spdlog::warn("reward failed (scored {}): {}", s.cfg.reward.failure_value, sb.scored[i].failed.front());
+    stats.reward_failures += double(sb.scored[i].failed.size());
+  }
+  auto rewards_t = at::tensor(rv, at::kDouble);
+
+  // old and reference log-probs
+  t.s = ResponseBatch::of(sb.batch);
+  t.sampling_lp = sb.batch.sampling_logprobs.narrow(1, 0, t.s.R);
+  auto all_rows = at::arange(N, at::kLong);
+  t.kl_in_reward = s.ref && g.kl_in == "reward";
+  t.first_from_training_pass = g.recompute_old_logprobs && !t.kl_in_reward;  // with the KL in the reward, all are needed first
+  const auto first_rows = sb.local_of(epoch_order(s, sb.NG, n_mb, 0).narrow(0, 0, sb.NG / n_mb));
+  t.old_lp = g.recompute_old_logprobs ? t.sampling_lp.clone() : t.sampling_lp;
+  {
+    at::NoGradGuard ng;
+    s.policy->train(false);
+    if (g.recompute_old_logprobs) {  // one no-grad pass for the rows the first training pass does not provide
+      at::Tensor rest = all_rows;
+      if (t.first_from_training_pass) {
+        auto in_first = at::zeros({N}, at::kBool).index_fill_(0, first_rows, true);
+        rest = all_rows.masked_select(in_first.logical_not());
+      }
+      for (auto& mb : s.micro_batches(rest, t.s)) {
+        auto lp = response_logprobs(*s.policy, t.s, mb, /*with_entropy=*/false).logprobs;
+        log_prob_diff(stats, lp, t.sampling_lp.index_select(0, mb), t.s.resp_mask.index_select(0, mb));
+        t.old_lp.index_copy_(0, mb, lp.to(t.old_lp.scalar_type()));
+      }
+    }
+    if (s.ref) {
+      t.ref_lp = at::zeros({N, t.s.R}, at::kFloat);
+      for (auto& mb : s.micro_batches(all_rows, t.s))
+        t.ref_lp.index_copy_(0, mb, response_logprobs(*s.ref, t.s, mb, /*with_entropy=*/false).logprobs);
+    }
+  }
+  // KL in the reward (verl use_kl_in_reward): r -= beta * sum_t KL_t of the behaviour policy
+  if (t.kl_in_reward) {
+    auto pen = algo::kl_reward_penalty(t.old_lp, t.ref_lp, t.s.resp_mask, g.kl_coef,
+                                       algo::parse_kl_estimator(g.kl_estimator));
+    stats.kl_penalty = pen.sum().item<double>();
+    rewards_t = rewards_t - pen;
+  }
+  // advantages: every rank computes those of the whole step (batch_std needs them all) and keeps its rows
+  algo::AdvantageOptions ao;
+  ao.mode = algo::parse_advantage_mode(g.advantage);
+  ao.eps = g.adv_eps;
+  ao.unbiased_std = g.adv_unbiased_std;
+  t.rewards_all = at::zeros({sb.NG}, at::kDouble).index_copy_(0, sb.global_rows, rewards_t);
+  if (s.comm->size() > 1) s.comm->all_reduce_sum(t.rewards_all);
+  t.adv = algo::group_advantages(t.rewards_all, g.group_size, ao);
+  t.adv.values = t.adv.values.index_select(0, sb.global_rows);
+  // overlong filtering (DAPO): truncated responses take no part in the loss
+  t.loss_mask = t.s.resp_mask;
+  int64_t truncated = 0;
+  for (auto f : sb.batch.finish) truncated += f == rollout::FinishReason::kLength;
+  stats.truncated = double(truncated);
+  if (g.mask_truncated && truncated > 0) {
+    std::vector<float> keep(N);
+    for (int64_t i = 0; i < N; ++i) keep[i] = sb.batch.finish[i] == rollout::FinishReason::kLength ? 0.f : 1.f;
+    t.loss_mask = t.s.resp_mask * at::tensor(keep, at::kFloat).unsqueeze(1);
+  }
+  return t;
+}
+
+// ---------------------------------------------------------------- policy update
+algo::PolicyLossOptions loss_options(const GrpoConfig& g, bool kl_in_reward) {
+  algo::PolicyLossOptions po;
+  po.clip_eps_low = g.clip_eps_low;
+  po.clip_eps_high = g.clip_eps_high;
+  po.sequence_ratio = g.importance_ratio == "sequence";
+  po.dual_clip = g.dual_clip;
+  po.ratio_cap = g.ratio_cap;
+  po.log_ratio_clamp = g.log_ratio_clamp;
+  po.kl_coef = kl_in_reward ? 0.0 : g.kl_coef;
+  po.kl_estimator = algo::parse_kl_estimator(g.kl_estimator);
+  po.kl_clamp = g.kl_clamp;
+  po.entropy_coef = g.entropy_coef;
+  return po;
+}
+
+// What the optimizer steps of a rollout step did.
+struct UpdateResult {
+  double loss_sum = 0, grad_norm_sum = 0;
+  int64_t steps = 0;
+  nlohmann::json updates = nlohmann::json::array();  // one record per optimizer step
+};
+
+UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStats& stats) {
+  const auto& g = s.cfg.grpo;
+  const int64_t N = sb.rows(), NG = sb.NG, n_mb = std::min(g.mini_batches, NG);  // dynamic sampling may keep fewer rows
+  UpdateResult u;
+  s.policy->train(true);
+  const auto po = loss_options(g, t.kl_in_reward);
+  const auto agg = algo::parse_loss_aggregation(g.loss_aggregation);
+  for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
+    const at::Tensor order = epoch_order(s, NG, n_mb, epoch);
+    for (int64_t m = 0; m < n_mb; ++m) {
+      int64_t b = NG * m / n_mb, e = NG * (m + 1) / n_mb;
+      auto rows = sb.local_of(order.narrow(0, b, e - b));  // this rank's share of the mini-batch
+      auto mb_mask = t.loss_mask.index_select(0, rows);
+      // weights from the whole mini-batch's totals, so the ranks' losses add up to its loss
+      auto mb_total = mb_mask.sum().to(at::kDouble).reshape({1});
+      s.comm->all_reduce_sum(mb_total);
+      const double total_tokens = mb_total.item<double>();
+      // (indexed by this rank's row ids: micro-batches take the rows in another order)
+      auto by_row = [&](const at::Tensor& w) { return at::zeros({N, t.s.R}, w.options()).index_copy_(0, rows, w); };
+      auto weights = by_row(algo::aggregation_weights(mb_mask, agg, sb.max_new_tokens, double(e - b), total_tokens));
+      auto ent_weights = by_row(algo::aggregation_weights(mb_mask, algo::LossAggregation::kTokenMean, 0,
+                                                          double(e - b), total_tokens));
+      s.optimizer->zero_grad();
+      double mb_loss = 0, mb_kl = 0, mb_tokens = 0, mb_rmin = kInf, mb_rmax = 0;
+      const auto mbs = s.micro_batches(rows, t.s);
+      for (size_t k = 0; k < mbs.size(); ++k) {
+        const auto& mb = mbs[k];
+        auto lp = response_logprobs(*s.policy, t.s, mb);
+        auto mask = t.loss_mask.index_select(0, mb);
+        at::Tensor old_mb;
+        if (t.first_from_training_pass && epoch == 0 && m == 0) {
+          old_mb = lp.logprobs.detach();
+          log_prob_diff(stats, old_mb, t.sampling_lp.index_select(0, mb), t.s.resp_mask.index_select(0, mb));
+          t.old_lp.index_copy_(0, mb, old_mb.to(t.old_lp.scalar_type()));
+        } else {
+          old_mb = t.old_lp.index_select(0, mb);
+        }
+        algo::PolicyLossInputs li;
+        li.logp = lp.logprobs;
+        li.old_logp = old_mb;
+        if (t.ref_lp.defined() && po.kl_coef != 0) li.ref_logp = t.ref_lp.index_select(0, mb);
+        li.advantages = t.adv.values.index_select(0, mb);
+        li.mask = mask;
+        li.weights = weights.index_select(0, mb);
+        li.entropy = lp.entropy;
+        li.entropy_weights = ent_weights.index_select(0, mb);
+        auto out = algo::policy_loss(li, po);
+        auto loss = s.with_balance_loss(out.loss, double(mb.size(0)) / double(e - b));  // this micro-batch's share
+        if (k + 1 == mbs.size()) s.arm_gradient_overlap();  // the last backward of the mini-batch
+        loss.backward();
+        mb_loss += out.loss.item<double>();
+        const double nt = out.tokens;
+        stats.tokens += nt;
+        stats.kl += out.kl_mean * nt;
+        stats.clip_low += out.clip_low_fraction * nt;
+        stats.clip_high += out.clip_high_fraction * nt;
+        stats.dual_clip += out.dual_clip_fraction * nt;
+        stats.ratio_sum += out.ratio_mean * nt;
+        if (nt > 0) stats.ratio_max = std::max(stats.ratio_max, out.ratio_max), stats.ratio_min = std::min(stats.ratio_min, out.ratio_min);
+        if (nt > 0) mb_rmax = std::max(mb_rmax, out.ratio_max), mb_rmin = std::min(mb_rmin, out.ratio_min);
+        mb_kl += out.kl_mean * nt;
+        mb_tokens += nt;
+        stats.entropy += (lp.entropy.detach() * mask).sum().item<double>();
+      }
+      if (s.comm->size() > 1) {  // the mini-batch's gradient and statistics over all ranks
+        s.all_reduce_gradients();
+        std::vector<double> sums{mb_loss, mb_kl, mb_tokens}, maxes{mb_rmax, -mb_rmin};
+        s.reduce(sums, false);
+        s.reduce(maxes, true);
+        mb_loss = sums[0], mb_kl = sums[1], mb_tokens = sums[2], mb_rmax = maxes[0], mb_rmin = -maxes[1];
+      }
+      u.grad_norm_sum += s.optimizer->clip_gradients(s.cfg.optim.grad_clip > 0 ? s.cfg.optim.grad_clip : kInf);
+      s.optimizer->set_lr(s.lr_at(s.st.optimizer_step));
+      s.optimizer->step();
+      s.after_optimizer_step();
+      ++s.st.optimizer_step;
+      ++u.steps;
+      u.loss_sum += mb_loss;
+      const bool refresh = s.ref && g.ref_refresh_steps > 0 && s.st.optimizer_step % g.ref_refresh_steps == 0;
+      if (refresh) {
+        s.ref->copy_from(*s.policy);
+        s.st.ref_version = s.st.optimizer_step;
+      }
+      u.updates.push_back({{"optimizer_step", s.st.optimizer_step},
+                           {"epoch", epoch},
+                           {"loss", mb_loss},
+                           {"kl", mb_kl / std::max(1.0, mb_tokens)},
+                           {"ratio_min", std::isfinite(mb_rmin) ? mb_rmin : 0.0},
+                           {"ratio_max", mb_rmax},
+                           {"ref_refreshed", refresh}});
+    }
+  }
+  return u;
+}
+
+// ---------------------------------------------------------------- metrics
+struct StepTimes {
+  double rollout = 0, reward = 0, update = 0, step = 0;
+};
+
+void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateResult& u, const StepStats& st,
+              const StepTimes& time) {
+  const auto& g = s.cfg.grpo;
+  const int64_t NG = sb.NG, groups = NG / g.group_size;
+  const double rmean = t.rewards_all.mean().item<double>();
+  const double rstd = NG > 1 ? t.rewards_all.std().item<double>() : 0.0;
+  const double denom = std::max(1.0, st.tokens);
+  auto part = [&](const char* name) { return st.parts.count(name) ? st.parts.at(name) / NG : -1.0; };
+  const auto* train_data = s.questions->train_data();
+  nlohmann::json j = {
+      {"stage", "grpo"},
+      {"step", s.st.rollout_step},
+      {"optimizer_step", s.st.optimizer_step},
+      {"epoch", train_data ? double(s.st.data_position) / train_data->size() : 0.0},
+      {"reward_mean", rmean},
+      {"reward_std", rstd},
+      {"reward_failures", int64_t(st.reward_failures)},
+      {"accuracy", part("accuracy")},
+      {"format_rate", part("format")},
+      {"loss", u.loss_sum / std::max<int64_t>(1, u.steps)},
+      {"kl", st.kl / denom},
+      {"clip_low_fraction", st.clip_low / denom},
+      {"clip_high_fraction", st.clip_high / denom},
+      {"clip_fraction", (st.clip_low + st.clip_high) / denom},
+      {"ratio_mean", st.ratio_sum / denom},
+      {"ratio_max", st.ratio_max},
+      {"ratio_min", std::isfinite(st.ratio_min) ? st.ratio_min : 0.0},
+      {"dual_clip_fraction", st.dual_clip / denom},
+      {"kl_reward_penalty", st.kl_penalty / std::max<int64_t>(1, NG)},
+      {"entropy", st.entropy / denom},
+      {"response_length", st.response_tokens / NG},
+      {"truncation_rate", st.truncated / NG},
+      {"zero_adv_group_fraction", double(t.adv.zero_std_groups) / std::max<int64_t>(1, groups)},
+      {"max_new_tokens", sb.max_new_tokens},
+      {"prompts_sampled", sb.prompts_used},
+      {"processes", s.world->size()},
+      {"groups_dropped", sb.groups_dropped},
+      {"groups_trained", groups},
+      {"sampling_rounds", sb.rounds},
+      {"grad_norm", u.grad_norm_sum / std::max<int64_t>(1, u.steps)},
+      {"lr", s.lr_at(s.st.optimizer_step - 1)},
+      {"old_logprob_diff_max", st.lp_diff_max},
+      {"old_logprob_diff_mean", st.lp_diff_sum / std::max(1.0, st.response_tokens)},
+      {"time_rollout", time.rollout},
+      {"time_reward", time.reward},
+      {"time_reward_busy", st.reward_busy},
+      {"reward_timeouts", int64_t(st.reward_timeouts)},
+      {"time_update", time.update},
+      {"time_step", time.step},
+      {"tokens_per_s", st.response_tokens / time.step},
+      {"ref_version", s.st.ref_version},
+      {"updates", u.updates},
+  };
+  const double moe_ratio = s.write_metrics(j);
+  if (s.st.rollout_step % s.cfg.run.log_every == 0 || s.st.rollout_step == g.rollout_steps) {
+    spdlog::info(
+        "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.3e} kl {:.4f} "
+        "clip {:.3f} ent {:.3f} | len {:.1f} | gnorm {:.3f} lr {:.2e} | rollout {:.2f}s reward "
+        "{:.3f}s update {:.2f}s | {:.0f} tok/s{}",
+        s.st.rollout_step, g.rollout_steps, rmean, rstd, j["accuracy"].get<double>(), j["format_rate"].get<double>(),
+        j["loss"].get<double>(), j["kl"].get<double>(), j["clip_fraction"].get<double>(), j["entropy"].get<double>(),
+        st.response_tokens / NG, j["grad_norm"].get<double>(), j["lr"].get<double>(), time.rollout, time.reward,
+        time.update, st.response_tokens / time.step,
+        s.policy->moe_layers().empty() ? std::string() : fmt::format(" | expert load max/mean {:.2f}", moe_ratio));
+  }
+}
+
+}  // namespace
+
+void grpo_step(Session& s) {
+  auto t0 = Clock::now();
+  StepStats stats;
+  StepTimes time;
+  StepBatch sb = collect_groups(s, stats);
+  time.rollout = seconds_since(t0) - sb.reward_wait;  // generation; scoring that did not overlap with it is time_reward
+  time.reward = sb.reward_wait;
+  auto t1 = Clock::now();
+  Targets targets = prepare_targets(s, sb, stats);
+  UpdateResult u = update_policy(s, sb, targets, stats);
+  time.update = seconds_since(t1);  // old and reference log-probs, advantages, optimizer steps
+  ++s.st.rollout_step;
+  s.st.data_position += sb.prompts_used;
+  stats.response_tokens = targets.s.resp_mask.sum().item<double>();
+  stats.reduce(s);
+  time.step = seconds_since(t0);
+  log_step(s, sb, targets, u, stats, time);
+}
+
+}  // namespace grpo::train

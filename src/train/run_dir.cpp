@@ -1,0 +1,106 @@
+// The run directory (train/run_dir.h).
+#include "grpo/train/run_dir.h"
+
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "grpo/core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace grpo::train {
+namespace {
+
+// Keeps the lines of a JSONL file for which keep(json) is true.
+void filter_jsonl(const fs::path& path, const std::function<bool(const nlohmann::json&)>& keep) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && keep(j)) kept += line + "\n";
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+}
+
+}  // namespace
+
+RunDir::RunDir(std::string path, bool writer) : path_(std::move(path)), writer_(writer) {}
+
+std::string RunDir::checkpoints_dir() const { return (fs::path(path_) / "checkpoints").string(); }
+std::string RunDir::metrics_path() const { return (fs::path(path_) / "metrics.jsonl").string(); }
+std::string RunDir::eval_path() const { return (fs::path(path_) / "eval.jsonl").string(); }
+
+void RunDir::create() const { fs::create_directories(path_); }
+
+void RunDir::start_fresh() const {
+  if (!writer_) return;
+  fs::remove(metrics_path());
+  fs::remove(eval_path());
+}
+
+void RunDir::trim_to(const TrainState& s) const {
+  if (!writer_) return;
+  filter_jsonl(metrics_path(), [&](const nlohmann::json& j) {
+    if (j.value("stage", "") == "pretrain") return j.value("step", 0) <= s.pretrain_step;
+    if (j.value("stage", "") == "sft") return j.value("step", 0) <= s.sft_step;
+    return s.stage == "grpo" && j.value("step", 0) <= s.rollout_step;
+  });
+  filter_jsonl(eval_path(), [&](const nlohmann::json& j) {
+    return s.stage == "grpo" && j.value("step", 0) <= s.rollout_step;
+  });
+}
+
+void RunDir::open(const std::string& yaml) {
+  if (!writer_) return;  // rank 0 writes the run directory; the others hold the same state
+  {
+    std::ofstream c(fs::path(path_) / "config.yaml", std::ios::trunc);
+    c << "# resolved configuration of this run (grpo_train --config config.yaml reproduces it)\n" << yaml;
+  }
+  metrics_.open(metrics_path(), std::ios::app);
+  evals_.open(eval_path(), std::ios::app);
+}
+
+void RunDir::write_metrics(const nlohmann::json& j) {
+  if (writer_) metrics_ << j.dump() << "\n" << std::flush;
+}
+void RunDir::write_eval(const nlohmann::json& j) {
+  if (writer_) evals_ << j.dump() << "\n" << std::flush;
+}
+
+std::optional<std::string> RunDir::latest_checkpoint() const { return train::latest_checkpoint(checkpoints_dir()); }
+
+std::string RunDir::save(const std::string& tag, const Checkpoint& ck, int64_t keep) const {
+  return save_checkpoint(checkpoints_dir(), tag, ck, keep);
+}
+
+void RunDir::summarize() const {
+  std::ifstream in(eval_path());
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded()) rows.push_back(j);
+  }
+  if (rows.size() < 2) return;
+  double a = rows.front().value("accuracy_greedy", 0.0), b = rows.back().value("accuracy_greedy", 0.0);
+  spdlog::info("held-out greedy accuracy {:.3f} at the start of GRPO -> {:.3f} at rollout step {} "
+               "({:+.1f} points); curves in {}", a, b, rows.back().value("step", 0), 100 * (b - a),
+               metrics_path());
+}
+
+std::string resolve_checkpoint(const std::string& dir, const std::string& key) {
+  if (is_checkpoint(dir)) return dir;
+  auto latest = train::latest_checkpoint((fs::path(dir) / "checkpoints").string());
+  GRPO_CHECK(latest, "{} = {}: neither a grpo checkpoint (manifest.json) nor a run directory with checkpoints",
+             key, dir);
+  return *latest;
+}
+
+}  // namespace grpo::train
