@@ -14,14 +14,14 @@ seeds=("$@")
 isa=$(for f in amx_bf16 avx512_bf16 avx512f avx2; do grep -qw "$f" /proc/cpuinfo && { echo "$f"; break; }; done)
 echo "$(basename "$config") on $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
      "(best of amx_bf16/avx512_bf16/avx512f/avx2: ${isa:-none})${ATEN_CPU_CAPABILITY:+, ATEN_CPU_CAPABILITY=$ATEN_CPU_CAPABILITY}"
-printf '| seed | start of GRPO | after 10 | after 30 | after 50 | gain (points) | base stage | GRPO + evals | whole run |\n'
+printf '| seed | start of GRPO | after 10 | after 30 | after 50 | gain (points) | pretrain stage | GRPO + evals | whole run |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for s in "${seeds[@]}"; do
   start=$(date +%s.%N)
   "$root/build/bin/grpo_train" --config "$config" --set run.seed="$s" \
     --set run.dir="$out/seed$s" --set eval.every=10 --fresh > "$out/seed$s.log" 2>&1
   total=$(python3 -c "import time;print(f'{time.time()-$start:.1f}')")
-  base=$(sed -n 's/.*base stage done in \([0-9.]*\)s.*/\1/p' "$out/seed$s.log")
+  base=$(sed -n 's/.*pretrain stage done in \([0-9.]*\)s.*/\1/p' "$out/seed$s.log")
   python3 - "$out/seed$s/eval.jsonl" "$s" "$base" "$total" <<'PY'
 import json, sys
 rows = {r["step"]: r["accuracy_greedy"] for r in map(json.loads, open(sys.argv[1]))}

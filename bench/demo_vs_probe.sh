@@ -20,7 +20,7 @@ start=$(date +%s.%N)
 "$root/build/bin/grpo_train" --config "$root/configs/demo.yaml" --set run.dir="$out/cpp" --fresh \
   > "$out/cpp.log" 2>&1
 cpp_total=$(python3 -c "import time;print(time.time()-$start)")
-cpp_base=$(sed -n 's/.*base stage done in \([0-9.]*\)s.*/\1/p' "$out/cpp.log")
+cpp_base=$(sed -n 's/.*pretrain stage done in \([0-9.]*\)s.*/\1/p' "$out/cpp.log")
 cpp_rl=$(python3 -c "import json;print(sum(json.loads(l)['time_step'] for l in open('$out/cpp/metrics.jsonl') if '\"grpo\"' in l))")
 read -r cpp_acc0 cpp_acc50 < <(python3 -c "
 import json; r=[json.loads(l) for l in open('$out/cpp/eval.jsonl')]
@@ -30,7 +30,7 @@ echo "== C++ grpo_train on the probe's exact task (plain answers, accuracy rewar
 "$root/build/bin/grpo_train" --config "$root/configs/demo.yaml" --set run.dir="$out/same" --fresh \
   --set task.format_rate=0 --set "reward.weights={accuracy: 1.0}" --set rollout.max_new_tokens=5 \
   > "$out/same.log" 2>&1
-same_base=$(sed -n 's/.*base stage done in \([0-9.]*\)s.*/\1/p' "$out/same.log")
+same_base=$(sed -n 's/.*pretrain stage done in \([0-9.]*\)s.*/\1/p' "$out/same.log")
 same_rl=$(python3 -c "import json;print(sum(json.loads(l)['time_step'] for l in open('$out/same/metrics.jsonl') if '\"grpo\"' in l))")
 read -r same_acc0 same_acc50 < <(python3 -c "
 import json; r=[json.loads(l) for l in open('$out/same/eval.jsonl')]
@@ -56,7 +56,7 @@ pb, pr, pa0, pa50, sb, sr, sa0, sa50, cb, cr, ca0, ca50, ct = map(float, sys.arg
 print()
 print("| | Python probe | C++, probe's task | ratio | C++ demo (R1 format) | ratio |")
 print("| --- | --- | --- | --- | --- | --- |")
-print(f"| base stage, 800 steps | {pb:.1f} s | {sb:.1f} s | {pb/sb:.2f}x | {cb:.1f} s | {pb/cb:.2f}x |")
+print(f"| pretrain stage, 800 steps | {pb:.1f} s | {sb:.1f} s | {pb/sb:.2f}x | {cb:.1f} s | {pb/cb:.2f}x |")
 print(f"| GRPO, 50 rollout steps | {pr:.1f} s | {sr:.1f} s | {pr/sr:.2f}x | {cr:.1f} s | {pr/cr:.2f}x |")
 print(f"| held-out greedy, start | {pa0:.3f} | {sa0:.3f} | | {ca0:.3f} | |")
 print(f"| held-out greedy, step 50 | {pa50:.3f} | {sa50:.3f} | | {ca50:.3f} | |")

@@ -1,6 +1,6 @@
 // MoE layer forward and forward+backward time with grpo's ops (model/moe.h: route -> permute ->
 // grouped SwiGLU -> unpermute, plus the shared expert), exactly the sequence the MoE layer in
-// transformer.cpp runs. Used by bench/moe_layer.sh next to transformers' DeepseekV3MoE.
+// src/model/moe_layer.cpp runs. Used by bench/moe_layer.sh next to transformers' DeepseekV3MoE.
 // usage: grpo_bench_moe TOKENS HIDDEN MOE_INTER EXPERTS TOP_K N_GROUP TOPK_GROUP SHARED REPS THREADS
 #include <chrono>
 #include <cstdio>

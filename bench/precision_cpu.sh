@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo (configs/demo.yaml) in fp32 and in bf16 mixed precision (optim.precision), same binary,
-# one after the other, for seeds 1..N: time of the base stage, of GRPO's rollouts and updates, of
+# one after the other, for seeds 1..N: time of the pretrain stage, of GRPO's rollouts and updates, of
 # the whole run, and held-out greedy accuracy at the start and end of GRPO. bf16 pays off on CPUs
 # with native bf16 matrix units (AMX-BF16, Sapphire Rapids and later); elsewhere LibTorch emulates
 # bf16 and it is slower. Then, when a Python torch imports (see bench/demo_vs_probe.sh), PyTorch's
@@ -13,7 +13,7 @@ out=${GRPO_BENCH_OUT:-$(mktemp -d)}
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1)
 echo "CPU bf16 support: $(grep -m1 '^flags' /proc/cpuinfo | grep -o 'amx_bf16\|avx512_bf16' | sort -u | tr '\n' ' ')"
-printf '| seed | precision | base stage | GRPO rollout | GRPO update | whole run | greedy start -> step 50 |\n'
+printf '| seed | precision | pretrain stage | GRPO rollout | GRPO update | whole run | greedy start -> step 50 |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
 for s in "${seeds[@]}"; do
   for p in fp32 bf16; do
@@ -22,7 +22,7 @@ for s in "${seeds[@]}"; do
     "$root/build/bin/grpo_train" --config "$root/configs/demo.yaml" --set run.seed="$s" \
       --set optim.precision="$p" --set checkpoint.every=0 --set run.dir="$dir" --fresh > "$dir.log" 2>&1
     total=$(python3 -c "import time;print(f'{time.time()-$start:.1f}')")
-    base=$(sed -n 's/.*base stage done in \([0-9.]*\)s.*/\1/p' "$dir.log")
+    base=$(sed -n 's/.*pretrain stage done in \([0-9.]*\)s.*/\1/p' "$dir.log")
     python3 - "$dir" "$s" "$p" "$base" "$total" <<'PY'
 import json, sys
 d, s, p, base, total = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])

@@ -1,6 +1,6 @@
 """PyTorch's own CPU scaled_dot_product_attention, causal, forward + backward: bf16 inputs against
 the same inputs upcast to fp32 (output rounded back), and one-token decode queries the same way.
-The numbers behind the fp32 cut-off of attend() in src/model/transformer.cpp (docs/performance.md).
+The numbers behind the fp32 cut-off of attend() in src/model/attention.cpp (docs/performance.md).
 Run with a Python torch pinned to TORCH_VERSION: bench/precision_cpu.sh runs it when it finds one."""
 import time
 

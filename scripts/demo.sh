@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start 1: set up what is missing, build, and train the built-in demo
-# (base stage on imperfect addition demonstrations, then GRPO); its last lines give the held-out
+# (pretrain stage on imperfect addition demonstrations, then GRPO); its last lines give the held-out
 # accuracy gain.
 # Extra arguments go to grpo_train, e.g.  scripts/demo.sh --fresh --set run.seed=2
 # Run it again and it resumes the finished run from its checkpoint (fast); --fresh starts over.

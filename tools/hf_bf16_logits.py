@@ -9,7 +9,7 @@ last-bit fp32 difference changes a bf16 rounding now and then, which the next la
 on the same machine, by the same LibTorch version (tools/requirements.txt pins the same torch as
 TORCH_VERSION), with the same number of threads. The stored fixtures
 (tests/fixtures/hf/*/expected.safetensors) hold the generating machine's bf16 logits; the unit
-test compares with those at a tolerance (tests/unit/hf_test.cpp).
+test compares with those at a tolerance (tests/unit/model/hf_checkpoint_test.cpp).
 
 Usage (the pinned reference environment):
     $(tools/setup_reference.sh) tools/hf_bf16_logits.py tests/fixtures/hf/qwen3 /tmp/qwen3_bf16.safetensors

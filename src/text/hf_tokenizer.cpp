@@ -1,6 +1,6 @@
 // tokenizer.json byte-level BPE. Regexes run on PCRE2 in UTF + UCP mode (HF uses Oniguruma with
 // Unicode classes; the patterns in real tokenizer files mean the same in both). Results are
-// checked token for token against HF `tokenizers` in tests/unit/hf_tokenizer_test.cpp.
+// checked token for token against HF `tokenizers` in tests/unit/text/hf_tokenizer_test.cpp.
 #include "grpo/text/hf_tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8

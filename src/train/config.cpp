@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "grpo/core/error.h"
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 #include "grpo/reward/reward.h"
 #include "grpo/reward/task_rewards.h"
 
@@ -145,7 +145,7 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
       if (value != defaults.values[k])
         core::config_fail(src, "task." + k, "applies to the built-in task only, but data.train is set");
     if (c.pretrain.steps > 0)
-      core::config_fail(src, "pretrain.steps", "the base stage trains on the built-in task's "
+      core::config_fail(src, "pretrain.steps", "the pretrain stage trains on the built-in task's "
                         "demonstrations; with data.train set it must be 0");
     if (builtin_tokenizer)
       core::config_fail(src, "data.train", "a JSONL dataset needs a real tokenizer: set "

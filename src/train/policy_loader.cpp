@@ -8,7 +8,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/data/arithmetic.h"
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 #include "grpo/model/transformer.h"
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/train/checkpoint.h"

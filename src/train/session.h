@@ -2,7 +2,7 @@
 // groups, the device, the tokenizer and questions, the policy and its reference, the optimizer,
 // the rewards, the run directory and the counters. The trainer (trainer.cpp) builds it and
 // composes the stages, each in its own file:
-//   supervised.cpp   the base stage (pretrain_step) and the SFT stage (sft_step)
+//   supervised.cpp   the pretrain stage (pretrain_step) and the SFT stage (sft_step)
 //   evaluation.cpp   held-out evaluation
 //   grpo_step.cpp    one GRPO rollout step: collect groups -> advantages -> policy update
 #pragma once

@@ -1,6 +1,6 @@
 // The supervised stages, before GRPO. Both train on the masked mean log-loss of demonstrations;
 // under data parallelism each rank takes a contiguous share of every batch.
-//   base stage (pretrain_step): built-in task demonstrations (data/arithmetic.h), imperfect on
+//   pretrain stage (pretrain_step): built-in task demonstrations (data/arithmetic.h), imperfect on
 //                               purpose, so that GRPO has something to improve;
 //   SFT stage (sft_step):       a JSONL file of question/response pairs, optionally packed.
 #include <algorithm>
@@ -105,7 +105,7 @@ void pretrain_step(Session& s) {
                       {"time_step", seconds_since(t0)}};
   s.write_metrics(j);
   if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
-    spdlog::info("base {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss);
+    spdlog::info("pretrain {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss);
 }
 
 // One optimizer step on sft.batch_size demonstrations: prompt (formatted as in training) +

@@ -168,10 +168,11 @@ struct Trainer::Impl : Session {
   }
 
   // ---------------------------------------------------------------- stages
-  // A supervised stage: steps until `total`, then hand over to `next` (evaluated and saved as
-  // `label`); false when stopped early (saved).
-  bool supervised_stage(const char* label, const int64_t& done, int64_t total, void (*step)(Session&),
-                        const std::string& next, const std::function<bool(const TrainState&)>& stop_early) {
+  // A supervised stage: steps until `total`, then hand over to `next`, evaluated (eval.jsonl
+  // stage `eval_label`) and saved; false when stopped early (saved).
+  bool supervised_stage(const char* label, const char* eval_label, const int64_t& done, int64_t total,
+                        void (*step)(Session&), const std::string& next,
+                        const std::function<bool(const TrainState&)>& stop_early) {
     auto t0 = std::chrono::steady_clock::now();
     while (done < total) {
       step(*this);
@@ -184,7 +185,7 @@ struct Trainer::Impl : Session {
     spdlog::info("{} stage done in {:.1f}s", label, seconds_since(t0));
     st.stage = next;
     optimizer->reset(stage_adamw(cfg, st.stage));
-    evaluate_and_log(*this, label);
+    evaluate_and_log(*this, eval_label);
     save();
     return true;
   }
@@ -233,14 +234,16 @@ struct Trainer::Impl : Session {
     run_dir->open(to_yaml(cfg, true));
     spdlog::info("policy: {} parameters, vocab {}, run directory {}", policy->num_parameters(), cfg.model.vocab_size,
                  run_dir->path());
+    // eval.jsonl calls the policy GRPO starts from "base" (the base model), after SFT "sft"
     if (st.stage == "pretrain") {
-      if (!supervised_stage("base", st.pretrain_step, cfg.pretrain.steps, pretrain_step,
+      if (!supervised_stage("pretrain", "base", st.pretrain_step, cfg.pretrain.steps, pretrain_step,
                             cfg.sft.steps > 0 ? "sft" : "grpo", stop_early))
         return;
     } else if (!resume_from) {
       evaluate_and_log(*this, "base");
     }
-    if (st.stage == "sft" && !supervised_stage("sft", st.sft_step, cfg.sft.steps, sft_step, "grpo", stop_early))
+    if (st.stage == "sft" &&
+        !supervised_stage("sft", "sft", st.sft_step, cfg.sft.steps, sft_step, "grpo", stop_early))
       return;
     grpo_stage(stop_early);
   }

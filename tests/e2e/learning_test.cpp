@@ -78,7 +78,7 @@ TEST_P(Learning, GrpoRaisesHeldOutAccuracy) {
   for (int seed : seeds) {
     auto o = run_recipe(recipe, seed);
     gains += o.after - o.before;
-    EXPECT_GT(o.before, 0.05) << recipe << " seed " << seed << ": the base stage gives some skill ...";
+    EXPECT_GT(o.before, 0.05) << recipe << " seed " << seed << ": the pretrain stage gives some skill ...";
     EXPECT_LT(o.before, 0.7) << recipe << " seed " << seed << ": ... but not much";
     EXPECT_GE(o.after - o.before, seeds.size() > 1 ? 0.10 : 0.25) << recipe << " seed " << seed;
     EXPECT_GT(o.last_rewards, o.first_rewards + 0.2) << recipe << " seed " << seed << ": the reward curve rises";

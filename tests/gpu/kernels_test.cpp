@@ -267,7 +267,7 @@ TEST(Gpu, TransformerOnGpuMatchesCpu) {
   }
 }
 
-// The trainer with run.device = cuda: a base stage, GRPO steps (generation on the GPU, rewards on
+// The trainer with run.device = cuda: a pretrain stage, GRPO steps (generation on the GPU, rewards on
 // the CPU), evaluation and a checkpoint, against the same run on the CPU. bf16 on GPU too.
 TEST(Gpu, TrainerOnGpuMatchesCpu) {
   GRPO_REQUIRE_GPU_KERNELS();

@@ -19,7 +19,7 @@
 #include <torch/csrc/autograd/function.h>
 
 #include "grpo/core/error.h"
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 #include "grpo/model/transformer.h"
 #include "grpo/train/config.h"
 
@@ -61,7 +61,7 @@ inline std::string run_command(const std::string& cmd, int* rc) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-/// A tiny run of the built-in task (2-digit addition, a 9k-parameter model, a short base stage;
+/// A tiny run of the built-in task (2-digit addition, a 9k-parameter model, a short pretrain stage;
 /// GRPO with 2 mini-batches x 2 epochs and a KL reference refreshed every 3 optimizer steps).
 inline train::Config tiny_run(const std::string& dir, int64_t rollout_steps) {
   auto c = train::load_config_text(R"(

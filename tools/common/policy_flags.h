@@ -2,7 +2,7 @@
 // grpo_sample) set: the model and its tokenizer, the prompt format, the sampling settings, a JSONL
 // question file; and the checks and policy loading those tools share. The flags themselves are
 // declared in tools/common/tool_flags.h. Header-only; the tools are small programs around
-// grpo/train/sampling.h.
+// grpo/train/completions.h.
 #pragma once
 
 #include <optional>
@@ -13,7 +13,7 @@
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/data/jsonl_dataset.h"
-#include "grpo/train/sampling.h"
+#include "grpo/train/completions.h"
 
 namespace grpo::tools {
 

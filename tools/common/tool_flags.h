@@ -19,10 +19,10 @@
 
 #include "flags.h"
 #include "policy_flags.h"
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 #include "grpo/reward/reward.h"
-#include "grpo/train/plan.h"
-#include "grpo/train/sampling.h"
+#include "grpo/train/memory_plan.h"
+#include "grpo/train/completions.h"
 
 namespace grpo::tools {
 

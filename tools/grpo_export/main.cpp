@@ -10,10 +10,10 @@
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/io/safetensors.h"
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/train/config.h"
-#include "grpo/train/trainer.h"
+#include "grpo/train/policy_loader.h"
 
 #include "../common/tool_flags.h"
 

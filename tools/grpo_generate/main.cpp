@@ -18,7 +18,7 @@
 #include "grpo/model/transformer.h"
 #include "grpo/rollout/generate.h"
 #include "grpo/text/prompt.h"
-#include "grpo/train/trainer.h"
+#include "grpo/train/policy_loader.h"
 
 #include "../common/tool_flags.h"
 
@@ -72,18 +72,11 @@ int main(int argc, char** argv) {
     flags.check();
 
     // Model and tokenizer (none with --ids), and the sampling defaults of the run that made it.
-    grpo::train::LoadedPolicy policy;
-    if (ids_mode) {
-      policy.from_checkpoint = fs::exists(fs::path(flags.source.model_dir) / "manifest.json");
-      policy.model = grpo::train::load_policy(flags.source.model_dir, &policy.run);
-      policy.model->train(false);
-      policy.sampling = policy.run.rollout;
-      if (!policy.from_checkpoint) policy.sampling.temperature = 0.0, policy.sampling.max_new_tokens = 256;
-    } else {
-      policy = grpo::train::open_policy(flags.source);
-      if (flags.source.prompt && policy.from_checkpoint)  // flags replace the run's prompt settings as a whole
-        std::cerr << "grpo_generate: note: prompt flags given; the checkpoint run's prompt section is not used\n";
-    }
+    auto source = flags.source;
+    source.with_tokenizer = !ids_mode;
+    grpo::train::LoadedPolicy policy = grpo::train::open_policy(source);
+    if (flags.source.prompt && policy.from_checkpoint)  // flags replace the run's prompt settings as a whole
+      std::cerr << "grpo_generate: note: prompt flags given; the checkpoint run's prompt section is not used\n";
     auto& model = policy.model;
     auto& tok = policy.tokenizer;
     const auto& pf = policy.prompt;

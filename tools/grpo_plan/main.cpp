@@ -10,7 +10,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/train/config.h"
-#include "grpo/train/plan.h"
+#include "grpo/train/memory_plan.h"
 #include "../common/tool_flags.h"
 
 namespace {

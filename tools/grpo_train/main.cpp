@@ -29,7 +29,7 @@ constexpr auto kTool = grpo::tools::Tool::kTrain;
 constexpr const char* kAbout =
     "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume] [--fresh]\n"
     "\n"
-    "Trains a policy with GRPO: base stage (if configured), then rollout -> rewards ->\n"
+    "Trains a policy with GRPO: pretrain stage (if configured), then rollout -> rewards ->\n"
     "group-relative advantages -> clipped policy updates. Writes config.yaml, metrics.jsonl,\n"
     "eval.jsonl and checkpoints/ into run.dir.\n"
     "\n";

@@ -31,7 +31,7 @@ inline double uniform01(uint64_t h) { return static_cast<double>(h >> 11) * 0x1.
 enum class Stream : uint64_t {
   kSampling = 1,     // rollout token sampling
   kTrainData = 2,    // training prompts
-  kPretrainData = 3, // base-stage demonstrations
+  kPretrainData = 3, // pretrain-stage demonstrations
   kEvalSampling = 4, // sampled evaluation
   kSplit = 5,        // train / held-out split
   kEvalData = 6,     // held-out prompt order

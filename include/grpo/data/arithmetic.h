@@ -21,8 +21,8 @@ struct ArithmeticConfig {
   int64_t digits = 3;                // operands have exactly this many digits
   double heldout_fraction = 0.1;     // share of all operand pairs reserved for evaluation
   bool scratchpad = false;           // demonstrations think aloud: column sums, right to left
-  double noise = 0.6;                // base stage: share of demonstrations that drop all carries
-  double format_rate = 0.5;          // base stage: share of demonstrations in the R1-Zero format
+  double noise = 0.6;                // pretrain stage: share of demonstrations that drop all carries
+  double format_rate = 0.5;          // pretrain stage: share of demonstrations in the R1-Zero format
 
   void visit(core::ConfigVisitor& v) {
     v.field("name", name, "built-in task", {"addition"});
@@ -31,10 +31,10 @@ struct ArithmeticConfig {
             "share of operand pairs reserved for held-out evaluation", {0.0, 1.0, true, true});
     v.field("scratchpad", scratchpad,
             "demonstrations put column sums inside <think> (otherwise the think block is empty)");
-    v.field("noise", noise, "base stage: share of demonstrations that drop every carry",
+    v.field("noise", noise, "pretrain stage: share of demonstrations that drop every carry",
             core::between(0, 1));
     v.field("format_rate", format_rate,
-            "base stage: share of demonstrations written in the <think>/<answer> format",
+            "pretrain stage: share of demonstrations written in the <think>/<answer> format",
             core::between(0, 1));
   }
 };
@@ -48,13 +48,13 @@ struct Problem {
 class ArithmeticTask {
  public:
   ArithmeticTask(const ArithmeticConfig& config, uint64_t seed);
-  /// i-th training problem of this seed in `stream` (GRPO prompts and base-stage demonstrations
+  /// i-th training problem of this seed in `stream` (GRPO prompts and pretrain-stage demonstrations
   /// use different streams); never a held-out pair.
   Problem train_problem(int64_t i, core::Stream stream = core::Stream::kTrainData) const;
   /// i-th held-out problem (independent of the seed).
   Problem heldout_problem(int64_t i) const;
   bool is_heldout(int64_t a, int64_t b) const;
-  /// A base-stage demonstration (the completion text after the prompt) for problem `p`, drawn
+  /// A pretrain-stage demonstration (the completion text after the prompt) for problem `p`, drawn
   /// from key `k`: right or carry-dropping, formatted or bare, per the config.
   std::string demonstration(const Problem& p, uint64_t key) const;
   /// The completion text of `answer` in the R1-Zero format (with scratchpad if enabled).

@@ -8,7 +8,7 @@
 //   unpermute()      expert rows -> tokens, weighted sum over each token's k slots
 //
 // The expert-parallel dispatch and the CUDA kernels (kernels/moe/, for GPU tensors) sit behind
-// these ops; the MoE layer (transformer.cpp) only calls them.
+// these ops; the MoE layer (src/model/moe_layer.cpp) only calls them.
 #pragma once
 
 #include <cstdint>

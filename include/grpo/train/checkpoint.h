@@ -16,14 +16,14 @@ namespace grpo::train {
 
 struct TrainState {
   std::string stage = "pretrain";  // pretrain | sft | grpo | done
-  int64_t pretrain_step = 0;       // base-stage optimizer steps done
+  int64_t pretrain_step = 0;       // pretrain-stage optimizer steps done
   int64_t sft_step = 0;            // SFT-stage optimizer steps done
   int64_t sft_position = 0;        // SFT examples consumed
   int64_t rollout_step = 0;        // GRPO generation rounds done
   int64_t optimizer_step = 0;      // GRPO optimizer steps done
   int64_t ref_version = 0;         // optimizer step at which the reference was last refreshed
   int64_t data_position = 0;       // GRPO training prompts consumed (the data cursor)
-  int64_t pretrain_position = 0;   // base-stage demonstrations consumed
+  int64_t pretrain_position = 0;   // pretrain-stage demonstrations consumed
 };
 
 struct Checkpoint {

@@ -62,7 +62,7 @@ struct TokenizerConfig {
   std::string resolved_path(const model::ModelConfig& m) const { return path.empty() ? m.path : path; }
 };
 
-/// The base stage: supervised training on imperfect demonstrations, producing a starting policy
+/// The pretrain stage: supervised training on imperfect demonstrations, producing a starting policy
 /// with some but not much skill (the analogue of R1-Zero's base model).
 struct PretrainConfig {
   int64_t steps = 0;
@@ -71,7 +71,7 @@ struct PretrainConfig {
   double weight_decay = 0.0;
 
   void visit(core::ConfigVisitor& v) {
-    v.field("steps", steps, "optimizer steps of the base stage (0 = skip it; built-in task only)", core::at_least(0));
+    v.field("steps", steps, "optimizer steps of the pretrain stage (0 = skip it; built-in task only)", core::at_least(0));
     v.field("batch_size", batch_size, "demonstrations per step", core::at_least(1));
     v.field("lr", lr, "AdamW learning rate", core::positive());
     v.field("weight_decay", weight_decay, "AdamW weight decay", core::at_least(0));
@@ -99,7 +99,7 @@ struct SftConfig {
             "user, the assistant last), the user turn is the question, the assistant's the response "
             "and a system message replaces prompt.system");
     v.field("response_field", response_field, "key of the response to imitate");
-    v.field("steps", steps, "optimizer steps of the SFT stage (after the base stage, before GRPO); "
+    v.field("steps", steps, "optimizer steps of the SFT stage (after the pretrain stage, before GRPO); "
             "0 = no SFT stage", core::at_least(0));
     v.field("batch_size", batch_size, "examples per optimizer step", core::at_least(1));
     v.field("lr", lr, "AdamW learning rate", core::positive());
@@ -358,7 +358,7 @@ struct CheckpointConfig {
   int64_t keep = 2;
 
   void visit(core::ConfigVisitor& v) {
-    v.field("every", every, "checkpoint every N rollout steps (and after the base stage and at "
+    v.field("every", every, "checkpoint every N rollout steps (and after the pretrain stage and at "
             "the end); 0 = only those", core::at_least(0));
     v.field("keep", keep, "checkpoints kept (older ones are deleted)", core::at_least(1));
   }
@@ -390,11 +390,11 @@ struct Config {
               "decoder", model);
     v.section("tokenizer", "tokenizer of prompts and responses", tokenizer);
     v.section("data", "prompt/answer datasets (JSONL)", data);
-    v.section("task", "built-in task (used when data.train is empty) and its base-stage "
+    v.section("task", "built-in task (used when data.train is empty) and its pretrain-stage "
               "demonstrations", task);
     v.section("prompt", "how a question becomes the prompt (same in training, evaluation and "
               "grpo_generate)", prompt);
-    v.section("pretrain", "base stage: supervised training on imperfect demonstrations", pretrain);
+    v.section("pretrain", "pretrain stage: supervised training on imperfect demonstrations", pretrain);
     v.section("sft", "supervised fine-tuning on JSONL demonstrations (cold start, rejection-sampled "
               "data)", sft);
     v.section("rollout", "sampling of GRPO rollouts", rollout);

@@ -1,4 +1,4 @@
-// The training loop: base stage (supervised, on imperfect demonstrations), then GRPO.
+// The training loop: pretrain stage (supervised, on imperfect demonstrations), then GRPO.
 //
 // One GRPO rollout step: sample G responses for each of `prompts_per_step` questions -> score
 // them with the configured rewards -> group-relative advantages -> recompute old (and reference)
@@ -36,8 +36,8 @@ class Trainer {
   explicit Trainer(Config config);
   ~Trainer();
 
-  /// Runs (or resumes, per run.resume) until the base stage and all GRPO rollout steps are done.
-  /// `stop_early`, when given, is asked after every base-stage and GRPO step; returning true
+  /// Runs (or resumes, per run.resume) until the pretrain stage and all GRPO rollout steps are done.
+  /// `stop_early`, when given, is asked after every pretrain-stage and GRPO step; returning true
   /// saves a checkpoint and returns (Ctrl-C, a job's time limit; the next run resumes).
   void run(const std::function<bool(const TrainState&)>& stop_early = {});
   /// Held-out evaluation of the current policy.

@@ -16,7 +16,7 @@
 #include "../test_util.h"
 #include "workers.h"
 
-// Data parallel: after the base stage, an SFT stage and 2 rollout steps (8 optimizer steps, with
+// Data parallel: after the pretrain stage, an SFT stage and 2 rollout steps (8 optimizer steps, with
 // the reference refreshed in between), each stage's batch split over the processes, the parameters
 // trained by 2 or 4 processes equal those of one process running the same global batch; the
 // metrics (rewards of all ranks, losses) agree too. The same with DAPO dynamic sampling: the ranks

@@ -18,7 +18,7 @@
 #include "grpo/io/safetensors.h"
 #include "grpo/model/transformer.h"
 #include "grpo/train/config.h"
-#include "grpo/train/plan.h"
+#include "grpo/train/memory_plan.h"
 #include "grpo/train/trainer.h"
 #include "../test_util.h"
 #include "workers.h"

@@ -97,7 +97,7 @@ struct WorkerEnv {
   std::vector<std::string> keys;
 };
 
-// A small GRPO run (the base stage, then 2 rollout steps of 2 mini-batches x 2 epochs with a KL
+// A small GRPO run (the pretrain stage, then 2 rollout steps of 2 mini-batches x 2 epochs with a KL
 // reference refreshed every 3 optimizer steps) whose prompts split over 1, 2 or 4 processes.
 inline grpo::train::Config dp_run(const std::string& dir) {
   auto c = grpo::test_util::tiny_run(dir, 2);

@@ -11,7 +11,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/io/safetensors.h"
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 #include "grpo/model/moe.h"
 #include "grpo/model/transformer.h"
 #include "grpo/train/config.h"

@@ -53,7 +53,7 @@ TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatch) {
   tb.run();
   auto pa = ta.policy().named_parameters(), pb = tb.policy().named_parameters();
   double max_diff = 0, max_change = 0;
-  auto base = train::load_checkpoint(a + "/checkpoints/step-000000").model;  // after the base stage
+  auto base = train::load_checkpoint(a + "/checkpoints/step-000000").model;  // after the pretrain stage
   for (size_t i = 0; i < pa.size(); ++i) {
     max_diff = std::max(max_diff, (pa[i].second - pb[i].second).abs().max().item<double>());
     max_change = std::max(max_change, (pa[i].second - base[i].second).abs().max().item<double>());
@@ -328,7 +328,7 @@ TEST(Sft, InitFromHandsTheWeightsToTheNextStage) {
 }
 
 // Mixed precision (optim.precision: bf16): the policy's trainable parameters are bf16 and AdamW
-// updates fp32 masters (what the checkpoint holds). Stated tolerance: after 4 base-stage AdamW
+// updates fp32 masters (what the checkpoint holds). Stated tolerance: after 4 pretrain-stage AdamW
 // steps from the same initial weights, the bf16 run's update of all parameters differs from the
 // fp32 run's by at most 10% of its norm, and each step's loss by at most 1%. (Element-wise, Adam
 // turns bf16 rounding of near-zero gradients into flipped update signs, so no per-element bound.)

@@ -1,4 +1,4 @@
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 
 #include <filesystem>
 #include <fstream>

@@ -1,4 +1,4 @@
-#include "grpo/train/sampling.h"
+#include "grpo/train/completions.h"
 
 #include <set>
 

@@ -11,7 +11,7 @@
 #include "grpo/reward/math_verify.h"
 #include "grpo/reward/reward.h"
 #include "grpo/text/prompt.h"
-#include "grpo/train/sampling.h"
+#include "grpo/train/completions.h"
 #include "grpo/train/trainer.h"
 #include "../test_util.h"
 
@@ -50,7 +50,7 @@ TEST(Sampling, BenchmarkAndRejectionSamplingAgreeWithTheSamples) {
   }
   EXPECT_DOUBLE_EQ(r.pass_at_1, pass / 24);
   EXPECT_DOUBLE_EQ(r.cons_at_k, cons / 24);
-  EXPECT_GT(r.pass_at_1, 0.0);  // the base stage left some skill
+  EXPECT_GT(r.pass_at_1, 0.0);  // the pretrain stage left some skill
   EXPECT_GE(r.greedy, 0.0);
   // rejection sampling keeps only passing, complete, distinct completions
   train::RejectionOptions ro;

@@ -1,4 +1,4 @@
-#include "grpo/train/plan.h"
+#include "grpo/train/memory_plan.h"
 
 #include <algorithm>
 
@@ -11,7 +11,8 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 std::string gib(double b) { return fmt::format("{:.2f} GiB", b / kGiB); }
 
-// The divisibility rules of the tensor/expert-parallel model (transformer.cpp); "" if valid.
+// The divisibility rules of the tensor/expert-parallel model (src/model/parallel_linear.cpp's
+// Split::part, the MoE layer in moe_layer.cpp); "" if valid.
 std::string layout_problem(const model::ModelConfig& m, const dist::Layout& l) {
   auto need = [&](int64_t n, int64_t d, const char* key) -> std::string {
     return n % d == 0 ? "" : fmt::format("model.{} ({}) is not divisible by {}", key, n, d);

@@ -10,7 +10,7 @@
 #include "grpo/dist/parallel.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/train/config.h"
-#include "grpo/train/plan.h"
+#include "grpo/train/memory_plan.h"
 #include "grpo/train/trainer.h"
 #include "../test_util.h"
 

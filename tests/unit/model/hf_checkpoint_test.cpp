@@ -11,7 +11,7 @@
 #include "grpo/core/error.h"
 #include "../test_util.h"
 #include "grpo/io/safetensors.h"
-#include "grpo/model/hf.h"
+#include "grpo/model/hf_checkpoint.h"
 
 namespace fs = std::filesystem;
 using namespace grpo;
