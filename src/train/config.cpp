@@ -110,16 +110,16 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
                         fmt::format("unknown reward '{}'; registered: {}", name, fmt::join(known, ", ")));
   if (c.reward.weights.empty())
     core::config_fail(src, "reward.weights", "at least one reward function is needed");
-  if (c.reward.language != "auto") {
+  if (c.reward.params.language != "auto") {
     try {
-      reward::parse_target_script(c.reward.language);
+      reward::parse_target_script(c.reward.params.language);
     } catch (const Error& e) {
       core::config_fail(src, "reward.language", e.what());
     }
   }
-  if (c.reward.weights.count("overlong") && c.reward.overlong_buffer >= c.rollout.max_new_tokens)
+  if (c.reward.weights.count("overlong") && c.reward.params.overlong_buffer >= c.rollout.max_new_tokens)
     core::config_fail(src, "reward.overlong_buffer",
-                      fmt::format("{} must be below rollout.max_new_tokens ({})", c.reward.overlong_buffer,
+                      fmt::format("{} must be below rollout.max_new_tokens ({})", c.reward.params.overlong_buffer,
                                   c.rollout.max_new_tokens));
   for (auto& [k, v] : c.grpo.length_schedule) {
     const std::string key = "grpo.length_schedule." + k;

@@ -307,19 +307,14 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
   }
   // KL in the reward (verl use_kl_in_reward): r -= beta * sum_t KL_t of the behaviour policy
   if (t.kl_in_reward) {
-    auto pen = algo::kl_reward_penalty(t.old_lp, t.ref_lp, t.s.resp_mask, g.kl_coef,
-                                       algo::parse_kl_estimator(g.kl_estimator));
+    auto pen = algo::kl_reward_penalty(t.old_lp, t.ref_lp, t.s.resp_mask, g.loss.kl_coef, g.loss.kl_estimator);
     stats.kl_penalty = pen.sum().item<double>();
     rewards_t = rewards_t - pen;
   }
   // advantages: every rank computes those of the whole step (batch_std needs them all) and keeps its rows
-  algo::AdvantageOptions ao;
-  ao.mode = algo::parse_advantage_mode(g.advantage);
-  ao.eps = g.adv_eps;
-  ao.unbiased_std = g.adv_unbiased_std;
   t.rewards_all = at::zeros({sb.NG}, at::kDouble).index_copy_(0, sb.global_rows, rewards_t);
   if (s.comm->size() > 1) s.comm->all_reduce_sum(t.rewards_all);
-  t.adv = algo::group_advantages(t.rewards_all, g.group_size, ao);
+  t.adv = algo::group_advantages(t.rewards_all, g.group_size, g.advantage);
   t.adv.values = t.adv.values.index_select(0, sb.global_rows);
   // overlong filtering (DAPO): truncated responses take no part in the loss
   t.loss_mask = t.s.resp_mask;
@@ -335,21 +330,6 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
 }
 
 // ---------------------------------------------------------------- policy update
-algo::PolicyLossOptions loss_options(const GrpoConfig& g, bool kl_in_reward) {
-  algo::PolicyLossOptions po;
-  po.clip_eps_low = g.clip_eps_low;
-  po.clip_eps_high = g.clip_eps_high;
-  po.sequence_ratio = g.importance_ratio == "sequence";
-  po.dual_clip = g.dual_clip;
-  po.ratio_cap = g.ratio_cap;
-  po.log_ratio_clamp = g.log_ratio_clamp;
-  po.kl_coef = kl_in_reward ? 0.0 : g.kl_coef;
-  po.kl_estimator = algo::parse_kl_estimator(g.kl_estimator);
-  po.kl_clamp = g.kl_clamp;
-  po.entropy_coef = g.entropy_coef;
-  return po;
-}
-
 // What the optimizer steps of a rollout step did.
 struct UpdateResult {
   double loss_sum = 0, grad_norm_sum = 0;
@@ -362,8 +342,9 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
   const int64_t N = sb.rows(), NG = sb.NG, n_mb = std::min(g.mini_batches, NG);  // dynamic sampling may keep fewer rows
   UpdateResult u;
   s.policy->train(true);
-  const auto po = loss_options(g, t.kl_in_reward);
-  const auto agg = algo::parse_loss_aggregation(g.loss_aggregation);
+  auto po = g.loss;
+  if (t.kl_in_reward) po.kl_coef = 0.0;  // the KL is in the reward instead
+  const auto agg = po.aggregation;
   for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
     const at::Tensor order = epoch_order(s, NG, n_mb, epoch);
     for (int64_t m = 0; m < n_mb; ++m) {

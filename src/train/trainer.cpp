@@ -87,10 +87,7 @@ struct Trainer::Impl : Session {
       const double timeout = cfg.reward.sample_timeout;
       reward::RewardRegistry::add("plugin", [cmd, timeout] { return reward::make_process_reward(cmd, timeout); });
     }
-    reward::RewardParams rp;
-    rp.overlong_buffer = cfg.reward.overlong_buffer;
-    rp.language = cfg.reward.language;
-    rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights, cfg.reward.failure_value, rp);
+    rewards = std::make_unique<reward::CombinedReward>(cfg.reward.weights, cfg.reward.failure_value, cfg.reward.params);
     if (cfg.reward.workers > 0)
       reward_pool = std::make_unique<reward::RewardPool>(*rewards, int(cfg.reward.workers), cfg.reward.sample_timeout,
                                                          cfg.reward.failure_value);
@@ -143,7 +140,7 @@ struct Trainer::Impl : Session {
     st = ck.state;
     optimizer->reset(stage_adamw(cfg, st.stage));
     optimizer->load(ck.optimizer, path + "/optimizer.safetensors");
-    if (st.stage == "grpo" && cfg.grpo.kl_coef > 0) {
+    if (st.stage == "grpo" && cfg.grpo.loss.kl_coef > 0) {
       ref = make_reference();
       ref->load_parameters(ck.reference.empty() ? ck.model : ck.reference, path + "/reference.safetensors");
       ref->train(false);
@@ -193,7 +190,7 @@ struct Trainer::Impl : Session {
   // GRPO rollout steps until grpo.rollout_steps, evaluating and saving every so often; false when
   // stopped early (saved).
   bool grpo_stage(const std::function<bool(const TrainState&)>& stop_early) {
-    if (cfg.grpo.kl_coef > 0 && !ref) {
+    if (cfg.grpo.loss.kl_coef > 0 && !ref) {
       ref = make_reference();
       ref->copy_from(*policy);
       ref->train(false);

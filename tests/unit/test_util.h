@@ -53,9 +53,12 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 /// Writes `text` to `path`.
 inline void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
-/// Runs a shell command; its stdout and stderr together, and its exit status in *rc.
+/// Runs a shell command; its stdout and stderr together, and its exit status in *rc. (Its output
+/// file is this process's own: ctest runs tests in parallel processes.)
 inline std::string run_command(const std::string& cmd, int* rc) {
-  std::string out_path = (std::filesystem::path(GRPO_TEST_TMPDIR) / "cmd_out.txt").string();
+  std::filesystem::create_directories(GRPO_TEST_TMPDIR);
+  std::string out_path =
+      (std::filesystem::path(GRPO_TEST_TMPDIR) / ("cmd_out." + std::to_string(::getpid()) + ".txt")).string();
   *rc = std::system((cmd + " > " + out_path + " 2>&1").c_str());
   std::ifstream in(out_path);
   return std::string(std::istreambuf_iterator<char>(in), {});

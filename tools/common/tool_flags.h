@@ -3,8 +3,8 @@
 // `d`, the params the tool starts from, so --help shows what the tool really uses. A flag name
 // with different meanings in different tools (--tokenizer, --template, --out, -k) is one entry
 // per meaning. Tools: `ToolParams p; auto t = tool_flags(p); t.parse(kTool, argc, argv, p);`.
-// Every tool includes the option structs of all (plan.h, hf.h, reward.h, sampling.h): headers
-// without torch/torch.h, a small price for one table.
+// Every tool includes the option structs of all (memory_plan.h, hf_checkpoint.h, reward.h,
+// completions.h): headers without torch/torch.h, a small price for one table.
 #pragma once
 
 #include <algorithm>

@@ -10,6 +10,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "grpo/core/config.h"
+
 namespace grpo::algo {
 
 /// How rewards become advantages (TRL `scale_rewards`, verl `adv_estimator`).
@@ -24,6 +26,17 @@ struct AdvantageOptions {
   AdvantageMode mode = AdvantageMode::kGroup;
   double eps = 1e-4;          // TRL: 1e-4
   bool unbiased_std = true;   // sample std with Bessel's correction (TRL, verl)
+
+  /// The keys a run config sets them with (grpo.advantage, grpo.adv_eps, grpo.adv_unbiased_std).
+  void visit(core::ConfigVisitor& v) {
+    core::choice_field(v, "advantage", mode, "group = (r - group mean) / (group std + adv_eps) (GRPO); "
+                       "no_std = r - group mean (Dr. GRPO); batch_std = (r - group mean) / (batch std + "
+                       "adv_eps) (TRL scale_rewards=batch); rloo = r - mean of the group's other rewards",
+                       {{"group", AdvantageMode::kGroup}, {"no_std", AdvantageMode::kNoStd},
+                        {"batch_std", AdvantageMode::kBatchStd}, {"rloo", AdvantageMode::kRloo}});
+    v.field("adv_eps", eps, "epsilon added to the std in group/batch_std advantages", core::positive());
+    v.field("adv_unbiased_std", unbiased_std, "std with Bessel's correction (TRL, verl); false = population std");
+  }
 };
 
 struct Advantages {
@@ -86,6 +99,42 @@ struct PolicyLossOptions {
   KlEstimator kl_estimator = KlEstimator::kK3;
   double kl_clamp = 0;          // > 0: per-token KL clamped to [-x, x] (verl: 10); 0 = off
   double entropy_coef = 0;      // loss -= coef * token-mean entropy (TRL entropy_coef); 0 = off
+  // How the caller weights token losses into one number (aggregation_weights); policy_loss itself
+  // takes the weights.
+  LossAggregation aggregation = LossAggregation::kSeqMeanTokenMean;
+
+  /// The keys a run config sets them with (grpo.clip_eps_low, ...; the defaults of a run config
+  /// are the trainer's, e.g. clip_eps_high 0.28).
+  void visit(core::ConfigVisitor& v) {
+    using core::at_least;
+    v.field("clip_eps_low", clip_eps_low, "ratio clipped below at 1 - clip_eps_low (>= 1: never binds, the "
+            "ratio is positive)", at_least(0));
+    v.field("clip_eps_high", clip_eps_high, "ratio clipped above at 1 + clip_eps_high (DAPO clip-higher: above "
+            "clip_eps_low)", at_least(0));
+    core::choice_field(v, "importance_ratio", sequence_ratio, "token = one ratio per token (GRPO, DAPO); "
+                       "sequence = exp(mean log-ratio) per sequence (GSPO; TRL importance_sampling_level)",
+                       {{"token", false}, {"sequence", true}});
+    v.field("dual_clip", dual_clip, "c > 1: for negative advantages the token loss is at most -c * A (dual "
+            "clip, verl clip_ratio_c); 0 = off", at_least(0));
+    v.field("ratio_cap", ratio_cap, "cap on the unclipped ratio (TRL delta, two-sided clipping); 0 = off",
+            at_least(0));
+    v.field("log_ratio_clamp", log_ratio_clamp, "log-ratio clamped to [-x, x] before exp (overflow guard; "
+            "verl: 20); 0 = off", at_least(0));
+    v.field("kl_coef", kl_coef, "beta of the KL(policy || reference) term; 0 = no reference model is built",
+            at_least(0));
+    core::choice_field(v, "kl_estimator", kl_estimator, "per-token KL estimator: k1 = logp - ref, k2 = (logp - "
+                       "ref)^2 / 2, k3 = exp(ref - logp) - (ref - logp) - 1 (GRPO paper, TRL)",
+                       {{"k1", KlEstimator::kK1}, {"k2", KlEstimator::kK2}, {"k3", KlEstimator::kK3}});
+    v.field("kl_clamp", kl_clamp, "per-token KL clamped to [-x, x] (verl: 10); 0 = off", at_least(0));
+    v.field("entropy_coef", entropy_coef, "entropy bonus: loss -= coef * token-mean entropy (TRL entropy_coef); "
+            "0 = off", at_least(0));
+    core::choice_field(v, "loss_aggregation", aggregation, "how token losses are averaged: seq-mean-token-mean "
+                       "(GRPO, TRL grpo), token-mean (DAPO, TRL dapo/bnpo), seq-mean-token-sum-norm = token sum / "
+                       "(sequences * rollout.max_new_tokens) (Dr. GRPO)",
+                       {{"seq-mean-token-mean", LossAggregation::kSeqMeanTokenMean},
+                        {"token-mean", LossAggregation::kTokenMean},
+                        {"seq-mean-token-sum-norm", LossAggregation::kSeqMeanTokenSumNorm}});
+  }
 };
 
 /// Inputs of one micro-batch, all [rows, tokens] unless noted.

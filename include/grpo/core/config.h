@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace grpo::core {
@@ -54,6 +55,22 @@ class ConfigVisitor {
     section(key, doc, [&sub](ConfigVisitor& v) { sub.visit(v); });
   }
 };
+
+/// A field stored as a T (an enum, a bool) and written as one of the names in `choices`: loading
+/// checks the name and stores its value, dumping writes the value's name.
+template <class T>
+void choice_field(ConfigVisitor& v, const char* key, T& value, const char* doc,
+                  const std::vector<std::pair<std::string, T>>& choices) {
+  std::string name;
+  std::vector<std::string> names;
+  for (const auto& [n, x] : choices) {
+    names.push_back(n);
+    if (x == value && name.empty()) name = n;
+  }
+  v.field(key, name, doc, names);
+  for (const auto& [n, x] : choices)
+    if (n == name) value = x;
+}
 
 /// Where each key of a loaded config came from, to point later validation errors at the source.
 class ConfigSource {

@@ -12,12 +12,49 @@
 #include <string>
 #include <vector>
 
+#include "grpo/core/config.h"
+
 namespace grpo::reward {
 
 /// Settings of the built-in rewards that take any (from the config's reward section).
 struct RewardParams {
   int64_t overlong_buffer = 0;     // "overlong": tokens before the limit where the penalty ramps
   std::string language = "auto";   // "language": target script; auto = the prompt's script
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("overlong_buffer", overlong_buffer,
+            "overlong reward: the penalty ramps from 0 to -1 over the last N tokens before "
+            "rollout.max_new_tokens (DAPO)", core::at_least(0));
+    v.field("language", language, "language reward: target script or language code (latin, "
+            "han, japanese, hangul, cyrillic, ..., en, zh, ja, ...); auto = the prompt's script");
+  }
+};
+
+/// The rewards of a training run (the `reward` section of its config).
+struct RewardConfig {
+  std::map<std::string, double> weights{{"accuracy", 1.0}, {"format", 0.5}};
+  double failure_value = 0.0;
+  RewardParams params;
+  int64_t workers = 1;
+  double sample_timeout = 10.0;
+  std::string plugin;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("weights", weights,
+            "reward = sum of weight * reward function, by registered name (accuracy, format, "
+            "format_lenient, tag_count, language, countdown, gsm8k, overlong, or your own)", {});
+    v.field("failure_value", failure_value,
+            "score of a reward function that throws or returns NaN (counted in metrics as "
+            "reward_failures; training goes on)");
+    params.visit(v);
+    v.field("workers", workers, "threads scoring completions while the rollout is still "
+            "generating (each completion as soon as it ends); 0 = score after generation",
+            core::at_least(0));
+    v.field("sample_timeout", sample_timeout, "seconds one completion may take to score; later "
+            "scores count as failures (reward_timeouts in metrics)", core::positive());
+    v.field("plugin", plugin, "command of an external reward (any language: JSON lines on "
+            "stdin/stdout, see reward/plugin.h), used as the reward named plugin in weights");
+  }
 };
 
 /// Everything a reward function may look at for one completion.

@@ -10,10 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "grpo/algo/grpo_loss.h"
 #include "grpo/core/config.h"
 #include "grpo/data/arithmetic.h"
 #include "grpo/data/jsonl_dataset.h"
 #include "grpo/model/model_config.h"
+#include "grpo/reward/reward.h"
 #include "grpo/rollout/sampler.h"
 #include "grpo/text/prompt.h"
 
@@ -110,28 +112,24 @@ struct SftConfig {
 };
 
 struct GrpoConfig {
+  /// The loss options a run starts from: clip-higher (DAPO) 0.28 above, 0.2 below.
+  static algo::PolicyLossOptions run_loss_defaults() {
+    algo::PolicyLossOptions o;
+    o.clip_eps_low = 0.2;
+    o.clip_eps_high = 0.28;
+    return o;
+  }
   int64_t rollout_steps = 50;        // generation rounds
   int64_t prompts_per_step = 32;     // questions per rollout step
   int64_t group_size = 8;            // G samples per question
   int64_t mini_batches = 1;          // optimizer steps per rollout per inner epoch
   int64_t inner_epochs = 1;          // passes over each rollout batch
   int64_t micro_batch_tokens = 16384;// gradient accumulation: tokens per forward/backward
-  double clip_eps_low = 0.2;
-  double clip_eps_high = 0.28;
-  std::string importance_ratio = "token";
-  double dual_clip = 0;
-  double ratio_cap = 0;
-  double log_ratio_clamp = 0;
-  double kl_coef = 0.0;              // beta; 0 = no reference model at all
-  std::string kl_estimator = "k3";
+  // the clipped policy loss and its token aggregation (algo/grpo_loss.h owns these keys)
+  algo::PolicyLossOptions loss = run_loss_defaults();
   std::string kl_in = "loss";
-  double kl_clamp = 0;
-  double entropy_coef = 0;
   int64_t ref_refresh_steps = 0;     // optimizer steps between reference = policy; 0 = never
-  std::string advantage = "group";
-  double adv_eps = 1e-4;
-  bool adv_unbiased_std = true;
-  std::string loss_aggregation = "seq-mean-token-mean";
+  algo::AdvantageOptions advantage;  // group-relative advantages (algo/grpo_loss.h owns these keys)
   bool recompute_old_logprobs = true;
   bool mask_truncated = false;
   std::map<std::string, double> length_schedule;  // optimizer step -> rollout.max_new_tokens
@@ -168,46 +166,14 @@ struct GrpoConfig {
             "token budget of one forward/backward (gradient accumulation inside a mini-batch): rows "
             "sorted by length and packed, each forward as wide as its longest prompt + response",
             at_least(1));
-    v.field("clip_eps_low", clip_eps_low, "ratio clipped below at 1 - clip_eps_low (>= 1: never "
-            "binds, the ratio is positive)", at_least(0));
-    v.field("clip_eps_high", clip_eps_high, "ratio clipped above at 1 + clip_eps_high (DAPO "
-            "clip-higher: above clip_eps_low)", core::at_least(0));
-    v.field("importance_ratio", importance_ratio, "token = one ratio per token (GRPO, DAPO); "
-            "sequence = exp(mean log-ratio) per sequence (GSPO; TRL importance_sampling_level)",
-            {"token", "sequence"});
-    v.field("dual_clip", dual_clip, "c > 1: for negative advantages the token loss is at most "
-            "-c * A (dual clip, verl clip_ratio_c); 0 = off", at_least(0));
-    v.field("ratio_cap", ratio_cap, "cap on the unclipped ratio (TRL delta, two-sided clipping); "
-            "0 = off", at_least(0));
-    v.field("log_ratio_clamp", log_ratio_clamp, "log-ratio clamped to [-x, x] before exp "
-            "(overflow guard; verl: 20); 0 = off", at_least(0));
-    v.field("kl_coef", kl_coef, "beta of the KL(policy || reference) term; 0 = no reference model "
-            "is built", at_least(0));
-    v.field("kl_estimator", kl_estimator, "per-token KL estimator: k1 = logp - ref, k2 = (logp - "
-            "ref)^2 / 2, k3 = exp(ref - logp) - (ref - logp) - 1 (GRPO paper, TRL)",
-            {"k1", "k2", "k3"});
+    loss.visit(v);
     v.field("kl_in", kl_in, "loss = beta * KL added to each token's loss (GRPO); reward = beta * "
             "the sequence's summed KL subtracted from its reward before advantages (verl "
             "use_kl_in_reward)", {"loss", "reward"});
-    v.field("kl_clamp", kl_clamp, "per-token KL clamped to [-x, x] (verl: 10); 0 = off",
-            at_least(0));
-    v.field("entropy_coef", entropy_coef, "entropy bonus: loss -= coef * token-mean entropy (TRL "
-            "entropy_coef); 0 = off", at_least(0));
     v.field("ref_refresh_steps", ref_refresh_steps,
             "reference model := current policy every N optimizer steps (R1: 400); 0 = never",
             at_least(0));
-    v.field("advantage", advantage, "group = (r - group mean) / (group std + adv_eps) (GRPO); "
-            "no_std = r - group mean (Dr. GRPO); batch_std = (r - group mean) / (batch std + "
-            "adv_eps) (TRL scale_rewards=batch); rloo = r - mean of the group's other rewards",
-            {"group", "no_std", "batch_std", "rloo"});
-    v.field("adv_eps", adv_eps, "epsilon added to the std in group/batch_std advantages",
-            core::positive());
-    v.field("adv_unbiased_std", adv_unbiased_std, "std with Bessel's correction (TRL, verl); "
-            "false = population std");
-    v.field("loss_aggregation", loss_aggregation, "how token losses are averaged: "
-            "seq-mean-token-mean (GRPO, TRL grpo), token-mean (DAPO, TRL dapo/bnpo), "
-            "seq-mean-token-sum-norm = token sum / (sequences * rollout.max_new_tokens) (Dr. GRPO)",
-            {"seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"});
+    advantage.visit(v);
     v.field("recompute_old_logprobs", recompute_old_logprobs,
             "old log-probs from the trainer's own forward pass (true) or from the sampler");
     v.field("mask_truncated", mask_truncated, "overlong filtering (DAPO): responses cut at "
@@ -308,36 +274,6 @@ struct ParallelConfig {
   }
 };
 
-struct RewardConfig {
-  std::map<std::string, double> weights{{"accuracy", 1.0}, {"format", 0.5}};
-  double failure_value = 0.0;
-  int64_t overlong_buffer = 0;
-  std::string language = "auto";
-  int64_t workers = 1;
-  double sample_timeout = 10.0;
-  std::string plugin;
-  void visit(core::ConfigVisitor& v) {
-    v.field("weights", weights,
-            "reward = sum of weight * reward function, by registered name (accuracy, format, "
-            "format_lenient, tag_count, language, countdown, gsm8k, overlong, or your own)", {});
-    v.field("failure_value", failure_value,
-            "score of a reward function that throws or returns NaN (counted in metrics as "
-            "reward_failures; training goes on)");
-    v.field("overlong_buffer", overlong_buffer,
-            "overlong reward: the penalty ramps from 0 to -1 over the last N tokens before "
-            "rollout.max_new_tokens (DAPO)", core::at_least(0));
-    v.field("language", language, "language reward: target script or language code (latin, "
-            "han, japanese, hangul, cyrillic, ..., en, zh, ja, ...); auto = the prompt's script");
-    v.field("workers", workers, "threads scoring completions while the rollout is still "
-            "generating (each completion as soon as it ends); 0 = score after generation",
-            core::at_least(0));
-    v.field("sample_timeout", sample_timeout, "seconds one completion may take to score; later "
-            "scores count as failures (reward_timeouts in metrics)", core::positive());
-    v.field("plugin", plugin, "command of an external reward (any language: JSON lines on "
-            "stdin/stdout, see reward/plugin.h), used as the reward named plugin in weights");
-  }
-};
-
 struct EvalConfig {
   int64_t every = 10;        // rollout steps
   int64_t num_prompts = 500; // held-out questions
@@ -378,7 +314,7 @@ struct Config {
   OptimConfig optim;
   MoeConfig moe;
   ParallelConfig parallel;
-  RewardConfig reward;
+  reward::RewardConfig reward;
   EvalConfig eval;
   CheckpointConfig checkpoint;
 

@@ -118,7 +118,7 @@ inline grpo::train::Config dp_run(const std::string& dir) {
   c.sft.steps = 5;
   c.sft.batch_size = 8;
   c.grpo.prompts_per_step = 8;
-  c.grpo.loss_aggregation = "token-mean";
+  c.grpo.loss.aggregation = grpo::algo::LossAggregation::kTokenMean;
   c.eval.every = 0;
   c.checkpoint.every = 0;
   return c;

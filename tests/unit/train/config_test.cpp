@@ -15,6 +15,7 @@ using grpo::ConfigError;
 using grpo::train::Config;
 using grpo::train::load_config_text;
 namespace train = grpo::train;
+namespace algo = grpo::algo;
 using grpo::test_util::hf_model_dir;
 using grpo::test_util::kFixtures;
 using grpo::test_util::tmpdir;
@@ -69,8 +70,8 @@ TEST(Config, R1ZeroRecipeHasThePublishedSettings) {
   EXPECT_EQ(c.model.model_type, "deepseek_v3");
   EXPECT_EQ(c.model.n_routed_experts, 256);
   EXPECT_DOUBLE_EQ(c.optim.lr, 3e-6);
-  EXPECT_DOUBLE_EQ(c.grpo.kl_coef, 0.001);
-  EXPECT_EQ(c.grpo.kl_estimator, "k3");
+  EXPECT_DOUBLE_EQ(c.grpo.loss.kl_coef, 0.001);
+  EXPECT_EQ(c.grpo.loss.kl_estimator, algo::KlEstimator::kK3);
   EXPECT_EQ(c.grpo.kl_in, "loss");
   EXPECT_DOUBLE_EQ(c.rollout.temperature, 1.0);
   EXPECT_EQ(c.grpo.group_size, 16);
@@ -82,7 +83,7 @@ TEST(Config, R1ZeroRecipeHasThePublishedSettings) {
   EXPECT_EQ(c.grpo.max_new_tokens_at(8199, c.rollout.max_new_tokens), 32768);
   EXPECT_EQ(c.grpo.max_new_tokens_at(8200, c.rollout.max_new_tokens), 65536);
   EXPECT_EQ(c.grpo.ref_refresh_steps, 400);
-  EXPECT_DOUBLE_EQ(c.grpo.clip_eps_high, 10.0);
+  EXPECT_DOUBLE_EQ(c.grpo.loss.clip_eps_high, 10.0);
   EXPECT_EQ(c.prompt.template_text, "r1_zero");
   EXPECT_EQ(c.reward.weights, (std::map<std::string, double>{{"accuracy", 1.0}, {"format", 1.0}}));
 }
@@ -92,9 +93,38 @@ TEST(Config, ValuesAndOverridesApply) {
                             {"grpo.kl_coef=0.001", "optim.schedule=cosine"});
   EXPECT_EQ(c.grpo.group_size, 16);
   EXPECT_EQ(c.model.hidden_size, 64);
-  EXPECT_DOUBLE_EQ(c.grpo.kl_coef, 0.001);
+  EXPECT_DOUBLE_EQ(c.grpo.loss.kl_coef, 0.001);
   EXPECT_EQ(c.optim.schedule, "cosine");
   EXPECT_EQ(c.grpo.prompts_per_step, Config().grpo.prompts_per_step);  // default kept
+}
+
+// algo and reward own their keys (visit() beside the options they fill): named choices load into
+// the options' enums, the run's loss defaults hold, and a dump loads back to the same options.
+TEST(Config, AlgoAndRewardSectionsFillTheirOptionsDirectly) {
+  Config d;
+  EXPECT_DOUBLE_EQ(d.grpo.loss.clip_eps_low, 0.2);
+  EXPECT_DOUBLE_EQ(d.grpo.loss.clip_eps_high, 0.28);
+  EXPECT_EQ(d.grpo.advantage.mode, algo::AdvantageMode::kGroup);
+  auto c = load_config_text("grpo: {advantage: rloo, kl_estimator: k2, importance_ratio: sequence, "
+                            "loss_aggregation: seq-mean-token-sum-norm, adv_eps: 0.01}\n"
+                            "reward: {language: han, overlong_buffer: 4}\n", "t.yaml", {}, false);
+  EXPECT_EQ(c.grpo.advantage.mode, algo::AdvantageMode::kRloo);
+  EXPECT_DOUBLE_EQ(c.grpo.advantage.eps, 0.01);
+  EXPECT_EQ(c.grpo.loss.kl_estimator, algo::KlEstimator::kK2);
+  EXPECT_TRUE(c.grpo.loss.sequence_ratio);
+  EXPECT_EQ(c.grpo.loss.aggregation, algo::LossAggregation::kSeqMeanTokenSumNorm);
+  EXPECT_EQ(c.reward.params.language, "han");
+  EXPECT_EQ(c.reward.params.overlong_buffer, 4);
+  const std::string dumped = train::to_yaml(c, false);
+  EXPECT_NE(dumped.find("advantage: \"rloo\""), std::string::npos) << dumped;
+  auto back = load_config_text(dumped, "dump.yaml", {}, false);
+  EXPECT_EQ(back.grpo.advantage.mode, algo::AdvantageMode::kRloo);
+  EXPECT_EQ(back.grpo.loss.kl_estimator, algo::KlEstimator::kK2);
+  EXPECT_EQ(back.grpo.loss.aggregation, algo::LossAggregation::kSeqMeanTokenSumNorm);
+  EXPECT_EQ(train::to_yaml(back, false), dumped);
+  auto msg = grpo::test_util::error_of([] { load_config_text("grpo: {kl_estimator: k4}\n", "bad.yaml", {}, false); });
+  EXPECT_NE(msg.find("grpo.kl_estimator"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("k4"), std::string::npos) << msg;
 }
 
 TEST(Config, ErrorsNameTheKeyAndWhatWasFound) {

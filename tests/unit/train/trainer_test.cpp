@@ -65,7 +65,7 @@ TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatch) {
 TEST(Trainer, NoReferenceModelWithoutKl) {
   auto a = tmpdir("no_ref");
   auto c = tiny_run(a, 1);
-  c.grpo.kl_coef = 0.0;
+  c.grpo.loss.kl_coef = 0.0;
   train::Trainer t(c);
   t.run();
   EXPECT_FALSE(fs::exists(a + "/checkpoints/step-000001/reference.safetensors"));
@@ -114,7 +114,7 @@ TEST(Trainer, ReferenceRefreshesExactlyEveryNOptimizerSteps) {
 TEST(Trainer, FirstMiniBatchOfAnOnPolicyBatchHasRatioExactlyOne) {
   auto a = tmpdir("ratio_one");
   auto c = tiny_run(a, 2);
-  c.grpo.clip_eps_high = 0.2;
+  c.grpo.loss.clip_eps_high = 0.2;
   train::Trainer t(c);
   t.run();
   int checked = 0;
@@ -141,13 +141,13 @@ TEST(Trainer, EveryGrpoVariantTrains) {
     std::function<void(train::Config&)> set;
   };
   std::vector<Variant> variants{
-      {"dr_grpo", [](train::Config& c) { c.grpo.advantage = "no_std"; c.grpo.loss_aggregation = "seq-mean-token-sum-norm"; }},
-      {"dapo", [](train::Config& c) { c.grpo.loss_aggregation = "token-mean"; c.grpo.mask_truncated = true; c.rollout.max_new_tokens = 6; }},
-      {"gspo", [](train::Config& c) { c.grpo.importance_ratio = "sequence"; c.grpo.clip_eps_low = 3e-4; c.grpo.clip_eps_high = 4e-4; }},
-      {"rloo_dual", [](train::Config& c) { c.grpo.advantage = "rloo"; c.grpo.dual_clip = 3; c.grpo.ratio_cap = 5; }},
-      {"batch_std_k2", [](train::Config& c) { c.grpo.advantage = "batch_std"; c.grpo.kl_estimator = "k2"; c.grpo.kl_clamp = 10; }},
-      {"kl_in_reward", [](train::Config& c) { c.grpo.kl_in = "reward"; c.grpo.kl_estimator = "k1"; c.grpo.ref_refresh_steps = 0; }},
-      {"entropy", [](train::Config& c) { c.grpo.entropy_coef = 0.01; c.grpo.log_ratio_clamp = 20; }},
+      {"dr_grpo", [](train::Config& c) { c.grpo.advantage.mode = algo::AdvantageMode::kNoStd; c.grpo.loss.aggregation = algo::LossAggregation::kSeqMeanTokenSumNorm; }},
+      {"dapo", [](train::Config& c) { c.grpo.loss.aggregation = algo::LossAggregation::kTokenMean; c.grpo.mask_truncated = true; c.rollout.max_new_tokens = 6; }},
+      {"gspo", [](train::Config& c) { c.grpo.loss.sequence_ratio = true; c.grpo.loss.clip_eps_low = 3e-4; c.grpo.loss.clip_eps_high = 4e-4; }},
+      {"rloo_dual", [](train::Config& c) { c.grpo.advantage.mode = algo::AdvantageMode::kRloo; c.grpo.loss.dual_clip = 3; c.grpo.loss.ratio_cap = 5; }},
+      {"batch_std_k2", [](train::Config& c) { c.grpo.advantage.mode = algo::AdvantageMode::kBatchStd; c.grpo.loss.kl_estimator = algo::KlEstimator::kK2; c.grpo.loss.kl_clamp = 10; }},
+      {"kl_in_reward", [](train::Config& c) { c.grpo.kl_in = "reward"; c.grpo.loss.kl_estimator = algo::KlEstimator::kK1; c.grpo.ref_refresh_steps = 0; }},
+      {"entropy", [](train::Config& c) { c.grpo.loss.entropy_coef = 0.01; c.grpo.loss.log_ratio_clamp = 20; }},
   };
   for (auto& v : variants) {
     auto dir = tmpdir(std::string("variant_") + v.name);
