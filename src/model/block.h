@@ -7,8 +7,6 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
-#include <torch/nn/module.h>
-#include <torch/nn/pimpl.h>
 
 #include "attention.h"
 #include "mla.h"
@@ -16,11 +14,6 @@
 #include "moe_layer.h"
 #include "norm.h"
 #include "parallel_linear.h"
-
-namespace grpo::model {
-class KVCache;
-struct ModelConfig;
-}  // namespace grpo::model
 
 namespace grpo::model::detail {
 

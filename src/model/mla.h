@@ -6,17 +6,10 @@
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>
-#include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
-#include <torch/nn/pimpl.h>
 
 #include "norm.h"
 #include "parallel_linear.h"
-
-namespace grpo::model {
-class KVCache;
-struct ModelConfig;
-}  // namespace grpo::model
 
 namespace grpo::model::detail {
 

@@ -7,16 +7,10 @@
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>
-#include <torch/nn/module.h>
-#include <torch/nn/pimpl.h>
 
 #include "grpo/model/moe.h"
 #include "mlp.h"
 #include "parallel_linear.h"
-
-namespace grpo::model {
-struct ModelConfig;
-}  // namespace grpo::model
 
 namespace grpo::model::detail {
 

@@ -5,8 +5,6 @@
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>
-#include <torch/nn/module.h>
-#include <torch/nn/pimpl.h>
 
 #include "parallel_linear.h"
 

@@ -9,11 +9,18 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
 
+// (the model's private headers include this one, and with it the module headers and these names)
 namespace grpo::dist {
 class Comm;
 }
+namespace grpo::model {
+class KVCache;
+struct ModelConfig;
+}  // namespace grpo::model
 
 namespace grpo::model::detail {
 

@@ -146,7 +146,7 @@ struct Trainer::Impl : Session {
       ref->train(false);
     }
     run_dir->trim_to(st);
-    spdlog::info("resumed from {} (stage {}, base step {}, rollout step {}, optimizer step {})", path, st.stage,
+    spdlog::info("resumed from {} (stage {}, pretrain step {}, rollout step {}, optimizer step {})", path, st.stage,
                  st.pretrain_step, st.rollout_step, st.optimizer_step);
   }
 

@@ -2,13 +2,15 @@
 // Each flag is declared once, tagged with the tools that accept it; its default is read from
 // `d`, the params the tool starts from, so --help shows what the tool really uses. A flag name
 // with different meanings in different tools (--tokenizer, --template, --out, -k) is one entry
-// per meaning. Tools: `ToolParams p; auto t = tool_flags(p); t.parse(kTool, argc, argv, p);`.
+// per meaning. Tools: `ToolParams p; if (auto rc = parse_tool_flags(kTool, ..., p)) return *rc;`.
 // Every tool includes the option structs of all (memory_plan.h, hf_checkpoint.h, reward.h,
 // completions.h): headers without torch/torch.h, a small price for one table.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -328,6 +330,100 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   // ---- every tool
   t.add(Tool::kAll, {"-h", "--help"}, "print this help and exit", [](P& p) { p.help = true; }).stop();
   return t;
+}
+
+/// A tool's program name and the text its --help prints above the flags.
+struct ToolInfo {
+  const char* name;
+  const char* about;
+};
+inline ToolInfo tool_info(Tool tool) {
+  switch (tool) {
+    case Tool::kTrain:
+      return {"grpo_train",
+              "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume] [--fresh]\n"
+              "\n"
+              "Trains a policy with GRPO: pretrain stage (if configured), then rollout -> rewards ->\n"
+              "group-relative advantages -> clipped policy updates. Writes config.yaml, metrics.jsonl,\n"
+              "eval.jsonl and checkpoints/ into run.dir.\n"
+              "\n"};
+    case Tool::kGenerate:
+      return {"grpo_generate",
+              "usage: grpo_generate --model DIR (--prompt TEXT ... | --jsonl FILE) [options]\n"
+              "\n"
+              "Samples completions and prints one JSON object per prompt on stdout:\n"
+              "  {\"index\", \"prompt\" (the formatted prompt text), \"completions\": [{\"text\",\n"
+              "   \"token_ids\", \"finish\": \"stop\"|\"length\"}, ...]}\n"
+              "\n"};
+    case Tool::kEval:
+      return {"grpo_eval",
+              "usage: grpo_eval --model DIR [--jsonl BENCH.jsonl] [options]\n"
+              "\n"
+              "Samples k completions per question and prints one JSON object:\n"
+              "  {\"model\", \"benchmark\", \"questions\", \"k\", \"temperature\", \"top_p\", \"max_new_tokens\",\n"
+              "   \"pass@1\", \"cons@k\", \"greedy\", \"format_rate\", \"truncation_rate\"}\n"
+              "Without --jsonl, a built-in-task checkpoint is evaluated on the task's held-out set.\n"
+              "Correctness is the accuracy reward (math answer verification).\n"
+              "\n"};
+    case Tool::kSample:
+      return {"grpo_sample",
+              "usage: grpo_sample --model DIR [--jsonl QUESTIONS.jsonl] --out SFT.jsonl [options]\n"
+              "\n"
+              "Writes one JSON line per kept completion: {\"prompt\" (the formatted prompt), \"response\",\n"
+              "\"question\", \"answer\", \"scores\"}; prints a summary line. Without --jsonl, a built-in-task\n"
+              "checkpoint samples its task's training questions (--limit of them, default 1000).\n"
+              "\n"};
+    case Tool::kExport:
+      return {"grpo_export",
+              "usage: grpo_export --from CHECKPOINT_OR_HF_DIR --out DIR [options]\n"
+              "Writes a Hugging Face model directory (config.json, model*.safetensors, index,\n"
+              "generation_config.json; tokenizer files copied from --tokenizer or the source).\n"
+              "\n"};
+    case Tool::kPlan:
+      return {"grpo_plan",
+              "usage: grpo_plan --config FILE --gpus N [options]\n"
+              "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
+              "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
+              "least communication time first.\n"
+              "The config's optim.precision, parallel.zero1, parallel.recompute,\n"
+              "parallel.sequence_parallel and rollout.batch_size are planned; --precision, --zero1,\n"
+              "--recompute, --sequence-parallel and --rollout-batch override them (what-ifs).\n"
+              "\n"};
+    case Tool::kReward:
+      return {"grpo_reward",
+              "usage: grpo_reward --reward NAME[=WEIGHT][,NAME[=WEIGHT]...] [options]\n"
+              "stdin:  JSON lines {\"completion\": ..., \"answer\": ..., \"prompt\"?, \"response_tokens\"?,\n"
+              "        \"max_response_tokens\"?, other fields}\n"
+              "stdout: JSON lines {\"score\", \"components\": {name: score}}, in input order\n"
+              "\n"};
+    case Tool::kTokenize:
+      return {"grpo_tokenize",
+              "usage: grpo_tokenize --tokenizer DIR_OR_TOKENIZER_JSON [--decode [--skip-special]] [--template T]\n"
+              "stdin: one JSON string per line (or, with --decode, one JSON array of ids)\n"
+              "stdout: one JSON array of ids per line (or, with --decode, one JSON string)\n"
+              "\n"};
+    default:
+      return {"grpo", ""};
+  }
+}
+
+/// The start of every tool's main: parses argv for `tool` into `p`. A bad flag prints
+/// "<name>: <what is wrong>" and gives exit status 2; -h/--help prints the usage (the tool's
+/// about text, the table's flags, then `more_help`) and gives 0; otherwise nullopt: carry on.
+inline std::optional<int> parse_tool_flags(Tool tool, int argc, char** argv, ToolParams& p,
+                                           const std::function<void(std::ostream&)>& more_help = {}) {
+  const auto table = tool_flags(p);
+  const auto info = tool_info(tool);
+  try {
+    table.parse(tool, argc, argv, p);
+  } catch (const Error& e) {
+    std::cerr << info.name << ": " << e.what() << "\n";
+    return 2;
+  }
+  if (!p.help) return std::nullopt;
+  table.usage(std::cout, tool, info.about);
+  if (more_help) more_help(std::cout);
+  return 0;
 }
 
 }  // namespace grpo::tools

@@ -9,28 +9,10 @@
 
 using nlohmann::json;
 
-namespace {
-constexpr auto kTool = grpo::tools::Tool::kEval;
-constexpr const char* kAbout =
-    "usage: grpo_eval --model DIR [--jsonl BENCH.jsonl] [options]\n"
-    "\n"
-    "Samples k completions per question and prints one JSON object:\n"
-    "  {\"model\", \"benchmark\", \"questions\", \"k\", \"temperature\", \"top_p\", \"max_new_tokens\",\n"
-    "   \"pass@1\", \"cons@k\", \"greedy\", \"format_rate\", \"truncation_rate\"}\n"
-    "Without --jsonl, a built-in-task checkpoint is evaluated on the task's held-out set.\n"
-    "Correctness is the accuracy reward (math answer verification).\n"
-    "\n";
-}  // namespace
-
 int main(int argc, char** argv) {
   try {
     grpo::tools::ToolParams p;
-    const auto table = grpo::tools::tool_flags(p);
-    table.parse(kTool, argc, argv, p);
-    if (p.help) {
-      table.usage(std::cout, kTool, kAbout);
-      return 0;
-    }
+    if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kEval, argc, argv, p)) return *rc;
     auto& flags = p.policy;
     auto& bo = p.eval.options;
     const std::string& per_question = p.eval.per_question;

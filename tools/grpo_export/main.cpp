@@ -19,28 +19,9 @@
 
 namespace fs = std::filesystem;
 
-namespace {
-constexpr auto kTool = grpo::tools::Tool::kExport;
-constexpr const char* kAbout =
-    "usage: grpo_export --from CHECKPOINT_OR_HF_DIR --out DIR [options]\n"
-    "Writes a Hugging Face model directory (config.json, model*.safetensors, index,\n"
-    "generation_config.json; tokenizer files copied from --tokenizer or the source).\n"
-    "\n";
-}  // namespace
-
 int main(int argc, char** argv) {
   grpo::tools::ToolParams p;
-  const auto table = grpo::tools::tool_flags(p);
-  try {
-    table.parse(kTool, argc, argv, p);
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_export: " << e.what() << "\n";
-    return 2;
-  }
-  if (p.help) {
-    table.usage(std::cout, kTool, kAbout);
-    return 0;
-  }
+  if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kExport, argc, argv, p)) return *rc;
   const std::string& from = p.export_.from;
   const std::string& out = p.export_.out;
   grpo::model::HfExportOptions& o = p.export_.options;

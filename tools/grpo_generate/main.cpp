@@ -27,15 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr auto kTool = grpo::tools::Tool::kGenerate;
-constexpr const char* kAbout =
-    "usage: grpo_generate --model DIR (--prompt TEXT ... | --jsonl FILE) [options]\n"
-    "\n"
-    "Samples completions and prints one JSON object per prompt on stdout:\n"
-    "  {\"index\", \"prompt\" (the formatted prompt text), \"completions\": [{\"text\",\n"
-    "   \"token_ids\", \"finish\": \"stop\"|\"length\"}, ...]}\n"
-    "\n";
-
 // Reads eos_token_id from generation_config.json (the first, if a list); -1 when absent.
 int64_t generation_config_eos(const std::string& dir) {
   auto path = fs::path(dir) / "generation_config.json";
@@ -53,12 +44,7 @@ int64_t generation_config_eos(const std::string& dir) {
 int main(int argc, char** argv) {
   try {
     grpo::tools::ToolParams params;
-    const auto table = grpo::tools::tool_flags(params);
-    table.parse(kTool, argc, argv, params);
-    if (params.help) {
-      table.usage(std::cout, kTool, kAbout);
-      return 0;
-    }
+    if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kGenerate, argc, argv, params)) return *rc;
     auto& flags = params.policy;
     const std::vector<std::string>& prompts = params.generate.prompts;
     const bool ids_mode = params.generate.ids;

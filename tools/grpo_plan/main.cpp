@@ -13,32 +13,9 @@
 #include "grpo/train/memory_plan.h"
 #include "../common/tool_flags.h"
 
-namespace {
-constexpr auto kTool = grpo::tools::Tool::kPlan;
-constexpr const char* kAbout =
-    "usage: grpo_plan --config FILE --gpus N [options]\n"
-    "Per-GPU memory (weights, gradients, optimizer, activations, KV cache) and bytes sent\n"
-    "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
-    "least communication time first.\n"
-    "The config's optim.precision, parallel.zero1, parallel.recompute,\n"
-    "parallel.sequence_parallel and rollout.batch_size are planned; --precision, --zero1,\n"
-    "--recompute, --sequence-parallel and --rollout-batch override them (what-ifs).\n"
-    "\n";
-}  // namespace
-
 int main(int argc, char** argv) {
   grpo::tools::ToolParams params;
-  const auto table = grpo::tools::tool_flags(params);
-  try {
-    table.parse(kTool, argc, argv, params);
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_plan: " << e.what() << "\n";
-    return 2;
-  }
-  if (params.help) {
-    table.usage(std::cout, kTool, kAbout);
-    return 0;
-  }
+  if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kPlan, argc, argv, params)) return *rc;
   const std::string& config = params.config.path;
   const std::vector<std::string>& overrides = params.config.overrides;
   grpo::train::PlanOptions& o = params.plan.options;  // flags given on the command line; the config supplies the rest

@@ -15,33 +15,15 @@
 
 #include "../common/tool_flags.h"
 
-namespace {
-constexpr auto kTool = grpo::tools::Tool::kReward;
-constexpr const char* kAbout =
-    "usage: grpo_reward --reward NAME[=WEIGHT][,NAME[=WEIGHT]...] [options]\n"
-    "stdin:  JSON lines {\"completion\": ..., \"answer\": ..., \"prompt\"?, \"response_tokens\"?,\n"
-    "        \"max_response_tokens\"?, other fields}\n"
-    "stdout: JSON lines {\"score\", \"components\": {name: score}}, in input order\n"
-    "\n";
-}  // namespace
-
 int main(int argc, char** argv) {
   grpo::tools::ToolParams p;
-  const auto table = grpo::tools::tool_flags(p);
-  try {
-    table.parse(kTool, argc, argv, p);
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_reward: " << e.what() << "\n";
-    return 2;
-  }
+  if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kReward, argc, argv, p, [](std::ostream& out) {
+        out << "\nrewards: " << fmt::format("{}", fmt::join(grpo::reward::RewardRegistry::names(), ", ")) << "\n";
+      }))
+    return *rc;
   if (!p.reward.plugin.empty()) {  // an external reward named plugin
     const std::string cmd = p.reward.plugin;
     grpo::reward::RewardRegistry::add("plugin", [cmd] { return grpo::reward::make_process_reward(cmd); });
-  }
-  if (p.help) {
-    table.usage(std::cout, kTool, kAbout);
-    std::cout << "\nrewards: " << fmt::format("{}", fmt::join(grpo::reward::RewardRegistry::names(), ", ")) << "\n";
-    return 0;
   }
   const auto& weights = p.reward.weights;
   const double failure_value = p.reward.failure_value;

@@ -11,26 +11,10 @@
 
 using nlohmann::json;
 
-namespace {
-constexpr auto kTool = grpo::tools::Tool::kSample;
-constexpr const char* kAbout =
-    "usage: grpo_sample --model DIR [--jsonl QUESTIONS.jsonl] --out SFT.jsonl [options]\n"
-    "\n"
-    "Writes one JSON line per kept completion: {\"prompt\" (the formatted prompt), \"response\",\n"
-    "\"question\", \"answer\", \"scores\"}; prints a summary line. Without --jsonl, a built-in-task\n"
-    "checkpoint samples its task's training questions (--limit of them, default 1000).\n"
-    "\n";
-}  // namespace
-
 int main(int argc, char** argv) {
   try {
     grpo::tools::ToolParams p;
-    const auto table = grpo::tools::tool_flags(p);
-    table.parse(kTool, argc, argv, p);
-    if (p.help) {
-      table.usage(std::cout, kTool, kAbout);
-      return 0;
-    }
+    if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kSample, argc, argv, p)) return *rc;
     auto& flags = p.policy;
     auto& ro = p.sample.options;
     const std::string& out_path = p.sample.out;

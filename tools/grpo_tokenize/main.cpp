@@ -19,28 +19,9 @@
 
 namespace fs = std::filesystem;
 
-namespace {
-constexpr auto kTool = grpo::tools::Tool::kTokenize;
-constexpr const char* kAbout =
-    "usage: grpo_tokenize --tokenizer DIR_OR_TOKENIZER_JSON [--decode [--skip-special]] [--template T]\n"
-    "stdin: one JSON string per line (or, with --decode, one JSON array of ids)\n"
-    "stdout: one JSON array of ids per line (or, with --decode, one JSON string)\n"
-    "\n";
-}  // namespace
-
 int main(int argc, char** argv) {
   grpo::tools::ToolParams p;
-  const auto table = grpo::tools::tool_flags(p);
-  try {
-    table.parse(kTool, argc, argv, p);
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_tokenize: " << e.what() << "\n";
-    return 2;
-  }
-  if (p.help) {
-    table.usage(std::cout, kTool, kAbout);
-    return 0;
-  }
+  if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kTokenize, argc, argv, p)) return *rc;
   const std::string& dir = p.tokenize.tokenizer;
   const std::string& tmpl = p.tokenize.template_name;
   const bool decode = p.tokenize.decode, skip_special = p.tokenize.skip_special;

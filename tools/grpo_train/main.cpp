@@ -25,15 +25,6 @@ extern "C" void on_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-constexpr auto kTool = grpo::tools::Tool::kTrain;
-constexpr const char* kAbout =
-    "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume] [--fresh]\n"
-    "\n"
-    "Trains a policy with GRPO: pretrain stage (if configured), then rollout -> rewards ->\n"
-    "group-relative advantages -> clipped policy updates. Writes config.yaml, metrics.jsonl,\n"
-    "eval.jsonl and checkpoints/ into run.dir.\n"
-    "\n";
-
 // Every config key, with its default and help (as Markdown tables for docs/configuration.md).
 std::string config_keys(bool markdown) {
   return grpo::core::describe_config(
@@ -48,18 +39,10 @@ std::string config_keys(bool markdown) {
 
 int main(int argc, char** argv) {
   grpo::tools::ToolParams p;
-  const auto table = grpo::tools::tool_flags(p);
-  try {
-    table.parse(kTool, argc, argv, p);
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_train: " << e.what() << "\n";
-    return 2;
-  }
-  if (p.help) {
-    table.usage(std::cout, kTool, kAbout);
-    std::cout << "\nConfig keys (defaults shown):\n" << config_keys(false);
-    return 0;
-  }
+  if (auto rc = grpo::tools::parse_tool_flags(grpo::tools::Tool::kTrain, argc, argv, p, [](std::ostream& out) {
+        out << "\nConfig keys (defaults shown):\n" << config_keys(false);
+      }))
+    return *rc;
   if (p.train.config_reference) {
     std::cout << config_keys(true);
     return 0;
