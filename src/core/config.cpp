@@ -22,11 +22,11 @@ std::string Bounds::describe() const {
     return fmt::format("{}{}, {}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
   if (has_lo) return fmt::format("{} {}", lo_open ? ">" : ">=", lo);
   if (has_hi) return fmt::format("{} {}", hi_open ? "<" : "<=", hi);
-  return "any number";
+  return "any finite number";
 }
 
 bool Bounds::contains(double x) const {
-  if (std::isnan(x)) return false;
+  if (!std::isfinite(x)) return false;  // no key has a use for infinity or NaN
   if (lo_open ? !(x > lo) : !(x >= lo)) return false;
   if (hi_open ? !(x < hi) : !(x <= hi)) return false;
   return true;

@@ -144,7 +144,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   out.write(h.data(), h.size());
   for (auto& c : data) out.write(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
   out.flush();
-  GRPO_CHECK(out.good(), "error while writing '{}'", path);
+  GRPO_CHECK(out.good(), "error while writing '{}': {}", path, std::strerror(errno));
 }
 
 NamedTensors load_safetensors(const std::string& path, std::map<std::string, std::string>* metadata) {

@@ -1,7 +1,13 @@
 #include "grpo/train/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -15,17 +21,37 @@ namespace {
 
 constexpr int kFormatVersion = 1;
 
+std::function<void(const std::string&)>& fault_hook() {
+  static std::function<void(const std::string&)> hook;
+  return hook;
+}
+void fault_point(const std::string& point) {
+  if (fault_hook()) fault_hook()(point);
+}
+
+// Flushes a file or a directory (its entries) to the disk; errors name the path and the OS reason.
+void sync_to_disk(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | (fs::is_directory(p) ? O_DIRECTORY : 0));
+  GRPO_CHECK(fd >= 0, "cannot open '{}' to flush it to disk: {}", p.string(), std::strerror(errno));
+  const int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  GRPO_CHECK(rc == 0, "cannot flush '{}' to disk: {}", p.string(), std::strerror(err));
+}
+
+// Writes `text` into a temporary file, flushes it to disk and renames it to `path`.
 void write_atomically(const fs::path& path, const std::string& text) {
   fs::path tmp = path;
   tmp += ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    GRPO_CHECK(out.good(), "cannot write '{}'", tmp.string());
+    GRPO_CHECK(out.good(), "cannot write '{}': {}", tmp.string(), std::strerror(errno));
     out << text;
     out.flush();
-    GRPO_CHECK(out.good(), "error while writing '{}'", tmp.string());
+    GRPO_CHECK(out.good(), "error while writing '{}': {}", tmp.string(), std::strerror(errno));
   }
+  sync_to_disk(tmp);
   fs::rename(tmp, path);
+  sync_to_disk(path.parent_path());
 }
 
 int64_t json_int(const nlohmann::json& m, const char* key, const std::string& origin) {
@@ -34,21 +60,9 @@ int64_t json_int(const nlohmann::json& m, const char* key, const std::string& or
   return v.get<int64_t>();
 }
 
-}  // namespace
-
-std::string save_checkpoint(const std::string& checkpoints_dir, const std::string& tag,
-                            const Checkpoint& ck, int64_t keep) {
-  fs::create_directories(checkpoints_dir);
-  const std::string name = "step-" + tag;
-  fs::path final_dir = fs::path(checkpoints_dir) / name;
-  fs::path tmp_dir = fs::path(checkpoints_dir) / (name + ".tmp");
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
-  io::save_safetensors((tmp_dir / "model.safetensors").string(), ck.model);
-  io::save_safetensors((tmp_dir / "optimizer.safetensors").string(), ck.optimizer);
-  if (!ck.reference.empty())
-    io::save_safetensors((tmp_dir / "reference.safetensors").string(), ck.reference);
-  nlohmann::json m = {
+// The manifest of `ck` (counters, RNG state, config).
+nlohmann::json manifest_of(const Checkpoint& ck) {
+  return {
       {"format_version", kFormatVersion},
       {"stage", ck.state.stage},
       {"pretrain_step", ck.state.pretrain_step},
@@ -66,17 +80,61 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const std::strin
       {"rng", {{"kind", "counter-based splitmix64"}, {"seed", ck.seed}}},
       {"config", ck.config_yaml},
   };
-  write_atomically(tmp_dir / "manifest.json", m.dump(2));
-  fs::remove_all(final_dir);
-  fs::rename(tmp_dir, final_dir);
-  write_atomically(fs::path(checkpoints_dir) / "latest", name + "\n");
+}
 
-  // retention: newest `keep` step-* directories survive
+}  // namespace
+
+void set_checkpoint_fault_hook(std::function<void(const std::string&)> hook) { fault_hook() = std::move(hook); }
+
+std::string save_checkpoint(const std::string& checkpoints_dir, const std::string& tag,
+                            const Checkpoint& ck, int64_t keep) {
+  fs::create_directories(checkpoints_dir);
+  const std::string name = "step-" + tag;
+  const fs::path final_dir = fs::path(checkpoints_dir) / name;
+  const fs::path tmp_dir = fs::path(checkpoints_dir) / (name + ".tmp");
+  const fs::path old_dir = fs::path(checkpoints_dir) / (name + ".old");
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  try {  // 1. everything into step-<tag>.tmp, flushed to disk; on failure (a full disk) nothing is left behind
+    std::vector<std::string> files{"model.safetensors", "optimizer.safetensors"};
+    io::save_safetensors((tmp_dir / files[0]).string(), ck.model);
+    io::save_safetensors((tmp_dir / files[1]).string(), ck.optimizer);
+    if (!ck.reference.empty()) {
+      files.push_back("reference.safetensors");
+      io::save_safetensors((tmp_dir / files.back()).string(), ck.reference);
+    }
+    write_atomically(tmp_dir / "manifest.json", manifest_of(ck).dump(2));
+    for (const auto& f : files) sync_to_disk(tmp_dir / f);
+    sync_to_disk(tmp_dir);
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove_all(tmp_dir, ec);
+    fail("cannot save checkpoint {}: {}", final_dir.string(), e.what());
+  }
+  fault_point("written");
+  // 2. an earlier checkpoint of the same tag goes aside (latest_checkpoint falls back to it) ...
+  if (is_checkpoint(final_dir.string())) {
+    fs::remove_all(old_dir);
+    fs::rename(final_dir, old_dir);
+    fault_point("old_aside");
+  } else {
+    fs::remove_all(final_dir);  // an incomplete directory of that name (never latest's)
+  }
+  // 3. ... the new one takes its name, then `latest` names it
+  fs::rename(tmp_dir, final_dir);
+  sync_to_disk(checkpoints_dir);
+  fault_point("renamed");
+  write_atomically(fs::path(checkpoints_dir) / "latest", name + "\n");
+  fault_point("latest");
+  fs::remove_all(old_dir);
+
+  // retention: newest `keep` step-* directories survive; leftovers of interrupted saves go
   std::vector<fs::path> all;
   for (auto& e : fs::directory_iterator(checkpoints_dir)) {
     auto n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos)
-      all.push_back(e.path());
+    if (!e.is_directory() || n.rfind("step-", 0) != 0) continue;
+    if (n.find('.') != std::string::npos) fs::remove_all(e.path());  // step-*.tmp / step-*.old
+    else all.push_back(e.path());
   }
   std::sort(all.begin(), all.end());
   for (size_t i = 0; i + keep < all.size(); ++i)
@@ -130,6 +188,9 @@ std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir)
   std::string name = core::read_file(latest.string());
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
   fs::path dir = fs::path(checkpoints_dir) / name;
+  // a save of the same tag stopped between moving the earlier checkpoint aside and renaming the
+  // new one in: the earlier one is what `latest` names
+  if (!is_checkpoint(dir.string()) && is_checkpoint(dir.string() + ".old")) return dir.string() + ".old";
   GRPO_CHECK(is_checkpoint(dir.string()), "{} names '{}', which has no manifest.json",
              latest.string(), name);
   return dir.string();

@@ -409,10 +409,15 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
         s.reduce(maxes, true);
         mb_loss = sums[0], mb_kl = sums[1], mb_tokens = sums[2], mb_rmax = maxes[0], mb_rmin = -maxes[1];
       }
-      u.grad_norm_sum += s.optimizer->clip_gradients(s.cfg.optim.grad_clip > 0 ? s.cfg.optim.grad_clip : kInf);
-      s.optimizer->set_lr(s.lr_at(s.st.optimizer_step));
-      s.optimizer->step();
-      s.after_optimizer_step();
+      const double norm = s.optimizer->clip_gradients(s.cfg.optim.grad_clip > 0 ? s.cfg.optim.grad_clip : kInf);
+      u.grad_norm_sum += norm;
+      const bool finite = s.update_is_finite(
+          mb_loss, norm, fmt::format("rollout step {}, optimizer step {}", s.st.rollout_step + 1, s.st.optimizer_step + 1));
+      if (finite) {  // (a skipped update still counts as an optimizer step: the schedules stay aligned)
+        s.optimizer->set_lr(s.lr_at(s.st.optimizer_step));
+        s.optimizer->step();
+        s.after_optimizer_step();
+      }
       ++s.st.optimizer_step;
       ++u.steps;
       u.loss_sum += mb_loss;
@@ -428,6 +433,7 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
                            {"ratio_min", std::isfinite(mb_rmin) ? mb_rmin : 0.0},
                            {"ratio_max", mb_rmax},
                            {"ref_refreshed", refresh}});
+      if (!finite) u.updates.back()["skipped"] = true;
     }
   }
   return u;

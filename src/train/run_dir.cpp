@@ -1,6 +1,12 @@
 // The run directory (train/run_dir.h).
 #include "grpo/train/run_dir.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <vector>
@@ -39,6 +45,36 @@ std::string RunDir::metrics_path() const { return (fs::path(path_) / "metrics.js
 std::string RunDir::eval_path() const { return (fs::path(path_) / "eval.jsonl").string(); }
 
 void RunDir::create() const { fs::create_directories(path_); }
+
+RunDir::~RunDir() { unlock(); }
+
+void RunDir::lock() {
+  if (!writer_ || lock_fd_ >= 0) return;
+  const std::string path = (fs::path(path_) / ".lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  GRPO_CHECK(fd >= 0, "cannot open '{}': {}", path, std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {0};
+    const auto n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? std::string(buf, size_t(n)) : std::string("?");
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    fail("run.dir '{}' is in use by another run (process {}; {}): wait for it to finish or choose another run.dir",
+         path_, holder, err == EWOULDBLOCK ? std::string("it holds ") + path : std::strerror(err));
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != ssize_t(pid.size()))
+    spdlog::warn("cannot write the process id into {}: {}", path, std::strerror(errno));
+  lock_fd_ = fd;
+}
+
+void RunDir::unlock() {
+  if (lock_fd_ < 0) return;
+  ::flock(lock_fd_, LOCK_UN);
+  ::close(lock_fd_);
+  lock_fd_ = -1;
+}
 
 void RunDir::start_fresh() const {
   if (!writer_) return;

@@ -3,6 +3,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -180,6 +181,25 @@ double Session::write_metrics(nlohmann::json& j) {
   }
   run_dir->write_metrics(j);
   return ratio;
+}
+
+// ---------------------------------------------------------------- divergence guard
+bool Session::update_is_finite(double loss, double grad_norm, const std::string& where) {
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) {
+    bad_steps_ = 0;
+    return true;
+  }
+  optimizer->zero_grad();
+  ++bad_steps_;
+  const auto what = fmt::format("loss {}, gradient norm {}", loss, grad_norm);
+  GRPO_CHECK(bad_steps_ <= cfg.optim.max_bad_steps,
+             "training diverged at {}: {} ({} non-finite updates in a row, more than optim.max_bad_steps = {}); "
+             "no checkpoint was written from the diverged state. Lower optim.lr (now {}) or optim.grad_clip and "
+             "resume from the last checkpoint",
+             where, what, bad_steps_, cfg.optim.max_bad_steps, cfg.optim.lr);
+  spdlog::warn("{}: {}: update skipped ({} in a row; optim.max_bad_steps = {})", where, what, bad_steps_,
+               cfg.optim.max_bad_steps);
+  return false;
 }
 
 }  // namespace grpo::train

@@ -114,7 +114,14 @@ struct Session {
   /// max/mean expert load (0 for a dense model).
   double write_metrics(nlohmann::json& j);
 
+  // ---- divergence guard
+  /// True when the update about to be made is finite: `loss` and `grad_norm` (the same on every
+  /// rank). Otherwise the gradients are dropped, the caller skips the optimizer step, and more
+  /// than optim.max_bad_steps such steps in a row throw an error naming `where`.
+  bool update_is_finite(double loss, double grad_norm, const std::string& where);
+
  private:
+  int64_t bad_steps_ = 0;  // non-finite updates skipped in a row
   std::unique_ptr<dist::GradientReducer> dense_reducer_, expert_reducer_;
   const model::Transformer* reducers_of_ = nullptr;
   std::map<int64_t, at::Tensor> step_load_;  // per-layer expert load over the stage step

@@ -97,8 +97,10 @@ void pretrain_step(Session& s) {
   s.optimizer->zero_grad();
   auto lp = next_token_logprobs(s, tokens, {}, real);
   const double loss = supervised_update(s, lp, mask, double(Bl) / double(B));
-  s.optimizer->step();
-  s.after_optimizer_step();
+  if (s.update_is_finite(loss, 0.0, fmt::format("pretrain step {}", st.pretrain_step + 1))) {
+    s.optimizer->step();
+    s.after_optimizer_step();
+  }
   ++st.pretrain_step;
   st.pretrain_position += B;
   nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step}, {"loss", loss},
@@ -184,9 +186,11 @@ void sft_step(Session& s) {
   auto lp = next_token_logprobs(s, tokens, pos.narrow(1, 0, L - 1), in_seg);
   auto m = mask.narrow(1, 0, L - 1);
   const double loss = supervised_update(s, lp, m, double(hi - lo) / double(B));
-  if (cfg.optim.grad_clip > 0) s.optimizer->clip_gradients(cfg.optim.grad_clip);
-  s.optimizer->step();
-  s.after_optimizer_step();
+  const double norm = cfg.optim.grad_clip > 0 ? s.optimizer->clip_gradients(cfg.optim.grad_clip) : 0.0;
+  if (s.update_is_finite(loss, norm, fmt::format("sft step {}", st.sft_step + 1))) {
+    s.optimizer->step();
+    s.after_optimizer_step();
+  }
   ++st.sft_step;
   st.sft_position += B;
   std::vector<double> counts{double(R), m.sum().item<double>()};

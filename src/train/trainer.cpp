@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
@@ -118,6 +119,12 @@ struct Trainer::Impl : Session {
     ck.model = optimizer->checkpoint_parameters();  // collective
     ck.optimizer = optimizer->state_tensors();
     if (ref) ck.reference = ref->full_parameters();
+    // never over a good checkpoint with a diverged state (every rank holds the same tensors)
+    for (const auto* part : {&ck.model, &ck.optimizer, &ck.reference})
+      for (const auto& [name, t] : *part)
+        GRPO_CHECK(!t.is_floating_point() || at::isfinite(t).all().item<bool>(),
+                   "refusing to write checkpoint step-{}: '{}' has non-finite values (training diverged); the "
+                   "checkpoints already in {} are kept", tag(), name, run_dir->checkpoints_dir());
     if (!leader()) return;  // the other data-parallel ranks hold the same state
     ck.state = st;
     ck.config_yaml = to_yaml(cfg, false);
@@ -226,6 +233,11 @@ struct Trainer::Impl : Session {
 
   void run(const std::function<bool(const TrainState&)>& stop_early) {
     run_dir->create();
+    run_dir->lock();  // released when run() returns
+    struct Unlock {
+      RunDir& d;
+      ~Unlock() { d.unlock(); }
+    } unlock{*run_dir};
     if (resume_from) resume(*resume_from);
     else start();
     run_dir->open(to_yaml(cfg, true));

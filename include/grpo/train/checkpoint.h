@@ -1,10 +1,12 @@
 // Checkpoints: <run>/checkpoints/step-XXXXXX/{model.safetensors, optimizer.safetensors,
-// manifest.json}. A checkpoint is written into a temporary directory and renamed into place, and
-// <run>/checkpoints/latest (the name of the newest one) is replaced atomically, so a crash during
-// a save never damages the last good checkpoint.
+// manifest.json}. A checkpoint is written into a temporary directory, flushed to disk (fsync) and
+// renamed into place (an earlier checkpoint of the same name is first moved aside), and
+// <run>/checkpoints/latest (the name of the newest one) is replaced atomically after it, so a
+// crash at any point of a save leaves `latest` naming a complete checkpoint.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -41,6 +43,12 @@ struct Checkpoint {
 /// Returns the checkpoint directory.
 std::string save_checkpoint(const std::string& checkpoints_dir, const std::string& tag,
                             const Checkpoint& ckpt, int64_t keep);
+
+/// Fault injection for tests: `hook` is called with each point of save_checkpoint's sequence --
+/// "written" (step-<tag>.tmp complete and flushed), "old_aside" (an earlier step-<tag> moved to
+/// step-<tag>.old), "renamed" (the new one in place), "latest" (`latest` names it) -- and may throw
+/// to stop the save there as a kill would (nothing is cleaned up). Empty: none.
+void set_checkpoint_fault_hook(std::function<void(const std::string&)> hook);
 
 /// Loads a checkpoint directory. Throws grpo::Error naming the file on anything missing/corrupt.
 Checkpoint load_checkpoint(const std::string& dir);

@@ -198,6 +198,7 @@ struct OptimConfig {
   std::string schedule = "constant";
   double min_lr_ratio = 0.1;  // cosine floor, as a fraction of lr
   std::string precision = "fp32";
+  int64_t max_bad_steps = 3;  // non-finite updates skipped in a row before the run stops
 
   void visit(core::ConfigVisitor& v) {
     v.field("lr", lr, "peak learning rate (AdamW)", core::positive());
@@ -213,6 +214,10 @@ struct OptimConfig {
     v.field("schedule", schedule, "LR after warm-up (cosine decays over all optimizer steps)",
             {"constant", "cosine"});
     v.field("min_lr_ratio", min_lr_ratio, "cosine floor as a fraction of lr", core::between(0, 1));
+    v.field("max_bad_steps", max_bad_steps, "divergence guard: an optimizer step whose loss or gradient norm "
+            "is not finite is skipped (parameters and AdamW state untouched); more than this many in a row "
+            "stop the run with an error naming the step (checkpoints are never written with non-finite values)",
+            core::at_least(0));
     v.field("precision", precision, "fp32, or bf16: mixed precision -- bf16 trainable parameters, "
             "gradients and activations, fp32 master weights and AdamW state (checkpoints hold the "
             "fp32 masters), fp32 router, log-probs and loss. The GPU setting; on CPUs with AMX-BF16 "
@@ -270,7 +275,8 @@ struct ParallelConfig {
             "a GPU) or auto (nccl where it can work and libgrpo has it, else gloo); host tensors always use "
             "gloo", {"auto", "gloo", "nccl"});
     v.field("timeout", timeout, "seconds to wait for the other processes at the rendezvous and in "
-            "each collective before failing with an error that names them", core::positive());
+            "each collective before failing with an error that names them (at most a week)",
+            {0.0, 7 * 24 * 3600.0, true, false});
   }
 };
 

@@ -23,6 +23,9 @@ namespace grpo::train {
 class RunDir {
  public:
   RunDir(std::string path, bool writer);
+  ~RunDir();
+  RunDir(const RunDir&) = delete;
+  RunDir& operator=(const RunDir&) = delete;
 
   const std::string& path() const { return path_; }
   std::string checkpoints_dir() const;
@@ -31,6 +34,10 @@ class RunDir {
 
   /// Creates the directory (every rank).
   void create() const;
+  /// The writer takes <run>/.lock (an exclusive flock, with its process id in it) for as long as
+  /// it runs: a second run on the same directory fails at once, naming the first one's process.
+  void lock();
+  void unlock();
   /// A run starting over: the metrics and eval files of an earlier run are removed.
   void start_fresh() const;
   /// A run resuming from `s`: drops what an interrupted run wrote after that checkpoint.
@@ -54,6 +61,7 @@ class RunDir {
   std::string path_;
   bool writer_;
   std::ofstream metrics_, evals_;
+  int lock_fd_ = -1;
 };
 
 /// A checkpoint directory, or the newest checkpoint of a run directory; errors name `key`

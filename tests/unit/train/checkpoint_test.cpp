@@ -1,5 +1,7 @@
 // Checkpoints: atomic saves, retention and `latest`; a resumed run reproduces the uninterrupted one
 // and refuses a checkpoint of another model.
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -9,6 +11,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/train/checkpoint.h"
+#include "grpo/train/run_dir.h"
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
 #include "../test_util.h"
@@ -94,4 +97,60 @@ TEST(Resume, RefusesACheckpointOfAnotherModel) {
   auto e = error_of([&] { t.run(); });
   EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
   EXPECT_NE(e.find("shape"), std::string::npos) << e;
+}
+
+// A kill at each point of a save's sequence (fault injection: the hook throws there and nothing is
+// cleaned up), re-saving the same tag or saving a new one: `latest` names a complete checkpoint
+// (the earlier or the new one), and the next save works and clears the leftovers.
+TEST(Checkpoint, KillAtEachPointOfASaveLeavesLatestComplete) {
+  struct Killed {};
+  for (const std::string tag : {"000001", "000002"})
+    for (const std::string point : {"written", "old_aside", "renamed", "latest"}) {
+      if (point == "old_aside" && tag != "000001") continue;  // only a re-save moves one aside
+      auto dir = tmpdir("ckpt_kill_" + tag + "_" + point);
+      train::Checkpoint ck;
+      ck.model = {{"w", at::ones({3})}};
+      ck.optimizer = {{"w.exp_avg", at::zeros({3})}};
+      ck.state.stage = "grpo";
+      ck.state.rollout_step = 1;
+      train::save_checkpoint(dir, "000001", ck, 3);
+      ck.state.rollout_step = 2;
+      ck.model = {{"w", at::full({3}, 2.0)}};
+      bool stopped = false;
+      train::set_checkpoint_fault_hook([&](const std::string& p) {
+        if (p == point) throw Killed{};
+      });
+      try {
+        train::save_checkpoint(dir, tag, ck, 3);
+      } catch (const Killed&) {
+        stopped = true;
+      }
+      train::set_checkpoint_fault_hook({});
+      ASSERT_TRUE(stopped) << point;
+      auto latest = train::latest_checkpoint(dir);
+      ASSERT_TRUE(latest) << point;
+      auto back = train::load_checkpoint(*latest);
+      EXPECT_TRUE(back.state.rollout_step == 1 || back.state.rollout_step == 2) << point;
+      EXPECT_EQ(back.model[0].second[0].item<float>() == 2.0f, back.state.rollout_step == 2) << point;
+      if (point == "written") EXPECT_EQ(back.state.rollout_step, 1) << tag;  // latest not moved yet
+      if (point == "latest") EXPECT_EQ(back.state.rollout_step, 2) << tag;
+      ck.state.rollout_step = 3;
+      train::save_checkpoint(dir, "000003", ck, 3);
+      EXPECT_EQ(train::load_checkpoint(*train::latest_checkpoint(dir)).state.rollout_step, 3);
+      for (auto& e : fs::directory_iterator(dir))
+        EXPECT_EQ(e.path().filename().string().find('.'), std::string::npos) << "leftover " << e.path();
+    }
+}
+
+// One run directory, one run: a second writer fails at once, naming the first one's process.
+TEST(Checkpoint, ASecondRunOnTheSameDirectoryIsRefused) {
+  auto dir = tmpdir("run_lock");
+  train::RunDir a(dir, true), b(dir, true);
+  a.create();
+  a.lock();
+  auto msg = error_of([&] { b.lock(); });
+  EXPECT_NE(msg.find("is in use by another run (process " + std::to_string(::getpid())), std::string::npos) << msg;
+  a.unlock();
+  b.lock();  // free again
+  b.unlock();
 }

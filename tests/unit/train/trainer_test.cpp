@@ -62,6 +62,44 @@ TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatch) {
   EXPECT_LT(max_diff, 1e-5);
 }
 
+// Divergence guard: with a learning rate that blows the weights up, the non-finite updates are
+// skipped, the run stops with an error naming the step, and every checkpoint on disk stays finite.
+TEST(Trainer, DivergenceStopsTheRunAndNeverWritesANonFiniteCheckpoint) {
+  auto a = tmpdir("diverge");
+  auto c = tiny_run(a, 3);
+  c.optim.lr = 1e30;
+  c.optim.warmup_steps = 0;
+  c.optim.max_bad_steps = 1;
+  train::Trainer t(c);
+  auto msg = error_of([&] { t.run(); });
+  EXPECT_NE(msg.find("training diverged at rollout step"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("optim.max_bad_steps = 1"), std::string::npos) << msg;
+  int checked = 0;
+  for (auto& e : fs::directory_iterator(a + "/checkpoints"))
+    if (e.is_directory() && train::is_checkpoint(e.path().string())) {
+      for (auto& [name, w] : train::load_checkpoint(e.path().string()).model)
+        EXPECT_TRUE(at::isfinite(w).all().item<bool>()) << e.path() << " " << name;
+      ++checked;
+    }
+  EXPECT_GE(checked, 1);
+  // a checkpoint holding NaN: resuming from it skips the non-finite updates, then stops
+  auto ck = train::load_checkpoint(a + "/checkpoints/step-000000");
+  ck.model[0].second = ck.model[0].second.clone().fill_(std::nanf(""));
+  auto b = tmpdir("diverge_nan_ckpt");
+  train::save_checkpoint(b + "/checkpoints", "000000", ck, 2);
+  auto cb = tiny_run(b, 3);
+  cb.optim.max_bad_steps = 2;
+  train::Trainer tb(cb);
+  msg = error_of([&] { tb.run(); });
+  EXPECT_NE(msg.find("training diverged"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gradient norm nan"), std::string::npos) << msg;
+  // infinity is never a valid value
+  msg = error_of([] { train::load_config_text("optim: {lr: .inf}\n", "inf.yaml", {}, false); });
+  EXPECT_NE(msg.find("optim.lr"), std::string::npos) << msg;
+  msg = error_of([] { train::load_config_text("grpo: {kl_coef: .inf}\n", "inf.yaml", {}, false); });
+  EXPECT_NE(msg.find("grpo.kl_coef"), std::string::npos) << msg;
+}
+
 TEST(Trainer, NoReferenceModelWithoutKl) {
   auto a = tmpdir("no_ref");
   auto c = tiny_run(a, 1);
