@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -42,6 +43,7 @@ void config_fail(const ConfigSource& src, const std::string& key, const std::str
 }
 
 std::string read_file(const std::string& path) {
+  GRPO_CHECK(!std::filesystem::is_directory(path), "'{}' is a directory, not a file", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot open '{}': {}", path, std::strerror(errno));
   std::ostringstream ss;

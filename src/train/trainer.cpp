@@ -240,6 +240,16 @@ struct Trainer::Impl : Session {
     } unlock{*run_dir};
     if (resume_from) resume(*resume_from);
     else start();
+    if (st.stage == "grpo" && st.rollout_step >= cfg.grpo.rollout_steps && st.rollout_step > 0) {
+      // nothing to do: config.yaml keeps describing the run that made the checkpoint
+      spdlog::info("run.dir {} is finished (rollout step {} of grpo.rollout_steps {}): nothing to train; --fresh "
+                   "starts it over, a larger grpo.rollout_steps extends it", run_dir->path(), st.rollout_step,
+                   cfg.grpo.rollout_steps);
+      run_dir->summarize();
+      return;
+    }
+    if (cfg.grpo.group_size == 1 && cfg.grpo.rollout_steps > 0)
+      spdlog::warn("grpo.group_size is 1: every group-relative advantage is 0, so GRPO cannot learn");
     run_dir->open(to_yaml(cfg, true));
     spdlog::info("policy: {} parameters, vocab {}, run directory {}", policy->num_parameters(), cfg.model.vocab_size,
                  run_dir->path());

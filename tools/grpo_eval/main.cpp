@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 using nlohmann::json;
@@ -43,9 +44,8 @@ int main(int argc, char** argv) {
         f << json{{"question", questions[i].question}, {"answer", questions[i].answer},
                   {"pass", r.per_question_pass[i]}}.dump() << "\n";
     }
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_eval: error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_eval");
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "grpo/train/config.h"
 #include "grpo/train/policy_loader.h"
 
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 namespace fs = std::filesystem;
@@ -44,9 +45,8 @@ int main(int argc, char** argv) {
     }
     grpo::model::save_hf_model(*model, out, o);
     std::cout << "wrote " << out << " (" << model->num_parameters() << " parameters, " << o.dtype << ")\n";
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_export: error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_export");
   }
   return 0;
 }

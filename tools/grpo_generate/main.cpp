@@ -20,6 +20,7 @@
 #include "grpo/text/prompt.h"
 #include "grpo/train/policy_loader.h"
 
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 namespace fs = std::filesystem;
@@ -128,9 +129,8 @@ int main(int argc, char** argv) {
                   << "\n" << std::flush;
       }
     }
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_generate: error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_generate");
   }
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "grpo/core/error.h"
 #include "grpo/train/config.h"
 #include "grpo/train/memory_plan.h"
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 int main(int argc, char** argv) {
@@ -76,8 +77,7 @@ int main(int argc, char** argv) {
                                g(p.dp_bytes), g(p.tp_bytes + p.ep_bytes), p.comm_seconds, p.fits ? "yes" : "no");
     }
     return 0;
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_plan: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_plan");
   }
 }

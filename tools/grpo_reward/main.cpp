@@ -13,6 +13,7 @@
 #include "grpo/reward/plugin.h"
 #include "grpo/reward/reward.h"
 
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 int main(int argc, char** argv) {
@@ -59,9 +60,8 @@ int main(int argc, char** argv) {
       if (!r.failed.empty()) out["failed"] = r.failed;
       std::cout << out.dump() << "\n";
     }
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_reward: error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_reward");
   }
   return 0;
 }

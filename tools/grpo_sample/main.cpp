@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 using nlohmann::json;
@@ -45,9 +46,8 @@ int main(int argc, char** argv) {
                       {"kept", kept.size()},
                       {"questions_covered", covered.size()},
                       {"out", out_path}}.dump() << "\n";
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_sample: error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_sample");
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/text/tokenizer.h"
 
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 namespace fs = std::filesystem;
@@ -56,9 +57,8 @@ int main(int argc, char** argv) {
         std::cout << nlohmann::json(tok->encode(text)).dump() << "\n";
       }
     }
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_tokenize: error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_tokenize");
   }
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
 
+#include "../common/errors.h"
 #include "../common/tool_flags.h"
 
 namespace {
@@ -69,12 +70,8 @@ int main(int argc, char** argv) {
       spdlog::info("interrupted: checkpoint written; rerun the same command to resume");
       return 130;
     }
-  } catch (const grpo::Error& e) {
-    std::cerr << "grpo_train: error: " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "grpo_train: unexpected error: " << e.what() << "\n";
-    return 1;
+  } catch (...) {
+    return grpo::tools::report_exception("grpo_train");
   }
   return 0;
 }

@@ -100,6 +100,23 @@ TEST(Trainer, DivergenceStopsTheRunAndNeverWritesANonFiniteCheckpoint) {
   EXPECT_NE(msg.find("grpo.kl_coef"), std::string::npos) << msg;
 }
 
+// Re-running a finished run directory trains nothing and keeps its config.yaml (which describes
+// the checkpoints); a directory given as the config file is an error.
+TEST(Trainer, AFinishedRunSaysSoAndKeepsItsConfig) {
+  auto a = tmpdir("finished");
+  auto c = tiny_run(a, 1);
+  c.checkpoint.every = 0;
+  train::Trainer(c).run();
+  const auto before = grpo::core::read_file(a + "/config.yaml");
+  c.optim.lr = 1e-5;
+  train::Trainer again(c);
+  again.run();
+  EXPECT_EQ(again.state().rollout_step, 1);
+  EXPECT_EQ(grpo::core::read_file(a + "/config.yaml"), before);
+  auto msg = error_of([&] { train::load_config_file(a, {}); });
+  EXPECT_NE(msg.find("is a directory"), std::string::npos) << msg;
+}
+
 TEST(Trainer, NoReferenceModelWithoutKl) {
   auto a = tmpdir("no_ref");
   auto c = tiny_run(a, 1);
