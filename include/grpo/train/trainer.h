@@ -5,8 +5,9 @@
 // log-probs -> `inner_epochs` x `mini_batches` optimizer steps of the clipped policy loss, each
 // accumulated over micro-batches of at most `micro_batch_tokens` tokens.
 //
-// Outputs in the run directory: config.yaml (resolved), metrics.jsonl (one object per step),
-// eval.jsonl (one object per evaluation), checkpoints/.
+// Outputs in the run directory (train/run_dir.h): config.yaml (resolved), metrics.jsonl (one
+// object per step), eval.jsonl (one object per evaluation), checkpoints/. The trainer composes
+// components that each live in their own file (docs/architecture.md, "Where things are").
 #pragma once
 
 #include <functional>
