@@ -57,7 +57,7 @@ EvalResult evaluate(Session& s) {
 
 void evaluate_and_log(Session& s, const std::string& stage) {
   if (s.questions->eval_count() == 0) return;  // no held-out set (data.eval empty)
-  auto t0 = std::chrono::steady_clock::now();
+  auto t0 = Clock::now();
   auto r = evaluate(s);
   if (!s.leader()) return;
   nlohmann::json j = {{"step", s.st.rollout_step},
@@ -66,7 +66,7 @@ void evaluate_and_log(Session& s, const std::string& stage) {
                       {"accuracy_greedy", r.accuracy_greedy},
                       {"format_greedy", r.format_greedy},
                       {"num_prompts", r.num_prompts},
-                      {"time", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+                      {"time", seconds_since(t0)}};
   if (r.accuracy_sampled >= 0) j["accuracy_sampled"] = r.accuracy_sampled;
   s.run_dir->write_eval(j);
   spdlog::info("eval  {:>4} ({}) | held-out greedy accuracy {:.3f} sampled {:.3f} format {:.3f} ({} prompts)",

@@ -29,8 +29,6 @@
 namespace grpo::train {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // ---------------------------------------------------------------- statistics

@@ -7,6 +7,7 @@
 //   grpo_step.cpp    one GRPO rollout step: collect groups -> advantages -> policy update
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -35,6 +36,10 @@
 #include "grpo/train/trainer.h"
 
 namespace grpo::train {
+
+using Clock = std::chrono::steady_clock;
+/// Seconds since `t` (the stages' timings in metrics.jsonl and the log).
+inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 /// A question and its ground truth, from the built-in task or a JSONL file.
 struct Item {

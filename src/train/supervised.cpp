@@ -17,9 +17,6 @@
 namespace grpo::train {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
 // This rank's examples [lo, hi) of a batch of B.
 std::pair<int64_t, int64_t> shard(const Session& s, int64_t B) {
   return {B * s.comm->rank() / s.comm->size(), B * (s.comm->rank() + 1) / s.comm->size()};

@@ -21,10 +21,6 @@
 namespace grpo::train {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
 // Multi-process checks made before the rendezvous, so every rank fails alike, at once.
 void check_data_parallel(const Config& cfg, int64_t dp) {
   if (dp == 1) return;
@@ -177,7 +173,7 @@ struct Trainer::Impl : Session {
   bool supervised_stage(const char* label, const char* eval_label, const int64_t& done, int64_t total,
                         void (*step)(Session&), const std::string& next,
                         const std::function<bool(const TrainState&)>& stop_early) {
-    auto t0 = std::chrono::steady_clock::now();
+    auto t0 = Clock::now();
     while (done < total) {
       step(*this);
       if (stop_early && stop_early(st)) {
@@ -203,7 +199,7 @@ struct Trainer::Impl : Session {
       ref->train(false);
       st.ref_version = st.optimizer_step;
     }
-    auto t0 = std::chrono::steady_clock::now();
+    auto t0 = Clock::now();
     bool evaluated = false, saved = false, ran = false;
     while (st.rollout_step < cfg.grpo.rollout_steps) {
       grpo_step(*this);
