@@ -193,7 +193,12 @@ class Loader : public ConfigVisitor {
     return n;
   }
   void record(const std::string& path, const YAML::Node& n) {
-    if (auto it = overridden_.find(path); it != overridden_.end()) {
+    // a key set by --set, or inside a section a --set replaced (`--set 'grpo={group_size: 0}'`)
+    auto it = overridden_.find(path);
+    for (size_t dot = path.rfind('.'); it == overridden_.end() && dot != std::string::npos;
+         dot = dot == 0 ? std::string::npos : path.rfind('.', dot - 1))
+      it = overridden_.find(path.substr(0, dot));
+    if (it != overridden_.end()) {
       src_.record(path, "--set " + it->second);
     } else {
       auto m = n.Mark();
@@ -220,6 +225,24 @@ class Loader : public ConfigVisitor {
   std::set<std::string> seen_;
   std::vector<std::string> seen_all_;
 };
+
+// YAML maps keep every entry of a repeated key and lookups see only the first, so a repeated key
+// would silently lose its later value: it is an error, naming both places.
+void check_duplicate_keys(const YAML::Node& n, const std::string& name, const std::string& prefix) {
+  if (n.IsSequence())
+    for (const auto& item : n) check_duplicate_keys(item, name, prefix);
+  if (!n.IsMap()) return;
+  std::map<std::string, YAML::Mark> seen;
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.IsScalar() ? it->first.Scalar() : std::string();
+    const std::string path = prefix.empty() ? key : prefix + "." + key;
+    const YAML::Mark m = it->first.Mark();
+    if (auto [at, fresh] = seen.emplace(key, m); !fresh)
+      throw ConfigError(fmt::format("{}:{}:{}: {}: the key appears twice (first at line {}); keep one",
+                                    name, m.line + 1, m.column + 1, path, at->second.line + 1));
+    check_duplicate_keys(it->second, name, path);
+  }
+}
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -327,7 +350,57 @@ class Writer : public ConfigVisitor {
   int indent_;
 };
 
+// Every field as "dotted.key" -> its value as dump_config writes it.
+class Flattener : public ConfigVisitor {
+ public:
+  Flattener(std::map<std::string, std::string>& out, std::string prefix) : out_(out), prefix_(std::move(prefix)) {}
+  using ConfigVisitor::field;
+  using ConfigVisitor::section;
+  void field(const char* key, bool& v, const char*) override { put(key, v ? "true" : "false"); }
+  void field(const char* key, int64_t& v, const char*, Bounds) override { put(key, std::to_string(v)); }
+  void field(const char* key, double& v, const char*, Bounds) override { put(key, number_text(v)); }
+  void field(const char* key, std::string& v, const char*, const std::vector<std::string>&) override {
+    put(key, yaml_scalar(v));
+  }
+  void field(const char* key, std::map<std::string, double>& v, const char*,
+             const std::vector<std::string>&) override {
+    std::vector<std::string> items;
+    for (auto& [k, x] : v) items.push_back(fmt::format("{}: {}", k, number_text(x)));
+    put(key, fmt::format("{{{}}}", fmt::join(items, ", ")));
+  }
+  void section(const char* key, const char*, const std::function<void(ConfigVisitor&)>& body) override {
+    Flattener sub(out_, join_key(prefix_, key));
+    body(sub);
+  }
+
+ private:
+  void put(const char* key, std::string text) { out_[join_key(prefix_, key)] = std::move(text); }
+  std::map<std::string, std::string>& out_;
+  std::string prefix_;
+};
+
 }  // namespace
+
+std::map<std::string, std::string> flatten_config(const std::function<void(ConfigVisitor&)>& visit) {
+  std::map<std::string, std::string> out;
+  Flattener f(out, "");
+  visit(f);
+  return out;
+}
+
+std::vector<ConfigChange> diff_config(const std::map<std::string, std::string>& before,
+                                      const std::map<std::string, std::string>& after) {
+  std::vector<ConfigChange> out;
+  for (const auto& [key, value] : after) {
+    auto it = before.find(key);
+    if (it == before.end()) out.push_back({key, "", value});
+    else if (it->second != value) out.push_back({key, it->second, value});
+  }
+  for (const auto& [key, value] : before)
+    if (!after.count(key)) out.push_back({key, value, ""});
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+  return out;
+}
 
 void load_config(const std::string& yaml_text, const std::string& name,
                  const std::vector<std::string>& overrides,
@@ -340,6 +413,7 @@ void load_config(const std::string& yaml_text, const std::string& name,
                                   e.mark.column + 1, e.msg));
   }
   if (root.IsNull() || !root.IsDefined()) root = YAML::Node(YAML::NodeType::Map);
+  check_duplicate_keys(root, name, "");
   if (!root.IsMap())
     throw ConfigError(fmt::format("{}: expected a map of sections at the top level, found {}",
                                   name, describe_node(root)));
@@ -358,6 +432,7 @@ void load_config(const std::string& yaml_text, const std::string& name,
     auto parts = split(key, '.');
     for (auto& p : parts)
       if (p.empty()) throw ConfigError(fmt::format("--set {}: empty key component", o));
+    check_duplicate_keys(value, "--set " + o, key);
     set_path(root, parts, 0, value, o);
     overridden[key] = o;
   }

@@ -10,16 +10,20 @@
 #include <functional>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
+#include "grpo/io/crc32c.h"
 
 namespace fs = std::filesystem;
 
 namespace grpo::train {
 namespace {
 
-constexpr int kFormatVersion = 1;
+// 2: the manifest lists each file's CRC-32C and size. 1 (no checksums) still loads.
+constexpr int kFormatVersion = 2;
+constexpr int64_t kMaxCounter = int64_t(1) << 40;  // no run takes a trillion steps
 
 std::function<void(const std::string&)>& fault_hook() {
   static std::function<void(const std::string&)> hook;
@@ -60,10 +64,49 @@ int64_t json_int(const nlohmann::json& m, const char* key, const std::string& or
   return v.get<int64_t>();
 }
 
-// The manifest of `ck` (counters, RNG state, config).
-nlohmann::json manifest_of(const Checkpoint& ck) {
+// A step or position counter: an integer in [0, 2^40].
+int64_t json_counter(const nlohmann::json& m, const char* key, const std::string& origin) {
+  const int64_t v = json_int(m, key, origin);
+  GRPO_CHECK(v >= 0 && v <= kMaxCounter, "{}: '{}' must be a counter in [0, {}], found {}", origin, key,
+             kMaxCounter, v);
+  return v;
+}
+
+// Each file's CRC-32C and size, as the manifest lists them.
+nlohmann::json digests_of(const fs::path& dir, const std::vector<std::string>& files) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& f : files) {
+    const auto d = io::digest_file((dir / f).string());
+    out[f] = {{"crc32c", io::crc32c_text(d.crc32c)}, {"bytes", d.bytes}};
+  }
+  return out;
+}
+
+// Every file the manifest lists has its recorded size and CRC-32C; the tensor files are listed.
+void verify_files(const fs::path& dir, const nlohmann::json& files, const std::string& manifest_path) {
+  GRPO_CHECK(files.is_object(), "{}: 'files' must map each file to its checksum", manifest_path);
+  for (const char* needed : {"model.safetensors", "optimizer.safetensors"})
+    GRPO_CHECK(files.contains(needed), "{}: 'files' does not list {}", manifest_path, needed);
+  GRPO_CHECK(!fs::exists(dir / "reference.safetensors") || files.contains("reference.safetensors"),
+             "{}: 'files' does not list reference.safetensors", manifest_path);
+  for (const auto& [name, want] : files.items()) {
+    const fs::path p = dir / name;
+    GRPO_CHECK(name.find('/') == std::string::npos && fs::is_regular_file(p),
+               "{}: lists '{}', which is not a file of the checkpoint", manifest_path, name);
+    const auto got = io::digest_file(p.string());
+    const std::string want_crc = want.at("crc32c").get<std::string>();
+    const auto want_bytes = want.at("bytes").get<uint64_t>();
+    GRPO_CHECK(got.bytes == want_bytes && io::crc32c_text(got.crc32c) == want_crc,
+               "{} is corrupt: {} bytes with CRC-32C {}, but {} recorded {} bytes with CRC-32C {} when it "
+               "was saved", p.string(), got.bytes, io::crc32c_text(got.crc32c), manifest_path, want_bytes, want_crc);
+  }
+}
+
+// The manifest of `ck` (counters, RNG state, config, each file's checksum).
+nlohmann::json manifest_of(const Checkpoint& ck, nlohmann::json files) {
   return {
       {"format_version", kFormatVersion},
+      {"files", std::move(files)},
       {"stage", ck.state.stage},
       {"pretrain_step", ck.state.pretrain_step},
       {"rollout_step", ck.state.rollout_step},
@@ -103,7 +146,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const std::strin
       files.push_back("reference.safetensors");
       io::save_safetensors((tmp_dir / files.back()).string(), ck.reference);
     }
-    write_atomically(tmp_dir / "manifest.json", manifest_of(ck).dump(2));
+    write_atomically(tmp_dir / "manifest.json", manifest_of(ck, digests_of(tmp_dir, files)).dump(2));
     for (const auto& f : files) sync_to_disk(tmp_dir / f);
     sync_to_disk(tmp_dir);
   } catch (const std::exception& e) {
@@ -154,18 +197,24 @@ Checkpoint load_checkpoint(const std::string& dir) {
     fail("{}: not valid JSON: {}", manifest_path, e.what());
   }
   try {
-    GRPO_CHECK(json_int(m, "format_version", manifest_path) == kFormatVersion,
-               "{}: format_version {} is not supported (expected {})", manifest_path,
-               m.at("format_version").dump(), kFormatVersion);
+    const int64_t version = json_int(m, "format_version", manifest_path);
+    GRPO_CHECK(version == 1 || version == kFormatVersion, "{}: format_version {} is not supported (expected 1 "
+               "to {})", manifest_path, version, kFormatVersion);
     ck.state.stage = m.at("stage").get<std::string>();
-    ck.state.pretrain_step = json_int(m, "pretrain_step", manifest_path);
-    ck.state.rollout_step = json_int(m, "rollout_step", manifest_path);
-    ck.state.optimizer_step = json_int(m, "optimizer_step", manifest_path);
-    ck.state.ref_version = json_int(m, "ref_version", manifest_path);
-    ck.state.data_position = json_int(m, "data_position", manifest_path);
-    ck.state.pretrain_position = json_int(m, "pretrain_position", manifest_path);
-    if (m.contains("sft_step")) ck.state.sft_step = json_int(m, "sft_step", manifest_path);
-    if (m.contains("sft_position")) ck.state.sft_position = json_int(m, "sft_position", manifest_path);
+    GRPO_CHECK(ck.state.stage == "pretrain" || ck.state.stage == "sft" || ck.state.stage == "grpo",
+               "{}: 'stage' must be one of pretrain, sft, grpo; found '{}'", manifest_path, ck.state.stage);
+    ck.state.pretrain_step = json_counter(m, "pretrain_step", manifest_path);
+    ck.state.rollout_step = json_counter(m, "rollout_step", manifest_path);
+    ck.state.optimizer_step = json_counter(m, "optimizer_step", manifest_path);
+    ck.state.ref_version = json_counter(m, "ref_version", manifest_path);
+    ck.state.data_position = json_counter(m, "data_position", manifest_path);
+    ck.state.pretrain_position = json_counter(m, "pretrain_position", manifest_path);
+    if (m.contains("sft_step")) ck.state.sft_step = json_counter(m, "sft_step", manifest_path);
+    if (m.contains("sft_position")) ck.state.sft_position = json_counter(m, "sft_position", manifest_path);
+    GRPO_CHECK(ck.state.ref_version <= ck.state.optimizer_step, "{}: 'ref_version' {} is after 'optimizer_step' {}",
+               manifest_path, ck.state.ref_version, ck.state.optimizer_step);
+    if (version >= 2) verify_files(d, m.at("files"), manifest_path);
+    else spdlog::warn("{}: format_version 1 has no checksums; the tensor files are not verified", manifest_path);
     GRPO_CHECK(m.at("rng").at("seed").is_number_unsigned(), "{}: rng.seed must be a non-negative integer",
                manifest_path);
     ck.seed = m.at("rng").at("seed").get<uint64_t>();

@@ -13,21 +13,6 @@ namespace fs = std::filesystem;
 namespace grpo::train {
 namespace {
 
-// Every scalar field of a section as text, by key (to compare two ModelConfigs field by field).
-class FieldText : public core::ConfigVisitor {
- public:
-  std::map<std::string, std::string> values;
-  void field(const char* k, bool& v, const char*) override { values[k] = v ? "true" : "false"; }
-  void field(const char* k, int64_t& v, const char*, core::Bounds) override { values[k] = std::to_string(v); }
-  void field(const char* k, double& v, const char*, core::Bounds) override { values[k] = fmt::format("{}", v); }
-  void field(const char* k, std::string& v, const char*, const std::vector<std::string>&) override {
-    values[k] = v;
-  }
-  void field(const char*, std::map<std::string, double>&, const char*,
-             const std::vector<std::string>&) override {}
-  void section(const char*, const char*, const std::function<void(ConfigVisitor&)>&) override {}
-};
-
 // model.path set: the architecture comes from its config.json; sizes the user also wrote must
 // agree with it (so a resolved config.yaml, which lists every key, loads again).
 void read_model_dir(Config& c, const core::ConfigSource& src) {
@@ -44,15 +29,13 @@ void read_model_dir(Config& c, const core::ConfigSource& src) {
   }
   hf.path = dir;
   hf.initializer_range = c.model.initializer_range;
-  FieldText mine, theirs;
-  c.model.visit(mine);
-  hf.visit(theirs);
-  for (auto& [key, value] : mine.values) {
+  auto theirs = core::flatten_config([&](core::ConfigVisitor& v) { hf.visit(v); });
+  for (auto& [key, value] : core::flatten_config([&](core::ConfigVisitor& v) { c.model.visit(v); })) {
     const std::string dotted = "model." + key;
-    if (src.where(dotted) == "default" || value == theirs.values[key]) continue;
+    if (src.where(dotted) == "default" || value == theirs[key]) continue;
     core::config_fail(src, dotted, fmt::format("{} but {} says {} (leave it out to use the "
                                                "directory's value)", value, cfg_json.string(),
-                                               theirs.values[key]));
+                                               theirs[key]));
   }
   c.model = hf;
 }
@@ -68,6 +51,15 @@ void check_tokenizer_path(const Config& c, const core::ConfigSource& src) {
 }
 
 }  // namespace
+
+bool config_change_is_safe(const std::string& key) {
+  for (const char* prefix : {"eval.", "checkpoint.", "parallel."})
+    if (key.rfind(prefix, 0) == 0) return true;
+  return key.rfind("run.", 0) == 0 ? key != "run.seed"
+                                   : key == "grpo.rollout_steps" || key == "grpo.micro_batch_tokens" ||
+                                         key == "reward.workers" || key == "optim.max_bad_steps" ||
+                                         key == "reward.max_failed_steps";
+}
 
 Config load_config_text(const std::string& yaml, const std::string& name,
                         const std::vector<std::string>& overrides, bool to_run) {
@@ -138,12 +130,10 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
   if (!c.data.train.empty()) {
     // A JSONL dataset: the built-in task's keys do not apply, and there are no demonstrations.
     // (a resolved config.yaml lists every key, at its default)
-    FieldText mine, defaults;
-    data::ArithmeticConfig(c.task).visit(mine);
-    data::ArithmeticConfig().visit(defaults);
-    for (auto& [k, value] : mine.values)
-      if (value != defaults.values[k])
-        core::config_fail(src, "task." + k, "applies to the built-in task only, but data.train is set");
+    data::ArithmeticConfig mine(c.task), defaults;
+    for (const auto& ch : core::diff_config(core::flatten_config([&](core::ConfigVisitor& v) { defaults.visit(v); }),
+                                            core::flatten_config([&](core::ConfigVisitor& v) { mine.visit(v); })))
+      core::config_fail(src, "task." + ch.key, "applies to the built-in task only, but data.train is set");
     if (c.pretrain.steps > 0)
       core::config_fail(src, "pretrain.steps", "the pretrain stage trains on the built-in task's "
                         "demonstrations; with data.train set it must be 0");

@@ -137,6 +137,8 @@ struct StepBatch {
   at::Tensor local_at;                      // [NG] this rank's row at each position, or -1
   int64_t max_new_tokens = 0;
   int64_t prompts_used = 0, groups_dropped = 0, rounds = 0;
+  int64_t samples_scored = 0, samples_failed = 0;  // over all ranks and rounds; failed: a reward threw
+  std::string failure;                              // one of this rank's failures, if any
   double reward_wait = 0;  // scoring after generation ended
 
   int64_t rows() const { return batch.rows(); }
@@ -167,7 +169,12 @@ StepBatch collect_groups(Session& s, StepStats& stats) {
     stats.reward_busy += rd.reward_busy;
     out.reward_wait += rd.reward_wait;
     stats.reward_timeouts += double(rd.reward_timeouts);
-    std::vector<double> counts{0, 0};  // kept, dropped
+    std::vector<double> counts{0, 0, double(rd.scored.size()), 0};  // kept, dropped, scored, failed
+    for (const auto& r : rd.scored)
+      if (!r.failed.empty()) {
+        ++counts[3];
+        if (out.failure.empty()) out.failure = r.failed.front();
+      }
     for (int64_t q = 0; q < n; ++q) {
       bool all_equal = true;
       for (int64_t k = 1; k < g.group_size; ++k)
@@ -179,6 +186,8 @@ StepBatch collect_groups(Session& s, StepStats& stats) {
     if (dp > 1) s.reduce(counts, false);
     global_kept += int64_t(counts[0]);
     out.groups_dropped += int64_t(counts[1]);
+    out.samples_scored += int64_t(counts[2]);
+    out.samples_failed += int64_t(counts[3]);
     if (global_kept >= g.prompts_per_step) break;
   }
   out.rounds = int64_t(rounds.size());
@@ -516,6 +525,7 @@ void grpo_step(Session& s) {
   StepStats stats;
   StepTimes time;
   StepBatch sb = collect_groups(s, stats);
+  s.check_rewards(sb.samples_failed, sb.samples_scored, sb.failure);
   time.rollout = seconds_since(t0) - sb.reward_wait;  // generation; scoring that did not overlap with it is time_reward
   time.reward = sb.reward_wait;
   auto t1 = Clock::now();

@@ -111,6 +111,20 @@ void RunDir::write_eval(const nlohmann::json& j) {
   if (writer_) evals_ << j.dump() << "\n" << std::flush;
 }
 
+void RunDir::record_config_changes(const std::string& checkpoint, const TrainState& s,
+                                   const std::vector<core::ConfigChange>& changes) const {
+  if (!writer_ || changes.empty()) return;
+  const auto path = fs::path(path_) / "config_changes.jsonl";
+  std::ofstream out(path, std::ios::app);
+  for (const auto& c : changes)
+    out << nlohmann::json{{"checkpoint", checkpoint}, {"stage", s.stage}, {"pretrain_step", s.pretrain_step},
+                          {"sft_step", s.sft_step}, {"rollout_step", s.rollout_step}, {"key", c.key},
+                          {"before", c.before}, {"after", c.after}}.dump()
+        << "\n";
+  out.flush();
+  GRPO_CHECK(out.good(), "error while writing '{}': {}", path.string(), std::strerror(errno));
+}
+
 std::optional<std::string> RunDir::latest_checkpoint() const { return train::latest_checkpoint(checkpoints_dir()); }
 
 std::string RunDir::save(const std::string& tag, const Checkpoint& ck, int64_t keep) const {

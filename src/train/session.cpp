@@ -202,4 +202,19 @@ bool Session::update_is_finite(double loss, double grad_norm, const std::string&
   return false;
 }
 
+void Session::check_rewards(int64_t failed, int64_t scored, const std::string& example) {
+  if (scored == 0 || failed < scored) {
+    failed_reward_steps_ = 0;
+    return;
+  }
+  ++failed_reward_steps_;
+  const int64_t limit = cfg.reward.max_failed_steps;
+  GRPO_CHECK(limit == 0 || failed_reward_steps_ <= limit,
+             "the rewards failed for every sample in {} rollout steps in a row (up to rollout step {}), more than "
+             "reward.max_failed_steps = {}: nothing can be learned. A failure: {}",
+             failed_reward_steps_, st.rollout_step + 1, limit, example.empty() ? "(on another rank)" : example);
+  spdlog::warn("rollout step {}: the rewards failed for all {} samples ({} step(s) in a row; reward.max_failed_steps "
+               "= {})", st.rollout_step + 1, scored, failed_reward_steps_, limit);
+}
+
 }  // namespace grpo::train

@@ -124,9 +124,14 @@ struct Session {
   /// rank). Otherwise the gradients are dropped, the caller skips the optimizer step, and more
   /// than optim.max_bad_steps such steps in a row throw an error naming `where`.
   bool update_is_finite(double loss, double grad_norm, const std::string& where);
+  /// After scoring a rollout step: `failed` of `scored` samples (over all ranks) had a reward
+  /// function fail. More than reward.max_failed_steps steps in a row in which every sample failed
+  /// (a missing plugin, a broken reward) throw an error with `example`, one of the failures.
+  void check_rewards(int64_t failed, int64_t scored, const std::string& example);
 
  private:
   int64_t bad_steps_ = 0;  // non-finite updates skipped in a row
+  int64_t failed_reward_steps_ = 0;  // rollout steps in a row in which every reward failed
   std::unique_ptr<dist::GradientReducer> dense_reducer_, expert_reducer_;
   const model::Transformer* reducers_of_ = nullptr;
   std::map<int64_t, at::Tensor> step_load_;  // per-layer expert load over the stage step

@@ -129,6 +129,39 @@ struct Trainer::Impl : Session {
     spdlog::info("checkpoint {}", run_dir->save(tag(), ck, cfg.checkpoint.keep));
   }
 
+  // The config resuming must be the checkpoint's, but for keys that do not change what is trained
+  // (config_change_is_safe); other changes need run.allow_config_change. Every change is logged
+  // and recorded in config_changes.jsonl.
+  void check_config_identity(const Checkpoint& ck, const std::string& path) {
+    const std::string origin = path + "/manifest.json (config)";
+    std::map<std::string, std::string> before;
+    try {
+      Config saved = load_config_text(ck.config_yaml, origin, {}, /*to_run=*/false);
+      before = core::flatten_config([&](core::ConfigVisitor& v) { saved.visit(v); });
+    } catch (const Error& e) {
+      GRPO_CHECK(cfg.run.allow_config_change, "{}: the checkpoint's config does not load ({}); resume with "
+                 "--allow-config-change to continue with the current config, or start over with --fresh",
+                 path, e.what());
+      spdlog::warn("{}: the checkpoint's config does not load ({}); continuing with the current config", path,
+                   e.what());
+      return;
+    }
+    const auto changes = core::diff_config(before, core::flatten_config([&](core::ConfigVisitor& v) { cfg.visit(v); }));
+    std::vector<std::string> unsafe;
+    for (const auto& c : changes)
+      if (!config_change_is_safe(c.key)) unsafe.push_back(fmt::format("{}: {} -> {}", c.key, c.before, c.after));
+    GRPO_CHECK(unsafe.empty() || cfg.run.allow_config_change,
+               "{}: the config differs from the one this checkpoint was trained with in {} key(s) that change "
+               "the training:\n  {}\nresume with the checkpoint's config ({}/manifest.json, or config.yaml of "
+               "the run), accept the change with --allow-config-change (run.allow_config_change: true), or start "
+               "over with --fresh", path, unsafe.size(), fmt::join(unsafe, "\n  "), path);
+    for (const auto& c : changes) {
+      if (config_change_is_safe(c.key)) spdlog::info("config change on resume: {}: {} -> {}", c.key, c.before, c.after);
+      else spdlog::warn("config change on resume (allowed): {}: {} -> {}", c.key, c.before, c.after);
+    }
+    run_dir->record_config_changes(path, ck.state, changes);
+  }
+
   void resume(const std::string& path) {
     Checkpoint ck;
     try {
@@ -138,6 +171,7 @@ struct Trainer::Impl : Session {
     }
     GRPO_CHECK(ck.seed == static_cast<uint64_t>(cfg.run.seed), "{}: checkpoint was made with run.seed {}, the "
                "config says {}", path, ck.seed, cfg.run.seed);
+    check_config_identity(ck, path);
     policy->load_parameters(ck.model, path + "/model.safetensors");
     optimizer->set_master_source(ck.model);
     st = ck.state;

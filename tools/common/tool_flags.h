@@ -109,6 +109,9 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   // ---- grpo_train
   t.add(kTrain, {"--resume"}, "continue from the run directory's latest checkpoint (run.resume=auto)",
         [](P& p) { p.config.overrides.push_back("run.resume=auto"); });
+  t.add(kTrain, {"--allow-config-change"}, "resume although the config differs from the checkpoint's "
+        "(each change is logged and kept in config_changes.jsonl; run.allow_config_change=true)",
+        [](P& p) { p.config.overrides.push_back("run.allow_config_change=true"); });
   t.add(kTrain, {"--fresh"}, "ignore existing checkpoints and start over (run.resume=never)",
         [](P& p) { p.config.overrides.push_back("run.resume=never"); });
   t.add(kTrain, {"--print-config"}, "print the resolved config and exit",
@@ -341,7 +344,7 @@ inline ToolInfo tool_info(Tool tool) {
   switch (tool) {
     case Tool::kTrain:
       return {"grpo_train",
-              "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume] [--fresh]\n"
+              "usage: grpo_train --config FILE.yaml [--set key.path=value ...] [--resume [--allow-config-change]] [--fresh]\n"
               "\n"
               "Trains a policy with GRPO: pretrain stage (if configured), then rollout -> rewards ->\n"
               "group-relative advantages -> clipped policy updates. Writes config.yaml, metrics.jsonl,\n"

@@ -97,6 +97,17 @@ void load_config(const std::string& yaml_text, const std::string& name,
 /// Writes the struct as YAML (every key, with its documentation as comments).
 std::string dump_config(const std::function<void(ConfigVisitor&)>& visit, bool with_docs = true);
 
+/// Every field of a config as "dotted.key" -> its value written as YAML (as dump_config writes it).
+std::map<std::string, std::string> flatten_config(const std::function<void(ConfigVisitor&)>& visit);
+
+/// One key whose value differs between two flattened configs ("" where a side lacks the key).
+struct ConfigChange {
+  std::string key, before, after;
+};
+/// The keys whose values differ, sorted by key.
+std::vector<ConfigChange> diff_config(const std::map<std::string, std::string>& before,
+                                      const std::map<std::string, std::string>& after);
+
 /// Every key with its default, allowed values and meaning: plain text for --help, or Markdown
 /// tables (one per section) for docs/configuration.md.
 std::string describe_config(const std::function<void(ConfigVisitor&)>& visit, bool markdown = false);

@@ -38,6 +38,7 @@ struct RewardConfig {
   int64_t workers = 1;
   double sample_timeout = 10.0;
   std::string plugin;
+  int64_t max_failed_steps = 3;
 
   void visit(core::ConfigVisitor& v) {
     v.field("weights", weights,
@@ -54,6 +55,9 @@ struct RewardConfig {
             "scores count as failures (reward_timeouts in metrics)", core::positive());
     v.field("plugin", plugin, "command of an external reward (any language: JSON lines on "
             "stdin/stdout, see reward/plugin.h), used as the reward named plugin in weights");
+    v.field("max_failed_steps", max_failed_steps, "stop the run when a reward function fails for every "
+            "sample in more than this many rollout steps in a row (a missing plugin, a broken reward); "
+            "0 = never stop", core::at_least(0));
   }
 };
 

@@ -1,5 +1,6 @@
 // Checkpoints: <run>/checkpoints/step-XXXXXX/{model.safetensors, optimizer.safetensors,
-// manifest.json}. A checkpoint is written into a temporary directory, flushed to disk (fsync) and
+// manifest.json}. The manifest holds the counters, the resolved config and each file's CRC-32C and
+// size, verified on load. A checkpoint is written into a temporary directory, flushed to disk (fsync) and
 // renamed into place (an earlier checkpoint of the same name is first moved aside), and
 // <run>/checkpoints/latest (the name of the newest one) is replaced atomically after it, so a
 // crash at any point of a save leaves `latest` naming a complete checkpoint.
@@ -17,7 +18,7 @@
 namespace grpo::train {
 
 struct TrainState {
-  std::string stage = "pretrain";  // pretrain | sft | grpo | done
+  std::string stage = "pretrain";  // pretrain | sft | grpo
   int64_t pretrain_step = 0;       // pretrain-stage optimizer steps done
   int64_t sft_step = 0;            // SFT-stage optimizer steps done
   int64_t sft_position = 0;        // SFT examples consumed
@@ -50,7 +51,8 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const std::strin
 /// to stop the save there as a kill would (nothing is cleaned up). Empty: none.
 void set_checkpoint_fault_hook(std::function<void(const std::string&)> hook);
 
-/// Loads a checkpoint directory. Throws grpo::Error naming the file on anything missing/corrupt.
+/// Loads a checkpoint directory. Throws grpo::Error naming the file on anything missing or corrupt
+/// (a checksum mismatch, a counter out of range, an unknown stage).
 Checkpoint load_checkpoint(const std::string& dir);
 
 /// Is `dir` a grpo checkpoint (it has a manifest.json)? The one test every caller uses.

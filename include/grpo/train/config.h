@@ -30,6 +30,7 @@ struct RunConfig {
 
   std::string init_from;        // a grpo checkpoint whose weights start a fresh run
   std::string device = "cpu";   // cpu | cuda | cuda:N
+  bool allow_config_change = false;  // resuming with a changed config (see config_change_is_safe)
 
   void visit(core::ConfigVisitor& v) {
     v.field("dir", dir, "run directory: config.yaml, metrics.jsonl, eval.jsonl, checkpoints/");
@@ -46,8 +47,21 @@ struct RunConfig {
             "Batches, rewards and bookkeeping stay on the CPU; the models' forward and backward run "
             "there. Several processes: with cuda each takes the GPU of its local rank (parallel.backend "
             "nccl); with cuda:N they share GPU N (parallel.backend gloo)");
+    v.field("allow_config_change", allow_config_change, "resuming with a config that differs from the "
+            "checkpoint's in a key that changes the training (anything but run, eval, checkpoint and "
+            "parallel settings, grpo.micro_batch_tokens, reward.workers, the guards optim.max_bad_steps and "
+            "reward.max_failed_steps, and grpo.rollout_steps): false = refuse, "
+            "listing the changed keys; true = go on with the new values, logging each change and "
+            "appending it to config_changes.jsonl (grpo_train --allow-config-change)");
   }
 };
+
+/// May `key` (a dotted config key) differ between a checkpoint's config and the config resuming
+/// from it without changing what is trained? Where and how fast the run executes (run.*,
+/// parallel.*, grpo.micro_batch_tokens, reward.workers), what it reports and keeps (eval.*,
+/// checkpoint.*), the guards (optim.max_bad_steps, reward.max_failed_steps), and grpo.rollout_steps (extending or shortening the run; the cosine schedule
+/// follows the new length). run.seed is not safe.
+bool config_change_is_safe(const std::string& key);
 
 struct TokenizerConfig {
   std::string path;       // empty: model.path's tokenizer, or the built-in character tokenizer

@@ -5,6 +5,7 @@
 //                            GRPO rollout step (the metrics sink)
 //   <run>/eval.jsonl         one JSON object per held-out evaluation (the eval sink)
 //   <run>/checkpoints/       step-XXXXXX/ checkpoints and `latest` (train/checkpoint.h)
+//   <run>/config_changes.jsonl  every config key changed on a resume: when, from what, to what
 //
 // Only the writer (rank 0 of a multi-process job) touches files; every rank may call every method.
 #pragma once
@@ -13,9 +14,11 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "grpo/core/config.h"
 #include "grpo/train/checkpoint.h"
 
 namespace grpo::train {
@@ -48,6 +51,11 @@ class RunDir {
   /// One line of metrics.jsonl / eval.jsonl (flushed).
   void write_metrics(const nlohmann::json& j);
   void write_eval(const nlohmann::json& j);
+
+  /// Appends one line per changed key to config_changes.jsonl (the checkpoint resumed from, its
+  /// stage and steps, the key, its value before and after).
+  void record_config_changes(const std::string& checkpoint, const TrainState& s,
+                             const std::vector<core::ConfigChange>& changes) const;
 
   /// The newest checkpoint of this run, if any.
   std::optional<std::string> latest_checkpoint() const;

@@ -4,11 +4,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/train/checkpoint.h"
 #include "grpo/train/run_dir.h"
@@ -93,10 +95,123 @@ TEST(Resume, RefusesACheckpointOfAnotherModel) {
   }
   auto c = tiny_run(a, 2);
   c.model.hidden_size = 64;
+  {
+    train::Trainer t(c);
+    auto e = error_of([&] { t.run(); });
+    EXPECT_NE(e.find("model.hidden_size: 32 -> 64"), std::string::npos) << e;
+  }
+  c.run.allow_config_change = true;  // the tensors themselves do not fit either
   train::Trainer t(c);
   auto e = error_of([&] { t.run(); });
   EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
   EXPECT_NE(e.find("shape"), std::string::npos) << e;
+}
+
+// Resuming compares the config with the checkpoint's: keys that do not change the training
+// (grpo.rollout_steps to extend, eval, checkpoint, run and parallel settings) may change and are
+// recorded; any other change is refused with the list of keys, or with run.allow_config_change
+// logged in config_changes.jsonl.
+TEST(Resume, AChangedConfigIsRefusedOrRecorded) {
+  auto dir = tmpdir("resume_changed");
+  {
+    train::Trainer t(tiny_run(dir, 1));
+    t.run();
+  }
+  auto extended = tiny_run(dir, 2);
+  extended.eval.every = 0;
+  {
+    train::Trainer t(extended);
+    t.run([](const train::TrainState& s) { return s.rollout_step == 2; });
+    EXPECT_EQ(t.state().rollout_step, 2);
+  }
+  auto safe = read_jsonl(dir + "/config_changes.jsonl");
+  ASSERT_EQ(safe.size(), 2u);
+  EXPECT_EQ(safe[0]["key"], "eval.every");
+  EXPECT_EQ(safe[1]["key"], "grpo.rollout_steps");
+  EXPECT_EQ(safe[1]["before"], "1");
+  EXPECT_EQ(safe[1]["after"], "2");
+  EXPECT_EQ(safe[1]["rollout_step"], 1);
+
+  auto changed = tiny_run(dir, 3);
+  changed.eval.every = 0;
+  changed.optim.lr = 2e-5;
+  changed.grpo.group_size = 8;
+  {
+    train::Trainer t(changed);
+    auto e = error_of([&] { t.run(); });
+    EXPECT_NE(e.find("2 key(s) that change the training"), std::string::npos) << e;
+    EXPECT_NE(e.find("grpo.group_size: 4 -> 8"), std::string::npos) << e;
+    EXPECT_NE(e.find("optim.lr: "), std::string::npos) << e;
+    EXPECT_NE(e.find("--allow-config-change"), std::string::npos) << e;
+    EXPECT_EQ(e.find("grpo.rollout_steps"), std::string::npos) << e;  // safe: not listed
+    EXPECT_EQ(t.state().rollout_step, 0);                             // nothing trained
+  }
+  changed.run.allow_config_change = true;
+  train::Trainer t(changed);
+  t.run();
+  EXPECT_EQ(t.state().rollout_step, 3);
+  auto all = read_jsonl(dir + "/config_changes.jsonl");
+  std::set<std::string> keys;
+  for (size_t i = safe.size(); i < all.size(); ++i) keys.insert(all[i]["key"].get<std::string>());
+  EXPECT_EQ(keys, (std::set<std::string>{"grpo.group_size", "grpo.rollout_steps", "optim.lr",
+                                         "run.allow_config_change"}));
+}
+
+// Each file's CRC-32C is in the manifest and checked on load: a flipped byte or a truncated file
+// names the file; the manifest's counters and stage are validated.
+TEST(Checkpoint, ChecksumsAndManifestFieldsAreVerified) {
+  auto dir = tmpdir("ckpt_crc");
+  train::Checkpoint ck;
+  ck.model = {{"w", at::arange(64, at::kFloat)}};
+  ck.optimizer = {{"w.exp_avg", at::zeros({64})}};
+  ck.state.stage = "grpo";
+  ck.state.rollout_step = 7;
+  ck.state.optimizer_step = 7;
+  const auto path = train::save_checkpoint(dir, "000007", ck, 2);
+  auto manifest = nlohmann::json::parse(grpo::core::read_file(path + "/manifest.json"));
+  EXPECT_EQ(manifest["format_version"], 2);
+  ASSERT_TRUE(manifest["files"].contains("model.safetensors"));
+  EXPECT_EQ(manifest["files"]["model.safetensors"]["bytes"].get<uint64_t>(), fs::file_size(path + "/model.safetensors"));
+  EXPECT_EQ(train::load_checkpoint(path).state.rollout_step, 7);
+
+  const std::string model = path + "/model.safetensors";
+  const std::string good = grpo::core::read_file(model);
+  std::string flipped = good;
+  flipped[flipped.size() - 5] ^= 0x01;  // one bit of one weight
+  write_bytes(model, flipped);
+  auto e = error_of([&] { train::load_checkpoint(path); });
+  EXPECT_NE(e.find(model + " is corrupt"), std::string::npos) << e;
+  EXPECT_NE(e.find("CRC-32C"), std::string::npos) << e;
+  write_bytes(model, good.substr(0, good.size() - 4));
+  e = error_of([&] { train::load_checkpoint(path); });
+  EXPECT_NE(e.find(std::to_string(good.size() - 4) + " bytes"), std::string::npos) << e;
+  write_bytes(model, good);
+  EXPECT_NO_THROW(train::load_checkpoint(path));
+
+  auto with = [&](const std::string& key, const nlohmann::json& value) {
+    auto m = manifest;
+    m[key] = value;
+    write_bytes(path + "/manifest.json", m.dump(2));
+    return error_of([&] { train::load_checkpoint(path); });
+  };
+  e = with("stage", "bogus");
+  EXPECT_NE(e.find("'stage' must be one of pretrain, sft, grpo; found 'bogus'"), std::string::npos) << e;
+  e = with("rollout_step", -5);
+  EXPECT_NE(e.find("'rollout_step' must be a counter"), std::string::npos) << e;
+  e = with("rollout_step", int64_t(1'000'000'000'000'000));
+  EXPECT_NE(e.find("'rollout_step' must be a counter"), std::string::npos) << e;
+  e = with("rollout_step", 1e15);
+  EXPECT_NE(e.find("'rollout_step' must be an integer"), std::string::npos) << e;
+  e = with("ref_version", 8);
+  EXPECT_NE(e.find("'ref_version' 8 is after 'optimizer_step' 7"), std::string::npos) << e;
+  e = with("files", nlohmann::json::object());
+  EXPECT_NE(e.find("does not list model.safetensors"), std::string::npos) << e;
+  // a checkpoint of format 1 (before checksums) still loads
+  auto old = manifest;
+  old.erase("files");
+  old["format_version"] = 1;
+  write_bytes(path + "/manifest.json", old.dump(2));
+  EXPECT_EQ(train::load_checkpoint(path).state.rollout_step, 7);
 }
 
 // A kill at each point of a save's sequence (fault injection: the hook throws there and nothing is

@@ -172,6 +172,47 @@ TEST(Config, OverrideErrorsNameTheOverride) {
   EXPECT_NE(error_of("", {"noequals"}).find("expected key.path=value"), std::string::npos);
 }
 
+// A repeated key would silently lose its later value; a --set that replaces a whole section is
+// named for the keys inside it.
+TEST(Config, DuplicateKeysAndSectionOverridesAreNamed) {
+  auto dup = error_of("grpo:\n  group_size: 4\n  kl_coef: 0.1\n  group_size: 8\n");
+  EXPECT_NE(dup.find("test.yaml:4:3: grpo.group_size: the key appears twice (first at line 2)"), std::string::npos)
+      << dup;
+  auto top = error_of("grpo: {group_size: 4}\noptim: {lr: 1.0e-5}\ngrpo: {kl_coef: 0.1}\n");
+  EXPECT_NE(top.find("test.yaml:3:1: grpo: the key appears twice"), std::string::npos) << top;
+  auto in_set = error_of("", {"grpo={group_size: 4, group_size: 8}"});
+  EXPECT_NE(in_set.find("--set grpo={group_size: 4, group_size: 8}"), std::string::npos) << in_set;
+  EXPECT_NE(in_set.find("appears twice"), std::string::npos) << in_set;
+  auto section = error_of("grpo:\n  group_size: 4\n", {"grpo={group_size: 0}"});
+  EXPECT_NE(section.find("--set grpo={group_size: 0}: grpo.group_size: expected an integer in >= 1"),
+            std::string::npos) << section;
+  EXPECT_EQ(section.find("test.yaml"), std::string::npos) << section;
+}
+
+TEST(Config, FlattenAndDiffListEveryChangedKey) {
+  Config a, b;
+  b.optim.lr = 2e-6;
+  b.reward.weights = {{"accuracy", 3.0}};
+  b.run.dir = "elsewhere";
+  auto flat = [](Config& c) { return grpo::core::flatten_config([&](grpo::core::ConfigVisitor& v) { c.visit(v); }); };
+  auto fa = flat(a);
+  EXPECT_EQ(fa.at("grpo.group_size"), std::to_string(a.grpo.group_size));
+  EXPECT_EQ(fa.at("run.dir"), "\"runs/demo\"");
+  auto changes = grpo::core::diff_config(fa, flat(b));
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0].key, "optim.lr");
+  EXPECT_EQ(changes[1].key, "reward.weights");
+  EXPECT_EQ(changes[2].key, "run.dir");
+  EXPECT_EQ(changes[2].after, "\"elsewhere\"");
+  EXPECT_TRUE(grpo::core::diff_config(fa, fa).empty());
+  EXPECT_TRUE(train::config_change_is_safe("eval.every"));
+  EXPECT_TRUE(train::config_change_is_safe("grpo.rollout_steps"));
+  EXPECT_TRUE(train::config_change_is_safe("parallel.tp"));
+  EXPECT_FALSE(train::config_change_is_safe("run.seed"));
+  EXPECT_FALSE(train::config_change_is_safe("grpo.group_size"));
+  EXPECT_FALSE(train::config_change_is_safe("reward.weights"));
+}
+
 TEST(Config, DumpRoundTrips) {
   Config c;
   c.grpo.group_size = 5;

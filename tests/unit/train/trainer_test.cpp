@@ -87,7 +87,8 @@ TEST(Trainer, DivergenceStopsTheRunAndNeverWritesANonFiniteCheckpoint) {
   ck.model[0].second = ck.model[0].second.clone().fill_(std::nanf(""));
   auto b = tmpdir("diverge_nan_ckpt");
   train::save_checkpoint(b + "/checkpoints", "000000", ck, 2);
-  auto cb = tiny_run(b, 3);
+  auto cb = c;  // the checkpoint's config; a higher max_bad_steps is a safe change on resume
+  cb.run.dir = b;
   cb.optim.max_bad_steps = 2;
   train::Trainer tb(cb);
   msg = error_of([&] { tb.run(); });
@@ -108,13 +109,34 @@ TEST(Trainer, AFinishedRunSaysSoAndKeepsItsConfig) {
   c.checkpoint.every = 0;
   train::Trainer(c).run();
   const auto before = grpo::core::read_file(a + "/config.yaml");
-  c.optim.lr = 1e-5;
+  c.optim.lr = 1e-5;  // new hyperparameters: refused, they do not describe the checkpoint
+  auto refused = error_of([&] { train::Trainer(c).run(); });
+  EXPECT_NE(refused.find("optim.lr"), std::string::npos) << refused;
+  c.run.allow_config_change = true;
   train::Trainer again(c);
   again.run();
   EXPECT_EQ(again.state().rollout_step, 1);
   EXPECT_EQ(grpo::core::read_file(a + "/config.yaml"), before);
   auto msg = error_of([&] { train::load_config_file(a, {}); });
   EXPECT_NE(msg.find("is a directory"), std::string::npos) << msg;
+}
+
+// A reward that fails for every sample (here a plugin command that does not exist) stops the run
+// after reward.max_failed_steps such rollout steps, with one of the failures.
+TEST(Trainer, ARewardThatAlwaysFailsStopsTheRun) {
+  auto a = tmpdir("reward_fails");
+  auto c = tiny_run(a, 6);
+  c.pretrain.steps = 0;
+  c.reward.plugin = a + "/no-such-reward";
+  c.reward.weights = {{"plugin", 1.0}};
+  c.reward.max_failed_steps = 2;
+  train::Trainer t(c);
+  auto msg = error_of([&] { t.run(); });
+  EXPECT_NE(msg.find("failed for every sample in 3 rollout steps in a row (up to rollout step 3)"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("reward.max_failed_steps = 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no-such-reward"), std::string::npos) << msg;
+  EXPECT_EQ(t.state().rollout_step, 2);
 }
 
 TEST(Trainer, NoReferenceModelWithoutKl) {
