@@ -16,7 +16,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------------------------
 need_pkgs=()
 for p in g++ cmake ninja-build ccache pkg-config libyaml-cpp-dev libspdlog-dev libfmt-dev \
-         libpcre2-dev libutf8proc-dev clang libclang-rt-dev \
+         libpcre2-dev libutf8proc-dev libgmp-dev clang libclang-rt-dev \
          nlohmann-json3-dev libgtest-dev libgloo-dev openmpi-bin python3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done

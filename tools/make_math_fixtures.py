@@ -102,6 +102,16 @@ NOTES = {
     ("7", "<think>3+4=7</think><answer>8</answer>"): "the R1 format: the <answer> block says 8; a 7 in the reasoning is not the answer",
     ("9", "First \\boxed{8}, then correcting: \\boxed{9}"): "the last boxed answer is the final one (MATH convention)",
     ("9", "\\fbox{9}"): "\\fbox is a box like \\boxed",
+    ("0.1234567", "\\boxed{0.1234568}"): "both write 7 decimal places and differ in the last one, so neither "
+        "is a rounding of the other; math-verify rounds both to 6 places first",
+    ("1.0000001", "\\boxed{1.0000002}"): "both write 7 decimal places and differ in the last one; math-verify "
+        "rounds both to 6 places first",
+    ("\\frac{1}{3}", "\\boxed{0.33333334}"): "1/3 to the 8 places written is 0.33333333; math-verify rounds "
+        "both to 6 places first",
+    ("0.1234565", "\\boxed{0.123457}"): "0.123457 is 0.1234565 rounded (half up) to the 6 places it writes; "
+        "math-verify rounds the binary float nearest 0.1234565, which lies just below it, down",
+    ("2^{5000000}", "\\boxed{2^{5000001}}"): "beyond grpo's exact size limit (2^22 bits) the verdict is "
+        "'cannot decide', which scores 0",
 }
 
 
@@ -248,6 +258,28 @@ def grpo_cases():
                     ("42", "We get 40 at first, then 42", True), ("3", "\\boxed{3}\n\nFinal note: 5 was wrong", True),
                     ("100", "The total is **100**.", True), ("2", "<answer>\\boxed{2}</answer>", True)]:
         out.append(c("extraction", g, p, e))
+    # large and precise numbers (issue #22): exact integers and rationals stay exact at any size the
+    # budget allows; beyond that the verdict is "cannot decide" (not equal, score 0); \infty is not a
+    # large number; a matrix is not a scalar; decimals differ in their last written digit.
+    big31 = "1234567890123456789012345678901"
+    for g, p, e in [("\\infty", "\\boxed{10^{400}}", False), ("10^{400}", "\\boxed{\\infty}", False),
+                    ("10^{400}", "\\boxed{10^{401}}", False), ("10^{400}", "\\boxed{100^{200}}", True),
+                    ("10^{400}+1", "\\boxed{10^{400}}", False), ("10^{-400}", "\\boxed{0}", False),
+                    ("9^{999999999}", "\\boxed{9^{999999998}}", False), ("e^{1000}", "\\boxed{e^{1001}}", False),
+                    ("100000!", "\\boxed{99999!}", False), ("100000!", "\\boxed{100000 \\cdot 99999!}", True),
+                    ("2^{100}+1", "\\boxed{2^{100}}", False), ("2^{100}+1", "\\boxed{1267650600228229401496703205377}", True),
+                    (big31, "\\boxed{1234567890123456789012345678902}", False), (big31, f"\\boxed{{{big31}}}", True),
+                    ("\\frac{1}{3}", "\\boxed{\\frac{" + big31 + "}{" + str(3 * int(big31)) + "}}", True),
+                    ("2^{4000000}", "\\boxed{4^{2000000}}", True), ("2^{4000000}", "\\boxed{4^{2000000}+1}", False),
+                    ("2^{5000000}", "\\boxed{2^{5000001}}", False),
+                    ("\\begin{pmatrix}1&1\\end{pmatrix}", "\\boxed{1}", False),
+                    ("1", "\\boxed{\\begin{pmatrix}1&1\\end{pmatrix}}", False),
+                    ("\\begin{pmatrix}1\\end{pmatrix}", "\\boxed{\\begin{pmatrix}1\\end{pmatrix}}", True),
+                    ("0.1234567", "\\boxed{0.1234568}", False), ("0.1234567", "\\boxed{0.1234567}", True),
+                    ("0.333333", "\\boxed{0.3333333}", True), ("0.1234565", "\\boxed{0.123457}", True),
+                    ("1.0000001", "\\boxed{1.0000002}", False), ("1.0000001", "\\boxed{1}", False),
+                    ("\\frac{1}{3}", "\\boxed{0.33333333}", True), ("\\frac{1}{3}", "\\boxed{0.33333334}", False)]:
+        out.append(c("bignum", g, p, e))
     return out
 
 

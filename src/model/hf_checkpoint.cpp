@@ -259,6 +259,17 @@ std::pair<int64_t, int64_t> fp8_block(const std::string& dir) {
   return {128, 128};
 }
 
+// DeepSeek-V3's multi-token-prediction layers, stored after the last hidden layer
+// (config.json's num_nextn_predict_layers; 0 when absent).
+int64_t mtp_layer_count(const std::string& dir) {
+  auto j = json::parse(core::read_file((fs::path(dir) / "config.json").string()), nullptr, false);
+  if (!j.is_object() || !j.contains("num_nextn_predict_layers")) return 0;
+  const auto& n = j["num_nextn_predict_layers"];
+  GRPO_CHECK(n.is_number_integer() && n.get<int64_t>() >= 0 && n.get<int64_t>() <= 64,
+             "{}/config.json: num_nextn_predict_layers must be an integer in [0, 64], found {}", dir, n.dump());
+  return n.get<int64_t>();
+}
+
 }  // namespace
 
 std::unique_ptr<Transformer> load_hf_model(const std::string& dir, const Parallel& parallel) {
@@ -326,6 +337,15 @@ std::unique_ptr<Transformer> load_hf_model(const std::string& dir, const Paralle
   }
   GRPO_CHECK(unexpected.empty(), "{}: unexpected tensors for a {} model: {}", dir, cfg.model_type,
              fmt::join(unexpected, ", "));
+  if (!mtp_layers.empty()) {
+    // only num_nextn_predict_layers layers may follow the hidden ones: more means config.json
+    // describes fewer layers than the weights hold, and dropping them would change the model
+    const int64_t mtp = mtp_layer_count(dir), last = *mtp_layers.rbegin();
+    GRPO_CHECK(last < cfg.num_hidden_layers + mtp,
+               "{}: the weights hold layers up to model.layers.{}, but config.json says num_hidden_layers = {} "
+               "and num_nextn_predict_layers = {}: config.json does not describe these weights", dir, last,
+               cfg.num_hidden_layers, mtp);
+  }
   if (!mtp_layers.empty())
     spdlog::info("{}: skipped {} multi-token-prediction layer(s) ({}): not part of the policy", dir,
                  mtp_layers.size(), fmt::join(mtp_layers, ", "));

@@ -1,6 +1,8 @@
 // The expression tree's exact rationals and its evaluation (see math_expr.h): shared by the parser
-// (math_parse.cpp, stage 3) and the comparer (math_verify.cpp, stage 4). Rational arithmetic stays
-// exact while the operands fit in 2^62 and falls back to doubles; evaluation checks the depth and
+// (math_parse.cpp, stage 3) and the comparer (math_verify.cpp, stage 4). Arithmetic on exact
+// operands stays exact (GMP rationals) up to kMaxBits; every result's size is estimated before it
+// is computed. Inexact (double) arithmetic that overflows, and exact values past the size limit,
+// throw Undecided: no comparison may call two such values equal. Evaluation checks the depth and
 // the deadline so that no tree can hang a call.
 #include "math_expr.h"
 
@@ -9,72 +11,97 @@
 #include <limits>
 
 namespace grpo::reward::math::detail {
-namespace {
 
-constexpr __int128 kLimit = (__int128(1) << 100);
-__int128 gcd128(__int128 a, __int128 b) {
-  if (a < 0) a = -a;
-  if (b < 0) b = -b;
-  while (b) {
-    auto t = a % b;
-    a = b;
-    b = t;
-  }
-  return a;
-}
-
-}  // namespace
-
-Q make(__int128 n, __int128 d) {
-  if (d == 0) return Q::of_double(n == 0 ? NAN : (n > 0 ? INFINITY : -INFINITY));
-  if (d < 0) n = -n, d = -d;
-  auto g = gcd128(n, d);
-  if (g > 1) n /= g, d /= g;
-  if (n > kLimit || n < -kLimit || d > kLimit) return Q::of_double(double(n) / double(d));
+Q Q::of(mpq_class r, const Clock::time_point& deadline) {
+  r.canonicalize();
+  const size_t bits = mpz_sizeinbase(r.get_num_mpz_t(), 2) + mpz_sizeinbase(r.get_den_mpz_t(), 2);
+  if (bits > kMaxBits) throw Undecided{};
+  if (bits > (size_t(1) << 16) && Clock::now() > deadline) throw Timeout{};
   Q q;
-  q.n = n;
-  q.d = d;
-  q.v = double(n) / double(d);
+  q.r = std::move(r);
+  q.v = q.r.get_d();  // +-inf past the double range
   return q;
 }
 
 namespace {
 
-bool fits(__int128 a) { return a <= (__int128(1) << 62) && a >= -(__int128(1) << 62); }
-Q add(const Q& a, const Q& b) {
-  if (a.exact && b.exact && fits(a.n) && fits(a.d) && fits(b.n) && fits(b.d)) return make(a.n * b.d + b.n * a.d, a.d * b.d);
-  return Q::of_double(a.value() + b.value());
-}
-Q neg(const Q& a) {
-  Q r = a;
-  r.n = -r.n;
-  r.v = -r.v;
-  return r;
-}
-Q mul(const Q& a, const Q& b) {
-  if (a.exact && b.exact && fits(a.n) && fits(a.d) && fits(b.n) && fits(b.d)) return make(a.n * b.n, a.d * b.d);
-  return Q::of_double(a.value() * b.value());
-}
-Q div(const Q& a, const Q& b) {
-  if (a.exact && b.exact && fits(a.n) && fits(a.d) && fits(b.n) && fits(b.d)) return make(a.n * b.d, a.d * b.n);
-  return Q::of_double(a.value() / b.value());
-}
-Q power(const Q& a, const Q& b) {
-  if (a.exact && b.exact && b.d == 1 && b.n >= -64 && b.n <= 64) {
-    Q r = Q::of_int(1);
-    Q base = b.n < 0 ? div(Q::of_int(1), a) : a;
-    for (int64_t i = 0; i < (b.n < 0 ? -b.n : b.n); ++i) {
-      r = mul(r, base);
-      if (!r.exact) break;
-    }
-    if (r.exact) return r;
-  }
-  double x = a.value(), y = b.value();
-  if (std::fabs(y) > 1e4 && std::fabs(x) > 1.0) return Q::of_double(y > 0 ? INFINITY : 0.0);
-  return Q::of_double(std::pow(x, y));
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// A double result of inexact arithmetic: an overflow (a non-finite value from operands none of
+// which is \infty) cannot be compared with anything.
+Q inexact(double r, std::initializer_list<const Q*> from) {
+  if (std::isinf(r) && std::none_of(from.begin(), from.end(), [](const Q* q) { return q->is_infinity(); }))
+    throw Undecided{};
+  return Q::of_double(r);
 }
 
-const double kNaN = std::numeric_limits<double>::quiet_NaN();
+size_t bits(const mpz_class& z) { return mpz_sizeinbase(z.get_mpz_t(), 2); }
+double log2_abs(const mpz_class& z) {  // log2 |z| for z != 0
+  long exp = 0;
+  const double m = mpz_get_d_2exp(&exp, z.get_mpz_t());
+  return double(exp) + std::log2(std::fabs(m));
+}
+
+struct Arith {
+  const Clock::time_point& deadline;
+
+  Q add(const Q& a, const Q& b) const {
+    if (a.exact && b.exact) return Q::of(a.r + b.r, deadline);
+    return inexact(a.v + b.v, {&a, &b});
+  }
+  Q neg(const Q& a) const {
+    Q r = a;
+    r.r = -r.r;
+    r.v = -r.v;
+    return r;
+  }
+  Q mul(const Q& a, const Q& b) const {
+    if (a.exact && b.exact) {
+      if (bits(a.r.get_num()) + bits(b.r.get_num()) + bits(a.r.get_den()) + bits(b.r.get_den()) > 2 * kMaxBits)
+        throw Undecided{};
+      return Q::of(a.r * b.r, deadline);
+    }
+    return inexact(a.v * b.v, {&a, &b});
+  }
+  Q div(const Q& a, const Q& b) const {
+    if (a.exact && b.exact) {
+      if (sgn(b.r) == 0) return Q::of_double(kNaN);  // undefined (not infinity)
+      return Q::of(a.r / b.r, deadline);
+    }
+    if (b.v == 0) return Q::of_double(kNaN);
+    return inexact(a.v / b.v, {&a, &b});
+  }
+  // mpz_root of n and d when both are perfect k-th powers
+  static bool exact_root(const mpq_class& x, unsigned long k, mpq_class& out) {
+    if (sgn(x) < 0 && k % 2 == 0) return false;
+    mpz_class n = abs(x.get_num()), d = x.get_den(), rn, rd;
+    if (!mpz_root(rn.get_mpz_t(), n.get_mpz_t(), k) || !mpz_root(rd.get_mpz_t(), d.get_mpz_t(), k)) return false;
+    out = mpq_class(sgn(x) < 0 ? mpz_class(-rn) : rn, rd);
+    return true;
+  }
+  Q power(const Q& a, const Q& b) const {
+    if (a.exact && b.exact && sgn(a.r) == 0 && sgn(b.r) < 0) return Q::of_double(kNaN);
+    if (a.exact && b.exact && b.r.get_den() <= 64) {
+      // a^(p/q): the q-th root exactly (when a is a perfect power), then the integer power p
+      mpq_class base = a.r;
+      const unsigned long q = b.r.get_den().get_ui();
+      if (q == 1 || exact_root(a.r, q, base)) {
+        const mpz_class p = abs(b.r.get_num());
+        if (base == 0 || base == 1) return Q::of(base, deadline);
+        if (base == -1) return Q::of_int(mpz_odd_p(p.get_mpz_t()) ? -1 : 1);
+        // the result's size before computing it: p * (bits of numerator + denominator)
+        const double need = p.get_d() * (log2_abs(base.get_num()) + log2_abs(base.get_den())) + 2;
+        if (need > double(kMaxBits)) throw Undecided{};
+        const unsigned long e = p.get_ui();
+        mpz_class n, d;
+        mpz_pow_ui(n.get_mpz_t(), base.get_num_mpz_t(), e);
+        mpz_pow_ui(d.get_mpz_t(), base.get_den_mpz_t(), e);
+        return sgn(b.r) < 0 ? Q::of(mpq_class(d, n), deadline) : Q::of(mpq_class(n, d), deadline);
+      }
+    }
+    return inexact(std::pow(a.v, b.v), {&a, &b});
+  }
+};
 
 }  // namespace
 
@@ -96,6 +123,7 @@ Node op(Node::Kind k, std::vector<Node> ch, std::string name) {
 Q eval(const Node& n, const Env& env, const Clock::time_point& deadline, int depth) {
   if (depth > kMaxDepth) throw ParseError{};
   if ((depth & 7) == 0 && Clock::now() > deadline) throw Timeout{};
+  const Arith ar{deadline};
   auto sub = [&](const Node& c) { return eval(c, env, deadline, depth + 1); };
   switch (n.kind) {
     case Node::kNum: return n.q;
@@ -107,54 +135,52 @@ Q eval(const Node& n, const Env& env, const Clock::time_point& deadline, int dep
     }
     case Node::kAdd: {
       Q r = Q::of_int(0);
-      for (auto& c : n.ch) r = add(r, sub(c));
+      for (auto& c : n.ch) r = ar.add(r, sub(c));
       return r;
     }
     case Node::kMul: {
       Q r = Q::of_int(1);
-      for (auto& c : n.ch) r = mul(r, sub(c));
+      for (auto& c : n.ch) r = ar.mul(r, sub(c));
       return r;
     }
-    case Node::kNeg: return neg(sub(n.ch[0]));
-    case Node::kInv: return div(Q::of_int(1), sub(n.ch[0]));
-    case Node::kPow: return power(sub(n.ch[0]), sub(n.ch[1]));
+    case Node::kNeg: return ar.neg(sub(n.ch[0]));
+    case Node::kInv: return ar.div(Q::of_int(1), sub(n.ch[0]));
+    case Node::kPow: return ar.power(sub(n.ch[0]), sub(n.ch[1]));
     case Node::kFunc: {
       Q a = sub(n.ch[0]);
       double x = a.value();
       const auto& f = n.name;
       if (f == "sqrt") {
-        if (a.exact && a.n >= 0) {  // exact square roots of perfect squares
-          auto r = [](__int128 v) -> __int128 {
-            if (v > (__int128(1) << 100)) return -1;
-            __int128 s = __int128(std::sqrt(double(v)));
-            while (s * s > v) --s;
-            while ((s + 1) * (s + 1) <= v) ++s;
-            return s * s == v ? s : -1;
-          };
-          auto rn = r(a.n), rd = r(a.d);
-          if (rn >= 0 && rd > 0) return make(rn, rd);
-        }
-        return Q::of_double(std::sqrt(x));
+        mpq_class root;
+        if (a.exact && Arith::exact_root(a.r, 2, root)) return Q::of(root, deadline);  // perfect squares
+        return inexact(std::sqrt(x), {&a});
       }
-      if (f == "abs") return a.exact ? (a.n < 0 ? neg(a) : a) : Q::of_double(std::fabs(x));
+      if (f == "abs") return a.exact ? Q::of(abs(a.r), deadline) : Q::of_double(std::fabs(x));
       if (f == "factorial") {
-        if (!a.exact || a.d != 1 || a.n < 0 || a.n > 170) return Q::of_double(a.exact && a.n > 170 ? INFINITY : kNaN);
-        Q r = Q::of_int(1);
-        for (int64_t k = 2; k <= int64_t(a.n); ++k) r = mul(r, Q::of_int(k));
-        return r;
+        if (!a.exact || a.r.get_den() != 1 || sgn(a.r) < 0) return Q::of_double(kNaN);
+        // log2(n!) before computing it
+        if (a.r.get_num() > 1000000000 || std::lgamma(a.r.get_d() + 1) / M_LN2 > double(kMaxBits)) throw Undecided{};
+        mpz_class r;
+        mpz_fac_ui(r.get_mpz_t(), a.r.get_num().get_ui());
+        return Q::of(mpq_class(r), deadline);
       }
       if (f == "binom") {
         Q b = sub(n.ch[1]);
-        if (!a.exact || !b.exact || a.d != 1 || b.d != 1 || b.n < 0 || a.n < b.n || a.n > 10000) return Q::of_double(kNaN);
-        Q r = Q::of_int(1);
-        for (int64_t k = 1; k <= int64_t(b.n); ++k) r = div(mul(r, Q::of_int(int64_t(a.n - b.n + k))), Q::of_int(k));
-        return r;
+        if (!a.exact || !b.exact || a.r.get_den() != 1 || b.r.get_den() != 1 || sgn(b.r) < 0 || a.r < b.r)
+          return Q::of_double(kNaN);
+        if (a.r.get_num() > 1000000000) throw Undecided{};
+        const double nn = a.r.get_d(), kk = b.r.get_d();
+        if ((std::lgamma(nn + 1) - std::lgamma(kk + 1) - std::lgamma(nn - kk + 1)) / M_LN2 > double(kMaxBits))
+          throw Undecided{};
+        mpz_class r;
+        mpz_bin_uiui(r.get_mpz_t(), a.r.get_num().get_ui(), b.r.get_num().get_ui());
+        return Q::of(mpq_class(r), deadline);
       }
       if (f == "logb") {
-        double b = sub(n.ch[1]).value();
-        double r = std::log(x) / std::log(b);
+        Q bq = sub(n.ch[1]);
+        double r = std::log(x) / std::log(bq.value());
         double rr = std::round(r);
-        return std::fabs(r - rr) < 1e-12 ? Q::of_int(int64_t(rr)) : Q::of_double(r);
+        return std::fabs(r - rr) < 1e-12 && std::fabs(rr) < 1e15 ? Q::of_int(int64_t(rr)) : inexact(r, {&a, &bq});
       }
       static const std::map<std::string, double (*)(double)> fns{
           {"sin", [](double v) { return std::sin(v); }},   {"cos", [](double v) { return std::cos(v); }},
@@ -166,7 +192,10 @@ Q eval(const Node& n, const Env& env, const Clock::time_point& deadline, int dep
           {"ln", [](double v) { return std::log(v); }},    {"log", [](double v) { return std::log(v); }},
           {"exp", [](double v) { return std::exp(v); }}};
       auto it = fns.find(f);
-      return Q::of_double(it == fns.end() ? kNaN : it->second(x));
+      if (it == fns.end()) return Q::of_double(kNaN);
+      // an exact argument past the double range (10^400) has no double to start from
+      if (a.exact && !std::isfinite(x)) throw Undecided{};
+      return inexact(it->second(x), {&a});
     }
     default: throw ParseError{};  // not a scalar
   }

@@ -1,11 +1,13 @@
 // The answer as an expression tree, shared by stages 3 and 4 of math answer verification (see
 // math_verify.h): math_parse.cpp builds it, math_verify.cpp compares two of them, math_expr.cpp
-// holds the exact rationals and the evaluation both rely on. Numbers stay exact rationals while
-// numerator and denominator fit in 2^100 and fall back to doubles past that.
+// holds the exact rationals and the evaluation both rely on. Numbers are exact rationals (GMP) of
+// any size up to kMaxBits; past that, or where a double overflows, the comparison is undecided
+// (not equal), never "equal because both are infinite".
 // Internal: not installed.
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -13,19 +15,23 @@
 #include <string>
 #include <vector>
 
+#include <gmpxx.h>
+
 namespace grpo::reward::math::detail {
 
 using Clock = std::chrono::steady_clock;
 struct Timeout {};     // the call's time budget is spent
 struct ParseError {};  // not something the parser reads, or past a size/depth limit
+struct Undecided {};   // an exact value past kMaxBits, or a double that overflowed: cannot compare
 
-inline constexpr int kMaxDepth = 100;  // nesting of parser calls and of evaluation
+inline constexpr int kMaxDepth = 100;            // nesting of parser calls and of evaluation
+inline constexpr size_t kMaxBits = size_t(1) << 22;  // numerator + denominator of an exact value (~1.2M digits)
 
 // ------------------------------------------------------------------ values (math_expr.cpp)
-struct Q {  // exact rational (when exact) and its double value
+struct Q {  // an exact rational (exact), or a double (pi, sqrt 2, a symbol's value, ...)
   bool exact = true;
-  __int128 n = 0, d = 1;
-  double v = 0;
+  mpq_class r;   // the value when exact (canonical)
+  double v = 0;  // the double value; for an exact one past the double range +-inf (not an infinity)
   static Q of_double(double x) {
     Q q;
     q.exact = false;
@@ -34,14 +40,15 @@ struct Q {  // exact rational (when exact) and its double value
   }
   static Q of_int(int64_t x) {
     Q q;
-    q.n = x;
+    q.r = static_cast<long>(x);
     q.v = double(x);
     return q;
   }
-  double value() const { return exact ? double(n) / double(d) : v; }
+  // r in lowest terms; throws Undecided past kMaxBits, Timeout past `deadline` (big values only)
+  static Q of(mpq_class r, const Clock::time_point& deadline = Clock::time_point::max());
+  double value() const { return v; }
+  bool is_infinity() const { return !exact && std::isinf(v); }  // \infty (exact values are finite)
 };
-// n/d in lowest terms; a double past 2^100 (and inf/nan for d == 0).
-Q make(__int128 n, __int128 d);
 
 // ------------------------------------------------------------------ expression tree
 struct Node {
@@ -52,6 +59,7 @@ struct Node {
   std::vector<Node> ch;
   bool lo_closed = false, hi_closed = false;  // interval
   int64_t rows = 0, cols = 0;                 // matrix
+  int64_t places = -1;                        // a decimal literal (name "decimal"): digits after the point
   bool percent = false;
 };
 Node num(Q q);

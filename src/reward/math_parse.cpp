@@ -201,18 +201,19 @@ struct Parser {
     }
     std::string digits = s.substr(b, i - b);
     const bool decimal_literal = dot != std::string::npos;
-    if (digits.size() > 30) return num(Q::of_double(std::strtod(digits.c_str(), nullptr)));  // inf if huge
-    __int128 n = 0, d = 1;
-    for (size_t k = 0; k < digits.size(); ++k) {
-      if (k == dot - b || digits[k] == '.') continue;
-      n = n * 10 + (digits[k] - '0');
-    }
-    if (dot != std::string::npos)
-      for (size_t k = dot + 1; k < i; ++k) d *= 10;
-    auto q = make(n, d);
+    // exact at any length (the digits of a decimal over a power of ten)
+    std::string whole;
+    for (char ch : digits)
+      if (ch != '.') whole += ch;
+    const size_t places = dot == std::string::npos ? 0 : i - dot - 1;
+    if (whole.size() > kMaxBits / 4) throw Undecided{};
+    mpz_class d;
+    mpz_ui_pow_ui(d.get_mpz_t(), 10, places);
+    auto q = Q::of(mpq_class(mpz_class(whole, 10), d), deadline);
     if (decimal_literal) {
       Node dn = num(q);
       dn.name = "decimal";
+      dn.places = int64_t(places);
       return dn;
     }
     // a mixed number: 1\frac{1}{4} = 1 + 1/4

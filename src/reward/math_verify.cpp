@@ -31,8 +31,13 @@ struct Comparer {
     if (sa != sb) return false;
     if (sa.empty()) {
       Q x = eval(a, {}, deadline), y = eval(b, {}, deadline);
-      if (x.exact && y.exact && x.n == y.n && x.d == y.d) return true;
-      if (x.exact && y.exact && !has_decimal(a) && !has_decimal(b)) return false;
+      if (x.exact && y.exact) {
+        if (x.r == y.r) return true;
+        if (!has_decimal(a) && !has_decimal(b)) return false;  // exact numbers are equal or not
+        return decimals_agree(a, x, b, y);
+      }
+      // an inexact side (pi, sqrt 2, \infty): an exact value past the double range is none of them
+      if ((x.exact && !std::isfinite(x.v)) || (y.exact && !std::isfinite(y.v))) return false;
       return close_enough(x.value(), y.value(), tol);
     }
     // symbolic: evaluate at pseudo-random positive points
@@ -46,6 +51,39 @@ struct Comparer {
       ++valid;
     }
     return valid >= 2;
+  }
+  // A decimal stands for its value rounded to the digits written: 0.333333 for 1/3, 0.1 for
+  // 0.10000001. Two values agree within the relative tolerance, and never across written digits:
+  // the ranges each decimal rounds from ([x - u/2, x + u/2), u a unit of its last digit, times
+  // 10^k for "d \times 10^k") must meet, so 0.1234567 and 0.1234568 differ whatever the tolerance.
+  bool decimals_agree(const Node& a, const Q& x, const Node& b, const Q& y) {
+    const mpq_class diff = abs(x.r - y.r), scale = std::max({mpq_class(1), mpq_class(abs(x.r)), mpq_class(abs(y.r))});
+    if (diff > mpq_class(tol) * scale) return false;
+    auto ua = written_unit(a), ub = written_unit(b);
+    auto lo = [](const Q& v, const std::optional<mpq_class>& u) { return u ? mpq_class(v.r - *u / 2) : v.r; };
+    auto hi = [](const Q& v, const std::optional<mpq_class>& u) { return u ? mpq_class(v.r + *u / 2) : v.r; };
+    if (ua && ub) return lo(x, ua) < hi(y, ub) && lo(y, ub) < hi(x, ua);
+    if (ua) return lo(x, ua) <= y.r && y.r < hi(x, ua);
+    if (ub) return lo(y, ub) <= x.r && x.r < hi(y, ub);
+    return true;
+  }
+  // A unit of the last written digit of a decimal literal, -d, or d \times 10^k; nullopt otherwise.
+  std::optional<mpq_class> written_unit(const Node& n) {
+    if (n.kind == Node::kNum && n.name == "decimal" && n.places >= 0 && n.places < 10000) {
+      mpz_class p;
+      mpz_ui_pow_ui(p.get_mpz_t(), 10, static_cast<unsigned long>(n.places));
+      return mpq_class(mpz_class(1), p);
+    }
+    if (n.kind == Node::kNeg) return written_unit(n.ch[0]);
+    if (n.kind == Node::kMul && n.ch.size() == 2) {
+      const Node& pw = n.ch[1];
+      auto u = written_unit(n.ch[0]);
+      if (!u || pw.kind != Node::kPow || pw.ch[0].kind != Node::kNum || pw.ch[0].q.r != 10) return std::nullopt;
+      Q e = eval(pw, {}, deadline);
+      if (!e.exact) return std::nullopt;
+      return mpq_class(*u * e.r);
+    }
+    return std::nullopt;
   }
   // The same equation scaled: (l1 - r1) / (l2 - r2) is one non-zero constant at random points.
   bool proportional(const Node& a, const Node& b, bool positive_only = false) {
@@ -388,6 +426,9 @@ Verdict verify(const std::string& gold, const std::string& completion, const Ver
     }
     Comparer c{o.rel_tol, deadline};
     v.equal = c.equal(*gn, *pn);
+  } catch (const Undecided&) {  // too large to compare exactly: never "equal", unless written alike
+    v.undecided = v.gold_answer != v.pred_answer;
+    v.equal = !v.undecided;
   } catch (const Timeout&) {
     v.timed_out = true;
     v.equal = false;

@@ -10,10 +10,14 @@
 //      symbols, + - * / ^, \frac, \sqrt[n]{}, \pi, e, \infty, \pm, functions, \binom, factorial,
 //      percentages, tuples, sets, intervals (and unions), matrices, equations/relations, choice
 //      letters, text.
-//   4. compare (math_verify.cpp, with verify and majority_vote): exact rational arithmetic where
-//      both sides are numbers, otherwise evaluation at random positive points with a relative
-//      tolerance (so sqrt(1/n) = 1/sqrt(n)); sets and comma lists are order-free,
-//      tuples/intervals/matrices element-wise.
+//   4. compare (math_verify.cpp, with verify and majority_vote): exact rational arithmetic (any
+//      size up to ~1.2 million digits) where both sides are numbers; a decimal agrees with a value
+//      within the relative tolerance and the digits it writes (0.333333 = 1/3, 0.1234567 !=
+//      0.1234568); an inexact side (pi, roots) within the relative tolerance; otherwise evaluation
+//      at random positive points (so sqrt(1/n) = 1/sqrt(n)); sets and comma lists are order-free,
+//      tuples/intervals/matrices element-wise. Values too large to compute exactly (9^{999999999})
+//      or a double overflow are "undecided" and score as not equal: \infty never equals a large
+//      number.
 // Every call has a time budget and hard limits on sizes and exponents: no input can hang it.
 #pragma once
 
@@ -33,6 +37,7 @@ struct Verdict {
   bool equal = false;
   bool gold_parsed = false, pred_parsed = false;
   bool timed_out = false;
+  bool undecided = false;  // a value too large to compare exactly (9^{999999999}): not equal
   std::string gold_answer, pred_answer;  // extracted and normalised
 };
 

@@ -8,6 +8,9 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "../test_util.h"
 #include "grpo/io/safetensors.h"
@@ -226,4 +229,25 @@ TEST(HfLoad, MissingAndUnexpectedTensorsAreNamed) {
   e = error_of([&] { model::load_hf_model(dir); });
   EXPECT_NE(e.find("missing tensors"), std::string::npos) << e;
   EXPECT_NE(e.find(missing_name), std::string::npos) << e;
+}
+
+// Weights with more layers than config.json describes are an error (dropping them would change the
+// model), except DeepSeek-V3's num_nextn_predict_layers multi-token-prediction layers.
+TEST(HfLoad, LayersBeyondTheConfigAreAnErrorUnlessMultiTokenPrediction) {
+  auto dir = std::string(GRPO_TEST_TMPDIR) + "/hf_fewer_layers";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(fixture("llama") + "/model.safetensors", dir + "/model.safetensors");
+  auto cfg = nlohmann::json::parse(grpo::core::read_file(fixture("llama") + "/config.json"));
+  const int64_t layers = cfg["num_hidden_layers"].get<int64_t>();
+  ASSERT_GE(layers, 2);
+  cfg["num_hidden_layers"] = layers - 1;
+  std::ofstream(dir + "/config.json") << cfg.dump(2);
+  auto e = error_of([&] { model::load_hf_model(dir); });
+  EXPECT_NE(e.find(fmt::format("layers up to model.layers.{}, but config.json says num_hidden_layers = {} and "
+                               "num_nextn_predict_layers = 0", layers - 1, layers - 1)),
+            std::string::npos) << e;
+  cfg["num_nextn_predict_layers"] = 1;
+  std::ofstream(dir + "/config.json") << cfg.dump(2);
+  EXPECT_EQ(model::load_hf_model(dir)->config().num_hidden_layers, layers - 1);
 }

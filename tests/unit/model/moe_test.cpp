@@ -2,13 +2,16 @@
 // tools/make_moe_fixtures.py), the dispatch ops against a dense oracle, FP8 block dequantisation
 // against transformers' reference, checkpoint details (FP8, MTP layers), aux-loss-free balancing.
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
 
+#include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/model/hf_checkpoint.h"
@@ -230,7 +233,11 @@ TEST(Fp8, CheckpointWithFp8WeightsAndAnMtpLayerLoads) {
   auto dir = std::string(GRPO_TEST_TMPDIR) + "/deepseek_fp8";
   fs::remove_all(dir);
   fs::create_directories(dir);
-  fs::copy_file(src + "/config.json", dir + "/config.json");
+  {  // as DeepSeek-V3's config.json declares its MTP layer
+    auto cfg = nlohmann::json::parse(grpo::core::read_file(src + "/config.json"));
+    cfg["num_nextn_predict_layers"] = 1;
+    std::ofstream(dir + "/config.json") << cfg.dump(2);
+  }
   io::NamedTensors out;
   std::map<std::string, at::Tensor> expect;
   for (auto& [n, t] : io::load_safetensors(src + "/model.safetensors")) {

@@ -179,6 +179,36 @@ TEST(MathVerify, HostileInputsStayWithinTheBudget) {
   EXPECT_LT(product_ms, 1000.0);
 }
 
+// Numbers stay exact at any size the budget allows; past the size limit the verdict is "undecided"
+// (not equal) unless both answers are written alike; a sum of huge powers stays within the budget.
+TEST(MathVerify, HugeNumbersAreExactOrUndecidedNeverEqualByOverflow) {
+  using Clock = std::chrono::steady_clock;
+  auto big = verify("9^{999999999}", "\\boxed{9^{999999998}}");
+  EXPECT_FALSE(big.equal);
+  EXPECT_TRUE(big.undecided);
+  auto same = verify("9^{999999999}", "\\boxed{9^{999999999}}");
+  EXPECT_TRUE(same.equal);
+  EXPECT_FALSE(same.undecided);
+  auto inf = verify("\\infty", "\\boxed{10^{400}}");
+  EXPECT_FALSE(inf.equal);
+  EXPECT_FALSE(inf.undecided);  // decided: 10^400 is finite
+  EXPECT_TRUE(verify("10^{400}", "\\boxed{1" + std::string(400, '0') + "}").equal);
+  EXPECT_FALSE(verify("10^{400}", "\\boxed{1" + std::string(399, '0') + "1}").equal);
+  // 2^4000000 is computed exactly (4,000,001 bits) in far less than the default 50 ms budget
+  auto ms_since = [](Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); };
+  auto t0 = Clock::now();
+  EXPECT_TRUE(verify("2^{4000000}", "\\boxed{4^{2000000}}").equal);
+  EXPECT_LT(ms_since(t0), 1000.0);
+  std::string sum;
+  for (int k = 0; k < 300; ++k) sum += (k ? "+" : "") + std::string("7^{1400000}");
+  VerifyOptions o;
+  o.budget_us = 20000;
+  t0 = Clock::now();
+  auto v = verify("1", "\\boxed{" + sum + "}", o);
+  EXPECT_FALSE(v.equal);
+  EXPECT_LT(ms_since(t0), 1000.0);
+}
+
 // The majority vote (cons@k in grpo_eval) clusters answers that verify as equal.
 TEST(Sampling, MajorityVoteClustersEquivalentAnswers) {
   using reward::math::majority_vote;
