@@ -379,7 +379,47 @@ class Flattener : public ConfigVisitor {
   std::string prefix_;
 };
 
+// Checks each number against its Bounds.
+class BoundsChecker : public ConfigVisitor {
+ public:
+  BoundsChecker(const ConfigSource& src, std::string prefix) : src_(src), prefix_(std::move(prefix)) {}
+  using ConfigVisitor::field;
+  using ConfigVisitor::section;
+  void field(const char*, bool&, const char*) override {}
+  void field(const char* key, int64_t& v, const char*, Bounds b) override {
+    if (!b.contains(double(v))) bad(key, fmt::format("expected an integer in {}, found {}", b.describe(), v));
+  }
+  void field(const char* key, double& v, const char*, Bounds b) override {
+    if (!b.contains(v)) bad(key, fmt::format("expected a number in {}, found {}", b.describe(), v));
+  }
+  void field(const char*, std::string&, const char*, const std::vector<std::string>&) override {}
+  void field(const char*, std::map<std::string, double>&, const char*, const std::vector<std::string>&) override {}
+  void section(const char* key, const char*, const std::function<void(ConfigVisitor&)>& body) override {
+    BoundsChecker sub(src_, join_key(prefix_, key));
+    body(sub);
+  }
+
+
+ private:
+  // at the key's place, or its section's (a config.json records only "model")
+  [[noreturn]] void bad(const char* key, const std::string& message) const {
+    const std::string k = join_key(prefix_, key);
+    std::string where = src_.where(k);
+    for (std::string p = prefix_; where == "default" && !p.empty(); p.resize(p.rfind('.') == std::string::npos ? 0 : p.rfind('.')))
+      where = src_.where(p);
+    throw ConfigError(fmt::format("{}: {}: {}", where, k, message));
+  }
+  const ConfigSource& src_;
+  std::string prefix_;
+};
+
 }  // namespace
+
+void check_bounds(const std::function<void(ConfigVisitor&)>& visit, const ConfigSource& src,
+                  const std::string& prefix) {
+  BoundsChecker c(src, prefix);
+  visit(c);
+}
 
 std::map<std::string, std::string> flatten_config(const std::function<void(ConfigVisitor&)>& visit) {
   std::map<std::string, std::string> out;

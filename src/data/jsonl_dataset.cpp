@@ -12,6 +12,38 @@
 namespace grpo::data {
 namespace {
 
+constexpr size_t kMaxLineBytes = size_t(64) << 20;  // a dataset line (a code task's tests fit easily)
+constexpr int kMaxJsonDepth = 64;                    // nesting of one line's JSON
+
+// The next line of `in` without its newline; false at the end. A line longer than kMaxLineBytes is
+// an error naming the file and line before more of it is read.
+bool next_line(std::istream& in, std::string& line, const std::string& path, int64_t n) {
+  line.clear();
+  auto* buf = in.rdbuf();
+  bool any = false;
+  for (int c = buf->sbumpc(); c != std::char_traits<char>::eof(); c = buf->sbumpc()) {
+    any = true;
+    if (c == '\n') return true;
+    GRPO_CHECK(line.size() < kMaxLineBytes, "{}:{}: the line is longer than {} MiB, the most a dataset line may have",
+               path, n, kMaxLineBytes >> 20);
+    line.push_back(char(c));
+  }
+  return any;
+}
+
+// One line's JSON, or discarded when it is not JSON or nests deeper than kMaxJsonDepth.
+nlohmann::json parse_line(const std::string& line) {
+  struct TooDeep {};
+  try {
+    return nlohmann::json::parse(line, [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+      if (depth > kMaxJsonDepth) throw TooDeep{};
+      return true;
+    }, false);
+  } catch (const TooDeep&) {
+    return nlohmann::json(nlohmann::json::value_t::discarded);
+  }
+}
+
 // Value at a dotted path ("a.b.0.c"): object keys or list indices.
 const nlohmann::json* find_path(const nlohmann::json& j, const std::string& path) {
   const nlohmann::json* cur = &j;
@@ -79,15 +111,15 @@ JsonlDataset::JsonlDataset(const JsonlDatasetConfig& config, uint64_t seed) : co
   std::ifstream in(config.path);
   GRPO_CHECK(in.good(), "cannot open dataset '{}': {}", config.path, std::strerror(errno));
   std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
+  for (int64_t n = 1; next_line(in, line, config.path, n); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are fine
     std::string problem;
-    auto j = nlohmann::json::parse(line, nullptr, false);
+    auto j = parse_line(line);
     Example ex;
     ex.line = n;
     if (j.is_discarded() || !j.is_object()) {
-      problem = "not a JSON object";
+      problem = j.is_discarded() ? "not JSON (or nested deeper than 64 levels)" : "not a JSON object";
     } else {
       const auto* p = find_path(j, config.prompt_field);
       const auto* a = find_path(j, config.answer_field);

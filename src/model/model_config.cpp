@@ -6,6 +6,8 @@ namespace grpo::model {
 
 void ModelConfig::validate(const core::ConfigSource& src, const char* prefix) const {
   auto key = [&](const char* k) { return fmt::format("{}.{}", prefix, k); };
+  // every size in its range (a config.json is read without the YAML loader's checks)
+  core::check_bounds([this](core::ConfigVisitor& v) { const_cast<ModelConfig*>(this)->visit(v); }, src, prefix);
   if (!is_mla() && head_dim == 0 && hidden_size % num_attention_heads != 0)
     core::config_fail(src, key("num_attention_heads"),
                       fmt::format("hidden_size {} is not divisible by num_attention_heads {}",

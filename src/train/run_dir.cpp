@@ -105,10 +105,10 @@ void RunDir::open(const std::string& yaml) {
 }
 
 void RunDir::write_metrics(const nlohmann::json& j) {
-  if (writer_) metrics_ << j.dump() << "\n" << std::flush;
+  if (writer_) metrics_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
 }
 void RunDir::write_eval(const nlohmann::json& j) {
-  if (writer_) evals_ << j.dump() << "\n" << std::flush;
+  if (writer_) evals_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
 }
 
 void RunDir::record_config_changes(const std::string& checkpoint, const TrainState& s,

@@ -4,6 +4,8 @@
 // continues exactly as the uninterrupted run would have.
 #include "grpo/train/trainer.h"
 
+#include <unistd.h>
+
 #include <chrono>
 
 #include <ATen/ATen.h>
@@ -15,6 +17,7 @@
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
 #include "grpo/reward/plugin.h"
+#include "grpo/train/memory_plan.h"
 #include "grpo/train/policy_loader.h"
 #include "session.h"
 
@@ -49,6 +52,7 @@ struct Trainer::Impl : Session {
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok->vocab_size();
     GRPO_CHECK(cfg.model.vocab_size >= tok->vocab_size(), "model.vocab_size {} is smaller than the tokenizer's {} ({})",
                cfg.model.vocab_size, tok->vocab_size(), tok_path.empty() ? "built-in" : tok_path);
+    check_memory();
     run_dir = std::make_unique<RunDir>(cfg.run.dir, leader());
     questions = std::make_unique<Questions>(cfg, *tok);
     make_rewards();
@@ -76,6 +80,27 @@ struct Trainer::Impl : Session {
     if (launch.world_size > 1)
       spdlog::info("parallel layout: {} processes, {}; collectives: {}", launch.world_size, layout.describe(),
                    world->backend());
+  }
+
+  // grpo_plan's estimate before anything is allocated: a config that cannot fit in this machine's
+  // memory is refused with the estimate and the knobs. (On a GPU the check is grpo_plan's, by hand.)
+  void check_memory() const {
+    if (!device.is_cpu()) return;
+    const auto launch = dist::detect_launch();
+    const auto plan = plan_memory(cfg, dist::make_layout(launch.world_size, cfg.parallel.tp, cfg.parallel.ep),
+                                  plan_options(cfg, launch.world_size));
+    const double gib = double(1 << 30);
+    const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE)) /
+                        double(std::max<int64_t>(1, launch.local_world_size));
+    GRPO_CHECK(plan.peak_bytes <= have,
+               "this run needs about {:.1f} GiB per process by grpo_plan's estimate (weights {:.1f}, gradients {:.1f}, "
+               "optimizer {:.1f}, activations {:.1f}, KV cache {:.1f} GiB), more than the {:.1f} GiB of memory each of "
+               "the {} process(es) on this machine has: lower grpo.prompts_per_step x grpo.group_size (now {} x {}), "
+               "rollout.batch_size, grpo.micro_batch_tokens or rollout.max_new_tokens, or use more processes "
+               "(grpo_plan --config ... shows the arithmetic)",
+               plan.peak_bytes / gib, plan.param_bytes / gib, plan.grad_bytes / gib, plan.optimizer_bytes / gib,
+               plan.activation_bytes / gib, plan.kv_cache_bytes / gib, have / gib, launch.local_world_size,
+               cfg.grpo.prompts_per_step, cfg.grpo.group_size);
   }
 
   void make_rewards() {

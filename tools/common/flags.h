@@ -21,6 +21,7 @@
 #include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -105,6 +106,12 @@ struct Flag {
     default_value = fmt::format("{}", v);
     return *this;
   }
+  /// An integer value must lie in [lo, hi] (checked before anything is sized by it).
+  Flag& range(int64_t lo, int64_t hi) {
+    bounds = {lo, hi};
+    return *this;
+  }
+  std::optional<std::pair<int64_t, int64_t>> bounds;
   /// Parsing ends after this flag (the rest of the command line is not read).
   Flag& stop() {
     ends_parsing = true;
@@ -182,6 +189,11 @@ class FlagTable {
         value = argv[++i];
       }
       f->set(params, name, value.value_or(""));
+      if (f->bounds) {
+        const auto v = parse_number<int64_t>(name, *value);
+        GRPO_CHECK(v >= f->bounds->first && v <= f->bounds->second, "{}: expected an integer in [{}, {}], found {}",
+                   name, f->bounds->first, f->bounds->second, *value);
+      }
       if (f->ends_parsing) return;
     }
   }

@@ -91,6 +91,10 @@ struct ToolParams {
 };
 
 /// The table; defaults shown in --help are `d`'s.
+/// Samples per prompt a tool takes (-n, -k): far beyond any pass@k or data-generation use, and
+/// small enough that sizing the work by it cannot exhaust memory.
+inline constexpr int64_t kMaxSamples = 65536;
+
 inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   using P = ToolParams;
   using S = const std::string&;
@@ -172,18 +176,21 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
       .def("the tokenizer's; with --ids, generation_config.json's");
   t.add(kGenerate, {"-n", "--num-samples"}, "G", "completions per prompt",
         [](P& p, int64_t v) { p.generate.num_samples = v; })
-      .def(d.generate.num_samples);
+      .def(d.generate.num_samples)
+      .range(1, kMaxSamples);
 
   // ---- grpo_eval
   t.add(kEval, {"-k"}, "N", "samples per question", [](P& p, int64_t v) { p.eval.options.k = v; })
-      .def(d.eval.options.k);
+      .def(d.eval.options.k)
+      .range(1, kMaxSamples);
   t.add(kEval, {"--no-greedy"}, "skip the greedy pass", [](P& p) { p.eval.options.greedy = false; });
   t.add(kEval, {"--per-question"}, "FILE", "also write one JSON line per question (question, answer, pass)",
         [](P& p, S v) { p.eval.per_question = v; });
 
   // ---- grpo_sample
   t.add(kSample, {"-k"}, "N", "samples per question", [](P& p, int64_t v) { p.sample.options.k = v; })
-      .def(d.sample.options.k);
+      .def(d.sample.options.k)
+      .range(1, kMaxSamples);
   {
     std::string keep;  // the default rewards, as the flags that would give them
     for (const auto& [name, min] : d.sample.options.rewards)

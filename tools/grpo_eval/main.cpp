@@ -17,7 +17,6 @@ int main(int argc, char** argv) {
     auto& flags = p.policy;
     auto& bo = p.eval.options;
     const std::string& per_question = p.eval.per_question;
-    GRPO_CHECK(bo.k >= 1, "-k must be at least 1, found {}", bo.k);
     auto policy = flags.open();
     auto questions = grpo::train::read_questions(policy, flags.questions, flags.limit);
     bo.sampling = policy.sampling;

@@ -54,7 +54,6 @@ int main(int argc, char** argv) {
     const std::string& jsonl = flags.questions.path;
     GRPO_CHECK(prompts.empty() != jsonl.empty(), "give prompts with --prompt or --jsonl (one of them)");
     GRPO_CHECK(!(ids_mode && !jsonl.empty()), "--ids takes its prompts from --prompt");
-    GRPO_CHECK(num_samples >= 1, "--num-samples must be at least 1, found {}", num_samples);
     GRPO_CHECK(!(ids_mode && flags.source.prompt), "--ids prompts are token ids: no template or chat format applies");
     flags.check();
 

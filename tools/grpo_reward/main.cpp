@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
       auto r = reward.score(std::move(smp));
       nlohmann::json out = {{"score", r.total}, {"components", r.parts}};
       if (!r.failed.empty()) out["failed"] = r.failed;
-      std::cout << out.dump() << "\n";
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
   } catch (...) {
     return grpo::tools::report_exception("grpo_reward");

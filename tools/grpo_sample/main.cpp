@@ -20,7 +20,6 @@ int main(int argc, char** argv) {
     auto& ro = p.sample.options;
     const std::string& out_path = p.sample.out;
     GRPO_CHECK(!out_path.empty(), "--out FILE is required (see --help)");
-    GRPO_CHECK(ro.k >= 1, "-k must be at least 1, found {}", ro.k);
     GRPO_CHECK(ro.max_per_question >= 0, "--max-per-question must be >= 0, found {}", ro.max_per_question);
     auto policy = flags.open();
     auto questions = grpo::train::read_questions(policy, flags.questions, flags.limit,

@@ -97,6 +97,11 @@ void load_config(const std::string& yaml_text, const std::string& name,
 /// Writes the struct as YAML (every key, with its documentation as comments).
 std::string dump_config(const std::function<void(ConfigVisitor&)>& visit, bool with_docs = true);
 
+/// Every number of a loaded struct in its Bounds (for structs filled without load_config, e.g. from
+/// a config.json); throws ConfigError "<where>: <prefix>.<key>: ..." for the first one outside.
+void check_bounds(const std::function<void(ConfigVisitor&)>& visit, const ConfigSource& src,
+                  const std::string& prefix);
+
 /// Every field of a config as "dotted.key" -> its value written as YAML (as dump_config writes it).
 std::map<std::string, std::string> flatten_config(const std::function<void(ConfigVisitor&)>& visit);
 

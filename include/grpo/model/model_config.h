@@ -87,17 +87,17 @@ struct ModelConfig {
             "config.json and any size also set here must agree with it");
     v.field("model_type", model_type, "architecture family (Hugging Face model_type)",
             {"llama", "qwen2", "qwen3", "deepseek_v3"});
-    v.field("vocab_size", vocab_size, "vocabulary size; 0 = the tokenizer's", at_least(0));
-    v.field("hidden_size", hidden_size, "model width", at_least(1));
-    v.field("num_hidden_layers", num_hidden_layers, "transformer blocks", at_least(1));
-    v.field("num_attention_heads", num_attention_heads, "query heads", at_least(1));
+    v.field("vocab_size", vocab_size, "vocabulary size; 0 = the tokenizer's", core::between(0, 1 << 24));
+    v.field("hidden_size", hidden_size, "model width", core::between(1, 1 << 17));
+    v.field("num_hidden_layers", num_hidden_layers, "transformer blocks", core::between(1, 4096));
+    v.field("num_attention_heads", num_attention_heads, "query heads", core::between(1, 4096));
     v.field("num_key_value_heads", num_key_value_heads,
             "key/value heads (grouped-query attention; divides num_attention_heads)", at_least(1));
     v.field("head_dim", head_dim, "per-head width; 0 = hidden_size / num_attention_heads",
             at_least(0));
-    v.field("intermediate_size", intermediate_size, "SwiGLU MLP width", at_least(1));
+    v.field("intermediate_size", intermediate_size, "SwiGLU MLP width", core::between(1, 1 << 20));
     v.field("max_position_embeddings", max_position_embeddings,
-            "longest sequence (prompt + response) the model handles", at_least(2));
+            "longest sequence (prompt + response) the model handles", core::between(2, 1 << 24));
     v.field("rope_theta", rope_theta, "RoPE base frequency", core::positive());
     v.field("rms_norm_eps", rms_norm_eps, "RMSNorm epsilon", core::positive());
     v.field("tie_word_embeddings", tie_word_embeddings, "LM head shares the embedding matrix");

@@ -78,6 +78,15 @@ TEST(JsonlDataset, BadLinesNameFileAndLineOrAreSkipped) {
   EXPECT_THROW(JsonlDataset(c, 1), grpo::Error);
   c.path = "/nonexistent/file.jsonl";
   EXPECT_THROW(JsonlDataset(c, 1), grpo::Error);
+  // a line past 64 MiB is an error before more of it is read; JSON nested past 64 levels is a bad line
+  c.on_bad_line = "error";
+  c.path = write("long.jsonl", "{\"question\": \"a\", \"answer\": \"1\"}\n{\"question\": \"" +
+                                   std::string((size_t(64) << 20) + 10, 'x') + "\"}\n");
+  auto m = grpo::test_util::error_of([&] { JsonlDataset(c, 1); });
+  EXPECT_NE(m.find("long.jsonl:2: the line is longer than 64 MiB"), std::string::npos) << m;
+  c.path = write("deep.jsonl", "{\"question\": " + std::string(100, '[') + std::string(100, ']') + "}\n");
+  m = grpo::test_util::error_of([&] { JsonlDataset(c, 1); });
+  EXPECT_NE(m.find("deep.jsonl:1: not JSON (or nested deeper than 64 levels)"), std::string::npos) << m;
 }
 
 TEST(JsonlDataset, SeededShufflePerEpochIsResumable) {

@@ -251,3 +251,14 @@ TEST(HfLoad, LayersBeyondTheConfigAreAnErrorUnlessMultiTokenPrediction) {
   std::ofstream(dir + "/config.json") << cfg.dump(2);
   EXPECT_EQ(model::load_hf_model(dir)->config().num_hidden_layers, layers - 1);
 }
+
+// A config.json is held to the same ranges as a YAML config: a size of 0 or 2^20 is refused by name.
+TEST(HfConfig, SizesOutsideTheirRangeAreRefused) {
+  auto cfg = nlohmann::json::parse(grpo::core::read_file(fixture("llama") + "/config.json"));
+  for (int64_t bad : {int64_t(0), int64_t(1) << 20}) {
+    cfg["hidden_size"] = bad;
+    auto e = error_of([&] { model::parse_hf_config(cfg.dump(), "c.json"); });
+    EXPECT_NE(e.find("c.json: model.hidden_size: expected an integer in [1, 131072], found " + std::to_string(bad)),
+              std::string::npos) << e;
+  }
+}

@@ -62,4 +62,11 @@ TEST(ToolFlags, ValuesParseWholeOrFailNamingTheFlag) {
   EXPECT_NE(msg.find("--nonsense"), std::string::npos) << msg;
   msg = error_of([&] { parse(Tool::kTokenize, {"--tokenizer"}, q); });
   EXPECT_NE(msg.find("--tokenizer needs a value"), std::string::npos) << msg;
+  // counts that size the work have a range, checked before anything is allocated
+  msg = error_of([&] { parse(Tool::kGenerate, {"-n", "100000000"}, q); });
+  EXPECT_NE(msg.find("-n: expected an integer in [1, 65536], found 100000000"), std::string::npos) << msg;
+  msg = error_of([&] { parse(Tool::kEval, {"-k", "0"}, q); });
+  EXPECT_NE(msg.find("-k: expected an integer in [1, 65536], found 0"), std::string::npos) << msg;
+  parse(Tool::kEval, {"-k", "65536"}, q);
+  EXPECT_EQ(q.eval.options.k, 65536);
 }

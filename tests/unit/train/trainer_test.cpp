@@ -139,6 +139,16 @@ TEST(Trainer, ARewardThatAlwaysFailsStopsTheRun) {
   EXPECT_EQ(t.state().rollout_step, 2);
 }
 
+// grpo_plan's estimate is applied before anything is allocated: a run that cannot fit in this
+// machine's memory is refused with the estimate and the knobs.
+TEST(Trainer, ARunThatCannotFitInMemoryIsRefusedUpFront) {
+  auto c = tiny_run(tmpdir("too_big"), 1);
+  c.grpo.group_size = 1'000'000;
+  auto msg = error_of([&] { train::Trainer t(c); });
+  EXPECT_NE(msg.find("by grpo_plan's estimate"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("grpo.prompts_per_step x grpo.group_size (now 4 x 1000000)"), std::string::npos) << msg;
+}
+
 TEST(Trainer, NoReferenceModelWithoutKl) {
   auto a = tmpdir("no_ref");
   auto c = tiny_run(a, 1);
