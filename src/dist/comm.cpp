@@ -11,7 +11,14 @@
 #include "grpo/core/error.h"
 #include "nccl_backend.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <thread>
 
 namespace grpo::dist {
@@ -91,8 +98,9 @@ class C10dComm final : public Comm {
            l.rank == 0 ? "serve" : "reach", where, seconds(),
            l.rank == 0 ? " (is the port in use?)" : " (is rank 0 running?)", first_line(e.what()));
     }
-    // every rank announces itself; the missing ones are named
-    store_->set(key(rank_), std::vector<uint8_t>{1});
+    // every rank announces itself (its host and process id); the missing ones are named
+    const std::string me = fmt::format("{} {}", local_hostname(), ::getpid());
+    store_->set(key(rank_), std::vector<uint8_t>(me.begin(), me.end()));
     std::vector<std::string> keys;
     for (int64_t r = 0; r < size_; ++r) keys.push_back(key(r));
     try {
@@ -111,12 +119,19 @@ class C10dComm final : public Comm {
       fail("rank {} of {}: rank{} {} did not join the rendezvous at {} within {} s", rank_, size_,
            missing.size() == 1 ? "" : "s", fmt::join(missing, ", "), where, seconds());
     }
+    for (int64_t r = 0; r < size_; ++r) {
+      const auto v = store_->get(key(r));
+      procs_.emplace_back(v.begin(), v.end());
+      world_ranks_.push_back(r);
+    }
     connect_group(store_);
   }
   // A sub-group: its own process groups over a prefix of the parent's store.
   C10dComm(const C10dComm& parent, const std::vector<int64_t>& ranks, const std::string& name)
       : Comm(std::find(ranks.begin(), ranks.end(), parent.rank_) - ranks.begin(), int64_t(ranks.size())),
-        timeout_(parent.timeout_), options_(parent.options_), host_(parent.host_), store_(parent.store_) {
+        timeout_(parent.timeout_), options_(parent.options_), host_(parent.host_), store_(parent.store_),
+        procs_(parent.procs_) {
+    for (auto r : ranks) world_ranks_.push_back(parent.world_ranks_[size_t(r)]);
     connect_group(c10::make_intrusive<c10d::PrefixStore>("grpo/group/" + name, parent.store_));
   }
 
@@ -266,18 +281,53 @@ class C10dComm final : public Comm {
   }
   template <typename F>
   void run(const char* what, F&& f) {
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       f();
     } catch (const std::exception& e) {
-      fail("rank {} of {}: {} failed within {} s -- another rank has died or stopped responding: {}", rank_,
-           size_, what, seconds(), first_line(e.what()));
+      const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      fail("rank {} of {}: {} failed after {:.1f} s (parallel.timeout {} s): {}; {}", world_ranks_[size_t(rank_)],
+           procs_.size(), what, took, seconds(), who_stopped(), first_line(e.what()));
     }
+  }
+  // A process of this host that has not exited (a zombie, not yet reaped by its launcher, has).
+  static bool running(long pid) {
+    if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) return false;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const auto paren = line.rfind(')');  // "pid (comm) S ..."
+    return !(paren != std::string::npos && paren + 2 < line.size() && (line[paren + 2] == 'Z' || line[paren + 2] == 'X'));
+  }
+  // Which other ranks of this group have exited: those on this host are checked by process id
+  // (kill(pid, 0)); the others cannot be seen from here.
+  std::string who_stopped() const {
+    const std::string here = local_hostname();
+    std::vector<std::string> dead, elsewhere;
+    for (int64_t r : world_ranks_) {
+      if (r == world_ranks_[size_t(rank_)]) continue;
+      const std::string& p = procs_[size_t(r)];
+      const auto sp = p.rfind(' ');
+      const std::string host = p.substr(0, sp);
+      const long pid = std::atol(p.c_str() + sp + 1);
+      if (host != here) elsewhere.push_back(std::to_string(r));
+      else if (pid > 0 && !running(pid))
+        dead.push_back(fmt::format("{} (process {})", r, pid));
+    }
+    if (!dead.empty())
+      return fmt::format("rank{} {} of this group {} exited", dead.size() == 1 ? "" : "s", fmt::join(dead, ", "),
+                         dead.size() == 1 ? "has" : "have");
+    return elsewhere.empty() ? "every other rank of this group is still running on this host (one stopped responding)"
+                             : fmt::format("no rank on this host has exited; rank{} {} on other hosts may have",
+                                           elsewhere.size() == 1 ? "" : "s", fmt::join(elsewhere, ", "));
   }
 
   std::chrono::milliseconds timeout_;
   CommOptions options_;
   std::string host_;
   c10::intrusive_ptr<c10d::Store> store_;
+  std::vector<std::string> procs_;     // "<host> <pid>" of every rank of the job, by world rank
+  std::vector<int64_t> world_ranks_;   // this group's ranks as world ranks
   c10::intrusive_ptr<c10d::Backend> gloo_, nccl_;
 };
 

@@ -97,6 +97,13 @@ double Session::lr_at(int64_t step) const {
 }
 
 // ---------------------------------------------------------------- data parallel
+bool Session::any_rank(bool local) {
+  if (world->size() == 1) return local;
+  auto t = at::full({1}, local ? 1.0 : 0.0, at::kDouble);
+  world->all_reduce_max(t);
+  return t.item<double>() > 0;
+}
+
 void Session::reduce(std::vector<double>& v, bool max) {
   auto t = at::tensor(v, at::kDouble);
   if (max) comm->all_reduce_max(t);

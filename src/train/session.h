@@ -100,6 +100,9 @@ struct Session {
   // ---- data parallel
   /// Element-wise sum (or max) of `v` over the data-parallel ranks, in place.
   void reduce(std::vector<double>& v, bool max);
+  /// True on every rank when `local` is true on any (collective over the whole job): a signal
+  /// delivered to one rank stops all of them at the same step.
+  bool any_rank(bool local);
   /// Every rank's gradient becomes the sum over ranks, all-reduced in buckets of ~16 MB: routed
   /// experts over the ranks holding the same experts, everything else over the data-parallel
   /// group. The buckets start during the backward pass arm_gradient_overlap() precedes (the last

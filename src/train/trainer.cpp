@@ -235,7 +235,7 @@ struct Trainer::Impl : Session {
     auto t0 = Clock::now();
     while (done < total) {
       step(*this);
-      if (stop_early && stop_early(st)) {
+      if (any_rank(stop_early && stop_early(st))) {  // collective: one rank's signal stops all
         save();
         spdlog::info("stopped early at {} step {}", label, done);
         return false;
@@ -272,7 +272,7 @@ struct Trainer::Impl : Session {
         save();
         saved = true;
       }
-      if (stop_early && stop_early(st)) {
+      if (any_rank(stop_early && stop_early(st))) {  // collective: one rank's signal stops all
         if (!saved) save();
         spdlog::info("stopped early at rollout step {}", st.rollout_step);
         return false;

@@ -18,8 +18,8 @@
 
 namespace {
 
-// SIGINT/SIGTERM (Ctrl-C, Slurm preemption): finish the current step, checkpoint, exit. A second
-// signal kills the process at once.
+// SIGINT/SIGTERM (Ctrl-C, Slurm preemption) on any rank: every rank finishes the current step,
+// checkpoints and exits with 130. A second signal kills the process at once.
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int sig) {
   g_stop = true;
@@ -66,7 +66,9 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     trainer.run([](const grpo::train::TrainState&) { return g_stop.load(); });
-    if (g_stop) {
+    // a signal on any rank stops every rank (the decision is collective), signalled or not
+    const auto& st = trainer.state();
+    if (g_stop || st.stage != "grpo" || st.rollout_step < trainer.config().grpo.rollout_steps) {
       spdlog::info("interrupted: checkpoint written; rerun the same command to resume");
       return 130;
     }

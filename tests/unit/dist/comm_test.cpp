@@ -19,6 +19,7 @@
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
+#include "grpo/train/checkpoint.h"
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
 #include "../test_util.h"
@@ -58,7 +59,8 @@ TEST(DistWorker, Run) {
   if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
   int64_t tp_train = 1, ep_train = 1, steps = 2;
   const bool moe = std::sscanf(scenario, "grpo_moe_tp%ld_ep%ld", &tp_train, &ep_train) == 2;
-  const std::set<std::string> dp_scenarios{"grpo_dp", "grpo_dapo", "grpo_zero1", "grpo_dp_bf16", "grpo_zero1_bf16"};
+  const std::set<std::string> dp_scenarios{"grpo_dp", "grpo_dapo", "grpo_zero1", "grpo_dp_bf16", "grpo_zero1_bf16",
+                                           "grpo_dp_stop"};
   if (dp_scenarios.count(scenario) || moe ||
       std::sscanf(scenario, "grpo_tp%ld_steps%ld", &tp_train, &steps) == 2) {  // data/tensor/expert-parallel training
     try {
@@ -74,7 +76,13 @@ TEST(DistWorker, Run) {
       cfg.grpo.rollout_steps = steps;
       if (const char* from = std::getenv("GRPO_DIST_RESUME_FROM")) cfg.run.resume = from;
       grpo::train::Trainer t(cfg);
-      t.run();
+      if (std::string(scenario) == "grpo_dp_stop") {  // a signal delivered to rank 1 only, after rollout step 1
+        const int64_t rank = grpo::dist::detect_launch().rank;
+        t.run([rank](const grpo::train::TrainState& st) { return rank == 1 && st.rollout_step == 1; });
+        std::cout << "stopped at rollout step " << t.state().rollout_step << "\n";
+      } else {
+        t.run();
+      }
     } catch (const grpo::Error& e) {
       std::cout << "ERROR " << e.what() << "\n";
       std::exit(3);
@@ -204,9 +212,23 @@ TEST(Dist, ARankThatDiesIsAnErrorOnTheOthers) {
   EXPECT_EQ(ws[2].rc, 0);
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(ws[r].rc, 3) << ws[r].out;
-    EXPECT_NE(ws[r].out.find("all_reduce_sum failed"), std::string::npos) << ws[r].out;
-    EXPECT_NE(ws[r].out.find("another rank has died or stopped responding"), std::string::npos) << ws[r].out;
+    EXPECT_NE(ws[r].out.find("all_reduce_sum failed after"), std::string::npos) << ws[r].out;
+    EXPECT_NE(ws[r].out.find("(parallel.timeout 3 s)"), std::string::npos) << ws[r].out;
+    EXPECT_NE(ws[r].out.find("rank 2 (process "), std::string::npos) << ws[r].out;  // named, by its process
+    EXPECT_NE(ws[r].out.find("of this group has exited"), std::string::npos) << ws[r].out;
   }
+}
+
+// A stop (SIGINT/SIGTERM in grpo_train) on one rank only stops every rank at the same step, with a
+// checkpoint: the stop decision is collective.
+TEST(Dist, AStopOnOneRankStopsAllWithACheckpoint) {
+  auto ws = run_workers(2, {0, 1}, "grpo_dp_stop", 60000);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(ws[r].rc, 0) << ws[r].out;
+    EXPECT_NE(ws[r].out.find("stopped at rollout step 1"), std::string::npos) << ws[r].out;
+  }
+  const std::string ckpts = std::string(GRPO_TEST_TMPDIR) + "/dist_grpo_dp_stop_2/run/checkpoints";
+  EXPECT_EQ(*grpo::train::latest_checkpoint(ckpts), ckpts + "/step-000001");
 }
 
 // ---- the same on GPU tensors (label gpu; each skips, saying why, without what it needs)
