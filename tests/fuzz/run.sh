@@ -12,10 +12,12 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   CXX=clang++ cmake -S "$root/tests/fuzz" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors_header fuzz_tokenizer_json fuzz_tokenizer_encode fuzz_math_verify fuzz_reward_format)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors_header fuzz_tokenizer_json fuzz_tokenizer_encode fuzz_math_verify fuzz_reward_format
+                                     fuzz_config)
 cmake --build "$build" --target "${targets[@]}" >/dev/null
 declare -A seeds=([fuzz_safetensors_header]=safetensors [fuzz_tokenizer_json]=tokenizer_json
-                  [fuzz_tokenizer_encode]=tokenizer_text [fuzz_math_verify]=math [fuzz_reward_format]=format)
+                  [fuzz_tokenizer_encode]=tokenizer_text [fuzz_math_verify]=math [fuzz_reward_format]=format
+                  [fuzz_config]=config)
 for t in "${targets[@]}"; do
   work="$build/work/$t"
   rm -rf "$work" && mkdir -p "$work/corpus"
