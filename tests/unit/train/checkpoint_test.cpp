@@ -1,6 +1,10 @@
 // Checkpoints: atomic saves, retention and `latest`; a resumed run reproduces the uninterrupted one
 // and refuses a checkpoint of another model.
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -255,6 +259,35 @@ TEST(Checkpoint, KillAtEachPointOfASaveLeavesLatestComplete) {
       for (auto& e : fs::directory_iterator(dir))
         EXPECT_EQ(e.path().filename().string().find('.'), std::string::npos) << "leftover " << e.path();
     }
+}
+
+// A write that fails (here: past RLIMIT_FSIZE, "File too large", as a full disk fails with "No space
+// left on device") names the file and the OS reason and leaves no .tmp behind; `latest` still
+// names the earlier checkpoint.
+TEST(Checkpoint, AFailedWriteSaysWhyAndLeavesNothing) {
+  auto dir = tmpdir("ckpt_full");
+  train::Checkpoint ck;
+  ck.model = {{"w", at::ones({16})}};
+  ck.optimizer = {{"w.exp_avg", at::zeros({16})}};
+  ck.state.stage = "grpo";
+  train::save_checkpoint(dir, "000001", ck, 3);
+  ck.model = {{"w", at::ones({1 << 20})}};  // 4 MiB
+  ck.state.rollout_step = 2;
+  struct rlimit old {};
+  ::getrlimit(RLIMIT_FSIZE, &old);
+  auto* previous = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 1 << 16;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto msg = error_of([&] { train::save_checkpoint(dir, "000002", ck, 3); });
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, previous);
+  EXPECT_NE(msg.find("cannot save checkpoint"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(std::strerror(EFBIG)), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir + "/step-000002.tmp"));
+  EXPECT_FALSE(fs::exists(dir + "/step-000002"));
+  EXPECT_EQ(*train::latest_checkpoint(dir), dir + "/step-000001");
 }
 
 // One run directory, one run: a second writer fails at once, naming the first one's process.
