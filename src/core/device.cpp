@@ -1,5 +1,7 @@
 #include "grpo/core/device.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 
@@ -72,5 +74,7 @@ std::string cuda_summary() {
                      GRPO_WITH_NCCL ? "yes" : "no", backend ? "yes" : "no",
                      backend ? at::detail::getCUDAHooks().deviceCount() : 0);
 }
+
+double host_memory_bytes() { return double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE)); }
 
 }  // namespace grpo

@@ -43,6 +43,12 @@ PlanOptions plan_options(const Config& cfg, int64_t gpus) {
   return o;
 }
 
+double kv_cache_bytes_per_token(const model::ModelConfig& m, int64_t tp, double bytes_per_value) {
+  return m.is_mla() ? double(m.kv_lora_rank + m.qk_rope_head_dim) * double(m.num_hidden_layers) * bytes_per_value
+                    : 2.0 * double(m.num_key_value_heads / tp) * double(m.resolved_head_dim()) *
+                          double(m.num_hidden_layers) * bytes_per_value;
+}
+
 MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptions& o) {
   const auto& m = cfg.model;
   GRPO_CHECK(o.precision == "fp32" || o.precision == "bf16", "precision must be fp32 or bf16, found '{}'",
@@ -108,8 +114,7 @@ MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptio
   // KV cache of the rollout
   const int64_t seqs_rank = cfg.grpo.prompts_per_step * cfg.grpo.group_size / dp;
   const int64_t seqs = o.rollout_batch > 0 ? std::min(o.rollout_batch, seqs_rank) : seqs_rank;
-  const double per_token = m.is_mla() ? double(m.kv_lora_rank + m.qk_rope_head_dim) * m.num_hidden_layers * wb
-                                      : 2.0 * (m.num_key_value_heads / l.tp) * m.resolved_head_dim() * m.num_hidden_layers * wb;
+  const double per_token = kv_cache_bytes_per_token(m, l.tp, wb);
   p.kv_cache_bytes = double(seqs) * double(len) * per_token;
   a.push_back(fmt::format("KV cache: {} sequences x {} tokens x {} B per token = {}{}", seqs, len, int64_t(per_token),
                           gib(p.kv_cache_bytes),

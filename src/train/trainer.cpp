@@ -4,8 +4,6 @@
 // continues exactly as the uninterrupted run would have.
 #include "grpo/train/trainer.h"
 
-#include <unistd.h>
-
 #include <chrono>
 
 #include <ATen/ATen.h>
@@ -90,8 +88,7 @@ struct Trainer::Impl : Session {
     const auto plan = plan_memory(cfg, dist::make_layout(launch.world_size, cfg.parallel.tp, cfg.parallel.ep),
                                   plan_options(cfg, launch.world_size));
     const double gib = double(1 << 30);
-    const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE)) /
-                        double(std::max<int64_t>(1, launch.local_world_size));
+    const double have = grpo::host_memory_bytes() / double(std::max<int64_t>(1, launch.local_world_size));
     GRPO_CHECK(plan.peak_bytes <= have,
                "this run needs about {:.1f} GiB per process by grpo_plan's estimate (weights {:.1f}, gradients {:.1f}, "
                "optimizer {:.1f}, activations {:.1f}, KV cache {:.1f} GiB), more than the {:.1f} GiB of memory each of "

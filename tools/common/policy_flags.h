@@ -5,15 +5,19 @@
 // grpo/train/completions.h.
 #pragma once
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
 #include <ATen/Parallel.h>
 
 #include "grpo/core/config.h"
+#include "grpo/core/device.h"
 #include "grpo/core/error.h"
 #include "grpo/data/jsonl_dataset.h"
+#include "grpo/model/transformer.h"
 #include "grpo/train/completions.h"
+#include "grpo/train/memory_plan.h"
 
 namespace grpo::tools {
 
@@ -59,6 +63,24 @@ struct PolicyFlags {
     if (top_k) defaults.top_k = *top_k;
     if (max_new_tokens) defaults.max_new_tokens = *max_new_tokens;
     return defaults;
+  }
+  /// Refuses, before generating, a batch whose KV cache cannot fit in this machine's memory:
+  /// --batch-size (at most `prompts`) prompts x `samples` each, every sequence up to its prompt (`prompt_tokens`) plus
+  /// `max_new_tokens` tokens (at most the model's max_position_embeddings), fp32.
+  void check_memory(const model::Transformer& model, int64_t prompts, int64_t samples, int64_t max_new_tokens,
+                    int64_t prompt_tokens = 256) const {
+    const auto& m = model.config();
+    const int64_t at_once = std::max<int64_t>(1, std::min(batch_size, prompts));
+    const double seqs = double(at_once) * double(samples);
+    const double len = double(std::min(m.max_position_embeddings, prompt_tokens + max_new_tokens));
+    const double weights = double(model.num_parameters()) * 4;
+    const double kv = seqs * len * train::kv_cache_bytes_per_token(m, 1, 4);
+    const double gib = double(1 << 30), have = grpo::host_memory_bytes();
+    GRPO_CHECK(weights + kv <= have,
+               "generating {} sequences at once ({} prompts x {} samples) of up to {} tokens needs about {:.1f} GiB "
+               "of KV cache (and {:.1f} GiB of weights), more than this machine's {:.1f} GiB: lower --batch-size, "
+               "the number of samples or --max-new-tokens", int64_t(seqs), at_once, samples, int64_t(len), kv / gib,
+               weights / gib, have / gib);
   }
   /// check(), then the policy with the sampling flags applied to its defaults.
   train::LoadedPolicy open() {

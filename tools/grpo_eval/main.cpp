@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
     const std::string& per_question = p.eval.per_question;
     auto policy = flags.open();
     auto questions = grpo::train::read_questions(policy, flags.questions, flags.limit);
+    flags.check_memory(*policy.model, int64_t(questions.size()), bo.k, policy.sampling.max_new_tokens);
     bo.sampling = policy.sampling;
     bo.seed = uint64_t(flags.seed);
     bo.batch_size = flags.batch_size;

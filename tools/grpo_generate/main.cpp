@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
         questions.push_back(e.prompt);
       }
     }
+    flags.check_memory(*model, int64_t(questions.size()), num_samples, sp.max_new_tokens);
     const int64_t max_pos = model->config().max_position_embeddings;
     for (size_t s = 0; s < questions.size(); s += batch_size) {
       size_t e = std::min(questions.size(), s + size_t(batch_size));

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
     auto policy = flags.open();
     auto questions = grpo::train::read_questions(policy, flags.questions, flags.limit,
                                                  grpo::train::BuiltinQuestions::kTraining);
+    flags.check_memory(*policy.model, int64_t(questions.size()), ro.k, policy.sampling.max_new_tokens);
     ro.sampling = policy.sampling;
     ro.seed = uint64_t(flags.seed);
     ro.batch_size = flags.batch_size;

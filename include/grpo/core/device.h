@@ -32,6 +32,9 @@ c10::Device resolve_device(const std::string& name, int64_t local_rank, const st
 /// use for bf16 operands. Without them bf16 is emulated and slower than fp32 (docs/performance.md).
 bool cpu_has_native_bf16();
 
+/// Bytes of physical memory of this machine (what up-front memory checks compare with).
+double host_memory_bytes();
+
 /// One line for logs and skipped tests: "CUDA kernels built: yes; CUDA devices: 1 (NVIDIA H100 ...)".
 std::string cuda_summary();
 

@@ -49,6 +49,10 @@ struct MemoryPlan {
   std::vector<std::string> arithmetic;  // the computation, line by line
 };
 
+/// Bytes of KV cache one token of one sequence takes (per tensor-parallel rank of `tp`), with
+/// `bytes_per_value` per cached number (4: fp32, 2: bf16). MLA caches its compressed latent.
+double kv_cache_bytes_per_token(const model::ModelConfig& m, int64_t tp, double bytes_per_value);
+
 /// The options a config implies: its optim.precision, parallel.zero1 / recompute /
 /// sequence_parallel and rollout.batch_size (what grpo_train would do), for `gpus` GPUs.
 PlanOptions plan_options(const Config& config, int64_t gpus);

@@ -70,3 +70,24 @@ TEST(ToolFlags, ValuesParseWholeOrFailNamingTheFlag) {
   parse(Tool::kEval, {"-k", "65536"}, q);
   EXPECT_EQ(q.eval.options.k, 65536);
 }
+
+// The sampling tools refuse, before generating, a batch whose KV cache cannot fit in memory.
+TEST(ToolFlags, ABatchWhoseKvCacheCannotFitIsRefusedBeforeGenerating) {
+  grpo::model::ModelConfig m;
+  m.hidden_size = 32;
+  m.num_hidden_layers = 2;
+  m.num_attention_heads = 2;
+  m.num_key_value_heads = 2;
+  m.intermediate_size = 48;
+  m.vocab_size = 20;
+  m.max_position_embeddings = 1'000'000;
+  grpo::model::Transformer model(m);
+  PolicyFlags f;
+  f.batch_size = 16;
+  // 16 prompts x 64 samples x ~900k tokens x (2 layers x 2 x 32 x 4 B) = ~220 GiB, beyond any CI machine
+  auto msg = error_of([&] { f.check_memory(model, 100, 64, 900'000); });
+  EXPECT_NE(msg.find("generating 1024 sequences at once (16 prompts x 64 samples) of up to 900256 tokens"),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("lower --batch-size"), std::string::npos) << msg;
+  EXPECT_NO_THROW(f.check_memory(model, 1, 1, 64));
+}
