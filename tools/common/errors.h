@@ -1,5 +1,5 @@
 // How every tool ends on an error: one clear line on stderr and exit status 1 -- the library's
-// own errors as they are, LibTorch's without its C++ stack (set GRPO_DEBUG=1 to see it), running
+// own errors as they are, LibTorch's without its C++ stack (--debug or GRPO_DEBUG=1 shows it), running
 // out of memory as such -- never an abort.
 #pragma once
 

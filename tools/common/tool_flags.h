@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -338,6 +339,8 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
         [](P& p, S v) { p.tokenize.template_name = v; });
 
   // ---- every tool
+  t.add(Tool::kAll, {"--debug"}, "on an error from LibTorch, also print its C++ stack (as GRPO_DEBUG=1 does)",
+        [](P&) { ::setenv("GRPO_DEBUG", "1", 1); });
   t.add(Tool::kAll, {"-h", "--help"}, "print this help and exit", [](P& p) { p.help = true; }).stop();
   return t;
 }
