@@ -161,6 +161,13 @@ class Loader : public ConfigVisitor {
     sub.check_unknown();
   }
 
+  // keys that were replaced, and by what
+  inline static const std::map<std::string, std::string> kRenamed = {
+      {"rollout.batch_size",
+       "the rollout engine replaced it with 'rollout.max_running' (sequences decoding at once) and "
+       "'rollout.kv_cache_bytes' (the KV pool's size)"},
+  };
+
   void check_unknown() {
     if (!node_.IsDefined() || !node_.IsMap()) return;
     for (auto it = node_.begin(); it != node_.end(); ++it) {
@@ -176,6 +183,7 @@ class Loader : public ConfigVisitor {
       }
       std::string hint = best.empty() ? fmt::format("known keys here: {}", fmt::join(seen_all_, ", "))
                                       : fmt::format("did you mean '{}'?", best);
+      if (auto r = kRenamed.find(path); r != kRenamed.end()) hint = r->second;
       config_fail(src_, path, "unknown key; " + hint);
     }
   }

@@ -340,14 +340,21 @@ TokenLogProbs Transformer::token_logprobs(const at::Tensor& hidden, const at::Te
   return token_logprobs_vocab_parallel(hidden, w.narrow(0, 0, rows), targets, v0, limit, *sp.tp, options);
 }
 
-std::unique_ptr<KVCache> Transformer::make_cache(int64_t batch, int64_t capacity) const {
-  auto w = lm_head_weight();
+PagedKVCache::Shape Transformer::cache_shape() const {
   if (config_.is_mla())  // the compressed latent: (c_kv, k_rope) per token, one "head"
-    return std::make_unique<StaticKVCache>(config_.num_hidden_layers, batch, 1, capacity,
-                                           config_.kv_lora_rank, w.options(), config_.qk_rope_head_dim);
-  return std::make_unique<StaticKVCache>(config_.num_hidden_layers, batch,
-                                         config_.num_key_value_heads / impl_->split.tp_size(), capacity,
-                                         config_.resolved_head_dim(), w.options());
+    return {config_.num_hidden_layers, 1, config_.kv_lora_rank, config_.qk_rope_head_dim};
+  const int64_t hd = config_.resolved_head_dim();
+  return {config_.num_hidden_layers, config_.num_key_value_heads / impl_->split.tp_size(), hd, hd};
+}
+
+std::unique_ptr<KVCache> Transformer::make_cache(int64_t batch, int64_t capacity) const {
+  const auto s = cache_shape();
+  return std::make_unique<StaticKVCache>(s.layers, batch, s.kv_heads, capacity, s.head_dim,
+                                         lm_head_weight().options(), s.v_head_dim);
+}
+
+std::unique_ptr<PagedKVCache> Transformer::make_paged_cache(int64_t block_size, int64_t max_blocks) const {
+  return std::make_unique<PagedKVCache>(cache_shape(), block_size, max_blocks, lm_head_weight().options());
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Transformer::named_parameters() const {

@@ -1,8 +1,11 @@
-// Generation loop: one prefill over the left-padded prompts, then one decode step per token for
-// all rows still running (finished rows are dropped from the batch and the KV cache). The model
-// and its cache may be on a GPU; the batch being built (tokens, masks, sampled log-probs) stays
-// on the CPU, and each step moves one token per row across.
+// The lock-step reference engine (generate_lockstep) and what both engines share. Per chunk of
+// rows: one prefill over the left-padded prompts, then one decode step per token for all rows
+// still running (finished rows are dropped from the batch and the KV cache). The model and its
+// cache may be on a GPU; the batch being built (tokens, masks, sampled log-probs) stays on the
+// CPU, and each step moves one token per row across.
 #include "grpo/rollout/generate.h"
+
+#include "batch_builder.h"
 
 #include <ATen/ATen.h>
 
@@ -15,11 +18,11 @@ namespace grpo::rollout {
 
 const char* to_string(FinishReason r) { return r == FinishReason::kStop ? "stop" : "length"; }
 
-RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
+namespace detail {
+
+RolloutBatch start_batch(const model::Transformer& model, const GenerateRequest& req, bool allow_empty) {
   const int64_t G = req.group_size, NP = static_cast<int64_t>(req.prompts.size());
-  // expert parallel: this rank's forwards pair with the other ep ranks' (model.lockstep_group())
-  dist::Comm* lockstep = model.lockstep_group();
-  GRPO_CHECK(G >= 1 && (NP >= 1 || lockstep), "generate: need at least one prompt and one sample per prompt");
+  GRPO_CHECK(G >= 1 && (NP >= 1 || allow_empty), "generate: need at least one prompt and one sample per prompt");
   GRPO_CHECK(req.prompt_keys.size() == req.prompts.size(), "generate: one key per prompt needed");
   const int64_t N = NP * G, R = req.sampling.max_new_tokens;
   int64_t P = 0;
@@ -54,6 +57,42 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
   out.sampling_logprobs = at::zeros({N, R}, at::kFloat);
   out.finish.assign(N, FinishReason::kLength);
   out.responses.assign(N, {});
+  return out;
+}
+
+float token_uniform(const GenerateRequest& req, int64_t row, int64_t t) {
+  const int64_t G = req.group_size;
+  return static_cast<float>(core::uniform01(core::hash_key(
+      {req.key.seed, req.key.stream, req.key.step, req.prompt_keys[size_t(row / G)], uint64_t(row % G), uint64_t(t)})));
+}
+
+bool record_token(RolloutBatch& out, const GenerateRequest& req, int64_t row, int64_t t, int64_t token,
+                  float logprob) {
+  const int64_t P = out.prompt_width;
+  out.tokens.accessor<int64_t, 2>()[row][P + t] = token;
+  out.attention_mask.accessor<bool, 2>()[row][P + t] = true;
+  out.response_mask.accessor<bool, 2>()[row][t] = true;
+  out.sampling_logprobs.accessor<float, 2>()[row][t] = logprob;
+  auto& response = out.responses[size_t(row)];
+  if (token == req.eos_id) {
+    out.finish[size_t(row)] = FinishReason::kStop;
+  } else {
+    response.push_back(token);
+    if (req.stop && req.stop(row, response))
+      out.finish[size_t(row)] = FinishReason::kStop;
+    else if (t + 1 < req.sampling.max_new_tokens)
+      return false;
+  }
+  if (req.on_finish) req.on_finish(row, response);
+  return true;
+}
+
+}  // namespace detail
+
+RolloutBatch generate_lockstep(model::Transformer& model, const GenerateRequest& req) {
+  dist::Comm* lockstep = model.lockstep_group();
+  RolloutBatch out = detail::start_batch(model, req, lockstep != nullptr);
+  const int64_t N = out.rows(), R = req.sampling.max_new_tokens, P = out.prompt_width;
 
   at::NoGradGuard no_grad;
   const bool was_training = model.is_training();
@@ -77,6 +116,12 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
       return;
     }
     auto cache = model.make_cache(n0, P + R);
+    const auto sh = model.cache_shape();
+    out.stats.peak_kv_bytes = std::max(out.stats.peak_kv_bytes,
+        double(n0 * (P + R) * sh.layers * sh.kv_heads * (sh.head_dim + sh.v_head_dim)) * double(model.lm_head_weight().element_size()));
+    out.stats.kv_bytes_allocated = out.stats.peak_kv_bytes;
+    out.stats.prefill_tokens += n0 * P;
+    ++out.stats.forwards;
     auto mask = out.attention_mask.narrow(0, r0, n0).narrow(1, 0, P).to(dev);
     auto pos = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);  // [n0, P]
     auto next_pos = pos.select(1, P - 1) + 1;                       // [n0]
@@ -89,39 +134,16 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
     for (int64_t t = 0; t < R; ++t) {
       const int64_t n = static_cast<int64_t>(active.size());
       std::vector<float> u(n);
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t row = active[i];
-        u[i] = static_cast<float>(core::uniform01(core::hash_key(
-            {req.key.seed, req.key.stream, req.key.step, req.prompt_keys[row / G],
-             uint64_t(row % G), uint64_t(t)})));
-      }
+      for (int64_t i = 0; i < n; ++i) u[i] = detail::token_uniform(req, active[i], t);
       auto s = sample_tokens(logits, at::from_blob(u.data(), {n}, at::kFloat).to(dev), req.sampling);
       auto tok = s.tokens.cpu().contiguous();  // (one small copy per step from a GPU)
       auto lp = s.logprobs.cpu().contiguous();
       const int64_t* tk = tok.data_ptr<int64_t>();
       const float* lpp = lp.data_ptr<float>();
       std::vector<int64_t> keep;
-      auto tokens_acc = out.tokens.accessor<int64_t, 2>();
-      auto am = out.attention_mask.accessor<bool, 2>();
-      auto rm = out.response_mask.accessor<bool, 2>();
-      auto sl = out.sampling_logprobs.accessor<float, 2>();
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t row = active[i];
-        tokens_acc[row][P + t] = tk[i];
-        am[row][P + t] = true;
-        rm[row][t] = true;
-        sl[row][t] = lpp[i];
-        if (tk[i] == req.eos_id) {
-          out.finish[row] = FinishReason::kStop;
-          if (req.on_finish) req.on_finish(row, out.responses[row]);
-        } else {
-          out.responses[row].push_back(tk[i]);
-          keep.push_back(i);
-        }
-      }
-      if (keep.empty() || t + 1 == R) {
-        if (req.on_finish)  // the rest stopped at the length limit
-          for (auto i : keep) req.on_finish(active[i], out.responses[active[i]]);
+      for (int64_t i = 0; i < n; ++i)
+        if (!detail::record_token(out, req, active[i], t, tk[i], lpp[i])) keep.push_back(i);
+      if (keep.empty()) {
         while (any_running(false)) model.idle_forward();
         break;
       }
@@ -138,14 +160,16 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
         for (auto i : keep) na.push_back(active[i]);
         active.swap(na);
       }
+      ++out.stats.forwards;
+      out.stats.decode_tokens += int64_t(active.size());
       hidden = model.forward(step_tokens, next_pos.unsqueeze(1), active_mask, cache.get());
       logits = model.logits(hidden.select(1, 0));
       next_pos = next_pos + 1;
     }
   };
-  // in chunks of sampling.batch_size rows (the KV cache of one chunk at a time); under lock step
+  // in chunks of sampling.max_running rows (the KV cache of one chunk at a time); under lock step
   // every rank runs as many chunks as the rank with the most
-  const int64_t per = req.sampling.batch_size > 0 ? req.sampling.batch_size : std::max<int64_t>(N, 1);
+  const int64_t per = req.sampling.max_running > 0 ? req.sampling.max_running : std::max<int64_t>(N, 1);
   int64_t chunks = (N + per - 1) / per;
   if (lockstep) {
     auto c = at::scalar_tensor(std::max<int64_t>(chunks, 1), at::kLong).reshape({1});
@@ -157,6 +181,7 @@ RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
     decode(r0, std::min(per, N - r0));
   }
   model.train(was_training);
+  out.stats.steps = out.stats.forwards;
   return out;
 }
 

@@ -58,7 +58,9 @@ bool config_change_is_safe(const std::string& key) {
   return key.rfind("run.", 0) == 0 ? key != "run.seed"
                                    : key == "grpo.rollout_steps" || key == "grpo.micro_batch_tokens" ||
                                          key == "reward.workers" || key == "optim.max_bad_steps" ||
-                                         key == "reward.max_failed_steps";
+                                         key == "reward.max_failed_steps" || key == "rollout.max_running" ||
+                                         key == "rollout.prefill_chunk_tokens" || key == "rollout.kv_block_size" ||
+                                         key == "rollout.kv_cache_bytes" || key == "rollout.prefix_sharing";
 }
 
 Config load_config_text(const std::string& yaml, const std::string& name,

@@ -39,7 +39,8 @@ PlanOptions plan_options(const Config& cfg, int64_t gpus) {
   o.zero1 = cfg.parallel.zero1;
   o.recompute = cfg.parallel.recompute;
   o.sequence_parallel = cfg.parallel.sequence_parallel;
-  o.rollout_batch = cfg.rollout.batch_size;
+  o.max_running = cfg.rollout.max_running;
+  o.kv_cache_bytes = cfg.rollout.kv_cache_bytes;
   return o;
 }
 
@@ -111,18 +112,27 @@ MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptio
                           "layers{}{} = {}", int64_t(T), int64_t(T) / len, len, m.num_hidden_layers,
                           o.recompute ? fmt::format(", recomputed: kept layer inputs + one live layer of {}", gib(live)) : "",
                           sp ? ", sequence parallel" : "", gib(act)));
-  // KV cache of the rollout
+  // KV cache of the rollout: the engine's pool, max_running full-length sequences or its limit
   const int64_t seqs_rank = cfg.grpo.prompts_per_step * cfg.grpo.group_size / dp;
-  const int64_t seqs = o.rollout_batch > 0 ? std::min(o.rollout_batch, seqs_rank) : seqs_rank;
+  const int64_t seqs = o.max_running > 0 ? std::min(o.max_running, seqs_rank) : seqs_rank;
   const double per_token = kv_cache_bytes_per_token(m, l.tp, wb);
-  p.kv_cache_bytes = double(seqs) * double(len) * per_token;
-  a.push_back(fmt::format("KV cache: {} sequences x {} tokens x {} B per token = {}{}", seqs, len, int64_t(per_token),
-                          gib(p.kv_cache_bytes),
-                          seqs < seqs_rank ? fmt::format(" (rollout batch {} of the rank's {})", seqs, seqs_rank) : ""));
+  const double full = double(seqs) * double(len) * per_token;
+  p.kv_cache_bytes = o.kv_cache_bytes > 0 ? std::min(o.kv_cache_bytes, full) : full;
+  a.push_back(fmt::format("KV cache pool: {} sequences x {} tokens x {} B per token = {}{}{}", seqs, len,
+                          int64_t(per_token), gib(full),
+                          seqs < seqs_rank ? fmt::format(" (rollout.max_running {} of the rank's {})", seqs, seqs_rank) : "",
+                          p.kv_cache_bytes < full ? fmt::format(", limited by rollout.kv_cache_bytes to {} (the "
+                                                                "engine preempts beyond it)", gib(p.kv_cache_bytes))
+                                                  : ""));
   p.peak_bytes = p.param_bytes + p.grad_bytes + p.optimizer_bytes + std::max(p.activation_bytes, p.kv_cache_bytes);
   p.fits = p.peak_bytes <= o.gpu_memory_gib * kGiB * 0.9;  // 10% for the allocator and workspaces
   a.push_back(fmt::format("peak = weights + gradients + optimizer + max(activations, KV cache) = {} of {} GiB "
                           "(90% usable): {}", gib(p.peak_bytes), o.gpu_memory_gib, p.fits ? "fits" : "does not fit"));
+  p.kv_affordable_bytes = std::max(0.0, o.gpu_memory_gib * kGiB * 0.9 - p.param_bytes - p.grad_bytes - p.optimizer_bytes);
+  p.affordable_running = int64_t(p.kv_affordable_bytes / (double(len) * per_token));
+  a.push_back(fmt::format("KV pool this GPU can afford: {} = {} sequences of {} tokens at once (more when "
+                          "responses are shorter: blocks are taken as tokens are generated)",
+                          gib(p.kv_affordable_bytes), p.affordable_running, len));
   // communication per rollout step, bytes sent by one GPU
   const double opt_steps = double(cfg.grpo.mini_batches * cfg.grpo.inner_epochs);
   const double ring_dp = dp > 1 ? 2.0 * (dp - 1) / dp : 0, ring_edp = edp > 1 ? 2.0 * (edp - 1) / edp : 0;

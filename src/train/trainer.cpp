@@ -93,7 +93,7 @@ struct Trainer::Impl : Session {
                "this run needs about {:.1f} GiB per process by grpo_plan's estimate (weights {:.1f}, gradients {:.1f}, "
                "optimizer {:.1f}, activations {:.1f}, KV cache {:.1f} GiB), more than the {:.1f} GiB of memory each of "
                "the {} process(es) on this machine has: lower grpo.prompts_per_step x grpo.group_size (now {} x {}), "
-               "rollout.batch_size, grpo.micro_batch_tokens or rollout.max_new_tokens, or use more processes "
+               "rollout.max_running or rollout.kv_cache_bytes, grpo.micro_batch_tokens or rollout.max_new_tokens, or use more processes "
                "(grpo_plan --config ... shows the arithmetic)",
                plan.peak_bytes / gib, plan.param_bytes / gib, plan.grad_bytes / gib, plan.optimizer_bytes / gib,
                plan.activation_bytes / gib, plan.kv_cache_bytes / gib, have / gib, launch.local_world_size,

@@ -40,7 +40,7 @@ struct TrainFlags {
 struct PlanFlags {
   train::PlanOptions options;  // precision, zero1, ... come from the config unless the what-ifs below are set
   std::optional<std::string> precision;
-  std::optional<int64_t> rollout_batch;
+  std::optional<int64_t> max_running;
   bool zero1 = false, recompute = false, sequence_parallel = false, all = false;
   static constexpr size_t kShown = 12;  // layouts listed without --all
 };
@@ -150,9 +150,9 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   t.add(kPlan, {"--prompt-tokens"}, "N", "prompt length assumed for the KV cache and activations",
         [](P& p, int64_t v) { p.plan.options.prompt_tokens = v; })
       .def(po.prompt_tokens);
-  t.add(kPlan, {"--rollout-batch"}, "N", "sequences decoded at once per GPU; 0 = the rank's whole share",
-        [](P& p, int64_t v) { p.plan.rollout_batch = v; })
-      .def("the config's rollout.batch_size");
+  t.add(kPlan, {"--max-running"}, "N", "sequences decoding at once per GPU (rollout.max_running); 0 = the rank's whole share",
+        [](P& p, int64_t v) { p.plan.max_running = v; })
+      .def("the config's rollout.max_running");
   t.add(kPlan, {"--gpus-per-node"}, "N", "tp stays inside a node (NVLink); 0 = no limit",
         [](P& p, int64_t v) { p.plan.options.gpus_per_node = v; })
       .def(po.gpus_per_node);
@@ -399,8 +399,8 @@ inline ToolInfo tool_info(Tool tool) {
               "per rollout step for every dp x tp (experts over ep) layout: those that fit first,\n"
               "least communication time first.\n"
               "The config's optim.precision, parallel.zero1, parallel.recompute,\n"
-              "parallel.sequence_parallel and rollout.batch_size are planned; --precision, --zero1,\n"
-              "--recompute, --sequence-parallel and --rollout-batch override them (what-ifs).\n"
+              "parallel.sequence_parallel, rollout.max_running and rollout.kv_cache_bytes are planned; --precision, --zero1,\n"
+              "--recompute, --sequence-parallel and --max-running override them (what-ifs).\n"
               "\n"};
     case Tool::kReward:
       return {"grpo_reward",

@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string>& overrides = params.config.overrides;
   grpo::train::PlanOptions& o = params.plan.options;  // flags given on the command line; the config supplies the rest
   const auto& precision = params.plan.precision;
-  const auto& rollout_batch = params.plan.rollout_batch;
+  const auto& max_running = params.plan.max_running;
   const bool zero1 = params.plan.zero1, recompute = params.plan.recompute;
   const bool sequence_parallel = params.plan.sequence_parallel, all = params.plan.all;
   if (config.empty()) {
@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
       o.zero1 = zero1 || c.zero1;
       o.recompute = recompute || c.recompute;
       o.sequence_parallel = sequence_parallel || c.sequence_parallel;
-      o.rollout_batch = rollout_batch.value_or(c.rollout_batch);
+      o.max_running = max_running.value_or(c.max_running);
+      o.kv_cache_bytes = c.kv_cache_bytes;
     }
     auto plans = grpo::train::plan_layouts(cfg, o);
     const auto& best = plans.front();

@@ -80,6 +80,11 @@ class Transformer {
 
   /// A cache sized for this model.
   std::unique_ptr<KVCache> make_cache(int64_t batch, int64_t capacity) const;
+  /// A paged cache for this model (the rollout engine's): up to `max_blocks` blocks of
+  /// `block_size` tokens.
+  std::unique_ptr<PagedKVCache> make_paged_cache(int64_t block_size, int64_t max_blocks) const;
+  /// What one cached token holds per layer (this rank's heads under tp; MLA: its latent).
+  PagedKVCache::Shape cache_shape() const;
 
   /// This rank's parameters (its slices under tp/ep) with their Hugging Face names, in a stable
   /// order: what the optimizer updates.

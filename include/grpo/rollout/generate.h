@@ -1,6 +1,17 @@
-// Batched generation of G samples per prompt with the model's KV cache. Rows are prompt-major:
-// row = prompt * group_size + sample. Prompts of different lengths are left-padded; positions
-// start at 0 on each prompt's first real token, so padding never changes a row's result.
+// Generation of G samples per prompt: the rollout engine. Rows of the result are prompt-major:
+// row = prompt * group_size + sample, prompts left-padded, positions starting at 0 on each
+// prompt's first real token.
+//
+// generate() schedules sequences continuously (vLLM-style): up to sampling.max_running sequences
+// decode together, one token per engine step; a sequence that ends frees its slot and its KV
+// blocks at once, and the next waiting one is admitted at the next step. Prompts are prefilled in
+// chunks of sampling.prefill_chunk_tokens, in their own forward beside the decode forward, once
+// per group: the G samples share the prompt's blocks of the paged KV cache
+// (model::PagedKVCache). When the pool (sampling.kv_cache_bytes) is full, the latest admitted
+// sequences are preempted and recomputed later (prefill of prompt + tokens so far). Token t of
+// sample g of prompt p draws from uniform(hash(seed, stream, step, prompt_keys[p], g, t)), so
+// no token depends on scheduling, preemption or the other sequences in a batch (in exact
+// arithmetic; in floating point the batch shapes change reductions at rounding level).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +42,16 @@ struct RolloutBatch {
   std::vector<FinishReason> finish;
   std::vector<std::vector<int64_t>> responses;  // generated ids per row, EOS excluded
   int64_t rows() const { return static_cast<int64_t>(finish.size()); }
+
+  struct Stats {
+    int64_t steps = 0;            // engine steps (a prefill and/or a decode forward each)
+    int64_t forwards = 0;         // model forwards that computed tokens (not lock-step idle ones)
+    int64_t prefill_tokens = 0;   // tokens computed by prefill forwards (recomputation included)
+    int64_t decode_tokens = 0;    // tokens computed by decode forwards
+    int64_t preemptions = 0;      // sequences preempted (and recomputed later)
+    double peak_kv_bytes = 0;     // most KV cache bytes in use at once (blocks held)
+    double kv_bytes_allocated = 0;// what the pool's tensors held at the end
+  } stats;
 };
 
 /// Where the randomness of a rollout comes from: token t of sample g of prompt p draws
@@ -52,9 +73,20 @@ struct GenerateRequest {
   /// Called (on the generating thread) as soon as row `row` is complete -- at its EOS, or at the
   /// length limit -- with its response ids; e.g. to start scoring it while others generate.
   std::function<void(int64_t row, const std::vector<int64_t>& response)> on_finish;
+  /// Optional stop rule (e.g. stop strings), asked after each generated token that is not EOS;
+  /// true ends the row there (FinishReason::kStop), its last token included in the response.
+  std::function<bool(int64_t row, const std::vector<int64_t>& response)> stop;
 };
 
+/// The rollout engine (above). Expert parallel: the ranks of model.lockstep_group() keep stepping
+/// together (idle forwards) while any of them has work.
 RolloutBatch generate(model::Transformer& model, const GenerateRequest& request);
+
+/// The previous lock-step engine, kept deliberately as the reference of tests and benchmarks:
+/// chunks of sampling.max_running rows (0: all), each prefilled G times per prompt into a static
+/// cache of (prompt + max_new_tokens) per row and decoded until its longest row ends; finished
+/// rows only shrink the batch. Same keys, same tokens (exact arithmetic).
+RolloutBatch generate_lockstep(model::Transformer& model, const GenerateRequest& request);
 
 /// Whole groups taken from several batches (e.g. the rounds of DAPO's dynamic sampling) as one
 /// batch: groups[k] = (batch index, group index), in output order. Prompts are re-padded on the

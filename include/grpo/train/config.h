@@ -58,8 +58,9 @@ struct RunConfig {
 
 /// May `key` (a dotted config key) differ between a checkpoint's config and the config resuming
 /// from it without changing what is trained? Where and how fast the run executes (run.*,
-/// parallel.*, grpo.micro_batch_tokens, reward.workers), what it reports and keeps (eval.*,
-/// checkpoint.*), the guards (optim.max_bad_steps, reward.max_failed_steps), and grpo.rollout_steps (extending or shortening the run; the cosine schedule
+/// parallel.*, grpo.micro_batch_tokens, reward.workers, the rollout engine's rollout.max_running,
+/// prefill_chunk_tokens, kv_block_size, kv_cache_bytes and prefix_sharing), what it reports and
+/// keeps (eval.*, checkpoint.*), the guards (optim.max_bad_steps, reward.max_failed_steps), and grpo.rollout_steps (extending or shortening the run; the cosine schedule
 /// follows the new length). run.seed is not safe.
 bool config_change_is_safe(const std::string& key);
 

@@ -31,7 +31,10 @@ struct PlanOptions {
   bool sequence_parallel = false;  // Megatron sequence parallel: norms and the kept layer inputs
                                    // split over tp (grpo_train: parallel.sequence_parallel)
   int64_t prompt_tokens = 512;     // prompt length assumed for the KV cache and activations
-  int64_t rollout_batch = 0;       // sequences decoded at once per GPU; 0: the rank's whole share
+  int64_t max_running = 0;         // sequences decoding at once per GPU (rollout.max_running); 0:
+                                   // the rank's whole share
+  double kv_cache_bytes = 0;       // the KV pool's limit (rollout.kv_cache_bytes); 0: what
+                                   // max_running full-length sequences need
   int64_t gpus_per_node = 8;       // tp stays inside a node (NVLink); 0: no limit
   double nvlink_gbs = 400, network_gbs = 50;  // per-GPU bandwidths (GB/s) ranking fitting layouts:
                                               // tp traffic over NVLink, dp and ep traffic over the network
@@ -42,6 +45,12 @@ struct MemoryPlan {
   int64_t params = 0, trainable = 0, expert_params = 0;  // elements held by one GPU
   double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0, kv_cache_bytes = 0;
   double peak_bytes = 0;  // parameters + gradients + optimizer + max(activations, KV cache)
+  // The rollout engine's paged KV pool: what this GPU can give it (90% of its memory less
+  // weights, gradients and optimizer), and how many sequences of full length (prompt +
+  // max_new_tokens) that holds at once. Sequences shorter than that take fewer blocks, so more of
+  // them run; the engine preempts when the pool is full.
+  double kv_affordable_bytes = 0;
+  int64_t affordable_running = 0;
   double dp_bytes = 0, tp_bytes = 0, ep_bytes = 0;  // sent per GPU per rollout step
   double comm_seconds = 0;  // at options.nvlink_gbs / network_gbs: the ranking of fitting layouts
   int64_t micro_batch_tokens = 0;  // tokens of one training micro-batch (whole sequences)

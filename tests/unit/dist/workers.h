@@ -138,7 +138,7 @@ inline grpo::train::Config moe_run(const std::string& dir) {
   // and train fewer rows than others (empty micro-batches)
   c.grpo.dynamic_sampling = true;
   c.grpo.dynamic_sampling_max_rounds = 3;
-  c.rollout.batch_size = 6;  // decoded in chunks (ranks with fewer rows run idle chunks)
+  c.rollout.max_running = 6;  // a few sequences at a time (ranks with fewer rows run idle forwards)
   return c;
 }
 

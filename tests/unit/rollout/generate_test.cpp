@@ -44,10 +44,10 @@ TEST(Generate, SamplesDoNotDependOnBatchCompositionAndLogprobsMatchForward) {
   b.prompt_keys = {20};
   auto alone = generate(m, b);
   for (int g = 0; g < 3; ++g) EXPECT_EQ(full.responses[3 + g], alone.responses[g]) << g;
-  // decoded 4 sequences at a time (rollout.batch_size: 3 chunks, across groups): the same samples,
+  // decoded 4 sequences at a time (rollout.max_running: across groups): the same samples,
   // reported once each
   GenerateRequest chunked = a;
-  chunked.sampling.batch_size = 4;
+  chunked.sampling.max_running = 4;
   std::set<int64_t> finished;
   chunked.on_finish = [&](int64_t row, const std::vector<int64_t>&) { EXPECT_TRUE(finished.insert(row).second) << row; };
   auto parts = generate(m, chunked);

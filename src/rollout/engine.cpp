@@ -1,0 +1,306 @@
+// The rollout engine: continuous batching over a paged KV cache with prefix sharing and
+// preemption by recomputation (generate.h has the contract).
+//
+// Each sequence carries ids = its prompt and the tokens generated so far; the cache stores some
+// prefix of them. A step runs
+//   1. admission: waiting sequences, first come first served, while the running ones number at
+//      most max_running and the pool has blocks for the newcomer's whole prefill;
+//   2. the plan: every running sequence with one token to store decodes it; the others (prompts,
+//      recomputations) get prefill chunks from the step's budget of prefill_chunk_tokens. If the
+//      pool cannot hold the step, the latest admitted sequences are preempted (their blocks freed,
+//      back to the front of the queue) until it can;
+//   3. a prefill forward and a decode forward (each only when it has rows);
+//   4. sampling, for every sequence whose ids are now all stored: token t = (ids - prompt) drawn
+//      with its key. A group's shared prompt forks into its G samples here.
+// A group of G samples enters as one sequence holding the prompt (prefix sharing), and leaves the
+// queue as G samples sharing its blocks; a preempted sample comes back alone, with its tokens.
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <numeric>
+
+#include <ATen/ATen.h>
+
+#include "batch_builder.h"
+#include "grpo/core/error.h"
+#include "grpo/dist/comm.h"
+#include "grpo/model/kv_cache.h"
+#include "grpo/model/transformer.h"
+#include "grpo/rollout/generate.h"
+
+namespace grpo::rollout {
+namespace {
+
+struct Seq {
+  int64_t row = 0;    // output row (p * G + g); a shared prompt: its group's first row
+  int64_t group = 1;  // > 1: a group's shared prompt, forking into `group` samples once stored
+  int64_t prompt_len = 0;
+  std::vector<int64_t> ids;  // prompt + generated tokens
+  int64_t cache = -1;        // PagedKVCache sequence while running
+  int64_t order = -1;        // admission order (kept through preemption)
+};
+
+class Engine {
+ public:
+  Engine(model::Transformer& model, const GenerateRequest& req, RolloutBatch& out)
+      : model_(model), req_(req), out_(out), lockstep_(model.lockstep_group()), dev_(model.device()) {}
+
+  void run() {
+    const int64_t G = req_.group_size, NP = int64_t(req_.prompts.size()), N = NP * G;
+    const auto& sp = req_.sampling;
+    max_running_ = sp.max_running > 0 ? std::min<int64_t>(sp.max_running, std::max<int64_t>(N, 1)) : std::max<int64_t>(N, 1);
+    // a group is admitted whole, so sharing needs room for G samples at once
+    const bool share = sp.prefix_sharing && G > 1 && G <= max_running_;
+    for (int64_t p = 0; p < NP; ++p) {
+      const auto& prompt = req_.prompts[size_t(p)];
+      for (int64_t g = 0; g < (share ? 1 : G); ++g)
+        waiting_.push_back(Seq{p * G + g, share ? G : 1, int64_t(prompt.size()), prompt});
+    }
+    if (N > 0) make_pool();
+    while (true) {
+      if (cache_) admit();
+      Plan plan;
+      if (cache_) plan = make_plan();
+      // lock step: every rank runs a prefill forward if any has one, and a decode forward likewise
+      int64_t flags[3] = {!plan.prefill.empty(), !plan.decode.empty(), !running_.empty() || !waiting_.empty()};
+      if (lockstep_) {
+        auto f = at::tensor(std::vector<int64_t>(flags, flags + 3), at::kLong);
+        lockstep_->all_reduce_max(f);
+        for (int i = 0; i < 3; ++i) flags[i] = f[i].item<int64_t>();
+      }
+      if (!flags[2]) break;
+      GRPO_ASSERT(flags[0] || flags[1]);
+      ++out_.stats.steps;
+      if (flags[0]) step(plan.prefill, /*prefill=*/true);
+      if (flags[1]) step(plan.decode, /*prefill=*/false);
+    }
+    if (cache_) {
+      out_.stats.peak_kv_bytes = double(cache_->peak_blocks_in_use()) * double(cache_->bytes_per_block());
+      out_.stats.kv_bytes_allocated = double(cache_->bytes_allocated());
+    }
+  }
+
+ private:
+  struct Row {
+    size_t seq;  // index into running_
+    int64_t n;   // tokens it stores this step
+  };
+  struct Plan {
+    std::vector<Row> prefill, decode;
+  };
+
+  // The pool: sampling.kv_cache_bytes, or what max_running full-length sequences need.
+  void make_pool() {
+    const auto& sp = req_.sampling;
+    const int64_t bs = sp.kv_block_size;
+    int64_t longest = 0;
+    for (const auto& p : req_.prompts) longest = std::max<int64_t>(longest, int64_t(p.size()));
+    const int64_t per_seq = (longest + sp.max_new_tokens + bs - 1) / bs;
+    auto probe = model_.make_paged_cache(bs, 1);
+    const int64_t block_bytes = probe->bytes_per_block();
+    probe.reset();
+    int64_t blocks = max_running_ * per_seq;
+    if (sp.kv_cache_bytes > 0) {
+      blocks = int64_t(std::floor(sp.kv_cache_bytes / double(block_bytes)));
+      // one sequence of full length, plus a copy of a shared last block
+      GRPO_CHECK(blocks >= per_seq + 1,
+                 "rollout.kv_cache_bytes {} holds {} blocks of {} tokens ({} bytes each); the longest "
+                 "sequence (prompt {} + max_new_tokens {}) needs {} (+1 for copy-on-write): raise "
+                 "rollout.kv_cache_bytes to at least {}",
+                 sp.kv_cache_bytes, blocks, bs, block_bytes, longest, sp.max_new_tokens, per_seq,
+                 (per_seq + 1) * block_bytes);
+    }
+    cache_ = model_.make_paged_cache(bs, blocks);
+  }
+
+  int64_t running_count() const {
+    int64_t n = 0;
+    for (const auto& s : running_) n += s.group;
+    return n;
+  }
+
+  // Blocks a fresh sequence of n tokens takes.
+  int64_t blocks_for(int64_t n) const { return (n + cache_->block_size() - 1) / cache_->block_size(); }
+
+  void admit() {
+    int64_t count = running_count();
+    // blocks the running sequences need for their next token come first
+    int64_t reserved = 0;
+    for (const auto& s : running_) reserved += cache_->blocks_needed(s.cache, 1);
+    while (!waiting_.empty()) {
+      auto& w = waiting_.front();
+      if (count + w.group > max_running_) break;
+      const int64_t need = blocks_for(int64_t(w.ids.size())) + (w.group > 1 ? w.group - 1 : 0);
+      if (!running_.empty() && need + reserved > cache_->free_blocks()) break;
+      w.cache = cache_->add_sequence();
+      if (w.order < 0) w.order = next_order_++;
+      count += w.group;
+      reserved += need;
+      running_.push_back(std::move(w));
+      waiting_.pop_front();
+    }
+  }
+
+  Plan make_plan() {
+    while (true) {
+      Plan plan;
+      int64_t budget = req_.sampling.prefill_chunk_tokens, need = 0;
+      for (size_t i = 0; i < running_.size(); ++i) {
+        const auto& s = running_[i];
+        const int64_t pending = int64_t(s.ids.size()) - cache_->stored(s.cache);
+        GRPO_ASSERT(pending >= 1);
+        if (pending == 1) {
+          plan.decode.push_back({i, 1});
+        } else if (budget > 0) {
+          plan.prefill.push_back({i, std::min(pending, budget)});
+          budget -= plan.prefill.back().n;
+        } else {
+          continue;
+        }
+      }
+      for (const auto* rows : {&plan.prefill, &plan.decode})
+        for (const auto& r : *rows) need += cache_->blocks_needed(running_[r.seq].cache, r.n);
+      if (need <= cache_->free_blocks()) return plan;
+      preempt_latest();
+    }
+  }
+
+  // The latest admitted running sequence goes back to the front of the queue; it will be
+  // recomputed (prefill of its prompt and tokens so far).
+  void preempt_latest() {
+    GRPO_CHECK(running_.size() > 1, "rollout engine: one sequence does not fit the KV cache pool ({} blocks)",
+               cache_->max_blocks());
+    size_t victim = 0;
+    for (size_t i = 1; i < running_.size(); ++i)
+      if (running_[i].order >= running_[victim].order) victim = i;
+    Seq s = std::move(running_[victim]);
+    running_.erase(running_.begin() + std::ptrdiff_t(victim));
+    cache_->free(s.cache);
+    s.cache = -1;
+    out_.stats.preemptions += s.group;
+    // the queue stays in admission order (never-admitted sequences have order -1 and come later)
+    auto at = std::find_if(waiting_.begin(), waiting_.end(),
+                           [&](const Seq& w) { return w.order < 0 || w.order > s.order; });
+    waiting_.insert(at, std::move(s));
+  }
+
+  // One forward over `rows` (or an idle one when this rank has none), then sampling for the
+  // sequences it completes.
+  void step(const std::vector<Row>& rows, bool prefill) {
+    if (rows.empty()) {
+      model_.idle_forward();
+      return;
+    }
+    const int64_t B = int64_t(rows.size());
+    int64_t T = 0, past = 0;
+    std::vector<int64_t> seqs, news;
+    for (const auto& r : rows) {
+      T = std::max(T, r.n);
+      past = std::max(past, cache_->stored(running_[r.seq].cache));
+      seqs.push_back(running_[r.seq].cache);
+      news.push_back(r.n);
+    }
+    const int64_t S = past + T;
+    // left-padded new tokens; the mask marks each row's stored keys [0, stored) and its new ones
+    std::vector<int64_t> ids(size_t(B * T), req_.pad_id), pos(size_t(B * T), 0);
+    std::vector<uint8_t> mask(size_t(B * S), 0);
+    std::vector<int64_t> done;  // batch rows whose sequence is then fully stored
+    for (int64_t i = 0; i < B; ++i) {
+      const auto& s = running_[rows[size_t(i)].seq];
+      const int64_t n = rows[size_t(i)].n, stored = cache_->stored(s.cache);
+      for (int64_t j = 0; j < n; ++j) {
+        ids[size_t(i * T + T - n + j)] = s.ids[size_t(stored + j)];
+        pos[size_t(i * T + T - n + j)] = stored + j;
+        mask[size_t(i * S + past + T - n + j)] = 1;
+      }
+      std::fill_n(mask.begin() + i * S, stored, uint8_t(1));
+      if (stored + n == int64_t(s.ids.size())) done.push_back(i);
+    }
+    cache_->begin_step(seqs, news);
+    auto to_dev = [&](at::Tensor t) { return t.to(dev_); };
+    auto hidden = model_.forward(to_dev(at::from_blob(ids.data(), {B, T}, at::kLong)),
+                                 to_dev(at::from_blob(pos.data(), {B, T}, at::kLong)),
+                                 to_dev(at::from_blob(mask.data(), {B, S}, at::kByte).to(at::kBool)), cache_.get());
+    ++out_.stats.forwards;
+    (prefill ? out_.stats.prefill_tokens : out_.stats.decode_tokens) += std::accumulate(news.begin(), news.end(), int64_t(0));
+    if (done.empty()) return;
+    auto last = hidden.select(1, T - 1);
+    if (int64_t(done.size()) < B) last = last.index_select(0, at::tensor(done, at::kLong).to(dev_));
+    auto logits = model_.logits(last);  // [done, V]
+    sample(rows, done, logits);
+  }
+
+  void sample(const std::vector<Row>& rows, const std::vector<int64_t>& done, const at::Tensor& logits) {
+    // one draw per output row: a shared prompt's logits serve its G samples
+    std::vector<int64_t> source, out_rows;
+    std::vector<float> u;
+    for (size_t k = 0; k < done.size(); ++k) {
+      const auto& s = running_[rows[size_t(done[k])].seq];
+      const int64_t t = int64_t(s.ids.size()) - s.prompt_len;
+      for (int64_t g = 0; g < s.group; ++g) {
+        source.push_back(int64_t(k));
+        out_rows.push_back(s.row + g);
+        u.push_back(detail::token_uniform(req_, s.row + g, t));
+      }
+    }
+    auto l = int64_t(source.size()) == logits.size(0) ? logits : logits.index_select(0, at::tensor(source, at::kLong).to(dev_));
+    auto drawn = sample_tokens(l, at::tensor(u, at::kFloat).to(dev_), req_.sampling);
+    auto tok = drawn.tokens.cpu().contiguous();
+    auto lp = drawn.logprobs.cpu().contiguous();
+    const int64_t* tk = tok.data_ptr<int64_t>();
+    const float* lpp = lp.data_ptr<float>();
+
+    // new samples of forked groups, then the running list without finished sequences
+    std::vector<Seq> next;
+    std::vector<bool> is_done(running_.size(), false);
+    for (auto i : done) is_done[rows[size_t(i)].seq] = true;
+    size_t j = 0;  // index into the draws
+    for (size_t i = 0; i < running_.size(); ++i) {
+      Seq& s = running_[i];
+      if (!is_done[i]) {
+        next.push_back(std::move(s));
+        continue;
+      }
+      const int64_t t = int64_t(s.ids.size()) - s.prompt_len;
+      for (int64_t g = 0; g < s.group; ++g, ++j) {
+        const int64_t row = s.row + g;
+        if (detail::record_token(out_, req_, row, t, tk[j], lpp[j])) continue;
+        Seq sample{row, 1, s.prompt_len, s.ids, g == 0 && s.group == 1 ? s.cache : cache_->fork(s.cache), s.order};
+        sample.ids.push_back(tk[j]);
+        next.push_back(std::move(sample));
+      }
+      // a finished single sequence, or a group's shared prompt (its samples hold forks)
+      if (s.group > 1 || next.empty() || next.back().cache != s.cache) cache_->free(s.cache);
+    }
+    running_ = std::move(next);
+  }
+
+  model::Transformer& model_;
+  const GenerateRequest& req_;
+  RolloutBatch& out_;
+  dist::Comm* lockstep_;
+  at::Device dev_;
+  int64_t max_running_ = 1, next_order_ = 0;
+  std::unique_ptr<model::PagedKVCache> cache_;
+  std::deque<Seq> waiting_;
+  std::vector<Seq> running_;
+};
+
+}  // namespace
+
+RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
+  RolloutBatch out = detail::start_batch(model, req, model.lockstep_group() != nullptr);
+  at::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.train(false);
+  try {
+    Engine(model, req, out).run();
+  } catch (...) {
+    model.train(was_training);
+    throw;
+  }
+  model.train(was_training);
+  return out;
+}
+
+}  // namespace grpo::rollout
