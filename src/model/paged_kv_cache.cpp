@@ -163,13 +163,23 @@ std::pair<at::Tensor, at::Tensor> PagedKVCache::append(int64_t layer, const at::
   const int64_t B = batch_size(), T = step_T_, S = past_ + T;
   GRPO_CHECK(k.size(0) == B && k.size(2) == T && v.size(0) == B && v.size(2) == T,
              "paged KV cache: the forward's batch [{}, {}] is not the step's [{}, {}]", k.size(0), k.size(2), B, T);
-  auto store = [&](at::Tensor& pool, const at::Tensor& x) {  // x [B, H, T, D]
+  // The gathered keys and values go to scratch tensors reused by every layer and step (a fresh
+  // tensor of this size per layer costs page faults on every step): what append() returns is
+  // valid until the next append().
+  auto store = [&](at::Tensor& pool, at::Tensor& scratch, const at::Tensor& x) {  // x [B, H, T, D]
     auto rows = x.transpose(1, 2).reshape({B * T, x.size(1), x.size(3)});
     pool.index_copy_(0, write_slots_, rows.index_select(0, write_src_));
-    return pool.index_select(0, read_slots_).view({B, S, x.size(1), x.size(3)}).transpose(1, 2);
+    if (!scratch.defined() || scratch.size(0) < B * S) {
+      auto sizes = pool.sizes().vec();
+      sizes[0] = std::max<int64_t>(B * S, scratch.defined() ? 2 * scratch.size(0) : 0);
+      scratch = at::empty(sizes, pool.options());
+    }
+    auto out = scratch.narrow(0, 0, B * S);
+    at::index_select_out(out, pool, 0, read_slots_);
+    return out.view({B, S, x.size(1), x.size(3)}).transpose(1, 2);
   };
-  auto keys = store(k_[size_t(layer)], k);
-  auto values = store(v_[size_t(layer)], v);
+  auto keys = store(k_[size_t(layer)], k_scratch_, k);
+  auto values = store(v_[size_t(layer)], v_scratch_, v);
   return {keys, values};
 }
 

@@ -64,7 +64,8 @@ class StaticKVCache : public KVCache {
 /// (length() = the longest stored sequence of the step). Attention is permutation-invariant over
 /// keys, so the caller's attention mask [batch, length() + T] marks the row's stored tokens and its
 /// new ones as real and the rest as padding. Padding slots read a reserved all-zero block, never
-/// another sequence's data.
+/// another sequence's data. The tensors append() returns live in scratch memory reused by the
+/// next append() (the next layer): use them before that.
 class PagedKVCache : public KVCache {
  public:
   struct Shape {
@@ -138,6 +139,7 @@ class PagedKVCache : public KVCache {
   std::vector<int64_t> step_seqs_, step_new_;
   int64_t past_ = 0, step_T_ = 0;
   at::Tensor write_slots_, write_src_, read_slots_;  // int64 on the pool's device
+  at::Tensor k_scratch_, v_scratch_;                 // what append() returns (reused)
 };
 
 }  // namespace grpo::model
