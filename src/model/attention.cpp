@@ -2,6 +2,7 @@
 // with native GQA; the fp32 detour of bf16 CPU training forwards is attend()'s.
 #include "attention.h"
 
+#include <cmath>
 #include <tuple>
 
 #include <ATen/ATen.h>
@@ -70,8 +71,12 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   }
   q = apply_rope(q, cos, sin, /*interleave=*/false);
   k = apply_rope(k, cos, sin, /*interleave=*/false);
-  if (cache) std::tie(k, v) = cache->append(layer, k, v);
-  auto out = attend(q, k, v, mask, std::nullopt, kv_heads != heads, is_training());
+  at::Tensor out;  // [B, H, T, hd]
+  if (cache) out = cache->decode_attention(layer, q, k, v, 1.0 / std::sqrt(double(head_dim)), false);
+  if (!out.defined()) {
+    if (cache) std::tie(k, v) = cache->append(layer, k, v);
+    out = attend(q, k, v, mask, std::nullopt, kv_heads != heads, is_training());
+  }
   return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * head_dim}), split);
 }
 

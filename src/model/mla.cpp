@@ -71,10 +71,14 @@ at::Tensor MLAImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at
     auto k = at::cat({kv.narrow(-1, 0, dn), k_rope.expand({B, heads, T, dr})}, -1);
     out = attend(at::cat({q_nope, q_rope}, -1), k, kv.narrow(-1, dn, dv), mask, scale, false, is_training());
   } else {
-    auto [c_all, r_all] = cache->append(layer, latent, k_rope);  // [B, 1, S, rank], [B, 1, S, dr]
     auto w = kv_b_proj->weight.view({heads, dn + dv, rank});
     auto q_lat = at::matmul(q_nope, w.narrow(1, 0, dn));            // [B, H, T, rank]
-    auto lat = attend(at::cat({q_lat, q_rope}, -1), at::cat({c_all, r_all}, -1), c_all, mask, scale, true, is_training());
+    auto qa = at::cat({q_lat, q_rope}, -1);
+    auto lat = cache->decode_attention(layer, qa, latent, k_rope, scale, /*latent=*/true);  // [B, H, T, rank]
+    if (!lat.defined()) {
+      auto [c_all, r_all] = cache->append(layer, latent, k_rope);  // [B, 1, S, rank], [B, 1, S, dr]
+      lat = attend(qa, at::cat({c_all, r_all}, -1), c_all, mask, scale, true, is_training());
+    }
     out = at::matmul(lat, w.narrow(1, dn, dv).transpose(1, 2));     // [B, H, T, dv]
   }
   return row_linear(o_proj, out.transpose(1, 2).reshape({B, T, heads * dv}), split);

@@ -6,6 +6,8 @@
 
 #include "grpo/core/error.h"
 #include "grpo/model/kv_cache.h"
+#include "kernel_dispatch.h"
+#include "paged_attention.h"
 
 namespace grpo::model {
 
@@ -152,6 +154,22 @@ void PagedKVCache::begin_step(const std::vector<int64_t>& seqs, const std::vecto
   write_slots_ = to_tensor(write);
   write_src_ = to_tensor(src);
   read_slots_ = to_tensor(read);
+  block_table_ = lengths_ = at::Tensor();
+  if (T == 1 && detail::use_kernels(k_[0])) {  // decode_attention's block tables
+    int64_t nb = 1;
+    for (auto id : seqs) nb = std::max<int64_t>(nb, int64_t(seq(id).blocks.size()));
+    std::vector<int32_t> table(size_t(B * nb), 0);
+    std::vector<int32_t> lens(static_cast<size_t>(B), 0);
+    max_length_ = 0;
+    for (int64_t i = 0; i < B; ++i) {
+      const auto& s = seq(seqs[size_t(i)]);
+      std::copy(s.blocks.begin(), s.blocks.end(), table.begin() + i * nb);
+      lens[size_t(i)] = int32_t(s.stored + new_tokens[size_t(i)]);
+      max_length_ = std::max<int64_t>(max_length_, lens[size_t(i)]);
+    }
+    block_table_ = at::tensor(table, at::kInt).view({B, nb}).to(options_.device());
+    lengths_ = at::tensor(lens, at::kInt).to(options_.device());
+  }
   step_seqs_ = seqs;
   step_new_ = new_tokens;
   past_ = past;
@@ -181,6 +199,21 @@ std::pair<at::Tensor, at::Tensor> PagedKVCache::append(int64_t layer, const at::
   auto keys = store(k_[size_t(layer)], k_scratch_, k);
   auto values = store(v_[size_t(layer)], v_scratch_, v);
   return {keys, values};
+}
+
+at::Tensor PagedKVCache::decode_attention(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, double scale, bool latent) {
+  if (!block_table_.defined()) return {};
+  GRPO_ASSERT(layer >= 0 && layer < shape_.layers && q.size(2) == 1);
+  const int64_t B = batch_size();
+  for (auto [pool, x] : {std::pair{&k_[size_t(layer)], &k}, std::pair{&v_[size_t(layer)], &v}})
+    pool->index_copy_(0, write_slots_, x->transpose(1, 2).reshape({B, x->size(1), x->size(3)}));
+  const auto& kp = k_[size_t(layer)];
+  const auto& vp = v_[size_t(layer)];
+  auto out = latent ? detail::paged_decode_attention(q.squeeze(2), kp, vp, kp, block_table_, lengths_, block_size_, scale)
+                    : detail::paged_decode_attention(q.squeeze(2), kp, at::Tensor(), vp, block_table_, lengths_,
+                                                     block_size_, scale);
+  return out.unsqueeze(2);
 }
 
 void PagedKVCache::commit(int64_t) {

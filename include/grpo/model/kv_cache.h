@@ -27,6 +27,15 @@ class KVCache {
   virtual int64_t batch_size() const = 0;
   /// Keeps only the batch rows in `rows` (int64 [n]), in that order (drops finished sequences).
   virtual void select_rows(const at::Tensor& rows) = 0;
+  /// For a cache that computes decode attention itself: stores k, v of `layer` as append() does
+  /// and returns the attention output [batch, heads, new, dv] of q [batch, heads, new, dq] over
+  /// every stored key. latent: MLA's absorbed decode (keys [k | v], values k). Undefined when it
+  /// does not (the default): the caller runs attention on append()'s keys and values instead.
+  virtual at::Tensor decode_attention(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                      const at::Tensor& v, double scale, bool latent) {
+    (void)layer, (void)q, (void)k, (void)v, (void)scale, (void)latent;
+    return {};
+  }
 };
 
 /// Preallocated contiguous cache: per layer [batch, kv_heads, capacity, head_dim] for keys and
@@ -112,6 +121,11 @@ class PagedKVCache : public KVCache {
   int64_t batch_size() const override { return static_cast<int64_t>(step_seqs_.size()); }
   /// Not supported (sequences are freed instead).
   void select_rows(const at::Tensor& rows) override;
+  /// Decode steps (one new token per row) of a pool on a GPU with the CUDA kernels: the paged
+  /// decode-attention kernel reads keys and values through the block tables (no gathered copy).
+  /// Otherwise undefined (append() and SDPA).
+  at::Tensor decode_attention(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              double scale, bool latent) override;
 
  private:
   struct Seq {
@@ -140,6 +154,8 @@ class PagedKVCache : public KVCache {
   int64_t past_ = 0, step_T_ = 0;
   at::Tensor write_slots_, write_src_, read_slots_;  // int64 on the pool's device
   at::Tensor k_scratch_, v_scratch_;                 // what append() returns (reused)
+  at::Tensor block_table_, lengths_;                 // int32, decode steps on a GPU
+  int64_t max_length_ = 0;
 };
 
 }  // namespace grpo::model

@@ -1,0 +1,28 @@
+// Decode attention over a paged KV cache (kernels/attention/api.h on GPU tensors; the same math
+// in LibTorch otherwise).
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace grpo::model::detail {
+
+/// out [batch, heads, dv] = softmax(scale q K^T) V over each sequence's lengths[b] stored keys,
+/// read through its block table.
+///  q            [batch, heads, dk + dr]
+///  k, v         pools [slots, kv_heads, dk] / [.., dv]; r: [slots, kv_heads, dr] or undefined.
+///               Keys are k, or [k | r]; MLA's absorbed decode passes v = k (values = latent).
+///  block_table  int32 [batch, max_blocks]; lengths int32 [batch] (0: zeros out)
+/// GPU tensors go to the CUDA kernel (when built and enabled), others to the LibTorch reference
+/// (gather the keys, matmuls and a softmax in the accumulator type).
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& r,
+                                  const at::Tensor& v, const at::Tensor& block_table, const at::Tensor& lengths,
+                                  int64_t block_size, double scale);
+
+/// The LibTorch reference of paged_decode_attention, on any device.
+at::Tensor paged_decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& r,
+                                            const at::Tensor& v, const at::Tensor& block_table,
+                                            const at::Tensor& lengths, int64_t block_size, double scale);
+
+}  // namespace grpo::model::detail
