@@ -134,15 +134,19 @@ TEST(Engine, SameTokensAsTheLockStepEngineInFloat64) {
 // (measured, with margin; docs/performance.md "Rollout engine"): the fraction of response tokens
 // up to each row's first disagreement, the largest sampling log-prob difference on the agreeing
 // prefixes, and old_logprob_diff (the trainer's recompute against the sampling log-probs): the
-// engine's at most twice the lock-step engine's (the model's own rounding, the same for both).
+// engine's at most twice the lock-step engine's. old_logprob_diff itself is the model's rounding
+// (decode-time kernels against one full forward), the same for both engines: bounded in fp32;
+// in bf16 it depends on the CPU's kernels (0.117 on AVX2, 0.81 with ATen's scalar kernels for the
+// MoE model, both engines alike), so there only the engine-to-engine ratio is asserted.
 TEST(Engine, AgreesWithTheLockStepEngineInFp32AndBf16) {
   struct Bound {
     at::ScalarType dtype;
     double min_agree, max_lp_diff, max_old_diff;
   };
   // measured on an AMD EPYC (AVX2): fp32 all tokens agree, log-prob diff 9e-6, old_logprob_diff
-  // 1e-5 both; bf16 all agree, 0.04, 0.075 (dense) / 0.117 (MoE) both
-  for (const Bound& b : {Bound{at::kFloat, 0.98, 1e-4, 1e-4}, Bound{at::kBFloat16, 0.75, 0.15, 0.5}}) {
+  // 1e-5 both; bf16 all agree, 0.04, 0.075 (dense) / 0.117 (MoE) both. With ATen's scalar kernels:
+  // fp32 9e-6, 1.1e-5; bf16 all agree, 0, 0.078 / 0.81 both.
+  for (const Bound& b : {Bound{at::kFloat, 0.98, 1e-4, 1e-4}, Bound{at::kBFloat16, 0.75, 0.15, 0}}) {
     for (bool moe : {false, true}) {
       at::manual_seed(30);
       model::Transformer m(engine_model(moe));
@@ -180,7 +184,7 @@ TEST(Engine, AgreesWithTheLockStepEngineInFp32AndBf16) {
                   old_ref, old_new);
       EXPECT_GE(agree_frac, b.min_agree);
       EXPECT_LE(lp_diff, b.max_lp_diff);
-      EXPECT_LE(old_ref, b.max_old_diff);
+      if (b.dtype == at::kFloat) EXPECT_LE(old_ref, b.max_old_diff);
       EXPECT_LE(old_new, 2 * old_ref + 1e-6);
     }
   }
