@@ -36,7 +36,7 @@ at::Tensor paged_decode_attention_reference(const at::Tensor& q, const at::Tenso
 
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& r, const at::Tensor& v,
                                   const at::Tensor& block_table, const at::Tensor& lengths, int64_t block_size,
-                                  double scale) {
+                                  double scale, int64_t max_length) {
   GRPO_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && q.size(1) % k.size(1) == 0 &&
                  q.size(2) == k.size(2) + (r.defined() ? r.size(2) : 0),
              "paged_decode_attention: q {} does not match the pools k {} / r {} / v {}", q.sizes(), k.sizes(),
@@ -62,7 +62,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k, cons
     a.max_blocks = table.size(1);
     a.lengths = lens.data_ptr<int32_t>();
     a.block_size = block_size;
-    a.max_length = lens.numel() ? lens.max().item<int64_t>() : 0;
+    a.max_length = max_length >= 0 ? max_length : lens.numel() ? lens.max().item<int64_t>() : 0;
     a.scale = scale;
     auto out = at::empty({a.batch, a.heads, a.dv}, q.options());
     a.out = out.data_ptr();

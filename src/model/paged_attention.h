@@ -16,9 +16,11 @@ namespace grpo::model::detail {
 ///  block_table  int32 [batch, max_blocks]; lengths int32 [batch] (0: zeros out)
 /// GPU tensors go to the CUDA kernel (when built and enabled), others to the LibTorch reference
 /// (gather the keys, matmuls and a softmax in the accumulator type).
+/// max_length: the largest of lengths when the caller knows it (else read from `lengths`, a
+/// device synchronisation).
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& r,
                                   const at::Tensor& v, const at::Tensor& block_table, const at::Tensor& lengths,
-                                  int64_t block_size, double scale);
+                                  int64_t block_size, double scale, int64_t max_length = -1);
 
 /// The LibTorch reference of paged_decode_attention, on any device.
 at::Tensor paged_decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& r,

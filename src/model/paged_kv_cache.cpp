@@ -110,9 +110,13 @@ int64_t PagedKVCache::blocks_needed(int64_t id, int64_t n) const {
   return std::max<int64_t>(0, want - have) + (copy ? 1 : 0);
 }
 
+int64_t PagedKVCache::block_bytes(const Shape& s, int64_t block_size, int64_t element_size) {
+  const int64_t v = s.v_head_dim > 0 ? s.v_head_dim : s.head_dim;
+  return s.layers * block_size * s.kv_heads * (s.head_dim + v) * element_size;
+}
+
 int64_t PagedKVCache::bytes_per_block() const {
-  return shape_.layers * block_size_ * shape_.kv_heads * (shape_.head_dim + shape_.v_head_dim) *
-         int64_t(options_.dtype().itemsize());
+  return block_bytes(shape_, block_size_, int64_t(options_.dtype().itemsize()));
 }
 
 int64_t PagedKVCache::bytes_allocated() const { return capacity_blocks_ * bytes_per_block(); }
@@ -210,9 +214,10 @@ at::Tensor PagedKVCache::decode_attention(int64_t layer, const at::Tensor& q, co
     pool->index_copy_(0, write_slots_, x->transpose(1, 2).reshape({B, x->size(1), x->size(3)}));
   const auto& kp = k_[size_t(layer)];
   const auto& vp = v_[size_t(layer)];
-  auto out = latent ? detail::paged_decode_attention(q.squeeze(2), kp, vp, kp, block_table_, lengths_, block_size_, scale)
+  auto out = latent ? detail::paged_decode_attention(q.squeeze(2), kp, vp, kp, block_table_, lengths_, block_size_,
+                                                     scale, max_length_)
                     : detail::paged_decode_attention(q.squeeze(2), kp, at::Tensor(), vp, block_table_, lengths_,
-                                                     block_size_, scale);
+                                                     block_size_, scale, max_length_);
   return out.unsqueeze(2);
 }
 

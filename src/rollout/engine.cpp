@@ -96,9 +96,8 @@ class Engine {
     int64_t longest = 0;
     for (const auto& p : req_.prompts) longest = std::max<int64_t>(longest, int64_t(p.size()));
     const int64_t per_seq = (longest + sp.max_new_tokens + bs - 1) / bs;
-    auto probe = model_.make_paged_cache(bs, 1);
-    const int64_t block_bytes = probe->bytes_per_block();
-    probe.reset();
+    const int64_t block_bytes = model::PagedKVCache::block_bytes(model_.cache_shape(), bs,
+                                                                 model_.lm_head_weight().element_size());
     int64_t blocks = max_running_ * per_seq;
     if (sp.kv_cache_bytes > 0) {
       blocks = int64_t(std::floor(sp.kv_cache_bytes / double(block_bytes)));

@@ -116,9 +116,9 @@ RolloutBatch generate_lockstep(model::Transformer& model, const GenerateRequest&
       return;
     }
     auto cache = model.make_cache(n0, P + R);
-    const auto sh = model.cache_shape();
+    // (a static cache is one "block" of P + R tokens per row)
     out.stats.peak_kv_bytes = std::max(out.stats.peak_kv_bytes,
-        double(n0 * (P + R) * sh.layers * sh.kv_heads * (sh.head_dim + sh.v_head_dim)) * double(model.lm_head_weight().element_size()));
+        double(n0) * double(model::PagedKVCache::block_bytes(model.cache_shape(), P + R, model.lm_head_weight().element_size())));
     out.stats.kv_bytes_allocated = out.stats.peak_kv_bytes;
     out.stats.prefill_tokens += n0 * P;
     ++out.stats.forwards;

@@ -104,6 +104,7 @@ class PagedKVCache : public KVCache {
   int64_t blocks_needed(int64_t seq, int64_t n) const;
   /// Bytes of one block over all layers (keys and values).
   int64_t bytes_per_block() const;
+  static int64_t block_bytes(const Shape& shape, int64_t block_size, int64_t element_size);
   /// Bytes the pool's tensors hold now (they grow with use).
   int64_t bytes_allocated() const;
 
