@@ -1,11 +1,22 @@
 #include "grpo/core/device.h"
 
+#include <malloc.h>
+#include <sched.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <atomic>
 #include <cstdlib>
 
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
 #include <ATen/cpu/Utils.h>
 #include <fmt/format.h>
 
@@ -76,5 +87,70 @@ std::string cuda_summary() {
 }
 
 double host_memory_bytes() { return double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE)); }
+
+namespace {
+
+// CPUs a cgroup quota allows (quota / period, rounded up), or 0 when there is none.
+double cgroup_cpu_limit() {
+  auto read = [](const std::string& path) {
+    std::ifstream f(path);
+    std::string s;
+    std::getline(f, s);
+    return s;
+  };
+  std::vector<std::string> dirs;  // the process's own cgroup (v2 "0::/path" line), then the root
+  {
+    std::ifstream f("/proc/self/cgroup");
+    for (std::string line; std::getline(f, line);)
+      if (line.rfind("0::", 0) == 0) dirs.push_back("/sys/fs/cgroup" + line.substr(3));
+  }
+  dirs.push_back("/sys/fs/cgroup");
+  for (const auto& d : dirs) {  // v2: "max 100000" or "200000 100000"
+    std::istringstream in(read(d + "/cpu.max"));
+    std::string quota;
+    double period = 0;
+    if (in >> quota >> period && quota != "max" && period > 0) return std::stod(quota) / period;
+  }
+  const std::string q = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), p = read("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  if (!q.empty() && !p.empty() && std::stod(q) > 0 && std::stod(p) > 0) return std::stod(q) / std::stod(p);
+  return 0;
+}
+
+}  // namespace
+
+int64_t available_cpus() {
+  int64_t n = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+  if (n <= 0) n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  double quota = 0;
+  try {
+    quota = cgroup_cpu_limit();
+  } catch (const std::exception&) {  // an unreadable number: no quota
+  }
+  if (quota > 0) n = std::min<int64_t>(n, int64_t(std::ceil(quota)));
+  return std::max<int64_t>(1, n);
+}
+
+int64_t setup_host(int64_t threads) {
+  static std::once_flag malloc_once;
+  std::call_once(malloc_once, [] {
+#ifdef __GLIBC__
+    const char* system = std::getenv("GRPO_SYSTEM_MALLOC");
+    if (!(system && std::string(system) == "1")) {
+      ::mallopt(M_MMAP_MAX, 0);                  // large blocks from the heap, reused after free
+      ::mallopt(M_TRIM_THRESHOLD, -1);           // (size_t)-1: never give free heap back
+    }
+#endif
+  });
+  int64_t n = threads;
+  if (n <= 0) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    n = omp && std::atoi(omp) > 0 ? std::atoi(omp) : available_cpus();
+  }
+  if (n != at::get_num_threads()) at::set_num_threads(int(n));
+  return n;
+}
 
 }  // namespace grpo

@@ -71,10 +71,10 @@ void fold_block(at::Tensor& st, const at::Tensor& z, const at::Tensor& tgt, int6
   auto za = inv_t != 1.0 ? z * inv_t : z;
   auto mc = std::get<0>(za.max(-1));
   auto M = at::maximum(st[0], mc);
-  auto e = at::exp(za - M.unsqueeze(1));
+  auto e = (za - M.unsqueeze(1)).exp_();
   auto keep = at::exp(st[0] - M);  // 0 for the first block (m = -inf)
   st[1].mul_(keep).add_(e.sum(-1));
-  st[2].mul_(keep).add_((e * za).sum(-1));
+  st[2].mul_(keep).add_(at::linalg_vecdot(e, za));  // sum e * z per row, without an [n, cols] product
   st[0].copy_(M);
   auto t = tgt - c0;
   auto in = t.ge(0) & t.lt(cols);
@@ -102,18 +102,24 @@ at::Tensor block_grad(const at::Tensor& z, const at::Tensor& tgt, int64_t c0, do
     return dz;
   }
 #endif
+  // dz = -p * (g_logp + g_H (log p + H)), then + g_logp at the target; in place, few passes
   auto za = inv_t != 1.0 ? z * inv_t : z;
   auto logp_all = za - lse.unsqueeze(1);
-  auto p = at::exp(logp_all);
-  auto dz = at::zeros_like(p);
+  auto dz = at::exp(logp_all);  // p
+  if (g_ent.defined()) {
+    auto coef = logp_all.add_(ent.unsqueeze(1)).mul_(g_ent.unsqueeze(1));  // g_H (log p + H)
+    if (g_logp.defined()) coef.add_(g_logp.unsqueeze(1));
+    dz.mul_(coef).neg_();
+  } else if (g_logp.defined()) {
+    dz.mul_(g_logp.neg().unsqueeze(1));
+  } else {
+    dz.zero_();
+  }
   if (g_logp.defined()) {
-    auto g = g_logp.unsqueeze(1);
-    dz.sub_(p * g);
     auto t = tgt - c0;
     auto in = (t.ge(0) & t.lt(cols)).unsqueeze(1);
-    dz.scatter_add_(1, t.clamp(0, cols - 1).unsqueeze(1), g * in.to(g.scalar_type()));
+    dz.scatter_add_(1, t.clamp(0, cols - 1).unsqueeze(1), g_logp.unsqueeze(1) * in.to(g_logp.scalar_type()));
   }
-  if (g_ent.defined()) dz.sub_(g_ent.unsqueeze(1) * p * (logp_all + ent.unsqueeze(1)));
   if (inv_t != 1.0) dz.mul_(inv_t);
   return dz;
 }
@@ -211,8 +217,8 @@ TokenLogProbs logprobs_impl(const at::Tensor& hidden, const at::Tensor& weight, 
   GRPO_CHECK(targets.sizes() == hidden.sizes().slice(0, 2),
              "token_logprobs: targets must be [{}, {}], found {}", hidden.size(0), hidden.size(1),
              targets.sizes());
-  GRPO_CHECK(options.chunk_rows > 0 && options.chunk_vocab > 0 && options.temperature > 0,
-             "token_logprobs: chunk_rows, chunk_vocab and temperature must be positive, found {}, {}, {}",
+  GRPO_CHECK(options.chunk_rows >= 0 && options.chunk_vocab >= 0 && options.temperature > 0,
+             "token_logprobs: chunk_rows and chunk_vocab must be >= 0 and temperature positive, found {}, {}, {}",
              options.chunk_rows, options.chunk_vocab, options.temperature);
   GRPO_CHECK(hidden.device() == weight.device() && hidden.device() == targets.device(),
              "token_logprobs: hidden ({}), weight ({}) and targets ({}) must be on one device", hidden.device().str(),
@@ -226,7 +232,10 @@ TokenLogProbs logprobs_impl(const at::Tensor& hidden, const at::Tensor& weight, 
     GRPO_CHECK(lo >= 0 && hi < vocab, "token_logprobs: target ids must be in [0, {}), found range [{}, {}]",
                vocab, lo, hi);
   }
-  auto out = ChunkedLogProb::apply(h, weight, tgt, options.chunk_rows, options.chunk_vocab, options.temperature,
+  const bool cpu = hidden.device().is_cpu();
+  const int64_t cr = options.chunk_rows > 0 ? options.chunk_rows : cpu ? 512 : 2048;
+  const int64_t cv = options.chunk_vocab > 0 ? options.chunk_vocab : cpu ? 4096 : 32768;
+  auto out = ChunkedLogProb::apply(h, weight, tgt, cr, cv, options.temperature,
                                    options.with_entropy, group, v0);
   TokenLogProbs r;
   r.logprobs = out[0].view({B, T});

@@ -1,5 +1,7 @@
 #include "grpo/model/model_config.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace grpo::model {
@@ -90,6 +92,56 @@ int64_t ModelConfig::count_parameters() const {
     n += attn + mlp + 2 * H;
   }
   return n;
+}
+
+namespace {
+// Matmul weight elements of one layer's attention projections.
+double attention_weights(const ModelConfig& c) {
+  const double H = double(c.hidden_size), heads = double(c.num_attention_heads);
+  if (c.is_mla()) {
+    const double qk = double(c.qk_nope_head_dim + c.qk_rope_head_dim), ql = double(c.q_lora_rank),
+                 kvl = double(c.kv_lora_rank);
+    return (ql > 0 ? H * ql + ql * heads * qk : H * heads * qk) + H * (kvl + double(c.qk_rope_head_dim)) +
+           kvl * heads * double(c.qk_nope_head_dim + c.v_head_dim) + heads * double(c.v_head_dim) * H;
+  }
+  const double hd = double(c.resolved_head_dim()), q = heads * hd, kv = double(c.num_key_value_heads) * hd;
+  return H * (q + 2 * kv) + q * H;
+}
+}  // namespace
+
+double ModelConfig::forward_flops(double tokens, double logit_tokens, double attended) const {
+  const double H = double(hidden_size), heads = double(num_attention_heads);
+  const double qk = is_mla() ? double(qk_nope_head_dim + qk_rope_head_dim) : double(resolved_head_dim());
+  const double v = is_mla() ? double(v_head_dim) : double(resolved_head_dim());
+  double per_token = 0;
+  for (int64_t l = 0; l < num_hidden_layers; ++l)
+    per_token += attention_weights(*this) +
+                 (is_moe_layer(l) ? 3 * H * double(moe_intermediate_size) *
+                                            double(num_experts_per_tok + n_shared_experts) +
+                                        double(n_routed_experts) * H
+                                  : 3 * H * double(intermediate_size));
+  return 2 * tokens * per_token + 2 * logit_tokens * double(vocab_size) * H +
+         2 * attended * heads * (qk + v) * double(num_hidden_layers);
+}
+
+double ModelConfig::forward_weight_elements(double tokens, double logit_tokens) const {
+  const double H = double(hidden_size);
+  double n = tokens * H + (logit_tokens > 0 ? double(vocab_size) * H : 0.0);  // embedding rows, LM head
+  for (int64_t l = 0; l < num_hidden_layers; ++l) {
+    n += attention_weights(*this);
+    if (is_moe_layer(l)) {
+      const double hit = std::min(double(n_routed_experts), tokens * double(num_experts_per_tok));
+      n += 3 * H * double(moe_intermediate_size) * (hit + double(n_shared_experts)) + double(n_routed_experts) * H;
+    } else {
+      n += 3 * H * double(intermediate_size);
+    }
+  }
+  return n;
+}
+
+int64_t ModelConfig::kv_elements_per_token() const {
+  return num_hidden_layers * (is_mla() ? kv_lora_rank + qk_rope_head_dim
+                                       : 2 * num_key_value_heads * resolved_head_dim());
 }
 
 ModelConfig::ParameterSplit ModelConfig::parameter_split() const {

@@ -347,6 +347,16 @@ PagedKVCache::Shape Transformer::cache_shape() const {
   return {config_.num_hidden_layers, config_.num_key_value_heads / impl_->split.tp_size(), hd, hd};
 }
 
+core::Work Transformer::forward_work(double tokens, double logit_tokens, double attended, double kv_read,
+                                            double kv_written) const {
+  const double tp = double(impl_->split.tp_size()), elt = double(lm_head_weight().element_size());
+  core::Work w;
+  w.flops = config_.forward_flops(tokens, logit_tokens, attended) / tp;
+  w.bytes = (config_.forward_weight_elements(tokens, logit_tokens) +
+             double(config_.kv_elements_per_token()) * (kv_read + kv_written)) * elt / tp;
+  return w;
+}
+
 std::unique_ptr<KVCache> Transformer::make_cache(int64_t batch, int64_t capacity) const {
   const auto s = cache_shape();
   return std::make_unique<StaticKVCache>(s.layers, batch, s.kv_heads, capacity, s.head_dim,

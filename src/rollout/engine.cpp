@@ -23,6 +23,7 @@
 
 #include "batch_builder.h"
 #include "grpo/core/error.h"
+#include "grpo/core/profile.h"
 #include "grpo/dist/comm.h"
 #include "grpo/model/kv_cache.h"
 #include "grpo/model/transformer.h"
@@ -215,17 +216,33 @@ class Engine {
       std::fill_n(mask.begin() + i * S, stored, uint8_t(1));
       if (stored + n == int64_t(s.ids.size())) done.push_back(i);
     }
-    cache_->begin_step(seqs, news);
-    auto to_dev = [&](at::Tensor t) { return t.to(dev_); };
-    auto hidden = model_.forward(to_dev(at::from_blob(ids.data(), {B, T}, at::kLong)),
-                                 to_dev(at::from_blob(pos.data(), {B, T}, at::kLong)),
-                                 to_dev(at::from_blob(mask.data(), {B, S}, at::kByte).to(at::kBool)), cache_.get());
-    ++out_.stats.forwards;
-    (prefill ? out_.stats.prefill_tokens : out_.stats.decode_tokens) += std::accumulate(news.begin(), news.end(), int64_t(0));
-    if (done.empty()) return;
-    auto last = hidden.select(1, T - 1);
-    if (int64_t(done.size()) < B) last = last.index_select(0, at::tensor(done, at::kLong).to(dev_));
-    auto logits = model_.logits(last);  // [done, V]
+    at::Tensor logits;
+    {
+      core::StageTimer timer(prefill ? core::Stage::kPrefill : core::Stage::kDecode);
+      if (timer.on()) {
+        double attended = 0, read = 0;
+        for (size_t i = 0; i < seqs.size(); ++i) {
+          const double stored = double(cache_->stored(seqs[i])), n = double(news[i]);
+          attended += n * stored + n * (n + 1) / 2, read += stored + n;
+        }
+        const double n = double(std::accumulate(news.begin(), news.end(), int64_t(0)));
+        timer.work(model_.forward_work(n, double(done.size()), attended, read, n));
+      }
+      cache_->begin_step(seqs, news);
+      auto to_dev = [&](at::Tensor t) { return t.to(dev_); };
+      auto hidden = model_.forward(to_dev(at::from_blob(ids.data(), {B, T}, at::kLong)),
+                                   to_dev(at::from_blob(pos.data(), {B, T}, at::kLong)),
+                                   to_dev(at::from_blob(mask.data(), {B, S}, at::kByte).to(at::kBool)), cache_.get());
+      ++out_.stats.forwards;
+      (prefill ? out_.stats.prefill_tokens : out_.stats.decode_tokens) +=
+          std::accumulate(news.begin(), news.end(), int64_t(0));
+      if (done.empty()) return;
+      auto last = hidden.select(1, T - 1);
+      if (int64_t(done.size()) < B) last = last.index_select(0, at::tensor(done, at::kLong).to(dev_));
+      logits = model_.logits(last);  // [done, V]
+    }
+    core::StageTimer timer(core::Stage::kSampling);
+    timer.work({0, double(logits.numel()) * double(logits.element_size())});  // the logits read once
     sample(rows, done, logits);
   }
 

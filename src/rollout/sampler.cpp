@@ -1,5 +1,7 @@
 #include "grpo/rollout/sampler.h"
 
+#include <vector>
+
 #include <ATen/ATen.h>
 
 #include "grpo/core/error.h"
@@ -33,6 +35,32 @@ at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingParams&
   return probs;
 }
 
+namespace {
+
+// The first index whose cumulative probability exceeds u * (total mass), per row: probs [R, V]
+// fp32, u [R]. Two levels, so no [R, V] cumulative sum is written: the sums of blocks of kBlock
+// columns and their prefix sums locate the block, then one block's own prefix sums the index.
+at::Tensor inverse_cdf(const at::Tensor& probs, const at::Tensor& u) {
+  constexpr int64_t kBlock = 1024;
+  const int64_t R = probs.size(0), V = probs.size(1), full = V / kBlock;
+  std::vector<at::Tensor> parts;
+  if (full > 0) parts.push_back(probs.narrow(1, 0, full * kBlock).reshape({R, full, kBlock}).sum(-1));
+  if (V > full * kBlock) parts.push_back(probs.narrow(1, full * kBlock, V - full * kBlock).sum(-1, true));
+  auto block_cdf = (parts.size() == 1 ? parts[0] : at::cat(parts, 1)).cumsum(-1);  // [R, blocks]
+  const int64_t nb = block_cdf.size(1);
+  auto target = (u.to(probs.device(), at::kFloat) * block_cdf.select(1, nb - 1)).unsqueeze(1).contiguous();
+  auto block = at::searchsorted(block_cdf.contiguous(), target, false, /*right=*/true).clamp_max(nb - 1);  // [R, 1]
+  auto before = at::where(block > 0, block_cdf.gather(1, (block - 1).clamp_min(0)), at::zeros_like(target));
+  auto cols = block * kBlock + at::arange(kBlock, block.options()).unsqueeze(0);  // [R, kBlock]
+  auto in = cols < V;
+  auto inner = at::where(in, probs.gather(1, cols.clamp_max(V - 1)), at::zeros({}, probs.options()));
+  auto inner_cdf = inner.cumsum(-1) + before;
+  auto j = at::searchsorted(inner_cdf.contiguous(), target, false, /*right=*/true).clamp_max(kBlock - 1);
+  return (block * kBlock + j).squeeze(1).clamp_max(V - 1);
+}
+
+}  // namespace
+
 Sampled sample_tokens(const at::Tensor& logits, const at::Tensor& uniforms, const SamplingParams& p) {
   GRPO_CHECK(logits.dim() == 2 && uniforms.dim() == 1 && uniforms.size(0) == logits.size(0),
              "sample_tokens: logits [rows, vocab] and uniforms [rows] expected");
@@ -40,20 +68,20 @@ Sampled sample_tokens(const at::Tensor& logits, const at::Tensor& uniforms, cons
   Sampled s;
   if (p.temperature == 0.0) {
     s.tokens = z.argmax(-1);
-    s.logprobs = at::log_softmax(z, -1).gather(1, s.tokens.unsqueeze(1)).squeeze(1);
+    s.logprobs = z.gather(1, s.tokens.unsqueeze(1)).squeeze(1) - at::logsumexp(z, -1);
     return s;
   }
-  auto probs = sampling_distribution(z, p);
-  auto cdf = probs.cumsum(-1);
-  // first index whose cumulative mass exceeds u (u scaled by the total to absorb rounding)
-  auto u = (uniforms.to(z.device(), at::kFloat) * cdf.select(1, cdf.size(1) - 1)).unsqueeze(1).contiguous();
-  auto idx = at::searchsorted(cdf.contiguous(), u, /*out_int32=*/false, /*right=*/true).squeeze(1);
-  idx = idx.clamp_max(z.size(1) - 1);
+  const int64_t V = z.size(1);
+  const bool filtered = (p.top_k > 0 && p.top_k < V) || p.top_p < 1.0;
+  auto zt = p.temperature != 1.0 ? z / p.temperature : z;
+  auto lse = at::logsumexp(zt, -1, /*keepdim=*/true);  // [rows, 1]
+  auto probs = filtered ? sampling_distribution(z, p) : at::exp(zt - lse);
+  auto idx = inverse_cdf(probs, uniforms);
   // never land on a zero-probability token (possible only through rounding at the edges)
   auto chosen_p = probs.gather(1, idx.unsqueeze(1)).squeeze(1);
-  idx = at::where(chosen_p > 0, idx, probs.argmax(-1));
+  if (!(chosen_p > 0).all().item<bool>()) idx = at::where(chosen_p > 0, idx, probs.argmax(-1));
   s.tokens = idx;
-  s.logprobs = at::log_softmax(z / p.temperature, -1).gather(1, idx.unsqueeze(1)).squeeze(1);
+  s.logprobs = (zt.gather(1, idx.unsqueeze(1)) - lse).squeeze(1);
   return s;
 }
 

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 
 #include "grpo/algo/grpo_loss.h"
 #include "grpo/core/error.h"
+#include "grpo/core/profile.h"
 #include "grpo/dist/comm.h"
 #include "grpo/rollout/generate.h"
 #include "session.h"
@@ -114,6 +116,7 @@ Round rollout_round(Session& s, int64_t first, int64_t n, int64_t max_new_tokens
   rd.batch = rollout::generate(*s.policy, req);
   const int64_t N = rd.batch.rows();
   auto t_wait = Clock::now();
+  core::StageTimer timer(core::Stage::kReward);
   if (s.reward_pool && N > 0) {  // most of it was scored while the rollout was still generating
     rd.scored = s.reward_pool->wait(N);
     rd.reward_busy = s.reward_pool->last_stats().busy_seconds;
@@ -301,6 +304,8 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
         rest = all_rows.masked_select(in_first.logical_not());
       }
       for (auto& mb : s.micro_batches(rest, t.s)) {
+        core::StageTimer timer(core::Stage::kOldLogprobs);
+        if (timer.on()) timer.work(t.s.forward_work(*s.policy, mb));
         auto lp = response_logprobs(*s.policy, t.s, mb, /*with_entropy=*/false).logprobs;
         log_prob_diff(stats, lp, t.sampling_lp.index_select(0, mb), t.s.resp_mask.index_select(0, mb));
         t.old_lp.index_copy_(0, mb, lp.to(t.old_lp.scalar_type()));
@@ -308,8 +313,11 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
     }
     if (s.ref) {
       t.ref_lp = at::zeros({N, t.s.R}, at::kFloat);
-      for (auto& mb : s.micro_batches(all_rows, t.s))
+      for (auto& mb : s.micro_batches(all_rows, t.s)) {
+        core::StageTimer timer(core::Stage::kRefLogprobs);
+        if (timer.on()) timer.work(t.s.forward_work(*s.ref, mb));
         t.ref_lp.index_copy_(0, mb, response_logprobs(*s.ref, t.s, mb, /*with_entropy=*/false).logprobs);
+      }
     }
   }
   // KL in the reward (verl use_kl_in_reward): r -= beta * sum_t KL_t of the behaviour policy
@@ -352,6 +360,9 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
   auto po = g.loss;
   if (t.kl_in_reward) po.kl_coef = 0.0;  // the KL is in the reward instead
   const auto agg = po.aggregation;
+  const bool profiling = core::profile_enabled();
+  const int64_t n_params = profiling ? s.policy->num_parameters() : 0;
+  const int64_t param_bytes = profiling ? n_params * s.policy->lm_head_weight().element_size() : 0;
   for (int64_t epoch = 0; epoch < g.inner_epochs; ++epoch) {
     const at::Tensor order = epoch_order(s, NG, n_mb, epoch);
     for (int64_t m = 0; m < n_mb; ++m) {
@@ -372,6 +383,9 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
       const auto mbs = s.micro_batches(rows, t.s);
       for (size_t k = 0; k < mbs.size(); ++k) {
         const auto& mb = mbs[k];
+        std::optional<core::StageTimer> timer(core::Stage::kPolicyForward);
+        const core::Work fwd = timer->on() ? t.s.forward_work(*s.policy, mb) : core::Work{};
+        timer->work(fwd);
         auto lp = response_logprobs(*s.policy, t.s, mb);
         auto mask = t.loss_mask.index_select(0, mb);
         at::Tensor old_mb;
@@ -393,9 +407,12 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
         li.entropy_weights = ent_weights.index_select(0, mb);
         auto out = algo::policy_loss(li, po);
         auto loss = s.with_balance_loss(out.loss, double(mb.size(0)) / double(e - b));  // this micro-batch's share
+        mb_loss += out.loss.item<double>();
+        timer.emplace(core::Stage::kBackward);  // twice the forward's matmuls; weights read, gradients added
+        timer->work({2 * fwd.flops, fwd.bytes + 2 * double(param_bytes)});
         if (k + 1 == mbs.size()) s.arm_gradient_overlap();  // the last backward of the mini-batch
         loss.backward();
-        mb_loss += out.loss.item<double>();
+        timer.reset();
         const double nt = out.tokens;
         stats.tokens += nt;
         stats.kl += out.kl_mean * nt;
@@ -416,6 +433,9 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
         s.reduce(maxes, true);
         mb_loss = sums[0], mb_kl = sums[1], mb_tokens = sums[2], mb_rmax = maxes[0], mb_rmin = -maxes[1];
       }
+      std::optional<core::StageTimer> opt_timer(core::Stage::kOptimizer);
+      // AdamW: parameter, gradient and both moments read, three written, the gradient read by the clip
+      opt_timer->work({0, 8.0 * 4.0 * double(n_params)});
       const double norm = s.optimizer->clip_gradients(s.cfg.optim.grad_clip > 0 ? s.cfg.optim.grad_clip : kInf);
       u.grad_norm_sum += norm;
       const bool finite = s.update_is_finite(
@@ -425,6 +445,7 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
         s.optimizer->step();
         s.after_optimizer_step();
       }
+      opt_timer.reset();
       ++s.st.optimizer_step;
       ++u.steps;
       u.loss_sum += mb_loss;

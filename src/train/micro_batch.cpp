@@ -62,6 +62,17 @@ std::vector<at::Tensor> ResponseBatch::micro_batches(const at::Tensor& rows, int
   return out;
 }
 
+core::Work ResponseBatch::forward_work(const model::Transformer& m, const at::Tensor& rows) const {
+  auto r = rows.contiguous();
+  double tokens = 0, logits = 0, attended = 0;
+  for (int64_t i = 0; i < r.numel(); ++i) {
+    const int64_t row = r.data_ptr<int64_t>()[i];
+    const double len = double(prompt_len[size_t(row)] + resp_len[size_t(row)]);
+    tokens += len, logits += double(resp_len[size_t(row)]), attended += len * (len + 1) / 2;
+  }
+  return m.forward_work(tokens, logits, attended);
+}
+
 model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatch& s, const at::Tensor& rows,
                                        bool with_entropy) {
   // Each row packed to the left: its prompt, its response, then padding, W columns in all, so

@@ -5,13 +5,16 @@
 #include "grpo/train/trainer.h"
 
 #include <chrono>
+#include <fstream>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "grpo/core/device.h"
 #include "grpo/core/error.h"
+#include "grpo/core/profile.h"
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
 #include "grpo/reward/plugin.h"
@@ -41,7 +44,7 @@ struct Trainer::Impl : Session {
   explicit Impl(Config c) {
     cfg = std::move(c);
     connect();
-    if (cfg.run.threads > 0) at::set_num_threads(static_cast<int>(cfg.run.threads));
+    grpo::setup_host(cfg.run.threads);
     if (cfg.optim.precision == "bf16" && device.is_cpu() && !grpo::cpu_has_native_bf16())
       spdlog::warn("optim.precision: bf16 on a CPU without bf16 matrix instructions (AMX-BF16 or AVX512-BF16): "
                    "LibTorch emulates bf16 here and fp32 is likely faster");
@@ -246,6 +249,27 @@ struct Trainer::Impl : Session {
     return true;
   }
 
+  // The step roofline of the last `steps` GRPO steps (run.profile): logged, and profile.json.
+  void report_profile(int64_t steps, double seconds) {
+    const auto totals = core::profile_totals();
+    const auto dtype = cfg.optim.precision == "bf16" ? at::kBFloat16 : at::kFloat;
+    const auto peak = core::measure_peak(device, dtype);
+    spdlog::info("step roofline (run.profile):\n{}", core::roofline_table(totals, peak, steps, seconds));
+    if (!leader()) return;
+    nlohmann::json j = {{"steps", steps}, {"step_seconds", seconds / double(steps)},
+                        {"peak_flops_per_s", peak.flops_per_s}, {"peak_bytes_per_s", peak.bytes_per_s},
+                        {"peak", peak.what}, {"threads", at::get_num_threads()}, {"device", device.str()}};
+    for (int i = 0; i < core::kStages; ++i) {
+      const auto& t = totals[size_t(i)];
+      if (t.calls == 0) continue;
+      j["stages"][core::stage_name(core::Stage(i))] = {{"seconds", t.seconds / double(steps)},
+                                                       {"flops", t.flops / double(steps)},
+                                                       {"bytes", t.bytes / double(steps)},
+                                                       {"calls", t.calls}};
+    }
+    std::ofstream(run_dir->path() + "/profile.json") << j.dump(2) << "\n";
+  }
+
   // GRPO rollout steps until grpo.rollout_steps, evaluating and saving every so often; false when
   // stopped early (saved).
   bool grpo_stage(const std::function<bool(const TrainState&)>& stop_early) {
@@ -257,8 +281,18 @@ struct Trainer::Impl : Session {
     }
     auto t0 = Clock::now();
     bool evaluated = false, saved = false, ran = false;
+    const int64_t first_step = st.rollout_step;
+    int64_t profiled = 0;
+    double profiled_seconds = 0;
     while (st.rollout_step < cfg.grpo.rollout_steps) {
+      if (cfg.run.profile) {  // the first step warms up when more follow
+        if (st.rollout_step == first_step + 1) core::reset_profile(), profiled = 0, profiled_seconds = 0;
+        core::enable_profile(device);
+      }
+      auto t_step = Clock::now();
       grpo_step(*this);
+      core::disable_profile();  // evaluation is not part of the step
+      ++profiled, profiled_seconds += seconds_since(t_step);
       ran = true;
       evaluated = saved = false;
       if (cfg.eval.every > 0 && st.rollout_step % cfg.eval.every == 0) {
@@ -275,6 +309,7 @@ struct Trainer::Impl : Session {
         return false;
       }
     }
+    if (ran && cfg.run.profile) report_profile(profiled, profiled_seconds);
     if (ran && !evaluated) evaluate_and_log(*this, "grpo");
     if (ran && !saved) save();
     run_dir->summarize();

@@ -54,7 +54,7 @@ struct PolicyFlags {
                  "--thinking: expected on or off, found '{}'", pf.thinking);
       text::validate_prompt_config(pf, prompt_src);
     }
-    if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+    grpo::setup_host(threads);
   }
   /// The sampling flags applied over `defaults`.
   rollout::SamplingParams sampling(rollout::SamplingParams defaults) const {

@@ -119,6 +119,9 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
         [](P& p) { p.config.overrides.push_back("run.allow_config_change=true"); });
   t.add(kTrain, {"--fresh"}, "ignore existing checkpoints and start over (run.resume=never)",
         [](P& p) { p.config.overrides.push_back("run.resume=never"); });
+  t.add(kTrain, {"--profile"}, "time each stage of the GRPO steps against its least FLOPs and bytes and the "
+        "machine's measured peaks; the table ends the run and lands in profile.json (run.profile=true)",
+        [](P& p) { p.config.overrides.push_back("run.profile=true"); });
   t.add(kTrain, {"--print-config"}, "print the resolved config and exit",
         [](P& p) { p.train.print_config = true; });
   t.add(kTrain, {"--config-reference"}, "print every key as Markdown tables (docs/configuration.md) and exit",

@@ -35,6 +35,23 @@ bool cpu_has_native_bf16();
 /// Bytes of physical memory of this machine (what up-front memory checks compare with).
 double host_memory_bytes();
 
+/// CPUs this process may run on: its affinity mask (taskset, Slurm, MPI binding), bounded by a
+/// cgroup CPU quota (cgroup v2 cpu.max or v1 cpu.cfs_quota_us: containers), rounded up; at least 1.
+int64_t available_cpus();
+
+/// Process-wide host setup for tensor work; the trainer and every tool call it before any.
+///  - LibTorch's intra-op threads: `threads` when > 0; else OMP_NUM_THREADS when set; else
+///    available_cpus() (LibTorch's own default counts the machine's cores, which oversubscribes a
+///    container's quota or a process bound to a few cores).
+///  - glibc malloc keeps freed memory for reuse: large blocks come from the heap rather than a
+///    fresh mmap each, and up to 2 GiB of free heap stays mapped. A step's large tensors (logits
+///    blocks, the LM head's gradient, AdamW temporaries) then reuse pages instead of faulting in
+///    new ones, which took ~40% of a GRPO step's CPU time at a 151k vocabulary
+///    (docs/performance.md, "Step roofline"). The process keeps its peak heap. GRPO_SYSTEM_MALLOC=1
+///    keeps glibc's defaults.
+/// Returns the intra-op thread count chosen. Later calls only change the threads.
+int64_t setup_host(int64_t threads);
+
 /// One line for logs and skipped tests: "CUDA kernels built: yes; CUDA devices: 1 (NVIDIA H100 ...)".
 std::string cuda_summary();
 

@@ -74,6 +74,18 @@ struct ModelConfig {
   };
   ParameterSplit parameter_split() const;
 
+  /// The least work of a forward pass (the step roofline, core/profile.h): `tokens` tokens through
+  /// the blocks, `logit_tokens` of them through the LM head, `attended` (query, key) pairs in
+  /// attention over all sequences. FLOPs: 2 per multiply-add of every matmul the tokens go
+  /// through (MoE: router, shared and top-k routed experts) and of attention's scores and
+  /// weighted values.
+  double forward_flops(double tokens, double logit_tokens, double attended) const;
+  /// Weight elements such a forward reads at least once (MoE: only the routed experts its tokens
+  /// can reach; the LM head only when logits are needed).
+  double forward_weight_elements(double tokens, double logit_tokens) const;
+  /// Elements the KV cache keeps per token over all layers (MLA: the latent and the RoPE key).
+  int64_t kv_elements_per_token() const;
+
   int64_t resolved_head_dim() const {
     return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
   }

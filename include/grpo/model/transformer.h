@@ -14,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "grpo/core/profile.h"
 #include "grpo/model/kv_cache.h"
 #include "grpo/model/logprob.h"
 #include "grpo/model/model_config.h"
@@ -136,6 +137,11 @@ class Transformer {
   void train(bool on = true);
   bool is_training() const;
   const ModelConfig& config() const { return config_; }
+  /// The least work of one forward on this rank (the step roofline, core/profile.h): the FLOPs
+  /// and weight reads of ModelConfig::forward_flops / forward_weight_elements at the parameters'
+  /// element size, plus `kv_read` and `kv_written` cached tokens; the whole model's divided by tp.
+  core::Work forward_work(double tokens, double logit_tokens, double attended, double kv_read = 0,
+                    double kv_written = 0) const;
 
   // ---- MoE (deepseek_v3 with n_routed_experts > 0)
   /// Indices of the MoE layers (first_k_dense_replace ..).

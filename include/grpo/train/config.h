@@ -25,12 +25,13 @@ struct RunConfig {
   std::string dir = "runs/demo";
   int64_t seed = 1;
   std::string resume = "auto";  // auto | never | path to a checkpoint directory
-  int64_t threads = 0;          // 0 = all cores
+  int64_t threads = 0;          // 0 = OMP_NUM_THREADS or the CPUs available (core/device.h)
   int64_t log_every = 1;        // console line every N rollout steps (metrics.jsonl: every step)
 
   std::string init_from;        // a grpo checkpoint whose weights start a fresh run
   std::string device = "cpu";   // cpu | cuda | cuda:N
   bool allow_config_change = false;  // resuming with a changed config (see config_change_is_safe)
+  bool profile = false;              // the step roofline (core/profile.h) at the end of the GRPO stage
 
   void visit(core::ConfigVisitor& v) {
     v.field("dir", dir, "run directory: config.yaml, metrics.jsonl, eval.jsonl, checkpoints/");
@@ -38,7 +39,8 @@ struct RunConfig {
     v.field("resume", resume,
             "auto = continue from the run directory's latest checkpoint if there is one; never; "
             "or a checkpoint directory");
-    v.field("threads", threads, "CPU threads for LibTorch; 0 = all cores", core::at_least(0));
+    v.field("threads", threads, "CPU threads for LibTorch; 0 = OMP_NUM_THREADS if set, else the CPUs this process may "
+            "use (its affinity mask, bounded by a cgroup CPU quota)", core::at_least(0));
     v.field("log_every", log_every, "console line every N rollout steps", core::at_least(1));
     v.field("init_from", init_from, "a grpo checkpoint directory (or a run directory: its latest "
             "checkpoint) whose policy weights start this run -- how the stages of a multi-stage "
@@ -53,6 +55,11 @@ struct RunConfig {
             "reward.max_failed_steps, and grpo.rollout_steps): false = refuse, "
             "listing the changed keys; true = go on with the new values, logging each change and "
             "appending it to config_changes.jsonl (grpo_train --allow-config-change)");
+    v.field("profile", profile, "time each stage of the GRPO steps (prefill, decode, sampling, reward, old and "
+            "reference log-probs, forward, backward, optimizer) beside the least FLOPs and bytes its shapes "
+            "need and this machine's measured GEMM and copy peaks; prints the table after the GRPO stage and "
+            "writes profile.json to the run directory (the first step, a warm-up, is left out when there are "
+            "more). Stage edges synchronize a GPU, which slows it a little (grpo_train --profile)");
   }
 };
 

@@ -12,6 +12,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "grpo/core/profile.h"
 #include "grpo/model/logprob.h"
 
 namespace grpo::rollout {
@@ -44,6 +45,9 @@ struct ResponseBatch {
   static ResponseBatch of(const rollout::RolloutBatch& batch);
   /// pack_micro_batches of `rows` (int64 ids), as tensors of ids.
   std::vector<at::Tensor> micro_batches(const at::Tensor& rows, int64_t token_budget) const;
+  /// The least work of a forward over `rows` (real tokens only, logits of the response tokens;
+  /// the step roofline, core/profile.h).
+  core::Work forward_work(const model::Transformer& m, const at::Tensor& rows) const;
 };
 
 /// Log-probs (and entropy) [rows, R] of the response tokens of `rows` under `m` (on its device;
