@@ -1,7 +1,10 @@
 // Device facts: the native-bf16 CPU check.
+#include <sched.h>
+
 #include <fstream>
 #include <string>
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include "grpo/core/device.h"
@@ -16,4 +19,19 @@ TEST(Device, NativeBf16MatchesCpuFlags) {
   line += " ";
   const bool expect = line.find(" amx_bf16 ") != std::string::npos || line.find(" avx512_bf16 ") != std::string::npos;
   EXPECT_EQ(grpo::cpu_has_native_bf16(), expect) << line;
+}
+
+// The CPUs a process may use: at least 1, at most its affinity mask; setup_host sets the threads.
+TEST(Device, AvailableCpusAndHostSetup) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  const int64_t n = grpo::available_cpus();
+  EXPECT_GE(n, 1);
+  EXPECT_LE(n, CPU_COUNT(&set));
+  const int before = at::get_num_threads();
+  EXPECT_EQ(grpo::setup_host(1), 1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_EQ(grpo::setup_host(before), before);
+  EXPECT_EQ(at::get_num_threads(), before);
 }

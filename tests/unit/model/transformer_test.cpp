@@ -225,3 +225,35 @@ TEST(Transformer, GradientsMatchFiniteDifferences) {
     }
   }
 }
+
+// The step roofline's least work (ModelConfig::forward_flops, forward_weight_elements,
+// kv_elements_per_token) against the counts written out by hand for a dense GQA model, and the
+// MoE rules: top-k experts' matmuls per token, only reachable experts' weights read.
+TEST(Transformer, ForwardWorkCountsTheMatmulsAndAttention) {
+  auto c = tiny_config();  // H 32, 2 layers, 4 heads of 8, 2 KV heads, MLP 48, vocab 23
+  const double tokens = 10, logits = 3, pairs = 55;
+  const double per_token = 32 * (32 + 2 * 16) + 32 * 32 + 3 * 32 * 48;  // q, k, v; o; gate, up, down
+  EXPECT_DOUBLE_EQ(c.forward_flops(tokens, logits, pairs),
+                   2 * tokens * 2 * per_token + 2 * logits * 23 * 32 + 2 * pairs * 4 * (8 + 8) * 2);
+  EXPECT_DOUBLE_EQ(c.forward_weight_elements(tokens, logits), tokens * 32 + 23 * 32 + 2 * per_token);
+  EXPECT_DOUBLE_EQ(c.forward_weight_elements(tokens, 0), tokens * 32 + 2 * per_token);  // no LM head
+  EXPECT_EQ(c.kv_elements_per_token(), 2 * 2 * 2 * 8);
+  Transformer m(c);
+  const auto w = m.forward_work(tokens, logits, pairs, 4, 6);
+  EXPECT_DOUBLE_EQ(w.flops, c.forward_flops(tokens, logits, pairs));
+  EXPECT_DOUBLE_EQ(w.bytes, (c.forward_weight_elements(tokens, logits) + 10.0 * 2 * 2 * 2 * 8) * 4);
+
+  ModelConfig moe = tiny_config();
+  grpo::test_util::make_moe(moe);
+  ModelConfig more = moe;
+  more.n_routed_experts *= 4;  // four times the experts, the same top-k
+  const double router = double(more.n_routed_experts - moe.n_routed_experts) * double(moe.hidden_size);
+  const int64_t moe_layers = moe.num_hidden_layers - moe.first_k_dense_replace;
+  EXPECT_DOUBLE_EQ(more.forward_flops(tokens, 0, 0) - moe.forward_flops(tokens, 0, 0), 2 * tokens * router * double(moe_layers));
+  // one token reaches top-k experts; many reach all of them
+  const double expert = 3.0 * double(moe.hidden_size * moe.moe_intermediate_size);
+  EXPECT_DOUBLE_EQ(more.forward_weight_elements(1, 0) - moe.forward_weight_elements(1, 0), router * double(moe_layers));
+  EXPECT_DOUBLE_EQ(more.forward_weight_elements(1000, 0) - moe.forward_weight_elements(1000, 0) - router * double(moe_layers),
+                   expert * double(more.n_routed_experts - moe.n_routed_experts) * double(moe_layers) + 1000.0 * 0);
+  EXPECT_EQ(moe.kv_elements_per_token(), moe.num_hidden_layers * (moe.kv_lora_rank + moe.qk_rope_head_dim));
+}

@@ -75,3 +75,30 @@ TEST(Sampler, EmpiricalFrequenciesMatchTopPDistribution) {
   EXPECT_LT((counts - want.to(at::kDouble)).abs().max().item<double>(), 0.015);
   EXPECT_EQ(at::where(want == 0, counts, at::zeros_like(counts)).sum().item<double>(), 0.0);
 }
+
+// The two-level inverse CDF (block sums, then one block's prefix sums) against the float64 one:
+// across block edges (1024 columns) and a partial last block, the first index whose cumulative
+// mass exceeds u * total, wherever u is not within rounding of a boundary.
+TEST(Sampler, InverseCdfAcrossBlocksMatchesFloat64) {
+  at::manual_seed(12);
+  const int64_t rows = 64, V = 3 * 1024 + 517;
+  auto logits = at::randn({rows, V}) * 3;
+  auto u = at::rand({rows}, at::kDouble).to(at::kFloat);
+  u[0] = 0.0f, u[1] = 0.9999999f;  // the first token; the last (within rounding of the end: not checked)
+  SamplingParams p;
+  auto s = sample_tokens(logits, u, p);
+  auto probs = at::softmax(logits.to(at::kDouble), -1);
+  auto cdf = probs.cumsum(-1);
+  int64_t checked = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double target = double(u[r].item<float>()) * cdf[r][V - 1].item<double>();
+    auto above = (cdf[r] > target).nonzero();
+    const int64_t want = above.size(0) > 0 ? above[0][0].item<int64_t>() : V - 1;
+    const double lo = want > 0 ? cdf[r][want - 1].item<double>() : 0.0, hi = cdf[r][want].item<double>();
+    if ((want > 0 && target - lo < 1e-5) || hi - target < 1e-5) continue;  // within float rounding of an edge
+    ++checked;
+    EXPECT_EQ(s.tokens[r].item<int64_t>(), want) << "row " << r << " u " << u[r].item<float>();
+    EXPECT_NEAR(s.logprobs[r].item<float>(), std::log(probs[r][want].item<double>()), 1e-4);
+  }
+  EXPECT_GE(checked, rows - 6);
+}

@@ -17,6 +17,7 @@
 #include "grpo/core/config.h"
 #include "grpo/core/device.h"
 #include "grpo/core/error.h"
+#include "grpo/core/profile.h"
 #include "grpo/core/rng.h"
 #include "grpo/data/arithmetic.h"
 #include "grpo/io/safetensors.h"
@@ -591,4 +592,34 @@ TEST(TrainFromHf, JsonlDataChatPromptResumeGenerateExport) {
   EXPECT_TRUE(fs::exists(root + "/export/tokenizer.json"));
   auto gen = nlohmann::json::parse(core::read_file(root + "/export/generation_config.json"));
   EXPECT_EQ(gen["eos_token_id"], *text::HfTokenizer::from_dir(kQwen3Tok)->token_id("<|im_end|>"));
+}
+
+// run.profile: every stage of the GRPO steps timed, with its least work, the warm-up step left
+// out, and evaluation not counted; the table's floors come from the measured peaks.
+TEST(Trainer, ProfileTimesEveryStageBesideItsLeastWork) {
+  auto a = tmpdir("profile");
+  auto c = tiny_run(a, 3);
+  c.run.profile = true;
+  c.pretrain.steps = 0;
+  train::Trainer t(c);
+  t.run();
+  EXPECT_FALSE(core::profile_enabled());  // only inside the steps
+  std::ifstream in(a + "/profile.json");
+  ASSERT_TRUE(in.good());
+  auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["steps"].get<int64_t>(), 2);  // the first of 3 warms up
+  EXPECT_GT(j["peak_flops_per_s"].get<double>(), 0);
+  EXPECT_GT(j["peak_bytes_per_s"].get<double>(), 0);
+  for (const char* stage : {"prefill", "decode", "sampling", "reward", "old log-probs", "ref log-probs", "forward",
+                            "backward", "optimizer"}) {
+    ASSERT_TRUE(j["stages"].contains(stage)) << stage << "\n" << j.dump(2);
+    EXPECT_GT(j["stages"][stage]["seconds"].get<double>(), 0) << stage;
+  }
+  for (const char* stage : {"prefill", "decode", "old log-probs", "ref log-probs", "forward", "backward"})
+    EXPECT_GT(j["stages"][stage]["flops"].get<double>(), 0) << stage;
+  // backward: twice the forward's matmuls (the forward of the training pass, same rows)
+  EXPECT_DOUBLE_EQ(j["stages"]["backward"]["flops"].get<double>(), 2 * j["stages"]["forward"]["flops"].get<double>());
+  // the optimizer reads and writes 8 fp32 words per parameter
+  EXPECT_DOUBLE_EQ(j["stages"]["optimizer"]["bytes"].get<double>(),
+                   32.0 * double(t.policy().num_parameters()) * double(j["stages"]["optimizer"]["calls"].get<int64_t>()) / 2);
 }
