@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
+#include "grpo/core/device.h"
 #include "grpo/core/rng.h"
 #include "grpo/model/hf_checkpoint.h"
 #include "grpo/model/transformer.h"
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1], prompts_path = argv[2], engine = argv[3], lengths = argv[6];
   const int64_t G = std::atoll(argv[4]), R = std::atoll(argv[5]), max_running = std::atoll(argv[7]);
   const bool sharing = std::atoll(argv[8]) != 0;
-  at::set_num_threads(std::atoi(argv[9]));
+  grpo::setup_host(std::atoi(argv[9]));
   auto model = grpo::model::load_hf_model(dir);
   auto j = nlohmann::json::parse(std::ifstream(prompts_path));
 

@@ -197,8 +197,14 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
         auto dz = block_grad(mm_acc(hc, wc.t(), acc), tc, v0 + c0, inv_t, lse.narrow(0, s, n),
                              with_entropy ? ent.narrow(0, s, n) : ent, gl, ge)
                       .to(w.scalar_type());  // the gradient GEMMs run in the model's dtype
-        dh_c.add_(mm_acc(dz, wc, acc));
-        dw.narrow(0, c0, cols).add_(mm_acc(dz.t(), hc, acc));
+        if (dz.scalar_type() == acc) {  // accumulate in place (no product tensors)
+          dh_c.addmm_(dz, wc);
+          auto dwc = dw.narrow(0, c0, cols);
+          dwc.addmm_(dz.t(), hc);
+        } else {
+          dh_c.add_(mm_acc(dz, wc, acc));
+          dw.narrow(0, c0, cols).add_(mm_acc(dz.t(), hc, acc));
+        }
       }
       dh.narrow(0, s, n).copy_(dh_c);
     }
