@@ -3,7 +3,7 @@
 //   m = running max of z,  s = sum exp(z - m),  q = sum exp(z - m) z,  z_t = z[target]
 // (merging a block rescales s and q by exp(m_old - m_new)). Then lse = m + log s,
 // log p = z_t - lse and H = lse - q / s. Backward recomputes z per block, saving only h, W,
-// targets, lse and H:
+// targets, lse and H (or, within LogProbOptions::keep_logits_bytes, reads the forward's z):
 //   dL/dz = g_logp (onehot - p) - g_H p (log p + H);  dh = dz W / tau;  dW += dz^T h / tau
 // Vocab-parallel (W split by rows over a tensor-parallel group): each rank folds its slice into
 // (m, s, q, z_t); one all-reduce-max of m and one all-reduce-sum of the rescaled [s, q, z_t] give
@@ -130,10 +130,14 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
   // nullptr: w is the whole vocabulary.
   static tensor_list forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w, const at::Tensor& tgt,
                              int64_t chunk, int64_t vchunk, double temperature, bool with_entropy,
-                             dist::Comm* group, int64_t v0) {
+                             dist::Comm* group, int64_t v0, double keep_bytes) {
     const int64_t N = h.size(0), V = w.size(0);
     const auto acc_t = at::promote_types(h.scalar_type(), at::kFloat);
     const auto acc = h.options().dtype(acc_t);
+    // the logits kept for backward (undefined: recomputed there)
+    const bool keep = N > 0 && double(N) * double(V) * double(c10::elementSize(acc_t)) <= keep_bytes &&
+                      (h.requires_grad() || w.requires_grad());
+    auto zs = keep ? at::empty({N, V}, acc) : at::Tensor();
     auto logp = at::empty({N}, acc);
     auto ent = with_entropy ? at::empty({N}, acc) : at::empty({0}, acc);
     auto lse = at::empty({N}, acc);
@@ -145,7 +149,9 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       auto st = init_stats(n, acc);
       for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
         const int64_t cols = std::min(vchunk, V - c0);
-        fold_block(st, mm_acc(hc, w.narrow(0, c0, cols).t(), acc_t), tc, v0 + c0, inv_t);
+        auto z = mm_acc(hc, w.narrow(0, c0, cols).t(), acc_t);
+        fold_block(st, z, tc, v0 + c0, inv_t);
+        if (keep) zs.narrow(0, s, n).narrow(1, c0, cols).copy_(z);
       }
       if (group) {  // the whole vocabulary's statistics from every rank's slice
         auto M = st[0].clone();
@@ -160,7 +166,7 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       logp.narrow(0, s, n).copy_(st[3] - l);
       if (with_entropy) ent.narrow(0, s, n).copy_(l - st[2] / st[1]);
     }
-    ctx->save_for_backward({h, w, tgt, lse, ent});
+    ctx->save_for_backward({h, w, tgt, lse, ent, zs});
     ctx->saved_data["chunk"] = chunk;
     ctx->saved_data["vchunk"] = vchunk;
     ctx->saved_data["temperature"] = temperature;
@@ -172,7 +178,7 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto h = saved[0], w = saved[1], tgt = saved[2], lse = saved[3], ent = saved[4];
+    auto h = saved[0], w = saved[1], tgt = saved[2], lse = saved[3], ent = saved[4], zs = saved[5];
     const int64_t chunk = ctx->saved_data["chunk"].toInt(), vchunk = ctx->saved_data["vchunk"].toInt();
     const double inv_t = 1.0 / ctx->saved_data["temperature"].toDouble();
     const bool with_entropy = ctx->saved_data["with_entropy"].toBool();
@@ -194,7 +200,8 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
         const int64_t cols = std::min(vchunk, V - c0);
         auto wc = w.narrow(0, c0, cols);
-        auto dz = block_grad(mm_acc(hc, wc.t(), acc), tc, v0 + c0, inv_t, lse.narrow(0, s, n),
+        auto z = zs.defined() ? zs.narrow(0, s, n).narrow(1, c0, cols) : mm_acc(hc, wc.t(), acc);
+        auto dz = block_grad(z, tc, v0 + c0, inv_t, lse.narrow(0, s, n),
                              with_entropy ? ent.narrow(0, s, n) : ent, gl, ge)
                       .to(w.scalar_type());  // the gradient GEMMs run in the model's dtype
         if (dz.scalar_type() == acc) {  // accumulate in place (no product tensors)
@@ -210,7 +217,7 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
     }
     if (group) group->all_reduce_sum(dh);  // h feeds every rank's slice
     return {dh, dw.to(w.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -241,8 +248,8 @@ TokenLogProbs logprobs_impl(const at::Tensor& hidden, const at::Tensor& weight, 
   const bool cpu = hidden.device().is_cpu();
   const int64_t cr = options.chunk_rows > 0 ? options.chunk_rows : cpu ? 512 : 2048;
   const int64_t cv = options.chunk_vocab > 0 ? options.chunk_vocab : cpu ? 4096 : 32768;
-  auto out = ChunkedLogProb::apply(h, weight, tgt, cr, cv, options.temperature,
-                                   options.with_entropy, group, v0);
+  auto out = ChunkedLogProb::apply(h, weight, tgt, cr, cv, options.temperature, options.with_entropy, group, v0,
+                                   options.keep_logits_bytes);
   TokenLogProbs r;
   r.logprobs = out[0].view({B, T});
   if (options.with_entropy) r.entropy = out[1].view({B, T});

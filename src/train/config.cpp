@@ -56,7 +56,7 @@ bool config_change_is_safe(const std::string& key) {
   for (const char* prefix : {"eval.", "checkpoint.", "parallel."})
     if (key.rfind(prefix, 0) == 0) return true;
   return key.rfind("run.", 0) == 0 ? key != "run.seed"
-                                   : key == "grpo.rollout_steps" || key == "grpo.micro_batch_tokens" ||
+                                   : key == "grpo.rollout_steps" || key == "grpo.micro_batch_tokens" || key == "grpo.logprob_keep_bytes" ||
                                          key == "reward.workers" || key == "optim.max_bad_steps" ||
                                          key == "reward.max_failed_steps" || key == "rollout.max_running" ||
                                          key == "rollout.prefill_chunk_tokens" || key == "rollout.kv_block_size" ||

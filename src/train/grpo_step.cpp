@@ -386,7 +386,7 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
         std::optional<core::StageTimer> timer(core::Stage::kPolicyForward);
         const core::Work fwd = timer->on() ? t.s.forward_work(*s.policy, mb) : core::Work{};
         timer->work(fwd);
-        auto lp = response_logprobs(*s.policy, t.s, mb);
+        auto lp = response_logprobs(*s.policy, t.s, mb, /*with_entropy=*/true, g.logprob_keep_bytes);
         auto mask = t.loss_mask.index_select(0, mb);
         at::Tensor old_mb;
         if (t.first_from_training_pass && epoch == 0 && m == 0) {

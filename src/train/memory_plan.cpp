@@ -41,6 +41,7 @@ PlanOptions plan_options(const Config& cfg, int64_t gpus) {
   o.sequence_parallel = cfg.parallel.sequence_parallel;
   o.max_running = cfg.rollout.max_running;
   o.kv_cache_bytes = cfg.rollout.kv_cache_bytes;
+  o.logprob_keep_bytes = cfg.grpo.logprob_keep_bytes;
   return o;
 }
 
@@ -107,6 +108,9 @@ MemoryPlan plan_memory(const Config& cfg, const dist::Layout& l, const PlanOptio
   }
   if (o.recompute) act += live;
   act += 2048.0 * double(m.vocab_size) / l.tp * 4 * 3;  // one chunk of the log-prob op
+  // its logits kept for backward (response tokens; at most a micro-batch's tokens)
+  const double kept = T * double(m.vocab_size) / l.tp * 4;
+  if (kept <= o.logprob_keep_bytes) act += kept;
   p.activation_bytes = act;
   a.push_back(fmt::format("activations (estimate) of a micro-batch of {} tokens ({} x {}-token sequences) x {} "
                           "layers{}{} = {}", int64_t(T), int64_t(T) / len, len, m.num_hidden_layers,

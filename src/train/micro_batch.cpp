@@ -74,7 +74,7 @@ core::Work ResponseBatch::forward_work(const model::Transformer& m, const at::Te
 }
 
 model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatch& s, const at::Tensor& rows,
-                                       bool with_entropy) {
+                                       bool with_entropy, double keep_logits_bytes) {
   // Each row packed to the left: its prompt, its response, then padding, W columns in all, so
   // padding only ends rows and the forward is plain causal attention (Transformer::forward); the
   // mask is passed only for an MoE model's statistics.
@@ -99,6 +99,7 @@ model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatc
   auto h = hidden.gather(1, at_col.to(dev).unsqueeze(-1).expand({n, r, hidden.size(-1)}));
   model::LogProbOptions lo;
   lo.with_entropy = with_entropy;
+  lo.keep_logits_bytes = keep_logits_bytes;
   auto out = m.token_logprobs(h, tok.gather(1, at_col + 1).to(dev), lo);
   // back on the CPU (a differentiable copy), 0 beyond each row's response, as wide as the batch
   auto finish = [&](const at::Tensor& x) {

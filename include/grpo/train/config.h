@@ -65,7 +65,7 @@ struct RunConfig {
 
 /// May `key` (a dotted config key) differ between a checkpoint's config and the config resuming
 /// from it without changing what is trained? Where and how fast the run executes (run.*,
-/// parallel.*, grpo.micro_batch_tokens, reward.workers, the rollout engine's rollout.max_running,
+/// parallel.*, grpo.micro_batch_tokens, grpo.logprob_keep_bytes, reward.workers, the rollout engine's rollout.max_running,
 /// prefill_chunk_tokens, kv_block_size, kv_cache_bytes and prefix_sharing), what it reports and
 /// keeps (eval.*, checkpoint.*), the guards (optim.max_bad_steps, reward.max_failed_steps), and grpo.rollout_steps (extending or shortening the run; the cosine schedule
 /// follows the new length). run.seed is not safe.
@@ -147,6 +147,7 @@ struct GrpoConfig {
   int64_t mini_batches = 1;          // optimizer steps per rollout per inner epoch
   int64_t inner_epochs = 1;          // passes over each rollout batch
   int64_t micro_batch_tokens = 16384;// gradient accumulation: tokens per forward/backward
+  double logprob_keep_bytes = 1073741824.0;  // a training pass's logits kept for backward up to this
   // the clipped policy loss and its token aggregation (algo/grpo_loss.h owns these keys)
   algo::PolicyLossOptions loss = run_loss_defaults();
   std::string kl_in = "loss";
@@ -188,6 +189,11 @@ struct GrpoConfig {
             "token budget of one forward/backward (gradient accumulation inside a mini-batch): rows "
             "sorted by length and packed, each forward as wide as its longest prompt + response",
             at_least(1));
+    v.field("logprob_keep_bytes", logprob_keep_bytes,
+            "a training forward's response logits (fp32, response tokens x vocabulary) are kept for its "
+            "backward when they take at most this many bytes, instead of being recomputed block by block "
+            "(one LM-head matmul less per micro-batch); 0 = always recompute (least memory). Same results",
+            {0.0, 1e15});
     loss.visit(v);
     v.field("kl_in", kl_in, "loss = beta * KL added to each token's loss (GRPO); reward = beta * "
             "the sequence's summed KL subtracted from its reward before advantages (verl "

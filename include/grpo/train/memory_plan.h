@@ -35,6 +35,7 @@ struct PlanOptions {
                                    // the rank's whole share
   double kv_cache_bytes = 0;       // the KV pool's limit (rollout.kv_cache_bytes); 0: what
                                    // max_running full-length sequences need
+  double logprob_keep_bytes = 0;   // training logits kept for backward up to this (grpo.logprob_keep_bytes)
   int64_t gpus_per_node = 8;       // tp stays inside a node (NVLink); 0: no limit
   double nvlink_gbs = 400, network_gbs = 50;  // per-GPU bandwidths (GB/s) ranking fitting layouts:
                                               // tp traffic over NVLink, dp and ep traffic over the network

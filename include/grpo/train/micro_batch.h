@@ -54,8 +54,8 @@ struct ResponseBatch {
 /// results on the CPU, differentiable), 0 beyond each row's response. One forward as wide as the
 /// longest of these rows, each packed to the left (prompt, response, padding): padding only ends
 /// rows, so attention is plain causal, without a mask. No rows: a forward of zero rows (expert
-/// parallel's idle micro-batches take part in the collectives).
+/// parallel's idle micro-batches take part in the collectives). `keep_logits_bytes`: LogProbOptions'.
 model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatch& s, const at::Tensor& rows,
-                                       bool with_entropy = true);
+                                       bool with_entropy = true, double keep_logits_bytes = 0);
 
 }  // namespace grpo::train

@@ -58,3 +58,33 @@ TEST(TokenLogProbs, RejectsOutOfRangeTargets) {
   auto tgt = at::tensor({0, 5}, at::kLong).view({1, 2});
   EXPECT_THROW(token_logprobs(h, w, tgt), grpo::Error);
 }
+
+// Logits kept for backward (keep_logits_bytes) give the recomputing path's gradients bit for bit:
+// the same blocks of the same matmul, read back instead of recomputed, at every block offset
+// (blocks that divide neither the rows nor the columns). A budget below the logits' size recomputes.
+TEST(TokenLogProbs, KeptLogitsGiveTheRecomputedGradients) {
+  at::manual_seed(4);
+  auto h = at::randn({3, 7, 16}), w = at::randn({29, 16});
+  auto tgt = at::randint(0, 29, {3, 7}, at::kLong);
+  auto gl = at::randn({3, 7}), ge = at::randn({3, 7});
+  auto run = [&](double keep, double temp) {
+    auto hh = h.clone().requires_grad_(), ww = w.clone().requires_grad_();
+    LogProbOptions o;
+    o.chunk_rows = 5;
+    o.chunk_vocab = 8;
+    o.temperature = temp;
+    o.keep_logits_bytes = keep;
+    auto out = token_logprobs(hh, ww, tgt, o);
+    auto g = torch::autograd::grad({(out.logprobs * gl).sum() + (out.entropy * ge).sum()}, {hh, ww});
+    return std::vector<at::Tensor>{out.logprobs, out.entropy, g[0], g[1]};
+  };
+  for (double temp : {1.0, 0.7}) {
+    auto recomputed = run(0, temp), kept = run(1e9, temp), too_small = run(21 * 29 * 4 - 1, temp);
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_TRUE(kept[i].equal(recomputed[i])) << i << " temperature " << temp;
+      EXPECT_TRUE(too_small[i].equal(recomputed[i])) << i;
+    }
+    // and not trivially: the gradients are not zero
+    EXPECT_GT(recomputed[3].abs().max().item<double>(), 0.1);
+  }
+}
