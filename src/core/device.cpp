@@ -1,6 +1,7 @@
 #include "grpo/core/device.h"
 
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -131,6 +132,58 @@ int64_t available_cpus() {
   }
   if (quota > 0) n = std::min<int64_t>(n, int64_t(std::ceil(quota)));
   return std::max<int64_t>(1, n);
+}
+
+namespace {
+// Machine-wide busy and total CPU time (seconds, all CPUs) from /proc/stat; false if unreadable.
+bool machine_cpu_seconds(double& busy, double& total) {
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  double v[10] = {0};
+  if (!(f >> cpu) || cpu != "cpu") return false;
+  for (double& x : v) f >> x;  // user nice system idle iowait irq softirq steal guest guest_nice
+  if (!f) return false;
+  const double tick = double(::sysconf(_SC_CLK_TCK));
+  busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick;  // guest time is inside user
+  total = busy + (v[3] + v[4]) / tick;
+  return true;
+}
+double self_cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+}  // namespace
+
+ThreadGovernor::ThreadGovernor(bool enabled) {
+  cpus_ = available_cpus();
+  const int64_t online = ::sysconf(_SC_NPROCESSORS_ONLN);
+  double quota = 0;
+  try {
+    quota = cgroup_cpu_limit();
+  } catch (const std::exception&) {
+  }
+  on_ = enabled && cpus_ == online && quota <= 0;
+}
+
+int64_t ThreadGovernor::update(bool* changed) {
+  if (changed) *changed = false;
+  if (!on_) return at::get_num_threads();
+  double busy = 0, total = 0;
+  if (!machine_cpu_seconds(busy, total)) return at::get_num_threads();
+  const double self = self_cpu_seconds();
+  const double d_busy = busy - busy_, d_total = total - total_, d_self = self - self_;
+  const bool first = busy_ < 0;
+  busy_ = busy, total_ = total, self_ = self;
+  if (first || d_total <= 0) return at::get_num_threads();
+  const double wall = d_total / double(cpus_);  // seconds of the interval (total counts every CPU)
+  others_ = std::max(0.0, (d_busy - d_self) / wall);
+  const int64_t want = std::clamp<int64_t>(cpus_ - int64_t(std::lround(others_)), 1, cpus_);
+  if (want != at::get_num_threads()) {
+    at::set_num_threads(int(want));
+    if (changed) *changed = true;
+  }
+  return want;
 }
 
 int64_t setup_host(int64_t threads) {

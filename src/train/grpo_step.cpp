@@ -18,6 +18,7 @@
 #include <optional>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -522,6 +523,7 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"time_update", time.update},
       {"time_step", time.step},
       {"tokens_per_s", st.response_tokens / time.step},
+      {"threads", at::get_num_threads()},
       {"ref_version", s.st.ref_version},
       {"updates", u.updates},
   };

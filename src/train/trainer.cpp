@@ -40,11 +40,21 @@ void check_data_parallel(const Config& cfg, int64_t dp) {
 
 struct Trainer::Impl : Session {
   std::optional<std::string> resume_from;  // the checkpoint run() resumes from
+  std::unique_ptr<grpo::ThreadGovernor> governor;  // run.threads 0: threads follow the free CPUs
+
+  void adapt_threads() {
+    bool changed = false;
+    const int64_t n = governor->update(&changed);
+    if (changed)
+      spdlog::info("threads: {} (other processes kept {:.1f} of {} CPUs busy; run.threads fixes the count)", n,
+                   governor->others(), grpo::available_cpus());
+  }
 
   explicit Impl(Config c) {
     cfg = std::move(c);
     connect();
     grpo::setup_host(cfg.run.threads);
+    governor = std::make_unique<grpo::ThreadGovernor>(cfg.run.threads == 0 && !std::getenv("OMP_NUM_THREADS"));
     if (cfg.optim.precision == "bf16" && device.is_cpu() && !grpo::cpu_has_native_bf16())
       spdlog::warn("optim.precision: bf16 on a CPU without bf16 matrix instructions (AMX-BF16 or AVX512-BF16): "
                    "LibTorch emulates bf16 here and fp32 is likely faster");
@@ -234,6 +244,7 @@ struct Trainer::Impl : Session {
                         const std::function<bool(const TrainState&)>& stop_early) {
     auto t0 = Clock::now();
     while (done < total) {
+      adapt_threads();
       step(*this);
       if (any_rank(stop_early && stop_early(st))) {  // collective: one rank's signal stops all
         save();
@@ -289,6 +300,7 @@ struct Trainer::Impl : Session {
         if (st.rollout_step == first_step + 1) core::reset_profile(), profiled = 0, profiled_seconds = 0;
         core::enable_profile(device);
       }
+      adapt_threads();
       auto t_step = Clock::now();
       grpo_step(*this);
       core::disable_profile();  // evaluation is not part of the step

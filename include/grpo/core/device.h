@@ -52,6 +52,30 @@ int64_t available_cpus();
 /// Returns the intra-op thread count chosen. Later calls only change the threads.
 int64_t setup_host(int64_t threads);
 
+/// Intra-op threads that follow the CPUs other processes leave free (run.threads: 0). On 2 cores
+/// beside one busy process, a step with 2 threads ran 3.4x slower than alone, with 1 thread 1.1x
+/// (docs/performance.md, "Threads under load"): every parallel region waits for the thread that
+/// shares its core. update(), called between steps, measures over the interval since its last
+/// call the CPU time the machine spent busy (/proc/stat, steal included) minus this process's own
+/// (getrusage), and sets threads = available_cpus() - that, rounded, at least 1. It acts only
+/// where /proc/stat describes this process's CPUs (its affinity covers every online CPU and no
+/// cgroup quota applies); elsewhere, and when disabled, it keeps the threads as they are. A change
+/// of thread count may change float rounding (reductions split differently): fix run.threads for
+/// bit-for-bit reruns under changing load.
+class ThreadGovernor {
+ public:
+  explicit ThreadGovernor(bool enabled);
+  /// The threads now set; `changed` tells whether this call changed them.
+  int64_t update(bool* changed = nullptr);
+  /// CPUs other processes kept busy over the last interval (0 before one was measured).
+  double others() const { return others_; }
+
+ private:
+  bool on_ = false;
+  int64_t cpus_ = 1;
+  double busy_ = -1, total_ = 0, self_ = 0, others_ = 0;
+};
+
 /// One line for logs and skipped tests: "CUDA kernels built: yes; CUDA devices: 1 (NVIDIA H100 ...)".
 std::string cuda_summary();
 

@@ -40,7 +40,10 @@ struct RunConfig {
             "auto = continue from the run directory's latest checkpoint if there is one; never; "
             "or a checkpoint directory");
     v.field("threads", threads, "CPU threads for LibTorch; 0 = OMP_NUM_THREADS if set, else the CPUs this process may "
-            "use (its affinity mask, bounded by a cgroup CPU quota)", core::at_least(0));
+            "use (its affinity mask, bounded by a cgroup CPU quota), less those other processes kept busy during "
+            "the previous step (measured between steps; a busy neighbour slows a step that keeps every core's "
+            "thread several times). A fixed count keeps float rounding the same from run to run",
+            core::at_least(0));
     v.field("log_every", log_every, "console line every N rollout steps", core::at_least(1));
     v.field("init_from", init_from, "a grpo checkpoint directory (or a run directory: its latest "
             "checkpoint) whose policy weights start this run -- how the stages of a multi-stage "

@@ -35,3 +35,23 @@ TEST(Device, AvailableCpusAndHostSetup) {
   EXPECT_EQ(grpo::setup_host(before), before);
   EXPECT_EQ(at::get_num_threads(), before);
 }
+
+// The thread governor: disabled, it never touches the threads; enabled, it keeps them within
+// [1, available CPUs] and reports a non-negative load of other processes.
+TEST(Device, ThreadGovernorStaysWithinTheAvailableCpus) {
+  const int before = at::get_num_threads();
+  grpo::ThreadGovernor off(false);
+  bool changed = true;
+  EXPECT_EQ(off.update(&changed), before);
+  EXPECT_FALSE(changed);
+  grpo::ThreadGovernor on(true);
+  on.update();  // starts the interval
+  volatile double x = 0;
+  for (int i = 0; i < 20000000; ++i) x = x + 1e-9 * i;  // an interval with this process busy
+  const int64_t n = on.update();
+  EXPECT_GE(n, 1);
+  EXPECT_LE(n, grpo::available_cpus());
+  EXPECT_EQ(n, at::get_num_threads());
+  EXPECT_GE(on.others(), 0.0);
+  at::set_num_threads(before);
+}
