@@ -117,6 +117,15 @@ double cgroup_cpu_limit() {
   return 0;
 }
 
+// cgroup_cpu_limit, 0 when a file holds something other than a number
+double cpu_quota() {
+  try {
+    return cgroup_cpu_limit();
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
 }  // namespace
 
 int64_t available_cpus() {
@@ -125,11 +134,7 @@ int64_t available_cpus() {
   CPU_ZERO(&set);
   if (::sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
   if (n <= 0) n = ::sysconf(_SC_NPROCESSORS_ONLN);
-  double quota = 0;
-  try {
-    quota = cgroup_cpu_limit();
-  } catch (const std::exception&) {  // an unreadable number: no quota
-  }
+  const double quota = cpu_quota();
   if (quota > 0) n = std::min<int64_t>(n, int64_t(std::ceil(quota)));
   return std::max<int64_t>(1, n);
 }
@@ -157,13 +162,7 @@ double self_cpu_seconds() {
 
 ThreadGovernor::ThreadGovernor(bool enabled) {
   cpus_ = available_cpus();
-  const int64_t online = ::sysconf(_SC_NPROCESSORS_ONLN);
-  double quota = 0;
-  try {
-    quota = cgroup_cpu_limit();
-  } catch (const std::exception&) {
-  }
-  on_ = enabled && cpus_ == online && quota <= 0;
+  on_ = enabled && cpus_ == ::sysconf(_SC_NPROCESSORS_ONLN) && cpu_quota() <= 0;
 }
 
 int64_t ThreadGovernor::update(bool* changed) {

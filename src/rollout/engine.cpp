@@ -216,6 +216,7 @@ class Engine {
       std::fill_n(mask.begin() + i * S, stored, uint8_t(1));
       if (stored + n == int64_t(s.ids.size())) done.push_back(i);
     }
+    const int64_t new_tokens = std::accumulate(news.begin(), news.end(), int64_t(0));
     at::Tensor logits;
     {
       core::StageTimer timer(prefill ? core::Stage::kPrefill : core::Stage::kDecode);
@@ -225,8 +226,7 @@ class Engine {
           const double stored = double(cache_->stored(seqs[i])), n = double(news[i]);
           attended += n * stored + n * (n + 1) / 2, read += stored + n;
         }
-        const double n = double(std::accumulate(news.begin(), news.end(), int64_t(0)));
-        timer.work(model_.forward_work(n, double(done.size()), attended, read, n));
+        timer.work(model_.forward_work(double(new_tokens), double(done.size()), attended, read, double(new_tokens)));
       }
       cache_->begin_step(seqs, news);
       auto to_dev = [&](at::Tensor t) { return t.to(dev_); };
@@ -234,8 +234,7 @@ class Engine {
                                    to_dev(at::from_blob(pos.data(), {B, T}, at::kLong)),
                                    to_dev(at::from_blob(mask.data(), {B, S}, at::kByte).to(at::kBool)), cache_.get());
       ++out_.stats.forwards;
-      (prefill ? out_.stats.prefill_tokens : out_.stats.decode_tokens) +=
-          std::accumulate(news.begin(), news.end(), int64_t(0));
+      (prefill ? out_.stats.prefill_tokens : out_.stats.decode_tokens) += new_tokens;
       if (done.empty()) return;
       auto last = hidden.select(1, T - 1);
       if (int64_t(done.size()) < B) last = last.index_select(0, at::tensor(done, at::kLong).to(dev_));

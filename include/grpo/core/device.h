@@ -44,7 +44,7 @@ int64_t available_cpus();
 ///    available_cpus() (LibTorch's own default counts the machine's cores, which oversubscribes a
 ///    container's quota or a process bound to a few cores).
 ///  - glibc malloc keeps freed memory for reuse: large blocks come from the heap rather than a
-///    fresh mmap each, and up to 2 GiB of free heap stays mapped. A step's large tensors (logits
+///    fresh mmap each, and free heap is not given back to the system. A step's large tensors (logits
 ///    blocks, the LM head's gradient, AdamW temporaries) then reuse pages instead of faulting in
 ///    new ones, which took ~40% of a GRPO step's CPU time at a 151k vocabulary
 ///    (docs/performance.md, "Step roofline"). The process keeps its peak heap. GRPO_SYSTEM_MALLOC=1
@@ -53,7 +53,7 @@ int64_t available_cpus();
 int64_t setup_host(int64_t threads);
 
 /// Intra-op threads that follow the CPUs other processes leave free (run.threads: 0). On 2 cores
-/// beside one busy process, a step with 2 threads ran 3.4x slower than alone, with 1 thread 1.1x
+/// beside one busy process, a step with 2 threads ran 4.1x slower than alone, with 1 thread 1.2x
 /// (docs/performance.md, "Threads under load"): every parallel region waits for the thread that
 /// shares its core. update(), called between steps, measures over the interval since its last
 /// call the CPU time the machine spent busy (/proc/stat, steal included) minus this process's own
