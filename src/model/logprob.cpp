@@ -40,7 +40,7 @@ using torch::autograd::tensor_list;
 // products accumulate in fp32 and the logits stay fp32 (cuBLAS's mixed-precision GEMM on GPU; the
 // operands upcast on CPU, the same math), so bf16 models get log-probs from unrounded logits.
 at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b, at::ScalarType acc) {
-  if (a.scalar_type() == acc) return at::mm(a, b);
+  if (a.scalar_type() == acc && b.scalar_type() == acc) return at::mm(a, b);
   if (a.is_cuda()) return at::mm(a, b, acc);
   return at::mm(a.to(acc), b.to(acc));
 }
@@ -124,6 +124,10 @@ at::Tensor block_grad(const at::Tensor& z, const at::Tensor& tgt, int64_t c0, do
   return dz;
 }
 
+// Whether the op makes one fp32 copy of a bf16/fp16 weight per pass on the CPU (at most 1 GiB; a
+// larger head is upcast a block at a time).
+bool upcast_once(const at::Tensor& w) { return double(w.numel()) * 4 <= double(1 << 30); }
+
 struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
   // h [N, D], w [V, D], tgt [N] -> logp [N], entropy [N] (fp32; fp64 for fp64 inputs)
   // group: the tensor-parallel group over which w's rows (vocabulary [v0, v0 + V)) are split;
@@ -138,18 +142,24 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
     const bool keep = N > 0 && double(N) * double(V) * double(c10::elementSize(acc_t)) <= keep_bytes &&
                       (h.requires_grad() || w.requires_grad());
     auto zs = keep ? at::empty({N, V}, acc) : at::Tensor();
+    // CPU with bf16/fp16 operands: LibTorch's CPU GEMMs have no fp32 output for them, so the logits'
+    // GEMM runs on upcast operands (exact: every bf16 value is an fp32 value), upcast once per pass
+    // rather than per block (upcast_once)
+    const bool upcast = !h.is_cuda() && h.scalar_type() != acc_t;
+    const auto ha = upcast ? h.to(acc_t) : h;
+    const auto wa = upcast && upcast_once(w) ? w.to(acc_t) : w;
     auto logp = at::empty({N}, acc);
     auto ent = with_entropy ? at::empty({N}, acc) : at::empty({0}, acc);
     auto lse = at::empty({N}, acc);
     const double inv_t = 1.0 / temperature;
     for (int64_t s = 0; s < N; s += chunk) {
       const int64_t n = std::min(chunk, N - s);
-      auto hc = h.narrow(0, s, n);
+      auto hc = ha.narrow(0, s, n);
       auto tc = tgt.narrow(0, s, n);
       auto st = init_stats(n, acc);
       for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
         const int64_t cols = std::min(vchunk, V - c0);
-        auto z = mm_acc(hc, w.narrow(0, c0, cols).t(), acc_t);
+        auto z = mm_acc(hc, wa.narrow(0, c0, cols).t(), acc_t);
         fold_block(st, z, tc, v0 + c0, inv_t);
         if (keep) zs.narrow(0, s, n).narrow(1, c0, cols).copy_(z);
       }
@@ -190,20 +200,32 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
     const auto acc = lse.scalar_type();
     auto dh = at::zeros_like(h);
     auto dw = at::zeros(w.sizes(), w.options().dtype(acc));
+    // CPU with bf16/fp16 operands: a row block's dz [n, V] is gathered in the model's dtype and its two
+    // gradient GEMMs run once over the whole vocabulary in that dtype (oneDNN's bf16 GEMM, fp32
+    // accumulation, one rounding of each product: what autograd through a bf16 matmul computes);
+    // recomputed logits come from operands upcast once per pass, as in forward.
+    const bool upcast = !h.is_cuda() && h.scalar_type() != acc;
+    const auto wa = upcast && !zs.defined() && upcast_once(w) ? w.to(acc) : w;
+    auto dz_row = upcast ? at::empty({std::min(chunk, N), V}, w.options()) : at::Tensor();
     for (int64_t s = 0; s < N; s += chunk) {
       const int64_t n = std::min(chunk, N - s);
       auto hc = h.narrow(0, s, n);
       auto tc = tgt.narrow(0, s, n);
       auto gl = g_logp.defined() ? g_logp.narrow(0, s, n) : at::Tensor();
       auto ge = g_ent.defined() ? g_ent.narrow(0, s, n) : at::Tensor();
-      auto dh_c = at::zeros({n, h.size(1)}, h.options().dtype(acc));
+      auto dh_c = upcast ? at::Tensor() : at::zeros({n, h.size(1)}, h.options().dtype(acc));
+      const auto hz = upcast && !zs.defined() ? hc.to(acc) : hc;
       for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
         const int64_t cols = std::min(vchunk, V - c0);
         auto wc = w.narrow(0, c0, cols);
-        auto z = zs.defined() ? zs.narrow(0, s, n).narrow(1, c0, cols) : mm_acc(hc, wc.t(), acc);
-        auto dz = block_grad(z, tc, v0 + c0, inv_t, lse.narrow(0, s, n),
-                             with_entropy ? ent.narrow(0, s, n) : ent, gl, ge)
-                      .to(w.scalar_type());  // the gradient GEMMs run in the model's dtype
+        auto z = zs.defined() ? zs.narrow(0, s, n).narrow(1, c0, cols) : mm_acc(hz, wa.narrow(0, c0, cols).t(), acc);
+        auto dz_acc = block_grad(z, tc, v0 + c0, inv_t, lse.narrow(0, s, n),
+                                 with_entropy ? ent.narrow(0, s, n) : ent, gl, ge);
+        if (upcast) {
+          dz_row.narrow(0, 0, n).narrow(1, c0, cols).copy_(dz_acc);  // rounded to the model's dtype
+          continue;
+        }
+        auto dz = dz_acc.to(w.scalar_type());  // the gradient GEMMs run in the model's dtype
         if (dz.scalar_type() == acc) {  // accumulate in place (no product tensors)
           dh_c.addmm_(dz, wc);
           auto dwc = dw.narrow(0, c0, cols);
@@ -213,7 +235,13 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
           dw.narrow(0, c0, cols).add_(mm_acc(dz.t(), hc, acc));
         }
       }
-      dh.narrow(0, s, n).copy_(dh_c);
+      if (upcast) {
+        auto dzr = dz_row.narrow(0, 0, n);
+        dh.narrow(0, s, n).copy_(at::mm(dzr, w));
+        dw.add_(at::mm(dzr.t(), hc));
+      } else {
+        dh.narrow(0, s, n).copy_(dh_c);
+      }
     }
     if (group) group->all_reduce_sum(dh);  // h feeds every rank's slice
     return {dh, dw.to(w.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),

@@ -88,3 +88,42 @@ TEST(TokenLogProbs, KeptLogitsGiveTheRecomputedGradients) {
     EXPECT_GT(recomputed[3].abs().max().item<double>(), 0.1);
   }
 }
+
+// bf16 operands on the CPU: the logits are fp32 from the exact bf16 values (no bf16 rounding of the
+// logits, so the log-probs match float64 on the same values to fp32 rounding), and the gradients are
+// those of autograd through a bf16 matmul: dz rounded to bf16, each GEMM's product rounded once, so
+// within a few bf16 ulps (2^-8 relative) of float64 gradients on the same values.
+TEST(TokenLogProbs, Bf16OperandsGiveFp32LogitsAndBf16RoundedGradients) {
+  at::manual_seed(5);
+  auto hb = at::randn({2, 9, 32}).to(at::kBFloat16), wb = (at::randn({53, 32}) * 0.5).to(at::kBFloat16);
+  auto tgt = at::randint(0, 53, {2, 9}, at::kLong);
+  auto gl = at::randn({2, 9}), ge = at::randn({2, 9});
+  auto hd = hb.to(at::kDouble).requires_grad_(), wd = wb.to(at::kDouble).requires_grad_();
+  auto lp = at::log_softmax(at::matmul(hd, wd.t()), -1);
+  auto ref_logp = lp.gather(2, tgt.unsqueeze(2)).squeeze(2);
+  auto ref_ent = -(lp.exp() * lp).sum(-1);
+  auto ref = torch::autograd::grad({(ref_logp * gl.to(at::kDouble)).sum() + (ref_ent * ge.to(at::kDouble)).sum()},
+                                   {hd, wd});
+  for (int64_t vchunk : {int64_t(0), int64_t(16)}) {  // one block per row chunk; blocks that split the rows' dz
+    for (double keep : {0.0, 1e9}) {
+      auto h = hb.clone().requires_grad_(), w = wb.clone().requires_grad_();
+      LogProbOptions o;
+      o.chunk_rows = 7;
+      o.chunk_vocab = vchunk;
+      o.keep_logits_bytes = keep;
+      auto out = token_logprobs(h, w, tgt, o);
+      ASSERT_EQ(out.logprobs.scalar_type(), at::kFloat);
+      double tol = 1e-6 * (1.0 + at::matmul(hd, wd.t()).abs().max().item<double>());
+      EXPECT_LT((out.logprobs.to(at::kDouble) - ref_logp).abs().max().item<double>(), tol) << vchunk;
+      EXPECT_LT((out.entropy.to(at::kDouble) - ref_ent).abs().max().item<double>(), tol) << vchunk;
+      auto g = torch::autograd::grad({(out.logprobs * gl).sum() + (out.entropy * ge).sum()}, {h, w});
+      for (int i = 0; i < 2; ++i) {
+        ASSERT_EQ(g[i].scalar_type(), at::kBFloat16);
+        double scale = ref[i].abs().max().item<double>();
+        double err = (g[i].to(at::kDouble) - ref[i]).abs().max().item<double>();
+        EXPECT_LT(err, scale / 128) << "gradient " << i << " chunk_vocab " << vchunk << " keep " << keep;
+        EXPECT_GT(scale, 0.1);
+      }
+    }
+  }
+}
