@@ -55,7 +55,7 @@ def setup(work, vocab):
         p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(f"{work}/model").parameters())}))
 
 
-def run_trl(work, steps, threads, P, G, L):
+def run_trl(work, steps, threads, P, G, L, precision="fp32"):
     import datasets
     import torch
     import transformers
@@ -74,7 +74,7 @@ def run_trl(work, steps, threads, P, G, L):
                           steps_per_generation=1, num_iterations=1, max_completion_length=L,
                           generation_kwargs={"min_new_tokens": L}, temperature=1.0, beta=0.0, learning_rate=2e-4,
                           max_steps=steps, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-                          bf16=False, seed=1, dataloader_num_workers=0, disable_tqdm=True, epsilon=0.2,
+                          bf16=precision == "bf16", seed=1, dataloader_num_workers=0, disable_tqdm=True, epsilon=0.2,
                           epsilon_high=0.28)
 
     class Timer(transformers.TrainerCallback):
@@ -96,4 +96,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "setup":
         setup(sys.argv[2], sys.argv[3])
     else:
-        run_trl(sys.argv[2], *map(int, sys.argv[3:8]))
+        run_trl(sys.argv[2], *map(int, sys.argv[3:8]), *sys.argv[8:9])

@@ -9,7 +9,9 @@
 # 1, no KL (no reference model), one optimizer step per generation, old log-probs from the training
 # pass. Reports completion tokens/s per optimizer step (median over the steps after the first) and
 # the ratio; the grpo side also prints its stage profile (grpo_train --profile).
-# Usage: bench/grpo_vs_trl.sh [threads] [steps] [qwen3|small ...]   (a quiet machine: check `uptime`)
+# PRECISION=bf16: both sides in bf16 mixed precision (grpo: optim.precision bf16; TRL: bf16=True, i.e.
+# accelerate's CPU autocast), both with fp32 master weights; worth it on CPUs with AVX512-BF16 or AMX.
+# Usage: [PRECISION=fp32|bf16] bench/grpo_vs_trl.sh [threads] [steps] [qwen3|small ...]   (a quiet machine: check `uptime`)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 threads=${1:-2}
@@ -21,6 +23,7 @@ py=$("$root/tools/setup_reference.sh")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 P=4 G=8 L=32
+precision=${PRECISION:-fp32}
 
 median() { python3 -c "import json,sys,statistics as s; v=[json.loads(l) for l in sys.stdin]; v=v[1:] if len(v)>1 else v
 print(json.dumps({'seconds': s.median(x['seconds'] for x in v), 'tokens_per_s': s.median(x['completion_tokens']/x['seconds'] for x in v), 'steps': len(v)}))"; }
@@ -37,7 +40,7 @@ prompt: {template: plain}
 rollout: {temperature: 1.0, max_new_tokens: $L}
 grpo: {rollout_steps: $steps, prompts_per_step: $P, group_size: $G, kl_coef: 0.0, clip_eps_low: 0.2, clip_eps_high: 0.28}
 reward: {weights: {accuracy: 1.0}}
-optim: {lr: 0.0002}
+optim: {lr: 0.0002, precision: $precision}
 eval: {every: 0}
 checkpoint: {every: 0}
 EOF
@@ -47,8 +50,8 @@ EOF
 for l in open('$d/grpo_run/metrics.jsonl'):
     j = json.loads(l)
     if j.get('stage') == 'grpo': print(json.dumps({'seconds': j['time_step'], 'completion_tokens': j['response_length'] * $P * $G}))" | median)
-  trl=$(OMP_NUM_THREADS=$threads "$py" "$root/bench/grpo_vs_trl.py" trl "$d" "$steps" "$threads" $P $G $L 2>/dev/null |
+  trl=$(OMP_NUM_THREADS=$threads "$py" "$root/bench/grpo_vs_trl.py" trl "$d" "$steps" "$threads" $P $G $L "$precision" 2>/dev/null |
         grep '"step"' | median)
   python3 -c "import json; g, t = json.loads('$grpo'), json.loads('$trl')
-print(f\"$v: grpo {g['tokens_per_s']:.1f} tok/s ({g['seconds']:.2f} s/step) | TRL {t['tokens_per_s']:.1f} tok/s ({t['seconds']:.2f} s/step) | ratio {g['tokens_per_s'] / t['tokens_per_s']:.2f}x\")"
+print(f\"$v ($precision): grpo {g['tokens_per_s']:.1f} tok/s ({g['seconds']:.2f} s/step) | TRL {t['tokens_per_s']:.1f} tok/s ({t['seconds']:.2f} s/step) | ratio {g['tokens_per_s'] / t['tokens_per_s']:.2f}x\")"
 done
