@@ -25,6 +25,9 @@
 #include "grpo/core/tensor_util.h"
 #include "grpo/dist/comm.h"
 #include "kernel_dispatch.h"
+#include "softmax_cpu.h"
+
+#include <ATen/Parallel.h>
 
 #if GRPO_WITH_KERNELS
 #include "kernels/logprob/api.h"
@@ -43,6 +46,12 @@ at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b, at::ScalarType acc) 
   if (a.scalar_type() == acc && b.scalar_type() == acc) return at::mm(a, b);
   if (a.is_cuda()) return at::mm(a, b, acc);
   return at::mm(a.to(acc), b.to(acc));
+}
+
+// fp32 CPU blocks go through the fused passes of softmax_cpu.h (rows contiguous in memory); other
+// dtypes (fp64: the tests' reference precision) through LibTorch ops.
+bool cpu_fused(const at::Tensor& z) {
+  return z.device().is_cpu() && z.scalar_type() == at::kFloat && z.dim() == 2 && z.stride(1) == 1;
 }
 
 // Running softmax statistics of a block of rows, in the accumulator type: [4, n] = m, s, q, z_t.
@@ -68,6 +77,16 @@ void fold_block(at::Tensor& st, const at::Tensor& z, const at::Tensor& tgt, int6
     return;
   }
 #endif
+  if (cpu_fused(z)) {  // one pass per row after its max
+    const float* zp = z.const_data_ptr<float>();
+    const int64_t* tp = tgt.const_data_ptr<int64_t>();
+    float *m = st[0].data_ptr<float>(), *s = st[1].data_ptr<float>(), *q = st[2].data_ptr<float>(),
+          *zt = st[3].data_ptr<float>();
+    at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
+      cpu::softmax_fold(zp, z.stride(0), b, e, cols, tp, c0, float(inv_t), m, s, q, zt);
+    });
+    return;
+  }
   auto za = inv_t != 1.0 ? z * inv_t : z;
   auto mc = std::get<0>(za.max(-1));
   auto M = at::maximum(st[0], mc);
@@ -102,6 +121,20 @@ at::Tensor block_grad(const at::Tensor& z, const at::Tensor& tgt, int64_t c0, do
     return dz;
   }
 #endif
+  if (cpu_fused(z)) {
+    auto dz = at::empty({n, cols}, z.options());
+    const float* zp = z.const_data_ptr<float>();
+    const int64_t* tp = tgt.const_data_ptr<int64_t>();
+    const float* gl = g_logp.defined() ? g_logp.const_data_ptr<float>() : nullptr;
+    const bool he = g_ent.defined();
+    const float* ge = he ? g_ent.const_data_ptr<float>() : nullptr;
+    const float* h = he ? ent.const_data_ptr<float>() : nullptr;
+    at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
+      cpu::softmax_grad(zp, z.stride(0), b, e, cols, tp, c0, float(inv_t), lse.const_data_ptr<float>(), h, gl, ge,
+                        dz.data_ptr<float>(), cols);
+    });
+    return dz;
+  }
   // dz = -p * (g_logp + g_H (log p + H)), then + g_logp at the target; in place, few passes
   auto za = inv_t != 1.0 ? z * inv_t : z;
   auto logp_all = za - lse.unsqueeze(1);
@@ -194,8 +227,8 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
     const bool with_entropy = ctx->saved_data["with_entropy"].toBool();
     auto* group = reinterpret_cast<dist::Comm*>(ctx->saved_data["group"].toInt());
     const int64_t v0 = ctx->saved_data["v0"].toInt();
-    auto g_logp = grads[0];
-    auto g_ent = with_entropy ? grads[1] : at::Tensor();
+    auto g_logp = grads[0].defined() ? grads[0].contiguous() : grads[0];
+    auto g_ent = with_entropy && grads[1].defined() ? grads[1].contiguous() : at::Tensor();
     const int64_t N = h.size(0), V = w.size(0);
     const auto acc = lse.scalar_type();
     auto dh = at::zeros_like(h);

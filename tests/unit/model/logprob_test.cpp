@@ -5,6 +5,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/model/logprob.h"
+#include "../../src/model/softmax_cpu.h"
 
 using namespace grpo::model;
 
@@ -126,4 +127,87 @@ TEST(TokenLogProbs, Bf16OperandsGiveFp32LogitsAndBf16RoundedGradients) {
       }
     }
   }
+}
+
+// fp32 CPU blocks run fused passes with their own vectorized exp (model/softmax_cpu.cpp): over
+// logits spread across +-60 (exp arguments down to -120, below the clamp at -87), block widths
+// that leave every remainder of its 16-lane loops, and a temperature, the log-probs, entropies
+// and gradients stay within fp32 rounding of float64.
+TEST(TokenLogProbs, FusedCpuPassesHoldAcrossAWideLogitRange) {
+  at::manual_seed(6);
+  auto h = at::randn({1, 11, 8}, at::kDouble) * 6, w = at::randn({97, 8}, at::kDouble);
+  auto tgt = at::randint(0, 97, {1, 11}, at::kLong);
+  auto gl = at::randn({1, 11}, at::kDouble), ge = at::randn({1, 11}, at::kDouble);
+  ASSERT_GT(at::matmul(h, w.t()).abs().max().item<double>(), 40);
+  for (double temp : {1.0, 0.6}) {
+    auto hd = h.clone().requires_grad_(), wd = w.clone().requires_grad_();
+    auto lp = at::log_softmax(at::matmul(hd, wd.t()) / temp, -1);
+    auto ref_logp = lp.gather(2, tgt.unsqueeze(2)).squeeze(2);
+    auto ref_ent = -(lp.exp() * lp).sum(-1);
+    auto ref = torch::autograd::grad({(ref_logp * gl).sum() + (ref_ent * ge).sum()}, {hd, wd});
+    for (int64_t vchunk : {int64_t(97), int64_t(33), int64_t(17), int64_t(15)}) {
+      auto hf = h.to(at::kFloat).requires_grad_(), wf = w.to(at::kFloat).requires_grad_();
+      LogProbOptions o;
+      o.chunk_vocab = vchunk;
+      o.temperature = temp;
+      auto out = token_logprobs(hf, wf, tgt, o);
+      double tol = 2e-6 * (1.0 + at::matmul(h, w.t()).abs().max().item<double>() / temp);
+      EXPECT_LT((out.logprobs.to(at::kDouble) - ref_logp).abs().max().item<double>(), tol) << vchunk << " " << temp;
+      EXPECT_LT((out.entropy.to(at::kDouble) - ref_ent).abs().max().item<double>(), tol) << vchunk << " " << temp;
+      auto g = torch::autograd::grad(
+          {(out.logprobs * gl.to(at::kFloat)).sum() + (out.entropy * ge.to(at::kFloat)).sum()}, {hf, wf});
+      for (int i = 0; i < 2; ++i) {
+        double scale = ref[i].abs().max().item<double>();
+        EXPECT_LT((g[i].to(at::kDouble) - ref[i]).abs().max().item<double>(), tol * (1 + scale))
+            << "gradient " << i << " chunk_vocab " << vchunk << " temperature " << temp;
+      }
+    }
+  }
+}
+
+// The fused fold and gradient passes on their own, against float64 on the same fp32 inputs: the
+// sums of exponentials to a few fp32 ulps (the exp polynomial is ~1 ulp; an error in one of its
+// coefficients shows here long before it shows through a log-prob), over arguments from 0 to -200
+// (below -87 the kernel returns e^-87 ~ 1.6e-38: an absolute error of that size is allowed).
+TEST(SoftmaxCpu, FoldAndGradientMatchFloat64) {
+  const int64_t rows = 3, cols = 203;  // 12 full 16-lane groups and a remainder of 11
+  std::vector<float> z(rows * cols);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) z[i * cols + j] = float(-100.0 * j / (cols - 1) + 0.37 * i + 0.001 * (j % 7));
+  const std::vector<int64_t> tgt = {5, 202, 1000};  // the last outside this block
+  const float inv_t = 2.0f;  // temperature 0.5: scaling is exact, so fused multiply-adds round alike
+  std::vector<float> m(rows, -std::numeric_limits<float>::infinity()), s(rows, 0), q(rows, 0), zt(rows, -7);
+  grpo::model::cpu::softmax_fold(z.data(), cols, 0, rows, cols, tgt.data(), 0, inv_t, m.data(), s.data(), q.data(),
+                                 zt.data());
+  std::vector<float> lse(rows), ent(rows), gl = {0.5f, -1.0f, 2.0f}, ge = {0.25f, 0.0f, -1.5f};
+  for (int64_t i = 0; i < rows; ++i) {
+    // the exp arguments rounded as the kernel rounds them (fp32), the rest in float64
+    float M = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < cols; ++j) M = std::max(M, z[i * cols + j] * inv_t);
+    double S = 0, Q = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float za = z[i * cols + j] * inv_t;
+      double e = std::exp(double(za - M));
+      S += e, Q += e * za;
+    }
+    EXPECT_EQ(m[i], M) << i;
+    EXPECT_NEAR(s[i], S, 4e-7 * S) << i;
+    EXPECT_NEAR(q[i], Q, 4e-7 * std::abs(Q) + 1e-6) << i;
+    if (tgt[i] < cols) EXPECT_FLOAT_EQ(zt[i], z[i * cols + tgt[i]] * inv_t) << i;
+    else EXPECT_EQ(zt[i], -7.0f) << i;
+    lse[i] = float(double(M) + std::log(S));
+    ent[i] = float(double(M) + std::log(S) - Q / S);
+  }
+  std::vector<float> dz(rows * cols);
+  grpo::model::cpu::softmax_grad(z.data(), cols, 0, rows, cols, tgt.data(), 0, inv_t, lse.data(), ent.data(), gl.data(),
+                                 ge.data(), dz.data(), cols);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const float lpf = z[i * cols + j] * inv_t - lse[i];
+      const double p = std::exp(double(lpf));
+      // g_logp + g_H (log p + H), as the kernel groups it in fp32 (its rounding is not the exp's)
+      const float coef = lpf * ge[i] + (ge[i] * ent[i] + gl[i]);
+      double want = -p * coef * inv_t + (j == tgt[i] ? gl[i] * inv_t : 0.0);
+      EXPECT_NEAR(dz[i * cols + j], want, 1e-6 * std::abs(want) + 1e-30) << i << " " << j;  // e^-87 floor
+    }
 }

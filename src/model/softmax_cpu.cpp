@@ -1,0 +1,106 @@
+// The fused CPU softmax passes of softmax_cpu.h. exp is a polynomial the compiler vectorizes
+// (range reduction by ln 2 and a degree-6 minimax polynomial on [-ln2/2, ln2/2], Cephes' expf
+// coefficients: about 1 ulp), valid here because every argument is <= 0 (z - max, log p).
+#include "softmax_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GRPO_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GRPO_SIMD_CLONES
+#endif
+
+namespace grpo::model::cpu {
+namespace {
+
+constexpr int64_t kLanes = 16;  // inner loops of fixed length, which GCC turns into vector code
+
+// e^x for x <= 0 (x below -87 gives e^-87 ~ 1.6e-38 instead of a denormal or 0: no effect on a sum
+// that holds at least one term of 1 or on p to fp32 precision). n = round(x / ln 2) by the 1.5 * 2^23
+// trick (round to nearest in the FPU's mode, no branch), r = x - n ln 2 in two parts.
+inline __attribute__((always_inline)) float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;
+  const int32_t n = __builtin_bit_cast(int32_t, shifted) - 0x4B400000;
+  const float nf = shifted - 12582912.0f;
+  const float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * __builtin_bit_cast(float, (n + 127) << 23);
+}
+
+inline __attribute__((always_inline)) float row_max(const float* row, int64_t cols) {
+  float acc[kLanes];
+  for (int64_t k = 0; k < kLanes; ++k) acc[k] = -std::numeric_limits<float>::infinity();
+  int64_t j = 0;
+  for (; j + kLanes <= cols; j += kLanes)
+    for (int64_t k = 0; k < kLanes; ++k) acc[k] = acc[k] > row[j + k] ? acc[k] : row[j + k];
+  float mx = -std::numeric_limits<float>::infinity();
+  for (; j < cols; ++j) mx = mx > row[j] ? mx : row[j];
+  for (int64_t k = 0; k < kLanes; ++k) mx = mx > acc[k] ? mx : acc[k];
+  return mx;
+}
+
+}  // namespace
+
+GRPO_SIMD_CLONES
+void softmax_fold(const float* z, int64_t ld, int64_t row_begin, int64_t row_end, int64_t cols, const int64_t* tgt,
+                  int64_t c0, float inv_t, float* m, float* s, float* q, float* zt) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const float* row = z + i * ld;
+    const float M = std::max(m[i], row_max(row, cols) * inv_t);  // inv_t > 0
+    float se[kLanes] = {}, qe[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= cols; j += kLanes)
+      for (int64_t k = 0; k < kLanes; ++k) {
+        const float za = row[j + k] * inv_t;
+        const float e = exp_nonpositive(za - M);
+        se[k] += e;
+        qe[k] += e * za;
+      }
+    for (; j < cols; ++j) {
+      const float za = row[j] * inv_t;
+      const float e = exp_nonpositive(za - M);
+      se[0] += e;
+      qe[0] += e * za;
+    }
+    float st = 0, qt = 0;
+    for (int64_t k = 0; k < kLanes; ++k) st += se[k], qt += qe[k];
+    const float keep = std::exp(m[i] - M);  // 0 for the first block (m = -inf)
+    s[i] = s[i] * keep + st;
+    q[i] = q[i] * keep + qt;
+    m[i] = M;
+    const int64_t t = tgt[i] - c0;
+    if (t >= 0 && t < cols) zt[i] = row[t] * inv_t;
+  }
+}
+
+GRPO_SIMD_CLONES
+void softmax_grad(const float* z, int64_t ld, int64_t row_begin, int64_t row_end, int64_t cols, const int64_t* tgt,
+                  int64_t c0, float inv_t, const float* lse, const float* ent, const float* g_logp, const float* g_ent,
+                  float* dz, int64_t ldz) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const float* row = z + i * ld;
+    float* out = dz + i * ldz;
+    const float l = lse[i], gl = g_logp ? g_logp[i] : 0.0f;
+    // dz = -p (a lp + b) inv_t with lp = log p: a = g_H, b = g_H H + g_logp (a = 0 without g_H)
+    const float a = g_ent ? g_ent[i] : 0.0f, b = g_ent ? g_ent[i] * ent[i] + gl : gl;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float lp = row[j] * inv_t - l;
+      out[j] = -exp_nonpositive(lp) * (lp * a + b) * inv_t;
+    }
+    const int64_t t = tgt[i] - c0;
+    if (g_logp && t >= 0 && t < cols) out[t] += gl * inv_t;
+  }
+}
+
+}  // namespace grpo::model::cpu
