@@ -70,6 +70,40 @@ TEST(Optimizer, OneAdamWStepEqualsTheClosedFormWithDecayOnMatricesOnly) {
   ASSERT_GT(i, 3u);
 }
 
+// Three steps with changing gradients against AdamW's recurrence in float64 (moments, bias
+// corrections of steps 1-3, decoupled decay on matrices only): the step counts and moments the fused
+// kernel reads and writes, not only the first step's closed form.
+TEST(Optimizer, ThreeAdamWStepsFollowTheRecurrenceInFloat64) {
+  auto comm = one_process();
+  model::Transformer m(tiny_model());
+  train::Optimizer opt(m, *comm, *comm, /*bf16=*/false, /*zero1=*/false);
+  train::AdamWSettings s{0.01, 0.1, 0.9, 0.95, 1e-8};
+  opt.reset(s);
+  auto p64 = copies(m);
+  std::vector<at::Tensor> m1, m2;
+  for (auto& p : p64) m1.push_back(at::zeros_like(p)), m2.push_back(at::zeros_like(p));
+  for (int step = 1; step <= 3; ++step) {
+    set_gradients(m, step);
+    size_t i = 0;
+    for (auto& p : m.parameters()) {
+      const auto g = p.grad().to(at::kDouble);
+      const double wd = p.dim() >= 2 ? s.weight_decay : 0.0;
+      m1[i] = s.beta1 * m1[i] + (1 - s.beta1) * g;
+      m2[i] = s.beta2 * m2[i] + (1 - s.beta2) * g * g;
+      const double bc1 = 1 - std::pow(s.beta1, step), bc2 = 1 - std::pow(s.beta2, step);
+      p64[i] = p64[i] * (1 - s.lr * wd) - s.lr / bc1 * m1[i] / ((m2[i] / bc2).sqrt() + s.eps);
+      ++i;
+    }
+    opt.step();
+    i = 0;
+    for (auto& p : m.parameters()) {
+      const double err = (p.detach().to(at::kDouble) - p64[i]).abs().max().item<double>();
+      EXPECT_LT(err, 2e-6) << "step " << step << " parameter " << i << " (dim " << p.dim() << ")";
+      ++i;
+    }
+  }
+}
+
 TEST(Optimizer, ClippingScalesTheGlobalNormDownToTheLimit) {
   auto comm = one_process();
   model::Transformer m(tiny_model());
