@@ -250,7 +250,6 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
       const auto hz = upcast && !zs.defined() ? hc.to(acc) : hc;
       for (int64_t c0 = 0; c0 < V; c0 += vchunk) {
         const int64_t cols = std::min(vchunk, V - c0);
-        auto wc = w.narrow(0, c0, cols);
         auto z = zs.defined() ? zs.narrow(0, s, n).narrow(1, c0, cols) : mm_acc(hz, wa.narrow(0, c0, cols).t(), acc);
         auto dz_acc = block_grad(z, tc, v0 + c0, inv_t, lse.narrow(0, s, n),
                                  with_entropy ? ent.narrow(0, s, n) : ent, gl, ge);
@@ -258,6 +257,7 @@ struct ChunkedLogProb : torch::autograd::Function<ChunkedLogProb> {
           dz_row.narrow(0, 0, n).narrow(1, c0, cols).copy_(dz_acc);  // rounded to the model's dtype
           continue;
         }
+        auto wc = w.narrow(0, c0, cols);
         auto dz = dz_acc.to(w.scalar_type());  // the gradient GEMMs run in the model's dtype
         if (dz.scalar_type() == acc) {  // accumulate in place (no product tensors)
           dh_c.addmm_(dz, wc);
