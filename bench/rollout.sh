@@ -6,10 +6,13 @@
 #   (a) engine vs transformers: every response max_new tokens (no EOS)
 #   (c) engine vs lock-step: R1-like heavy-tailed response lengths forced by a stop rule
 #   prefix sharing on and off at G = 16 with long prompts
-# Usage: bench/rollout.sh [threads]    (time on a quiet machine: check `uptime`)
+#   (d) engine vs transformers on the two models of bench/grpo_vs_trl.sh (hidden 256; the Qwen3
+#       tokenizer's 151,669-token vocabulary, and a 2,048-token BPE): 8 prompts x 8 samples x 64 tokens
+# Usage: bench/rollout.sh [threads] [all|d]    (time on a quiet machine: check `uptime`)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 threads=${1:-2}
+sections=${2:-all}
 "$root/scripts/build.sh" grpo_bench_rollout >/dev/null
 py=$("$root/tools/setup_reference.sh")
 work=$(mktemp -d)
@@ -34,9 +37,9 @@ for P, n in ((8, 64), (16, 64), (4, 512)):
 PY
 m="$work/model"
 
-echo "== (a) 8 prompts x 16 samples, prompt 64, 128 new tokens each, temperature 1, $threads threads"
-"$bench" "$m" "$work/prompts_8_64.json" engine 16 128 full 0 1 "$threads"
-OMP_NUM_THREADS=$threads "$py" - "$m" "$work/prompts_8_64.json" 16 128 "$threads" <<'PY' 2>/dev/null
+# transformers' generate() on MODEL: PROMPTS_JSON's prompts x G samples, R new tokens each (forced)
+hf_generate() {
+OMP_NUM_THREADS=$threads "$py" - "$1" "$2" "$3" "$4" "$threads" <<'PY' 2>/dev/null
 import json, sys, time, torch, transformers
 model_dir, prompts, G, R, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
@@ -52,6 +55,12 @@ tokens = (out.shape[1] - ids.shape[1]) * out.shape[0]
 print(json.dumps({"engine": "transformers generate()", "rows": out.shape[0], "tokens": tokens, "seconds": sec,
                   "tokens_per_s": tokens / sec, "transformers": transformers.__version__, "torch": torch.__version__}))
 PY
+}
+
+if [ "$sections" = all ]; then
+echo "== (a) 8 prompts x 16 samples, prompt 64, 128 new tokens each, temperature 1, $threads threads"
+"$bench" "$m" "$work/prompts_8_64.json" engine 16 128 full 0 1 "$threads"
+hf_generate "$m" "$work/prompts_8_64.json" 16 128
 
 echo "== (c) 16 prompts x 16 samples, prompt 64, heavy-tailed lengths up to 1024 tokens, 64 running"
 "$bench" "$m" "$work/prompts_16_64.json" lockstep 16 1024 heavy 64 1 "$threads"
@@ -60,3 +69,20 @@ echo "== (c) 16 prompts x 16 samples, prompt 64, heavy-tailed lengths up to 1024
 echo "== prefix sharing: 4 prompts of 512 tokens x 16 samples, heavy-tailed lengths up to 256, 64 running"
 "$bench" "$m" "$work/prompts_4_512.json" engine 16 256 heavy 64 0 "$threads"
 "$bench" "$m" "$work/prompts_4_512.json" engine 16 256 heavy 64 1 "$threads"
+fi
+
+# The models of bench/grpo_vs_trl.sh (4-layer Qwen2 shape, hidden 256), the issue #24 workload
+for v in qwen3 small; do
+  d="$work/$v"
+  mkdir -p "$d"
+  info=$("$py" "$root/bench/grpo_vs_trl.py" setup "$d" "$([ "$v" = small ] && echo 2048 || echo qwen3)" 2>/dev/null | tail -1)
+  vocab=$(python3 -c "import json; print(json.loads('$info')['vocab'])")
+  python3 - "$vocab" >"$d/prompts.json" <<'PY'
+import json, random, sys
+random.seed(2)
+print(json.dumps({"prompts": [[random.randrange(int(sys.argv[1])) for _ in range(32)] for _ in range(8)]}))
+PY
+  echo "== (d) $v: $info; 8 prompts x 8 samples, prompt 32, 64 new tokens each, temperature 1, $threads threads"
+  "$bench" "$d/model" "$d/prompts.json" engine 8 64 full 0 1 "$threads"
+  hf_generate "$d/model" "$d/prompts.json" 8 64
+done

@@ -100,6 +100,22 @@ target_include_directories(grpo_torch SYSTEM INTERFACE
   "${GRPO_TORCH_ROOT}/include"
   "${GRPO_TORCH_ROOT}/include/torch/csrc/api/include")
 target_link_libraries(grpo_torch INTERFACE "${GRPO_TORCH_CPU_LIB}" "${GRPO_C10_LIB}")
+# LibTorch built with OpenMP (the wheel's ATen/Config.h: AT_PARALLEL_OPENMP 1) runs at::parallel_for
+# through `#pragma omp parallel` in the header, i.e. in the caller's translation unit: without
+# -fopenmp there, grpo's own at::parallel_for loops would silently run on one thread. Compile with
+# OpenMP and link LibTorch's own libgomp (the wheel ships one) so the process has one OpenMP runtime.
+file(STRINGS "${GRPO_TORCH_ROOT}/include/ATen/Config.h" _at_omp REGEX "#define AT_PARALLEL_OPENMP 1")
+set(GRPO_TORCH_OPENMP_FLAGS "")
+if(_at_omp)
+  find_package(OpenMP REQUIRED COMPONENTS CXX)
+  set(GRPO_TORCH_OPENMP_FLAGS "${OpenMP_CXX_FLAGS}")
+  target_compile_options(grpo_torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:${OpenMP_CXX_FLAGS}>)
+  if(EXISTS "${GRPO_TORCH_ROOT}/lib/libgomp.so.1")
+    target_link_libraries(grpo_torch INTERFACE "${GRPO_TORCH_ROOT}/lib/libgomp.so.1")
+  else()
+    target_link_libraries(grpo_torch INTERFACE ${OpenMP_CXX_LIBRARIES})
+  endif()
+endif()
 # Wheels since 2.7 use the new libstdc++ ABI only; say so explicitly so every target agrees.
 target_compile_definitions(grpo_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
 set(GRPO_TORCH_LIBDIR "${GRPO_TORCH_ROOT}/lib")

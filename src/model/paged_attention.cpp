@@ -2,14 +2,21 @@
 
 #include <ATen/ATen.h>
 
+#include <ATen/Parallel.h>
+
 #include "grpo/core/error.h"
 #include "kernel_dispatch.h"
+#include "paged_attention_cpu.h"
 
 #if GRPO_WITH_KERNELS
 #include "kernels/attention/api.h"
 #endif
 
 namespace grpo::model::detail {
+
+bool paged_decode_in_place(const at::Tensor& pool) {
+  return use_kernels(pool) || (pool.device().is_cpu() && pool.scalar_type() == at::kFloat);
+}
 
 at::Tensor paged_decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& r,
                                             const at::Tensor& v, const at::Tensor& block_table,
@@ -71,6 +78,32 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k, cons
     return out;
   }
 #endif
+  if (q.device().is_cpu() && q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat &&
+      v.scalar_type() == at::kFloat && (!r.defined() || r.scalar_type() == at::kFloat) && k.is_contiguous() &&
+      v.is_contiguous() && (!r.defined() || r.is_contiguous())) {
+    auto qc = q.contiguous();
+    auto table = block_table.to(at::kInt).contiguous(), lens = lengths.to(at::kInt).contiguous();
+    cpu::PagedDecodeCpu a;
+    a.q = qc.data_ptr<float>();
+    a.k = k.data_ptr<float>();
+    a.r = r.defined() ? r.data_ptr<float>() : nullptr;
+    a.v = v.data_ptr<float>();
+    a.batch = q.size(0);
+    a.heads = q.size(1);
+    a.kv_heads = k.size(1);
+    a.dk = k.size(2);
+    a.dr = r.defined() ? r.size(2) : 0;
+    a.dv = v.size(2);
+    a.block_table = table.data_ptr<int32_t>();
+    a.max_blocks = table.size(1);
+    a.lengths = lens.data_ptr<int32_t>();
+    a.block_size = block_size;
+    a.scale = float(scale);
+    auto out = at::empty({a.batch, a.heads, a.dv}, q.options());
+    a.out = out.data_ptr<float>();
+    at::parallel_for(0, a.batch * a.kv_heads, 1, [&](int64_t b, int64_t e) { cpu::paged_decode_attention(a, b, e); });
+    return out;
+  }
   return paged_decode_attention_reference(q, k, r, v, block_table, lengths, block_size, scale);
 }
 

@@ -159,7 +159,7 @@ void PagedKVCache::begin_step(const std::vector<int64_t>& seqs, const std::vecto
   write_src_ = to_tensor(src);
   read_slots_ = to_tensor(read);
   block_table_ = lengths_ = at::Tensor();
-  if (T == 1 && detail::use_kernels(k_[0])) {  // decode_attention's block tables
+  if (T == 1 && detail::paged_decode_in_place(k_[0])) {  // decode_attention's block tables
     int64_t nb = 1;
     for (auto id : seqs) nb = std::max<int64_t>(nb, int64_t(seq(id).blocks.size()));
     std::vector<int32_t> table(size_t(B * nb), 0);
