@@ -82,9 +82,38 @@ CASES = [
     ("grpo_delta", dict(seed=1915, loss_type="grpo", epsilon_low=0.2, epsilon_high=0.28, delta=1.5)),
     ("grpo_entropy", dict(seed=2010, loss_type="grpo", epsilon_low=0.2, epsilon_high=0.28,
                           entropy_coef=0.01)),
+    # the other objectives of TRL 1.16 (cispo: epsilon_high is the cap on the ratio)
+    ("cispo", dict(seed=2100, loss_type="cispo", epsilon_low=0.2, epsilon_high=1.3)),
+    ("sapo", dict(seed=2200, loss_type="sapo", epsilon_low=0.2, epsilon_high=0.28)),
+    ("vespo", dict(seed=2300, loss_type="vespo", epsilon_low=0.2, epsilon_high=0.28, old_noise=0.1)),
+    ("luspo", dict(seed=2407, loss_type="luspo", importance_sampling_level="sequence", epsilon_low=3e-4,
+                   epsilon_high=4e-4)),
+    ("grpo_kl_ratio", dict(seed=2500, loss_type="grpo", epsilon_low=0.2, epsilon_high=0.28, beta=0.04,
+                           use_bias_correction_kl=True)),
+    # sampler-vs-trainer corrections (TRL's use_vllm path): the importance_sampling_ratio input comes
+    # from TRL's own code (trl_importance_sampling_ratio)
+    ("dapo_tis_token", dict(seed=2600, loss_type="dapo", epsilon_low=0.2, epsilon_high=0.28,
+                            is_mode="token_truncate", is_max=1.5, sampling_noise=0.4)),
+    ("dapo_tis_sequence", dict(seed=2728, loss_type="dapo", epsilon_low=0.2, epsilon_high=0.28,
+                               is_mode="sequence_truncate", is_min=0.8, is_max=1.25, sampling_noise=0.1)),
+    ("grpo_mis_token", dict(seed=2800, loss_type="grpo", epsilon_low=0.2, epsilon_high=0.28,
+                            is_mode="token_mask", is_max=1.5, sampling_noise=0.4)),
+    ("grpo_mis_sequence", dict(seed=2904, loss_type="grpo", epsilon_low=0.2, epsilon_high=0.28,
+                               is_mode="sequence_mask", is_min=0.8, is_max=1.25, sampling_noise=0.1)),
+    ("dapo_icepop", dict(seed=3000, loss_type="dapo", epsilon_low=0.2, epsilon_high=0.28, is_mode="token_mask",
+                         is_min=0.5, is_max=5.0, sampling_noise=0.9)),
+    ("vespo_mis_token", dict(seed=3100, loss_type="vespo", epsilon_low=0.2, epsilon_high=0.28, old_noise=0.1,
+                             is_mode="token_mask", is_max=1.5, sampling_noise=0.3)),
+    ("dapo_opsm", dict(seed=3204, loss_type="dapo", epsilon_low=0.2, epsilon_high=0.28, opsm=0.05,
+                       sampling_noise=0.3)),
 ]
 DEFAULTS = dict(importance_sampling_level="token", beta=0.0, delta=None, entropy_coef=0.0,
-                max_completion_length=T)
+                max_completion_length=T, use_bias_correction_kl=False, old_noise=None, is_mode=None,
+                is_min=None, is_max=None, sampling_noise=0.0, opsm=None)
+CLIP_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+# TRL's defaults for the objectives' own parameters (GRPOConfig)
+SAPO = dict(sapo_temperature_pos=1.0, sapo_temperature_neg=1.05)
+VESPO = dict(vespo_k_pos=2.0, vespo_lambda_pos=3.0, vespo_k_neg=3.0, vespo_lambda_neg=2.0)
 
 
 class OneProcessAccelerator:
@@ -115,9 +144,12 @@ def make_trainer(o):
     t.epsilon_high = o["epsilon_high"]
     t.beta = o["beta"]
     t.top_entropy_quantile = 1.0
-    t.off_policy_mask_threshold = None
-    t.use_vllm = False
-    t.vllm_importance_sampling_correction = False
+    t.off_policy_mask_threshold = o["opsm"]
+    t.use_vllm = o["is_mode"] is not None
+    t.vllm_importance_sampling_correction = o["is_mode"] is not None
+    t.vllm_importance_sampling_mode = o["is_mode"]
+    t.vllm_importance_sampling_clip_min = o["is_min"]
+    t.vllm_importance_sampling_clip_max = o["is_max"]
     t.aux_loss_enabled = False
     t.model = SimpleNamespace(training=True)
     t.current_gradient_accumulation_steps = 1
@@ -126,12 +158,31 @@ def make_trainer(o):
     t.entropy_coef = o["entropy_coef"]
     t.use_adaptive_entropy = False
     t._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-    t.args = SimpleNamespace(delta=o["delta"], use_bias_correction_kl=False, steps_per_generation=1)
+    t.args = SimpleNamespace(delta=o["delta"], use_bias_correction_kl=o["use_bias_correction_kl"],
+                             steps_per_generation=1, **SAPO, **VESPO)
     t.accelerator = OneProcessAccelerator()
     return t
 
 
-def make_inputs(seed, sequence_level):
+def trl_importance_sampling_ratio(t, completion_mask, old_per_token_logps, sampling_per_token_logps):
+    """TRL's own importance-sampling-ratio code: the block of GRPOTrainer._generate_and_score_completions
+    under `if self.use_vllm and self.vllm_importance_sampling_correction:`, taken from the installed
+    source and run as it is (it is not a function of its own in TRL)."""
+    import inspect
+    import math
+    import textwrap
+    src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    head = "if self.use_vllm and self.vllm_importance_sampling_correction:"
+    start = src.index(head)
+    end = src.index("# Compute the per-token log probabilities for the reference model", start)
+    block = textwrap.dedent(src[start:end].split("\n", 1)[1])
+    scope = dict(self=t, torch=torch, math=math, completion_mask=completion_mask, tool_mask=None,
+                 old_per_token_logps=old_per_token_logps, sampling_per_token_logps=sampling_per_token_logps)
+    exec(block, scope)
+    return scope["vllm_importance_sampling_ratio"]
+
+
+def make_inputs(seed, sequence_level, old_noise=None, sampling_noise=0.0):
     g = torch.Generator().manual_seed(seed)
 
     def uniform(lo, hi):
@@ -141,20 +192,21 @@ def make_inputs(seed, sequence_level):
         return std * torch.randn(*(shape or (B, T)), generator=g, dtype=F64)
 
     logp = torch.log(uniform(0.05, 0.95))
-    old_logp = logp + normal(0.0005 if sequence_level else 0.3)
+    old_logp = logp + normal(old_noise if old_noise is not None else 0.0005 if sequence_level else 0.3)
     ref_logp = logp + normal(0.2)
     advantages = normal(1.0, B)
     advantages[ZERO_ADV_ROW] = 0.0
     entropy = uniform(0.1, 3.0)
     mask = (torch.arange(T).unsqueeze(0) < torch.tensor(LENGTHS).unsqueeze(1)).long()
+    sampling_logp = old_logp + normal(sampling_noise)  # drawn last: the earlier cases' inputs stay as they were
     return dict(logp=logp, old_logp=old_logp, ref_logp=ref_logp, advantages=advantages, entropy=entropy,
-                mask=mask)
+                mask=mask, sampling_logp=sampling_logp)
 
 
 def run_case(name, opts):
     o = {**DEFAULTS, **opts}
     seed = o.pop("seed")
-    x = make_inputs(seed, o["importance_sampling_level"] == "sequence")
+    x = make_inputs(seed, o["importance_sampling_level"] == "sequence", o["old_noise"], o["sampling_noise"])
     t = make_trainer(o)
 
     logp_leaf = x["logp"].clone().requires_grad_(True)
@@ -178,6 +230,12 @@ def run_case(name, opts):
     }
     if o["beta"] != 0.0:
         inputs["ref_per_token_logps"] = x["ref_logp"].clone()
+    is_ratio = None
+    if o["is_mode"] is not None:
+        is_ratio = trl_importance_sampling_ratio(t, mask, x["old_logp"].clone(), x["sampling_logp"].clone())
+        inputs["importance_sampling_ratio"] = is_ratio
+    if o["opsm"] is not None:
+        inputs["sampling_per_token_logps"] = x["sampling_logp"].clone()
 
     loss = GRPOTrainer._compute_loss(t, None, inputs)
     assert loss.dtype == F64 and loss.dim() == 0
@@ -193,7 +251,23 @@ def run_case(name, opts):
     adv = x["advantages"].unsqueeze(1)
     lo, hi = 1 - o["epsilon_low"], 1 + o["epsilon_high"]
     seq_ratio = seq_outside = None
-    if o["importance_sampling_level"] == "token":
+    if is_ratio is not None:  # the correction must bind somewhere and leave some tokens alone
+        w = is_ratio.expand_as(x["logp"])
+        r = torch.exp(((x["old_logp"] - x["sampling_logp"]) * mask).sum(-1, keepdim=True)
+                      if o["is_mode"].startswith("sequence") else x["old_logp"] - x["sampling_logp"]).expand_as(w)
+        changed = m & (w != r)
+        assert changed.any() and (m & ~changed).any(), (name, int(changed.sum()))
+        print(f"  {name}: {int(changed.sum())} of {int(m.sum())} tokens truncated or masked")
+    if o["opsm"] is not None:
+        keep = GRPOTrainer.get_off_policy_mask(adv, x["logp"], x["sampling_logp"], mask, o["opsm"])
+        assert (keep == 0).any() and (keep[mask.sum(-1) > 0] == 1).any(), (name, keep.flatten().tolist())
+        print(f"  {name}: sequences kept {keep.flatten().tolist()}")
+    if o["loss_type"] not in CLIP_TYPES:
+        if o["loss_type"] == "cispo":
+            capped = m & (torch.exp(x["logp"] - x["old_logp"]) > o["epsilon_high"])
+            assert capped.sum() >= 2, (name, int(capped.sum()))
+            print(f"  {name}: {int(capped.sum())} ratios capped")
+    elif o["importance_sampling_level"] == "token":
         ratio = torch.exp(x["logp"] - x["old_logp"])
         low = m & (ratio < lo) & (adv < 0)    # clipped: the gradient of these tokens is zero
         high = m & (ratio > hi) & (adv > 0)
@@ -227,6 +301,15 @@ def run_case(name, opts):
         "delta": o["delta"],
         "entropy_coef": o["entropy_coef"],
         "max_completion_length": o["max_completion_length"],
+        "use_bias_correction_kl": o["use_bias_correction_kl"],
+        "sapo": SAPO,
+        "vespo": VESPO,
+        "is_mode": o["is_mode"],
+        "is_min": o["is_min"],
+        "is_max": o["is_max"],
+        "opsm": o["opsm"],
+        "sampling_logp": x["sampling_logp"].tolist(),
+        "importance_sampling_ratio": None if is_ratio is None else is_ratio.expand_as(x["logp"]).tolist(),
         "logp": x["logp"].tolist(),
         "old_logp": x["old_logp"].tolist(),
         "ref_logp": x["ref_logp"].tolist(),

@@ -1,5 +1,7 @@
 #include "grpo/algo/grpo_loss.h"
 
+#include <cmath>
+
 #include <ATen/ATen.h>
 
 #include "grpo/core/error.h"
@@ -74,7 +76,9 @@ LossAggregation parse_loss_aggregation(const std::string& name) {
   if (name == "seq-mean-token-mean") return LossAggregation::kSeqMeanTokenMean;
   if (name == "token-mean") return LossAggregation::kTokenMean;
   if (name == "seq-mean-token-sum-norm") return LossAggregation::kSeqMeanTokenSumNorm;
-  fail("unknown loss aggregation '{}'; expected seq-mean-token-mean, token-mean or seq-mean-token-sum-norm", name);
+  if (name == "seq-mean-token-sum") return LossAggregation::kSeqMeanTokenSum;
+  fail("unknown loss aggregation '{}'; expected seq-mean-token-mean, token-mean, seq-mean-token-sum-norm or "
+       "seq-mean-token-sum", name);
 }
 
 at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode, int64_t max_tokens) {
@@ -91,6 +95,7 @@ at::Tensor aggregation_weights(const at::Tensor& mask, LossAggregation mode, int
     case LossAggregation::kSeqMeanTokenSumNorm:
       GRPO_CHECK(max_tokens > 0, "aggregation seq-mean-token-sum-norm needs the response-length limit");
       return m / (rows * double(max_tokens));
+    case LossAggregation::kSeqMeanTokenSum: return m / rows;
     case LossAggregation::kSeqMeanTokenMean: break;
   }
   auto per_seq = m.sum(1, true).clamp_min(1.0);  // tokens per sequence
@@ -101,32 +106,75 @@ PolicyLossOutput policy_loss(const PolicyLossInputs& in, const PolicyLossOptions
   const auto& logp = in.logp;
   GRPO_CHECK(logp.dim() == 2 && logp.sizes() == in.old_logp.sizes() && logp.sizes() == in.mask.sizes() &&
                  logp.sizes() == in.weights.sizes() && in.advantages.dim() == 1 &&
-                 in.advantages.size(0) == logp.size(0),
+                 in.advantages.size(0) == logp.size(0) &&
+                 (!in.is_weights.defined() || in.is_weights.sizes() == logp.sizes()),
              "policy_loss: shapes disagree");
   const auto dt = logp.scalar_type();
   auto m = in.mask.to(dt);
   auto A = in.advantages.to(dt).unsqueeze(1);
-  auto log_ratio = logp - in.old_logp.to(dt);
+  auto token_log_ratio = logp - in.old_logp.to(dt);
+  auto log_ratio = token_log_ratio;
   if (o.sequence_ratio)  // GSPO: exp of the sequence's mean log-ratio, the same for all its tokens
     log_ratio = ((log_ratio * m).sum(1, true) / m.sum(1, true).clamp_min(1.0)).expand_as(logp);
   if (o.log_ratio_clamp > 0) log_ratio = at::clamp(log_ratio, -o.log_ratio_clamp, o.log_ratio_clamp);
   auto ratio = at::exp(log_ratio);
-  auto clipped = at::clamp(ratio, 1.0 - o.clip_eps_low, 1.0 + o.clip_eps_high);
-  auto unclipped = o.ratio_cap > 0 ? at::clamp_max(ratio, o.ratio_cap) : ratio;
-  auto per_token = at::max(-unclipped * A, -clipped * A);
-  at::Tensor dual_bounded;
-  if (o.dual_clip > 0) {
-    GRPO_CHECK(o.dual_clip > 1.0, "policy_loss: dual_clip must be > 1 (found {})", o.dual_clip);
-    auto bound = -o.dual_clip * A;
-    dual_bounded = (A < 0) & (per_token > bound);
-    per_token = at::where(A < 0, at::min(per_token, bound), per_token);
+  at::Tensor per_token, dual_bounded;
+  const bool clip = o.objective == PolicyObjective::kClip;
+  switch (o.objective) {
+    case PolicyObjective::kClip: {
+      auto clipped = at::clamp(ratio, 1.0 - o.clip_eps_low, 1.0 + o.clip_eps_high);
+      auto unclipped = o.ratio_cap > 0 ? at::clamp_max(ratio, o.ratio_cap) : ratio;
+      per_token = at::max(-unclipped * A, -clipped * A);
+      if (o.dual_clip > 0) {
+        GRPO_CHECK(o.dual_clip > 1.0, "policy_loss: dual_clip must be > 1 (found {})", o.dual_clip);
+        auto bound = -o.dual_clip * A;
+        dual_bounded = (A < 0) & (per_token > bound);
+        per_token = at::where(A < 0, at::min(per_token, bound), per_token);
+      }
+      break;
+    }
+    case PolicyObjective::kCispo:
+      per_token = -at::clamp_max(ratio, o.cispo_max).detach() * A * logp;
+      break;
+    case PolicyObjective::kSapo: {
+      auto tau = at::where(A > 0, at::full_like(A, o.sapo_tau_pos), at::full_like(A, o.sapo_tau_neg));
+      per_token = -(at::sigmoid(tau * (ratio - 1.0)) * 4.0 / tau) * A;
+      break;
+    }
+    case PolicyObjective::kVespo: {  // a sequence-level gamma weight, computed in log space (no gradient)
+      at::Tensor phi;
+      {
+        at::NoGradGuard g;
+        const double lo = std::log(1e-8);
+        auto seq = (at::clamp(token_log_ratio, -20.0, 20.0) * m).sum(1, true);
+        if (in.is_weights.defined()) seq = seq + at::clamp(at::log(in.is_weights.to(dt)), lo, 20.0).sum(1, true);
+        auto log_w = at::clamp(seq, lo, 20.0);
+        auto pos = A >= 0;
+        auto k = at::where(pos, at::full_like(A, o.vespo_k_pos), at::full_like(A, o.vespo_k_neg));
+        auto lam = at::where(pos, at::full_like(A, o.vespo_lambda_pos), at::full_like(A, o.vespo_lambda_neg))
+                       .clamp_min(1e-4);
+        phi = at::nan_to_num(at::exp(lam + k * log_w - lam * at::exp(log_w)), 0.0, 0.0, 0.0);
+      }
+      per_token = -phi * A * logp;
+      break;
+    }
   }
+  at::Tensor kept;  // off-policy sequence mask (DeepSeek-V3.2): [rows, 1]
+  if (o.off_policy_mask > 0) {
+    GRPO_CHECK(in.behaviour_logp.defined() && in.behaviour_logp.sizes() == logp.sizes(),
+               "policy_loss: off_policy_mask needs the sampler's log-probs");
+    auto kl = ((in.behaviour_logp.to(dt) - logp.detach()) * m).sum(1, true) / m.sum(1, true).clamp_min(1.0);
+    kept = ((A >= 0) | (kl <= o.off_policy_mask)).to(dt);  // no gradient: logp detached
+    per_token = per_token * kept;
+  }
+  if (in.is_weights.defined() && o.objective != PolicyObjective::kVespo)
+    per_token = per_token * in.is_weights.to(dt).detach();
   at::Tensor kl;
   if (o.kl_coef != 0.0) {
     GRPO_CHECK(in.ref_logp.defined(), "policy_loss: kl_coef = {} needs reference log-probs", o.kl_coef);
     kl = kl_estimate(logp, in.ref_logp.to(dt), o.kl_estimator);
     if (o.kl_clamp > 0) kl = at::clamp(kl, -o.kl_clamp, o.kl_clamp);
-    per_token = per_token + o.kl_coef * kl;
+    per_token = per_token + o.kl_coef * (o.kl_ratio_weighted ? kl * ratio : kl);
   }
   PolicyLossOutput out;
   out.per_token = per_token;
@@ -143,9 +191,14 @@ PolicyLossOutput policy_loss(const PolicyLossInputs& in, const PolicyLossOptions
     double denom = std::max(1.0, n);
     auto r = ratio.detach();
     auto frac = [&](const at::Tensor& cond) { return (cond.to(dt) * m).sum().item<double>() / denom; };
-    out.clip_low_fraction = frac((r < 1.0 - o.clip_eps_low) & (A < 0));
-    out.clip_high_fraction = frac((r > 1.0 + o.clip_eps_high) & (A > 0));
+    if (clip) {
+      out.clip_low_fraction = frac((r < 1.0 - o.clip_eps_low) & (A < 0));
+      out.clip_high_fraction = frac((r > 1.0 + o.clip_eps_high) & (A > 0));
+    } else if (o.objective == PolicyObjective::kCispo) {
+      out.clip_high_fraction = frac(r > o.cispo_max);
+    }
     if (dual_bounded.defined()) out.dual_clip_fraction = frac(dual_bounded);
+    if (kept.defined()) out.off_policy_masked_fraction = frac(kept.expand_as(m) == 0);
     out.ratio_mean = (r * m).sum().item<double>() / denom;
     if (n > 0) {
       auto inf = std::numeric_limits<double>::infinity();
@@ -154,6 +207,41 @@ PolicyLossOutput policy_loss(const PolicyLossInputs& in, const PolicyLossOptions
     }
     if (kl.defined()) out.kl_mean = (kl.detach() * m).sum().item<double>() / denom;
   }
+  return out;
+}
+
+OffPolicyWeights off_policy_weights(const at::Tensor& old_logp, const at::Tensor& behaviour_logp,
+                                    const at::Tensor& mask, const OffPolicyOptions& o) {
+  GRPO_CHECK(old_logp.dim() == 2 && old_logp.sizes() == behaviour_logp.sizes() && old_logp.sizes() == mask.sizes(),
+             "off_policy_weights: shapes disagree");
+  at::NoGradGuard g;
+  OffPolicyWeights out;
+  const auto dt = old_logp.scalar_type();
+  auto m = mask.to(dt);
+  out.tokens = m.sum().item<double>();
+  if (o.mode == OffPolicyCorrection::kNone) {
+    out.weights = at::ones_like(old_logp);
+    out.weight_sum = out.tokens;
+    out.weight_max = out.tokens > 0 ? 1.0 : 0.0;
+    return out;
+  }
+  // rho = pi_old / pi_b; a token the sampler could not score (NaN) counts as rho = 1 (TRL)
+  auto diff = at::nan_to_num((old_logp - behaviour_logp.to(dt)) * m, 0.0);
+  const bool sequence = o.sequence && o.mode != OffPolicyCorrection::kIcepop;
+  auto rho = at::exp(sequence ? diff.sum(1, true) : diff);
+  const double hi = o.upper(), lo = o.lower();
+  GRPO_CHECK(lo < hi, "off-policy correction: is_min {} must be below is_max {}", lo, hi);
+  at::Tensor w;
+  if (o.mode == OffPolicyCorrection::kTis) {
+    w = lo > 0 ? at::clamp(rho, lo, hi) : at::clamp_max(rho, hi);
+  } else {
+    auto out_of_range = (rho < lo) | (rho > hi);
+    w = rho.masked_fill(out_of_range, 0.0);
+    out.masked = (out_of_range.expand_as(m).to(dt) * m).sum().item<double>();
+  }
+  out.weights = w.expand_as(old_logp).contiguous();
+  out.weight_sum = (out.weights * m).sum().item<double>();
+  if (out.tokens > 0) out.weight_max = at::where(m > 0, out.weights, at::zeros_like(out.weights)).max().item<double>();
   return out;
 }
 

@@ -171,6 +171,19 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
                                   longest, c.model.max_position_embeddings));
   if (c.sft.steps > 0 && c.sft.data.empty())
     core::config_fail(src, "sft.data", "sft.steps > 0 needs a JSONL file of demonstrations");
+  const auto& op = c.grpo.off_policy;
+  if (op.mode != algo::OffPolicyCorrection::kNone) {
+    if (!c.grpo.recompute_old_logprobs)
+      core::config_fail(src, "grpo.off_policy_correction",
+                        "needs grpo.recompute_old_logprobs: true (otherwise the old log-probs are the sampler's "
+                        "and every importance ratio is 1)");
+    if (op.lower() >= op.upper())
+      core::config_fail(src, "grpo.is_min", fmt::format("{} must be below the upper bound {} (grpo.is_max)",
+                                                        op.lower(), op.upper()));
+  }
+  if (c.grpo.loss.objective == algo::PolicyObjective::kVespo && op.sequence &&
+      op.mode != algo::OffPolicyCorrection::kNone)
+    core::config_fail(src, "grpo.is_level", "loss vespo takes token-level IS weights only (as TRL)");
   if (c.grpo.mini_batches > c.grpo.prompts_per_step * c.grpo.group_size)
     core::config_fail(src, "grpo.mini_batches",
                       fmt::format("{} mini-batches but only {} samples per rollout step",

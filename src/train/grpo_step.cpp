@@ -40,21 +40,26 @@ struct StepStats {
   double tokens = 0, kl = 0, clip_low = 0, clip_high = 0, dual_clip = 0, ratio_sum = 0, entropy = 0;
   double lp_diff_sum = 0, truncated = 0, response_tokens = 0, reward_failures = 0, reward_timeouts = 0;
   double reward_busy = 0, kl_penalty = 0;
+  double behaviour_kl = 0;                          // sum over tokens of k3(pi_b || pi_old)
+  double is_weight_sum = 0, is_masked = 0, off_policy_masked = 0;  // off-policy corrections (token sums)
   std::map<std::string, double> parts;  // every configured reward (the same keys on every rank)
-  double ratio_max = 0, ratio_min = kInf, lp_diff_max = 0;
+  double ratio_max = 0, ratio_min = kInf, lp_diff_max = 0, is_weight_max = 0;
 
   void reduce(Session& s) {
     if (s.comm->size() == 1) return;
     std::vector<double*> summed{&tokens,   &kl,          &clip_low,        &clip_high,      &dual_clip,
                                 &ratio_sum, &entropy,    &lp_diff_sum,     &truncated,      &response_tokens,
-                                &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty};
+                                &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty,
+                                &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked};
     for (auto& [name, v] : parts) summed.push_back(&v);
-    std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max};
+    std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max,
+                                    is_weight_max};
     for (double* p : summed) sums.push_back(*p);
     s.reduce(sums, false);
     s.reduce(maxes, true);
     for (size_t k = 0; k < summed.size(); ++k) *summed[k] = sums[k];
     ratio_max = maxes[0], ratio_min = maxes[1] == -1e300 ? kInf : -maxes[1], lp_diff_max = maxes[2];
+    is_weight_max = maxes[3];
   }
 };
 
@@ -264,11 +269,16 @@ struct Targets {
   bool first_from_training_pass = false;
 };
 
+// The gap between the trainer's recomputed old log-probs and the sampler's (behaviour policy pi_b):
+// |log pi_old - log pi_b| and the k3 estimate of KL(pi_b || pi_old), rho - 1 - log rho with
+// rho = pi_old / pi_b (unbiased on tokens sampled from pi_b).
 void log_prob_diff(StepStats& st, const at::Tensor& recomputed, const at::Tensor& sampled, const at::Tensor& mask) {
-  auto d = (recomputed.detach() - sampled).abs() * mask;
+  auto lr = recomputed.detach().to(at::kDouble) - sampled.to(at::kDouble);
+  auto d = lr.abs() * mask;
   if (d.numel() == 0) return;
   st.lp_diff_max = std::max(st.lp_diff_max, d.max().item<double>());
   st.lp_diff_sum += d.sum().item<double>();
+  st.behaviour_kl += ((at::exp(lr) - 1.0 - lr) * mask).sum().item<double>();
 }
 
 Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
@@ -400,6 +410,15 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
         algo::PolicyLossInputs li;
         li.logp = lp.logprobs;
         li.old_logp = old_mb;
+        if (g.off_policy.mode != algo::OffPolicyCorrection::kNone) {  // pi_old / pi_b of these rows
+          auto w = algo::off_policy_weights(old_mb, t.sampling_lp.index_select(0, mb),
+                                            t.s.resp_mask.index_select(0, mb), g.off_policy);
+          li.is_weights = w.weights;
+          stats.is_weight_sum += w.weight_sum;
+          stats.is_weight_max = std::max(stats.is_weight_max, w.weight_max);
+          stats.is_masked += w.masked;
+        }
+        if (po.off_policy_mask > 0) li.behaviour_logp = t.sampling_lp.index_select(0, mb);
         if (t.ref_lp.defined() && po.kl_coef != 0) li.ref_logp = t.ref_lp.index_select(0, mb);
         li.advantages = t.adv.values.index_select(0, mb);
         li.mask = mask;
@@ -420,6 +439,7 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
         stats.clip_low += out.clip_low_fraction * nt;
         stats.clip_high += out.clip_high_fraction * nt;
         stats.dual_clip += out.dual_clip_fraction * nt;
+        stats.off_policy_masked += out.off_policy_masked_fraction * nt;
         stats.ratio_sum += out.ratio_mean * nt;
         if (nt > 0) stats.ratio_max = std::max(stats.ratio_max, out.ratio_max), stats.ratio_min = std::min(stats.ratio_min, out.ratio_min);
         if (nt > 0) mb_rmax = std::max(mb_rmax, out.ratio_max), mb_rmin = std::min(mb_rmin, out.ratio_min);
@@ -516,6 +536,11 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"lr", s.lr_at(s.st.optimizer_step - 1)},
       {"old_logprob_diff_max", st.lp_diff_max},
       {"old_logprob_diff_mean", st.lp_diff_sum / std::max(1.0, st.response_tokens)},
+      {"behaviour_kl", st.behaviour_kl / std::max(1.0, st.response_tokens)},
+      {"is_weight_mean", g.off_policy.mode == algo::OffPolicyCorrection::kNone ? 1.0 : st.is_weight_sum / denom},
+      {"is_weight_max", g.off_policy.mode == algo::OffPolicyCorrection::kNone ? 1.0 : st.is_weight_max},
+      {"is_masked_fraction", st.is_masked / denom},
+      {"off_policy_masked_fraction", st.off_policy_masked / denom},
       {"time_rollout", time.rollout},
       {"time_reward", time.reward},
       {"time_reward_busy", st.reward_busy},

@@ -156,6 +156,7 @@ struct GrpoConfig {
   std::string kl_in = "loss";
   int64_t ref_refresh_steps = 0;     // optimizer steps between reference = policy; 0 = never
   algo::AdvantageOptions advantage;  // group-relative advantages (algo/grpo_loss.h owns these keys)
+  algo::OffPolicyOptions off_policy;  // sampler vs trainer correction (algo/grpo_loss.h owns these keys)
   bool recompute_old_logprobs = true;
   bool mask_truncated = false;
   std::map<std::string, double> length_schedule;  // optimizer step -> rollout.max_new_tokens
@@ -207,6 +208,7 @@ struct GrpoConfig {
     advantage.visit(v);
     v.field("recompute_old_logprobs", recompute_old_logprobs,
             "old log-probs from the trainer's own forward pass (true) or from the sampler");
+    off_policy.visit(v);
     v.field("mask_truncated", mask_truncated, "overlong filtering (DAPO): responses cut at "
             "rollout.max_new_tokens take no part in the loss");
     v.field("length_schedule", length_schedule, "response-length schedule: {optimizer step: "

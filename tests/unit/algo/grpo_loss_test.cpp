@@ -275,10 +275,26 @@ TEST(PolicyLoss, MatchesTrlLossAndGradients) {
     o.kl_estimator = KlEstimator::kK3;
     if (!c["delta"].is_null()) o.ratio_cap = c["delta"];
     o.entropy_coef = c["entropy_coef"];
-    const auto agg = type == "grpo"      ? LossAggregation::kSeqMeanTokenMean
-                     : type == "dr_grpo" ? LossAggregation::kSeqMeanTokenSumNorm
-                                         : LossAggregation::kTokenMean;  // bnpo, dapo (one process)
-    ASSERT_TRUE(type == "grpo" || type == "dr_grpo" || type == "bnpo" || type == "dapo") << type;
+    o.kl_ratio_weighted = c["use_bias_correction_kl"];
+    if (type == "cispo") o.objective = PolicyObjective::kCispo, o.cispo_max = c["epsilon_high"];
+    if (type == "sapo") {
+      o.objective = PolicyObjective::kSapo;
+      o.sapo_tau_pos = c["sapo"]["sapo_temperature_pos"];
+      o.sapo_tau_neg = c["sapo"]["sapo_temperature_neg"];
+    }
+    if (type == "vespo") {
+      o.objective = PolicyObjective::kVespo;
+      o.vespo_k_pos = c["vespo"]["vespo_k_pos"];
+      o.vespo_lambda_pos = c["vespo"]["vespo_lambda_pos"];
+      o.vespo_k_neg = c["vespo"]["vespo_k_neg"];
+      o.vespo_lambda_neg = c["vespo"]["vespo_lambda_neg"];
+    }
+    const auto agg = type == "grpo" || type == "sapo" ? LossAggregation::kSeqMeanTokenMean
+                     : type == "dr_grpo"             ? LossAggregation::kSeqMeanTokenSumNorm
+                     : type == "luspo"               ? LossAggregation::kSeqMeanTokenSum
+                                                     : LossAggregation::kTokenMean;  // bnpo, dapo, cispo, vespo
+    ASSERT_TRUE(std::set<std::string>({"grpo", "dr_grpo", "bnpo", "dapo", "cispo", "sapo", "vespo", "luspo"})
+                    .count(type)) << type;
     PolicyLossInputs li;
     li.logp = logp;
     li.old_logp = tensor_of(c["old_logp"]);
@@ -288,6 +304,27 @@ TEST(PolicyLoss, MatchesTrlLossAndGradients) {
     li.weights = aggregation_weights(mask, agg, c["max_completion_length"].get<int64_t>());
     li.entropy = entropy;
     li.entropy_weights = aggregation_weights(mask, LossAggregation::kTokenMean);
+    if (!c["is_mode"].is_null()) {  // TRL's importance_sampling_ratio from our off_policy_weights
+      const std::string mode = c["is_mode"];
+      OffPolicyOptions op;
+      op.mode = name == "dapo_icepop" ? OffPolicyCorrection::kIcepop
+                : mode.find("truncate") != std::string::npos ? OffPolicyCorrection::kTis
+                                                             : OffPolicyCorrection::kMis;
+      op.sequence = mode.rfind("sequence", 0) == 0;
+      if (op.mode != OffPolicyCorrection::kIcepop) {  // icepop: its own default bounds, which are TRL's here
+        if (!c["is_min"].is_null()) op.is_min = c["is_min"];
+        op.is_max = c["is_max"];
+      }
+      auto w = off_policy_weights(li.old_logp, tensor_of(c["sampling_logp"]), mask, op);
+      auto ref = tensor_of(c["importance_sampling_ratio"]);
+      EXPECT_LE((w.weights - ref).abs().max().item<double>(), 1e-12 * (1 + ref.abs().max().item<double>()))
+          << name << ": IS weights";
+      li.is_weights = w.weights;
+    }
+    if (!c["opsm"].is_null()) {
+      o.off_policy_mask = c["opsm"];
+      li.behaviour_logp = tensor_of(c["sampling_logp"]);
+    }
     auto out = policy_loss(li, o);
     const double want = c["loss"];
     EXPECT_NEAR(out.loss.item<double>(), want, 1e-7 + 1e-6 * std::fabs(want)) << name;
@@ -302,6 +339,57 @@ TEST(PolicyLoss, MatchesTrlLossAndGradients) {
     check(grads[1], c["grad_entropy"], "d loss / d entropy");
   }
   for (const char* must : {"grpo", "grpo_clip_higher", "grpo_kl", "bnpo", "dr_grpo", "dapo", "dapo_kl", "gspo",
-                           "gspo_dapo", "grpo_delta", "grpo_entropy"})
+                           "gspo_dapo", "grpo_delta", "grpo_entropy", "cispo", "sapo", "vespo", "luspo",
+                           "grpo_kl_ratio", "dapo_tis_token", "dapo_tis_sequence", "grpo_mis_token",
+                           "grpo_mis_sequence", "dapo_icepop", "vespo_mis_token", "dapo_opsm"})
     EXPECT_TRUE(seen.count(must)) << must;
+}
+
+// ---- off-policy corrections against their closed forms (float64)
+TEST(OffPolicyWeights, TruncatedMaskedAndIcepopFollowTheirDefinitions) {
+  // rho = pi_old / pi_b per token: row 0: 3, 0.25, 1.2, (padding); row 1: 0.4, 6, 1, 1.5
+  auto b = at::rand({2, 4}, at::kDouble) * -3.0;  // any behaviour log-probs
+  auto r = at::tensor(std::vector<double>{3.0, 0.25, 1.2, 1.0, 0.4, 6.0, 1.0, 1.5}, at::kDouble).view({2, 4});
+  auto old = b + at::log(r);
+  old[0][3] = 123.0;  // padding: never read
+  auto mask = at::tensor(std::vector<double>{1, 1, 1, 0, 1, 1, 1, 1}, at::kDouble).view({2, 4});
+  auto check = [&](const OffPolicyOptions& o, const std::vector<std::vector<double>>& want, const char* what) {
+    auto w = off_policy_weights(old, b, mask, o);
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 4; ++j)
+        if (mask[i][j].item<double>() > 0)
+          EXPECT_NEAR(w.weights[i][j].item<double>(), want[i][j], 1e-12) << what << " [" << i << "," << j << "]";
+    return w;
+  };
+  OffPolicyOptions o;
+  o.mode = OffPolicyCorrection::kNone;
+  check(o, {{1, 1, 1, 1}, {1, 1, 1, 1}}, "none");
+  o.mode = OffPolicyCorrection::kTis;  // min(rho, 2) (verl's default threshold), no lower bound
+  check(o, {{2.0, 0.25, 1.2, 0}, {0.4, 2.0, 1.0, 1.5}}, "tis token");
+  o.is_min = 0.5;  // clamp(rho, 0.5, 2)
+  check(o, {{2.0, 0.5, 1.2, 0}, {0.5, 2.0, 1.0, 1.5}}, "tis token [0.5, 2]");
+  o.mode = OffPolicyCorrection::kMis;  // rho inside [0.5, 2], else 0
+  auto m = check(o, {{0.0, 0.0, 1.2, 0}, {0.0, 0.0, 1.0, 1.5}}, "mis token");
+  EXPECT_DOUBLE_EQ(m.masked, 4.0);
+  EXPECT_DOUBLE_EQ(m.tokens, 7.0);
+  o = OffPolicyOptions{};
+  o.mode = OffPolicyCorrection::kIcepop;  // IcePop: token-level, rho inside [0.5, 5]
+  o.sequence = true;                      // (ignored: IcePop is token-level)
+  auto ice = check(o, {{3.0, 0.0, 1.2, 0}, {0.0, 0.0, 1.0, 1.5}}, "icepop");
+  EXPECT_DOUBLE_EQ(ice.masked, 3.0);
+  // sequence level: rho_seq = prod over the row's tokens: row 0: 3 * 0.25 * 1.2 = 0.9, row 1: 3.6
+  o = OffPolicyOptions{};
+  o.mode = OffPolicyCorrection::kTis;
+  o.sequence = true;
+  check(o, {{0.9, 0.9, 0.9, 0.9}, {2.0, 2.0, 2.0, 2.0}}, "tis sequence");
+  o.mode = OffPolicyCorrection::kMis;
+  o.is_max = 4.0;
+  check(o, {{0.9, 0.9, 0.9, 0.9}, {3.6, 3.6, 3.6, 3.6}}, "mis sequence [0, 4]");
+  o.is_min = 1.0;
+  auto ms = check(o, {{0, 0, 0, 0}, {3.6, 3.6, 3.6, 3.6}}, "mis sequence [1, 4]");
+  EXPECT_DOUBLE_EQ(ms.masked, 3.0);
+  EXPECT_NEAR(ms.weight_sum, 4 * 3.6, 1e-12);
+  EXPECT_NEAR(ms.weight_max, 3.6, 1e-12);
+  o.is_min = 5.0;
+  EXPECT_THROW(off_policy_weights(old, b, mask, o), grpo::Error);  // is_min above is_max
 }
