@@ -11,9 +11,16 @@
 //   log_step         the metrics line; StepStats carries the step's sums and maxima and reduces
 //                    itself over the data-parallel ranks
 //
+// With grpo.max_staleness k > 0 the rollout steps are generated ahead of training (RolloutQueue):
+// rollout step m is generated with the weights of version v(m) = max(b(m), m - k), a version being
+// the number of rollout steps trained, and b(m) the last pipeline barrier <= m (the stage's first
+// step and every checkpoint step), so generation never needs weights from before a checkpoint and a
+// resumed run continues exactly. k = 0 is the synchronous loop: v(m) = m.
+//
 // Everything random is keyed by counters (core/rng.h), so a resumed run continues exactly.
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <limits>
 #include <optional>
 
@@ -86,7 +93,7 @@ rollout::RolloutBatch empty_batch(const Session& s) {  // no rows (1 prompt and 
   return b;
 }
 
-Round rollout_round(Session& s, int64_t first, int64_t n, int64_t max_new_tokens) {
+Round rollout_round(Session& s, int64_t step, int64_t first, int64_t n, int64_t max_new_tokens) {
   const auto& g = s.cfg.grpo;
   Round rd;
   if (n == 0 && !s.policy->lockstep_group()) {  // data parallel: no share of this round
@@ -102,7 +109,7 @@ Round rollout_round(Session& s, int64_t first, int64_t n, int64_t max_new_tokens
   req.group_size = g.group_size;
   req.sampling = s.cfg.rollout;
   req.sampling.max_new_tokens = max_new_tokens;
-  req.key = {uint64_t(s.cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(s.st.rollout_step)};
+  req.key = {uint64_t(s.cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(step)};
   req.eos_id = s.tok->eos_id();
   req.pad_id = s.tok->pad_id();
   auto make_sample = [&](int64_t row, const std::vector<int64_t>& response) {
@@ -158,7 +165,8 @@ struct StepBatch {
   }
 };
 
-StepBatch collect_groups(Session& s, StepStats& stats) {
+// Rollout step `step`'s groups, its prompts from data position `position` on.
+StepBatch collect_groups(Session& s, StepStats& stats, int64_t step, int64_t position) {
   const auto& g = s.cfg.grpo;
   const int64_t dp = s.comm->size();
   StepBatch out;
@@ -172,7 +180,7 @@ StepBatch collect_groups(Session& s, StepStats& stats) {
     // ranks (whole groups; a rank's share may be empty in later rounds)
     const int64_t want = g.prompts_per_step - global_kept;
     const int64_t b = want * s.comm->rank() / dp, n = want * (s.comm->rank() + 1) / dp - b;
-    rounds.push_back(rollout_round(s, s.st.data_position + out.prompts_used + b, n, out.max_new_tokens));
+    rounds.push_back(rollout_round(s, step, position + out.prompts_used + b, n, out.max_new_tokens));
     out.prompts_used += want;
     const auto& rd = rounds.back();
     stats.reward_busy += rd.reward_busy;
@@ -240,6 +248,58 @@ StepBatch collect_groups(Session& s, StepStats& stats) {
   out.global_rows = at::tensor(global_row, at::kLong);
   out.local_at = at::full({out.NG}, -1, at::kLong).index_copy_(0, out.global_rows, at::arange(N, at::kLong));
   return out;
+}
+
+// ---------------------------------------------------------------- rollout queue
+// A rollout step generated (and scored) ahead of its training step, with the policy version that
+// generated it.
+struct Generated {
+  StepBatch sb;
+  StepStats stats;  // the generation side's sums (reward workers)
+  int64_t step = 0, version = 0;
+  double time_rollout = 0, time_reward = 0;
+};
+
+}  // namespace
+
+struct RolloutQueue {
+  std::deque<Generated> ready;  // generated, not yet trained, in step order
+  int64_t next_step = -1;       // the next rollout step to generate (-1: not started)
+  int64_t next_position = 0;    // its first prompt's data position
+};
+
+namespace {
+
+// The weights version rollout step m is generated with (see the top of this file).
+int64_t generation_version(const Session& s, int64_t m) {
+  int64_t barrier = s.grpo_first_step;
+  const int64_t every = s.cfg.checkpoint.every;
+  if (every > 0) barrier = std::max(barrier, m / every * every);
+  return std::max(barrier, m - s.cfg.grpo.max_staleness);
+}
+
+// Generates every rollout step that the current weights (version = rollout steps trained) are for;
+// returns the seconds it took.
+double generate_ahead(Session& s, RolloutQueue& q) {
+  const int64_t version = s.st.rollout_step;
+  double seconds = 0;
+  while (q.next_step < s.cfg.grpo.rollout_steps && generation_version(s, q.next_step) <= version) {
+    GRPO_ASSERT(generation_version(s, q.next_step) == version);  // nothing is left behind
+    Generated gen;
+    gen.step = q.next_step;
+    gen.version = version;
+    auto t0 = Clock::now();
+    gen.sb = collect_groups(s, gen.stats, gen.step, q.next_position);
+    s.check_rewards(gen.sb.samples_failed, gen.sb.samples_scored, gen.sb.failure);
+    const double took = seconds_since(t0);
+    gen.time_reward = gen.sb.reward_wait;  // scoring that did not overlap with generation
+    gen.time_rollout = took - gen.time_reward;
+    seconds += took;
+    q.next_position += gen.sb.prompts_used;
+    ++q.next_step;
+    q.ready.push_back(std::move(gen));
+  }
+  return seconds;
 }
 
 // ---------------------------------------------------------------- targets
@@ -491,10 +551,11 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
 // ---------------------------------------------------------------- metrics
 struct StepTimes {
   double rollout = 0, reward = 0, update = 0, step = 0;
+  double wait_data = 0;  // training waited for its batch (generated in this step's call)
 };
 
 void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateResult& u, const StepStats& st,
-              const StepTimes& time) {
+              const StepTimes& time, int64_t version) {
   const auto& g = s.cfg.grpo;
   const int64_t NG = sb.NG, groups = NG / g.group_size;
   const double rmean = t.rewards_all.mean().item<double>();
@@ -550,6 +611,9 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"tokens_per_s", st.response_tokens / time.step},
       {"threads", at::get_num_threads()},
       {"ref_version", s.st.ref_version},
+      {"policy_version", version},
+      {"version_lag", s.st.rollout_step - 1 - version},
+      {"time_wait_data", time.wait_data},
       {"updates", u.updates},
   };
   const double moe_ratio = s.write_metrics(j);
@@ -570,12 +634,25 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
 
 void grpo_step(Session& s) {
   auto t0 = Clock::now();
-  StepStats stats;
+  if (!s.rollout_queue) s.rollout_queue = std::make_shared<RolloutQueue>();
+  auto& q = *s.rollout_queue;
+  if (q.next_step < 0 || (q.ready.empty() && q.next_step != s.st.rollout_step)) {  // start at the trained position
+    q.next_step = s.st.rollout_step;
+    q.next_position = s.st.data_position;
+  }
   StepTimes time;
-  StepBatch sb = collect_groups(s, stats);
-  s.check_rewards(sb.samples_failed, sb.samples_scored, sb.failure);
-  time.rollout = seconds_since(t0) - sb.reward_wait;  // generation; scoring that did not overlap with it is time_reward
-  time.reward = sb.reward_wait;
+  const size_t queued = q.ready.size();
+  time.wait_data = generate_ahead(s, q);
+  for (size_t i = queued; i < q.ready.size(); ++i) {  // generation done in this call (k = 0: this step's)
+    time.rollout += q.ready[i].time_rollout;
+    time.reward += q.ready[i].time_reward;
+  }
+  GRPO_CHECK(!q.ready.empty() && q.ready.front().step == s.st.rollout_step,
+             "internal: rollout step {} was not generated", s.st.rollout_step);
+  Generated gen = std::move(q.ready.front());
+  q.ready.pop_front();
+  StepStats stats = gen.stats;
+  const StepBatch& sb = gen.sb;
   auto t1 = Clock::now();
   Targets targets = prepare_targets(s, sb, stats);
   UpdateResult u = update_policy(s, sb, targets, stats);
@@ -585,7 +662,7 @@ void grpo_step(Session& s) {
   stats.response_tokens = targets.s.resp_mask.sum().item<double>();
   stats.reduce(s);
   time.step = seconds_since(t0);
-  log_step(s, sb, targets, u, stats, time);
+  log_step(s, sb, targets, u, stats, time, gen.version);
 }
 
 }  // namespace grpo::train

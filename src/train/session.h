@@ -71,6 +71,8 @@ class Questions {
   std::unique_ptr<data::JsonlDataset> train_data_, eval_data_, sft_data_;
 };
 
+struct RolloutQueue;  // grpo_step.cpp: rollout steps generated ahead of training (grpo.max_staleness)
+
 struct Session {
   Config cfg;
   std::unique_ptr<dist::Comm> world;  // every process of the job (one process: a no-op)
@@ -89,6 +91,8 @@ struct Session {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<RunDir> run_dir;
   TrainState st;
+  int64_t grpo_first_step = 0;                // where this process's GRPO stage began (a pipeline barrier)
+  std::shared_ptr<RolloutQueue> rollout_queue;  // made by the first grpo_step
 
   bool leader() const { return world->rank() == 0; }
   model::Parallel model_parallel() const { return {groups.tp.get(), groups.ep.get()}; }

@@ -293,6 +293,8 @@ struct Trainer::Impl : Session {
     auto t0 = Clock::now();
     bool evaluated = false, saved = false, ran = false;
     const int64_t first_step = st.rollout_step;
+    grpo_first_step = first_step;  // generation ahead of training (grpo.max_staleness) starts afresh here
+    rollout_queue.reset();
     int64_t profiled = 0;
     double profiled_seconds = 0;
     while (st.rollout_step < cfg.grpo.rollout_steps) {

@@ -158,6 +158,7 @@ struct GrpoConfig {
   algo::AdvantageOptions advantage;  // group-relative advantages (algo/grpo_loss.h owns these keys)
   algo::OffPolicyOptions off_policy;  // sampler vs trainer correction (algo/grpo_loss.h owns these keys)
   bool recompute_old_logprobs = true;
+  int64_t max_staleness = 0;         // rollout steps generated ahead of training; 0 = synchronous
   bool mask_truncated = false;
   std::map<std::string, double> length_schedule;  // optimizer step -> rollout.max_new_tokens
   bool dynamic_sampling = false;
@@ -209,6 +210,10 @@ struct GrpoConfig {
     v.field("recompute_old_logprobs", recompute_old_logprobs,
             "old log-probs from the trainer's own forward pass (true) or from the sampler");
     off_policy.visit(v);
+    v.field("max_staleness", max_staleness, "k: rollout step m is generated with the weights after step m - k "
+            "(bounded staleness: generation runs k steps ahead of training, every sampled token at most k "
+            "policy versions behind); checkpoint steps are barriers (nothing is generated across them), so a "
+            "resumed run continues exactly; 0 = synchronous", at_least(0));
     v.field("mask_truncated", mask_truncated, "overlong filtering (DAPO): responses cut at "
             "rollout.max_new_tokens take no part in the loss");
     v.field("length_schedule", length_schedule, "response-length schedule: {optimizer step: "
