@@ -93,6 +93,7 @@ struct Session {
   TrainState st;
   int64_t grpo_first_step = 0;                // where this process's GRPO stage began (a pipeline barrier)
   std::shared_ptr<RolloutQueue> rollout_queue;  // made by the first grpo_step
+  std::unique_ptr<model::Transformer> rollout_policy;  // grpo.overlap_generation: the generating copy
 
   bool leader() const { return world->rank() == 0; }
   model::Parallel model_parallel() const { return {groups.tp.get(), groups.ep.get()}; }

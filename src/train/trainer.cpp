@@ -295,6 +295,14 @@ struct Trainer::Impl : Session {
     const int64_t first_step = st.rollout_step;
     grpo_first_step = first_step;  // generation ahead of training (grpo.max_staleness) starts afresh here
     rollout_queue.reset();
+    rollout_policy.reset();
+    if (cfg.grpo.overlap_generation && cfg.grpo.max_staleness > 0) {
+      if (world->size() > 1 || cfg.run.profile)
+        spdlog::warn("grpo.overlap_generation: not with {} (generation stays sequential)",
+                     world->size() > 1 ? "several processes" : "--profile");
+      else
+        rollout_policy = make_reference();  // the generating copy of the policy
+    }
     int64_t profiled = 0;
     double profiled_seconds = 0;
     while (st.rollout_step < cfg.grpo.rollout_steps) {

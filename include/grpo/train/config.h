@@ -159,6 +159,7 @@ struct GrpoConfig {
   algo::OffPolicyOptions off_policy;  // sampler vs trainer correction (algo/grpo_loss.h owns these keys)
   bool recompute_old_logprobs = true;
   int64_t max_staleness = 0;         // rollout steps generated ahead of training; 0 = synchronous
+  bool overlap_generation = false;   // with max_staleness >= 1: generate beside the update (a thread)
   bool mask_truncated = false;
   std::map<std::string, double> length_schedule;  // optimizer step -> rollout.max_new_tokens
   bool dynamic_sampling = false;
@@ -214,6 +215,10 @@ struct GrpoConfig {
             "(bounded staleness: generation runs k steps ahead of training, every sampled token at most k "
             "policy versions behind); checkpoint steps are barriers (nothing is generated across them), so a "
             "resumed run continues exactly; 0 = synchronous", at_least(0));
+    v.field("overlap_generation", overlap_generation, "with max_staleness >= 1 in one process: generate "
+            "the steps ahead in a thread beside the update, on a copy of the weights, the CPU threads split "
+            "between the two (the same tokens and results as without; whether it is faster depends on the "
+            "machine, see docs/performance.md)");
     v.field("mask_truncated", mask_truncated, "overlong filtering (DAPO): responses cut at "
             "rollout.max_new_tokens take no part in the loss");
     v.field("length_schedule", length_schedule, "response-length schedule: {optimizer step: "

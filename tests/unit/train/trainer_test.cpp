@@ -307,6 +307,17 @@ TEST(Trainer, BoundedStalenessFollowsItsScheduleAndResumesExactly) {
   train::Trainer b(cb);
   b.run();
   EXPECT_TRUE(same(a, b)) << "resumed from the step-4 checkpoint";
+  // generation in a thread beside the update (one CPU thread each here, as in the runs above)
+  const auto o_dir = tmpdir("stale_overlap");
+  auto co = config(o_dir, 6, 2, 4);
+  co.grpo.overlap_generation = true;
+  train::Trainer o(co);
+  o.run();
+  EXPECT_TRUE(same(a, o)) << "generated beside the update";
+  for (auto& r : read_jsonl(o_dir + "/metrics.jsonl"))
+    if (r["stage"] == "grpo" && r.contains("policy_version"))
+      EXPECT_EQ(r["policy_version"].get<int64_t>(), std::max((r["step"].get<int64_t>() - 1) / 4 * 4,
+                                                             r["step"].get<int64_t>() - 3));
   // a barrier at every step: nothing is generated ahead, so k = 2 is k = 0
   const auto s_dir = tmpdir("stale_sync"), e_dir = tmpdir("stale_every");
   train::Trainer sync(config(s_dir, 3, 0, 1)), every(config(e_dir, 3, 2, 1));
