@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <thread>
 
 namespace grpo::dist {
@@ -65,6 +66,12 @@ class SoloComm final : public Comm {
   at::Tensor reduce_scatter_sum(const at::Tensor& input) override { return input.clone(); }
   void barrier() override {}
   std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor&) override { return std::make_unique<Done>(); }
+  std::unique_ptr<Pending> broadcast_async(at::Tensor&, int64_t) override { return std::make_unique<Done>(); }
+  void publish(const std::string& key, const std::string& value) override { values_[key] = value; }
+  std::optional<std::string> peek(const std::string& key) override {
+    auto it = values_.find(key);
+    return it == values_.end() ? std::nullopt : std::optional<std::string>(it->second);
+  }
   std::string backend() const override { return "none"; }
   std::unique_ptr<Comm> group(const std::vector<int64_t>& ranks, const std::string&) override {
     GRPO_CHECK(ranks.size() == 1 && ranks[0] == 0, "group: ranks {} are not a group of a one-process job",
@@ -76,6 +83,7 @@ class SoloComm final : public Comm {
   struct Done final : Pending {
     void wait() override {}
   };
+  std::map<std::string, std::string> values_;
 };
 
 // c10d process groups: Gloo for host tensors (and, through a host copy, for GPU tensors when the
@@ -157,7 +165,32 @@ class C10dComm final : public Comm {
     o.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
     c10::intrusive_ptr<c10d::Work> w;
     run("all_reduce_sum", [&] { w = pg->allreduce(v, o); });
-    return std::make_unique<C10dPending>(this, std::move(w), t, v[0]);
+    return std::make_unique<C10dPending>(this, "all_reduce_sum", std::move(w), t, v[0]);
+  }
+  std::unique_ptr<Pending> broadcast_async(at::Tensor& t, int64_t root) override {
+    GRPO_CHECK(t.is_contiguous(), "broadcast_async: the tensor must be contiguous");
+    auto [pg, v] = place(t);
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    c10::intrusive_ptr<c10d::Work> w;
+    run("broadcast", [&] { w = pg->broadcast(v, o); });
+    return std::make_unique<C10dPending>(this, "broadcast", std::move(w), t, v[0]);
+  }
+  void publish(const std::string& key, const std::string& value) override {
+    run("publish", [&] { store_->set("grpo/value/" + key, std::vector<uint8_t>(value.begin(), value.end())); });
+  }
+  std::optional<std::string> peek(const std::string& key) override {
+    std::optional<std::string> out;
+    try {
+      if (store_->check({"grpo/value/" + key})) {
+        const auto v = store_->get("grpo/value/" + key);
+        out = std::string(v.begin(), v.end());
+      }
+    } catch (const std::exception& e) {
+      fail("rank {} of {}: the rendezvous store (rank 0) is gone: {}", world_ranks_[size_t(rank_)], procs_.size(),
+           first_line(e.what()));
+    }
+    return out;
   }
 
   void all_reduce_sum(at::Tensor& t) override { reduce(t, c10d::ReduceOp::SUM, "all_reduce_sum"); }
@@ -258,16 +291,17 @@ class C10dComm final : public Comm {
     if (!worked.is_same(t)) t.copy_(worked);
   }
   struct C10dPending final : Pending {
-    C10dPending(C10dComm* c, c10::intrusive_ptr<c10d::Work> w, at::Tensor t, at::Tensor worked)
-        : comm(c), work(std::move(w)), target(std::move(t)), staged(std::move(worked)) {}
+    C10dPending(C10dComm* c, const char* w_what, c10::intrusive_ptr<c10d::Work> w, at::Tensor t, at::Tensor worked)
+        : comm(c), what(w_what), work(std::move(w)), target(std::move(t)), staged(std::move(worked)) {}
     void wait() override {
       if (work) {
-        comm->run("all_reduce_sum", [&] { work->wait(); });
+        comm->run(what, [&] { work->wait(); });
         unstage(target, staged);
       }
       work.reset();
     }
     C10dComm* comm;
+    const char* what;
     c10::intrusive_ptr<c10d::Work> work;
     at::Tensor target, staged;
   };

@@ -43,14 +43,14 @@ Layout make_layout(int64_t world, int64_t tp, int64_t ep) {
   return l;
 }
 
-Groups make_groups(Comm& world, const Layout& l) {
+Groups make_groups(Comm& world, const Layout& l, const std::string& prefix) {
   GRPO_CHECK(world.size() == l.world, "make_groups: a layout for {} processes in a job of {}", l.world, world.size());
   Groups g;
   g.layout = l;
   g.world = &world;
   const int64_t r = world.rank();
-  auto name = [](const char* kind, const std::vector<int64_t>& ranks) {
-    return fmt::format("{}/{}", kind, fmt::join(ranks, "-"));
+  auto name = [&](const char* kind, const std::vector<int64_t>& ranks) {
+    return fmt::format("{}{}/{}", prefix, kind, fmt::join(ranks, "-"));
   };
   // the same order on every rank (each construction is a rendezvous of its members)
   g.tp = world.group(l.tp_group(r), name("tp", l.tp_group(r)));

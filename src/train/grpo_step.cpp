@@ -37,40 +37,37 @@
 #include "grpo/dist/comm.h"
 #include "grpo/rollout/generate.h"
 #include "session.h"
+#include "step_batch.h"
 
 namespace grpo::train {
-namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // ---------------------------------------------------------------- statistics
-// The step's sums (over tokens, rows, reward parts) and maxima, reduced over ranks in one call.
-struct StepStats {
-  double tokens = 0, kl = 0, clip_low = 0, clip_high = 0, dual_clip = 0, ratio_sum = 0, entropy = 0;
-  double lp_diff_sum = 0, truncated = 0, response_tokens = 0, reward_failures = 0, reward_timeouts = 0;
-  double reward_busy = 0, kl_penalty = 0;
-  double behaviour_kl = 0;                          // sum over tokens of k3(pi_b || pi_old)
-  double is_weight_sum = 0, is_masked = 0, off_policy_masked = 0;  // off-policy corrections (token sums)
-  std::map<std::string, double> parts;  // every configured reward (the same keys on every rank)
-  double ratio_max = 0, ratio_min = kInf, lp_diff_max = 0, is_weight_max = 0;
+void StepStats::reduce(Session& s) {
+  if (s.comm->size() == 1) return;
+  std::vector<double*> summed{&tokens,   &kl,          &clip_low,        &clip_high,      &dual_clip,
+                              &ratio_sum, &entropy,    &lp_diff_sum,     &truncated,      &response_tokens,
+                              &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty,
+                              &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked};
+  for (auto& [name, v] : parts) summed.push_back(&v);
+  std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max,
+                                  is_weight_max};
+  for (double* p : summed) sums.push_back(*p);
+  s.reduce(sums, false);
+  s.reduce(maxes, true);
+  for (size_t k = 0; k < summed.size(); ++k) *summed[k] = sums[k];
+  ratio_max = maxes[0], ratio_min = maxes[1] == -1e300 ? kInf : -maxes[1], lp_diff_max = maxes[2];
+  is_weight_max = maxes[3];
+}
 
-  void reduce(Session& s) {
-    if (s.comm->size() == 1) return;
-    std::vector<double*> summed{&tokens,   &kl,          &clip_low,        &clip_high,      &dual_clip,
-                                &ratio_sum, &entropy,    &lp_diff_sum,     &truncated,      &response_tokens,
-                                &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty,
-                                &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked};
-    for (auto& [name, v] : parts) summed.push_back(&v);
-    std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max,
-                                    is_weight_max};
-    for (double* p : summed) sums.push_back(*p);
-    s.reduce(sums, false);
-    s.reduce(maxes, true);
-    for (size_t k = 0; k < summed.size(); ++k) *summed[k] = sums[k];
-    ratio_max = maxes[0], ratio_min = maxes[1] == -1e300 ? kInf : -maxes[1], lp_diff_max = maxes[2];
-    is_weight_max = maxes[3];
-  }
-};
+at::Tensor StepBatch::local_of(const at::Tensor& global) const {
+  auto l = local_at.index_select(0, global);
+  return l.masked_select(l >= 0);
+}
+
+namespace {
+
 
 // ---------------------------------------------------------------- collect groups
 // One generation round: G samples for each of n prompts from data position `first`, scored
@@ -84,7 +81,9 @@ struct Round {
   int64_t reward_timeouts = 0;
 };
 
-rollout::RolloutBatch empty_batch(const Session& s) {  // no rows (1 prompt and 1 response column)
+}  // namespace
+
+rollout::RolloutBatch empty_batch(const Session& s) {
   rollout::RolloutBatch b;
   b.group_size = s.cfg.grpo.group_size;
   b.prompt_width = 1;
@@ -94,6 +93,8 @@ rollout::RolloutBatch empty_batch(const Session& s) {  // no rows (1 prompt and 
   b.sampling_logprobs = at::zeros({0, 1}, at::kFloat);
   return b;
 }
+
+namespace {
 
 // Generation reads nothing of the session that training writes (the policy, s.st): with
 // grpo.overlap_generation it runs in a thread beside the update, on `model`, a copy of the policy.
@@ -148,30 +149,9 @@ Round rollout_round(Session& s, model::Transformer& model, int64_t step, int64_t
   return rd;
 }
 
-// The groups a step trains on: this rank's rows, their scores, and where they sit among all
-// ranks' rows (round by round, rank by rank).
-struct StepBatch {
-  rollout::RolloutBatch batch;              // this rank's rows (N)
-  std::vector<reward::RewardResult> scored;  // one per row
-  int64_t NG = 0;                           // rows over all ranks
-  at::Tensor global_rows;                   // [N] the position of each of this rank's rows
-  at::Tensor local_at;                      // [NG] this rank's row at each position, or -1
-  int64_t max_new_tokens = 0;
-  int64_t prompts_used = 0, groups_dropped = 0, rounds = 0;
-  int64_t samples_scored = 0, samples_failed = 0;  // over all ranks and rounds; failed: a reward threw
-  std::string failure;                              // one of this rank's failures, if any
-  double reward_wait = 0;  // scoring after generation ended
 
-  int64_t rows() const { return batch.rows(); }
-  // This rank's rows among `global` ones, in their order.
-  at::Tensor local_of(const at::Tensor& global) const {
-    auto l = local_at.index_select(0, global);
-    return l.masked_select(l >= 0);
-  }
-};
+}  // namespace
 
-// Rollout step `step`'s groups, its prompts from data position `position` on, generated by `model`
-// whose weights are those after `optimizer_step` optimizer steps.
 StepBatch collect_groups(Session& s, model::Transformer& model, StepStats& stats, int64_t step, int64_t position,
                          int64_t optimizer_step) {
   const auto& g = s.cfg.grpo;
@@ -257,18 +237,6 @@ StepBatch collect_groups(Session& s, model::Transformer& model, StepStats& stats
   return out;
 }
 
-// ---------------------------------------------------------------- rollout queue
-// A rollout step generated (and scored) ahead of its training step, with the policy version that
-// generated it.
-struct Generated {
-  StepBatch sb;
-  StepStats stats;  // the generation side's sums (reward workers)
-  int64_t step = 0, version = 0;
-  double time_rollout = 0, time_reward = 0;
-};
-
-}  // namespace
-
 struct RolloutQueue {
   std::deque<Generated> ready;  // generated, not yet trained, in step order
   int64_t next_step = -1;       // the next rollout step to generate (-1: not started)
@@ -279,15 +247,14 @@ struct RolloutQueue {
   Clock::time_point worker_done;
 };
 
-namespace {
-
-// The weights version rollout step m is generated with (see the top of this file).
 int64_t generation_version(const Session& s, int64_t m) {
   int64_t barrier = s.grpo_first_step;
   const int64_t every = s.cfg.checkpoint.every;
   if (every > 0) barrier = std::max(barrier, m / every * every);
   return std::max(barrier, m - s.cfg.grpo.max_staleness);
 }
+
+namespace {
 
 // Whether rollout step `m` is to be generated by weights of `version` (and not later ones).
 bool due(const Session& s, int64_t m, int64_t version) {
@@ -607,7 +574,7 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"zero_adv_group_fraction", double(t.adv.zero_std_groups) / std::max<int64_t>(1, groups)},
       {"max_new_tokens", sb.max_new_tokens},
       {"prompts_sampled", sb.prompts_used},
-      {"processes", s.world->size()},
+      {"processes", s.job ? s.job->size() : s.world->size()},
       {"groups_dropped", sb.groups_dropped},
       {"groups_trained", groups},
       {"sampling_rounds", sb.rounds},
@@ -663,14 +630,23 @@ void grpo_step(Session& s) {
   const int64_t version = s.st.rollout_step, optimizer_step = s.st.optimizer_step;
   const bool overlap = s.rollout_policy != nullptr;
   StepTimes time;
-  // What the current weights are for: everything (sequential), or only this step's batch when it is
-  // missing (k = 0, a barrier), the rest then being generated beside the update.
-  const size_t queued = q.ready.size();
-  time.wait_data = generate_ahead(s, q, *s.policy, version, optimizer_step,
-                                  overlap ? version : std::numeric_limits<int64_t>::max());
-  for (size_t i = queued; i < q.ready.size(); ++i) {  // generation done in this call (k = 0: this step's)
-    time.rollout += q.ready[i].time_rollout;
-    time.reward += q.ready[i].time_reward;
+  if (s.rollout_link) {  // parallel.rollout_ranks: generated there, received here
+    auto t = Clock::now();
+    q.ready.push_back(receive_generated(s, s.st.rollout_step));
+    time.wait_data = seconds_since(t);
+    time.rollout = q.ready.back().time_rollout;
+    time.reward = q.ready.back().time_reward;
+    time.wait_weights = q.ready.back().time_wait_weights;
+  } else {
+    // What the current weights are for: everything (sequential), or only this step's batch when it
+    // is missing (k = 0, a barrier), the rest then being generated beside the update.
+    const size_t queued = q.ready.size();
+    time.wait_data = generate_ahead(s, q, *s.policy, version, optimizer_step,
+                                    overlap ? version : std::numeric_limits<int64_t>::max());
+    for (size_t i = queued; i < q.ready.size(); ++i) {  // generation done in this call (k = 0: this step's)
+      time.rollout += q.ready[i].time_rollout;
+      time.reward += q.ready[i].time_reward;
+    }
   }
   GRPO_CHECK(!q.ready.empty() && q.ready.front().step == s.st.rollout_step,
              "internal: rollout step {} was not generated", s.st.rollout_step);
@@ -715,6 +691,7 @@ void grpo_step(Session& s) {
     join();
     ++s.st.rollout_step;
     s.st.data_position += sb.prompts_used;
+    if (s.rollout_link) publish_weights(s, s.st.rollout_step);  // to the rollout ranks, if they need them
     stats.response_tokens = targets.s.resp_mask.sum().item<double>();
     stats.reduce(s);
     time.step = seconds_since(t0);

@@ -73,9 +73,17 @@ class Questions {
 
 struct RolloutQueue;  // grpo_step.cpp: rollout steps generated ahead of training (grpo.max_staleness)
 
+struct RolloutLink;  // rollout_ranks.cpp: the channels between trainers and rollout ranks
+
 struct Session {
   Config cfg;
-  std::unique_ptr<dist::Comm> world;  // every process of the job (one process: a no-op)
+  // With parallel.rollout_ranks R > 0 the job's processes split in two roles: the last R ranks
+  // generate (rollout ranks), the others train; `world` is then this process's role (its ranks'
+  // sub-group) and `job` every process. Without, `world` is every process and `job` is null.
+  std::unique_ptr<dist::Comm> job;
+  std::unique_ptr<dist::Comm> world;  // the processes of this role (one process: a no-op)
+  bool rollout_rank = false;          // this process generates for trainers elsewhere
+  std::shared_ptr<RolloutLink> rollout_link;
   dist::Groups groups;                // its data-, tensor- and expert-parallel groups
   dist::Comm* comm = nullptr;         // the data-parallel group: ranks with different data
   // The models live on `device`; batches, rewards, advantages and the loss's bookkeeping stay on
@@ -95,7 +103,7 @@ struct Session {
   std::shared_ptr<RolloutQueue> rollout_queue;  // made by the first grpo_step
   std::unique_ptr<model::Transformer> rollout_policy;  // grpo.overlap_generation: the generating copy
 
-  bool leader() const { return world->rank() == 0; }
+  bool leader() const { return !rollout_rank && world->rank() == 0; }  // rank 0 of the job: logs, writes
   model::Parallel model_parallel() const { return {groups.tp.get(), groups.ep.get()}; }
   at::Tensor on_device(const at::Tensor& t) const;
   static model::TokenLogProbs on_cpu(model::TokenLogProbs r);

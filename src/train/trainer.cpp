@@ -21,6 +21,7 @@
 #include "grpo/train/memory_plan.h"
 #include "grpo/train/policy_loader.h"
 #include "session.h"
+#include "step_batch.h"
 
 namespace grpo::train {
 namespace {
@@ -77,8 +78,17 @@ struct Trainer::Impl : Session {
   // The process groups and the device.
   void connect() {
     const auto launch = dist::detect_launch();
-    const auto layout = dist::make_layout(launch.world_size, cfg.parallel.tp, cfg.parallel.ep);
-    check_data_parallel(cfg, layout.dp());
+    const int64_t R = cfg.parallel.rollout_ranks, T = launch.world_size - R;  // rollout ranks, trainers
+    if (R > 0) {
+      GRPO_CHECK(T >= 1, "parallel.rollout_ranks ({}) must leave at least one of the {} process(es) to train", R,
+                 launch.world_size);
+      GRPO_CHECK(cfg.grpo.prompts_per_step % R == 0, "grpo.prompts_per_step ({}) must split evenly over the {} "
+                 "rollout ranks (parallel.rollout_ranks; whole groups stay on one rank)", cfg.grpo.prompts_per_step, R);
+    }
+    rollout_rank = launch.rank >= T;
+    const auto layout = rollout_rank ? dist::make_layout(R, 1, 1)  // each rollout rank holds the whole model
+                                     : dist::make_layout(T, cfg.parallel.tp, cfg.parallel.ep);
+    if (!rollout_rank) check_data_parallel(cfg, layout.dp());
     device = grpo::resolve_device(cfg.run.device, launch.local_rank, "run.device");
     dist::CommOptions co;  // a GPU of its own: run.device cuda, or the only process of its node
     co.backend = dist::resolve_backend(cfg.parallel.backend, device, cfg.run.device == "cuda" || launch.local_world_size == 1,
@@ -86,11 +96,22 @@ struct Trainer::Impl : Session {
     co.device_index = device.is_cuda() ? device.index() : 0;
     if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
     world = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)), co);
-    groups = dist::make_groups(*world, layout);
+    if (R > 0) {  // the roles' own groups (their tp/dp/ep groups named apart), then the channels between them
+      job = std::move(world);
+      std::vector<int64_t> mine;
+      for (int64_t r = rollout_rank ? T : 0; r < (rollout_rank ? launch.world_size : T); ++r) mine.push_back(r);
+      world = job->group(mine, rollout_rank ? "rollout" : "trainers");
+      groups = dist::make_groups(*world, layout, rollout_rank ? "rollout/" : "trainers/");
+      connect_rollout_link(*this);
+    } else {
+      groups = dist::make_groups(*world, layout);
+    }
     comm = groups.dp.get();
     if (launch.world_size > 1)
-      spdlog::info("parallel layout: {} processes, {}; collectives: {}", launch.world_size, layout.describe(),
-                   world->backend());
+      spdlog::info("parallel layout: {} processes, {}{}; collectives: {}", launch.world_size,
+                   R > 0 ? fmt::format("{} training ({}) and {} rollout rank(s)", T, layout.describe(), R)
+                         : layout.describe(),
+                   R > 0 ? " (the last ranks generate)" : "", world->backend());
   }
 
   // grpo_plan's estimate before anything is allocated: a config that cannot fit in this machine's
@@ -98,8 +119,7 @@ struct Trainer::Impl : Session {
   void check_memory() const {
     if (!device.is_cpu()) return;
     const auto launch = dist::detect_launch();
-    const auto plan = plan_memory(cfg, dist::make_layout(launch.world_size, cfg.parallel.tp, cfg.parallel.ep),
-                                  plan_options(cfg, launch.world_size));
+    const auto plan = plan_memory(cfg, groups.layout, plan_options(cfg, groups.layout.world));
     const double gib = double(1 << 30);
     const double have = grpo::host_memory_bytes() / double(std::max<int64_t>(1, launch.local_world_size));
     GRPO_CHECK(plan.peak_bytes <= have,
@@ -297,12 +317,14 @@ struct Trainer::Impl : Session {
     rollout_queue.reset();
     rollout_policy.reset();
     if (cfg.grpo.overlap_generation && cfg.grpo.max_staleness > 0) {
-      if (world->size() > 1 || cfg.run.profile)
+      if (world->size() > 1 || cfg.run.profile || rollout_link)
         spdlog::warn("grpo.overlap_generation: not with {} (generation stays sequential)",
-                     world->size() > 1 ? "several processes" : "--profile");
+                     rollout_link ? "parallel.rollout_ranks (they generate)"
+                     : world->size() > 1 ? "several processes" : "--profile");
       else
         rollout_policy = make_reference();  // the generating copy of the policy
     }
+    if (rollout_link && st.rollout_step < cfg.grpo.rollout_steps) start_rollout_ranks(*this);
     int64_t profiled = 0;
     double profiled_seconds = 0;
     while (st.rollout_step < cfg.grpo.rollout_steps) {
@@ -331,6 +353,7 @@ struct Trainer::Impl : Session {
         return false;
       }
     }
+    if (rollout_link) stop_rollout_ranks(*this, /*finished=*/true);  // the final weights, before evaluating
     if (ran && cfg.run.profile) report_profile(profiled, profiled_seconds);
     if (ran && !evaluated) evaluate_and_log(*this, "grpo");
     if (ran && !saved) save();
@@ -341,6 +364,12 @@ struct Trainer::Impl : Session {
   }
 
   void run(const std::function<bool(const TrainState&)>& stop_early) {
+    if (rollout_rank) return run_rollout_rank(*this);  // parallel.rollout_ranks: generate for the trainers
+    run_stages(stop_early);
+    if (rollout_link) stop_rollout_ranks(*this, /*finished=*/false);  // stopped, or nothing to train
+  }
+
+  void run_stages(const std::function<bool(const TrainState&)>& stop_early) {
     run_dir->create();
     run_dir->lock();  // released when run() returns
     struct Unlock {

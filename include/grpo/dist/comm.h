@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,15 @@ class Comm {
   /// all_reduce_sum that returns at once; `t` must stay alive and untouched until wait().
   /// Collectives run in the order they are started, on every rank alike.
   virtual std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t) = 0;
+  /// broadcast that returns at once; `t` must stay alive (and, on the root, unchanged) until wait().
+  virtual std::unique_ptr<Pending> broadcast_async(at::Tensor& t, int64_t root) = 0;
+
+  /// A value under `key` in the job's rendezvous store, for every rank to read (peek); no
+  /// collective, no waiting. For signals between ranks that do not meet in a collective for longer
+  /// than parallel.timeout (the rollout ranks waiting for the trainers' GRPO stage). peek throws
+  /// grpo::Error when the store (rank 0) is gone.
+  virtual void publish(const std::string& key, const std::string& value) = 0;
+  virtual std::optional<std::string> peek(const std::string& key) = 0;
 
   /// The sub-group of `ranks` (ranks of this communicator, ascending, including this one), as a
   /// communicator of its own (its rank() is the position in `ranks`). Every member calls it with

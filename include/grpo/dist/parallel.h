@@ -47,8 +47,9 @@ struct Groups {
   Comm* world = nullptr;
   std::unique_ptr<Comm> dp, tp, ep, expert_dp;
 };
-/// Collective over `world`: every rank builds the groups it belongs to.
-Groups make_groups(Comm& world, const Layout& layout);
+/// Collective over `world`: every rank builds the groups it belongs to. `prefix` names them apart
+/// from the groups of another communicator of the same job (group names are unique per job).
+Groups make_groups(Comm& world, const Layout& layout, const std::string& prefix = "");
 
 /// [begin, begin + size) of part `index` of `n` split into `parts` equal parts.
 struct Shard {

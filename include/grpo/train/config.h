@@ -291,6 +291,7 @@ struct MoeConfig {
 /// prompts (whole groups) and sum gradients, so N processes compute what one process computes.
 struct ParallelConfig {
   double timeout = 300;  // seconds
+  int64_t rollout_ranks = 0;
   int64_t tp = 1;
   int64_t ep = 1;
   bool zero1 = false;
@@ -299,6 +300,11 @@ struct ParallelConfig {
   std::string backend = "auto";
 
   void visit(core::ConfigVisitor& v) {
+    v.field("rollout_ranks", rollout_ranks, "processes that only generate and score (the last R ranks; "
+            "each holds the whole model); the others train (tp, ep and dp apply to them) and, after each "
+            "optimizer step whose weights generation needs, send the new weights to them over c10d. "
+            "With grpo.max_staleness k they generate up to k steps ahead; 0 = every process does both",
+            core::at_least(0));
     v.field("tp", tp, "tensor-parallel size: ranks splitting each layer's heads, MLP width and "
             "vocabulary; must divide the number of processes, the attention and key-value heads, "
             "the MLP widths and the vocabulary", core::at_least(1));

@@ -19,6 +19,7 @@
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
+#include "grpo/io/safetensors.h"
 #include "grpo/train/checkpoint.h"
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
@@ -57,8 +58,33 @@ TEST(Comm, BackendChoiceAndErrors) {
 TEST(DistWorker, Run) {
   const char* scenario = std::getenv("GRPO_DIST_SCENARIO");
   if (!scenario) GTEST_SKIP() << "runs only as a worker process started by the Dist.* tests";
-  int64_t tp_train = 1, ep_train = 1, steps = 2;
+  int64_t tp_train = 1, ep_train = 1, steps = 2, rollout_ranks = 0, staleness = 0;
   const bool moe = std::sscanf(scenario, "grpo_moe_tp%ld_ep%ld", &tp_train, &ep_train) == 2;
+  if (std::sscanf(scenario, "grpo_rollout%ld_k%ld", &rollout_ranks, &staleness) == 2 ||
+      std::string(scenario) == "grpo_rollout_kill") {  // separate rollout ranks (rollout_ranks_test.cpp)
+    try {
+      auto cfg = dp_run(std::getenv("GRPO_DIST_RUN_DIR"));
+      cfg.parallel.rollout_ranks = std::max<int64_t>(1, rollout_ranks);
+      cfg.grpo.max_staleness = staleness;
+      cfg.grpo.rollout_steps = 3;
+      if (std::string(scenario) == "grpo_rollout_kill") {  // long enough to be killed in the middle
+        cfg.grpo.rollout_steps = 200;
+        cfg.grpo.max_staleness = 1;
+        cfg.parallel.timeout = 30;
+      }
+      grpo::train::Trainer t(cfg);
+      t.run();
+      const auto launch = grpo::dist::detect_launch();
+      if (launch.rank >= launch.world_size - cfg.parallel.rollout_ranks)  // the weights a rollout rank ends with
+        grpo::io::save_safetensors(std::string(std::getenv("GRPO_DIST_RUN_DIR")) + "/../rollout_final_" +
+                                   std::to_string(launch.rank) + ".safetensors", t.policy().named_parameters());
+    } catch (const grpo::Error& e) {
+      std::cout << "ERROR " << e.what() << "\n";
+      std::exit(3);
+    }
+    std::cout << "trained\n";
+    return;
+  }
   const std::set<std::string> dp_scenarios{"grpo_dp", "grpo_dapo", "grpo_zero1", "grpo_dp_bf16", "grpo_zero1_bf16",
                                            "grpo_dp_stop"};
   if (dp_scenarios.count(scenario) || moe ||

@@ -44,9 +44,11 @@ struct Worker {
   std::string out;
 };
 
-// Starts `ranks` of a world of `world` processes running `scenario`; waits for all of them.
-inline std::vector<Worker> run_workers(int world, const std::vector<int>& ranks, const std::string& scenario,
-                                       int timeout_ms) {
+// Started workers: their process ids and logs.
+using Started = std::vector<std::pair<pid_t, std::string>>;
+
+// Starts `ranks` of a world of `world` processes running `scenario`.
+inline Started start_workers(int world, const std::vector<int>& ranks, const std::string& scenario, int timeout_ms) {
   const int port = free_port();
   const std::string dir = grpo::test_util::tmpdir("dist_" + scenario + "_" + std::to_string(world));
   std::vector<std::pair<pid_t, std::string>> procs;
@@ -70,6 +72,11 @@ inline std::vector<Worker> run_workers(int world, const std::vector<int>& ranks,
     }
     procs.emplace_back(pid, log);
   }
+  return procs;
+}
+
+// Waits for every started worker.
+inline std::vector<Worker> wait_workers(const Started& procs) {
   std::vector<Worker> out;
   for (auto& [pid, log] : procs) {
     int st = 0;
@@ -81,6 +88,12 @@ inline std::vector<Worker> run_workers(int world, const std::vector<int>& ranks,
     out.push_back(std::move(w));
   }
   return out;
+}
+
+// Starts `ranks` of a world of `world` processes running `scenario`; waits for all of them.
+inline std::vector<Worker> run_workers(int world, const std::vector<int>& ranks, const std::string& scenario,
+                                       int timeout_ms) {
+  return wait_workers(start_workers(world, ranks, scenario, timeout_ms));
 }
 
 // Environment variables for the workers started while it lives (they inherit them).
