@@ -82,6 +82,7 @@ class SoloComm final : public Comm {
  private:
   struct Done final : Pending {
     void wait() override {}
+    bool ready() override { return true; }
   };
   std::map<std::string, std::string> values_;
 };
@@ -300,6 +301,7 @@ class C10dComm final : public Comm {
       }
       work.reset();
     }
+    bool ready() override { return !work || work->isCompleted(); }
     C10dComm* comm;
     const char* what;
     c10::intrusive_ptr<c10d::Work> work;

@@ -15,7 +15,8 @@ float token_uniform(const GenerateRequest& req, int64_t row, int64_t t);
 
 /// Records token t of `row`; true when the row is complete (EOS, the stop rule, or the length
 /// limit), after reporting it to on_finish.
+/// `version`: the weights version that sampled it (GenerateRequest::between_steps).
 bool record_token(RolloutBatch& out, const GenerateRequest& req, int64_t row, int64_t t, int64_t token,
-                  float logprob);
+                  float logprob, int64_t version = 0);
 
 }  // namespace grpo::rollout::detail

@@ -59,6 +59,7 @@ class Engine {
     }
     if (N > 0) make_pool();
     while (true) {
+      if (req_.between_steps) version_ = req_.between_steps();  // an in-flight weight update, if any
       if (cache_) admit();
       Plan plan;
       if (cache_) plan = make_plan();
@@ -279,7 +280,7 @@ class Engine {
       const int64_t t = int64_t(s.ids.size()) - s.prompt_len;
       for (int64_t g = 0; g < s.group; ++g, ++j) {
         const int64_t row = s.row + g;
-        if (detail::record_token(out_, req_, row, t, tk[j], lpp[j])) continue;
+        if (detail::record_token(out_, req_, row, t, tk[j], lpp[j], version_)) continue;
         Seq sample{row, 1, s.prompt_len, s.ids, g == 0 && s.group == 1 ? s.cache : cache_->fork(s.cache), s.order};
         sample.ids.push_back(tk[j]);
         next.push_back(std::move(sample));
@@ -296,6 +297,7 @@ class Engine {
   dist::Comm* lockstep_;
   at::Device dev_;
   int64_t max_running_ = 1, next_order_ = 0;
+  int64_t version_ = 0;  // of the weights sampling now (GenerateRequest::between_steps)
   std::unique_ptr<model::PagedKVCache> cache_;
   std::deque<Seq> waiting_;
   std::vector<Seq> running_;

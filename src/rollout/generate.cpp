@@ -55,6 +55,7 @@ RolloutBatch start_batch(const model::Transformer& model, const GenerateRequest&
   out.attention_mask.narrow(1, 0, P).copy_(at::from_blob(valid.data(), {N, P}, at::kByte).to(at::kBool));
   out.response_mask = at::zeros({N, R}, at::kBool);
   out.sampling_logprobs = at::zeros({N, R}, at::kFloat);
+  out.token_versions = at::zeros({N, R}, at::kLong);
   out.finish.assign(N, FinishReason::kLength);
   out.responses.assign(N, {});
   return out;
@@ -67,8 +68,9 @@ float token_uniform(const GenerateRequest& req, int64_t row, int64_t t) {
 }
 
 bool record_token(RolloutBatch& out, const GenerateRequest& req, int64_t row, int64_t t, int64_t token,
-                  float logprob) {
+                  float logprob, int64_t version) {
   const int64_t P = out.prompt_width;
+  if (version != 0) out.token_versions.accessor<int64_t, 2>()[row][t] = version;
   out.tokens.accessor<int64_t, 2>()[row][P + t] = token;
   out.attention_mask.accessor<bool, 2>()[row][P + t] = true;
   out.response_mask.accessor<bool, 2>()[row][t] = true;
@@ -198,7 +200,7 @@ RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
   RolloutBatch out;
   out.group_size = G;
   out.prompt_width = P;
-  std::vector<at::Tensor> tok, attn, rmask, lp;
+  std::vector<at::Tensor> tok, attn, rmask, lp, ver;
   for (auto [bi, gi] : groups) {
     GRPO_CHECK(bi >= 0 && bi < int64_t(batches.size()) && gi >= 0 && (gi + 1) * G <= batches[bi]->rows(),
                "merge_groups: no group {} in batch {}", gi, bi);
@@ -213,6 +215,9 @@ RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
                             at::zeros({G, R - rb}, at::kBool)}, 1));
     rmask.push_back(at::cat({b.response_mask.narrow(0, gi * G, G), at::zeros({G, R - rb}, at::kBool)}, 1));
     lp.push_back(at::cat({b.sampling_logprobs.narrow(0, gi * G, G), at::zeros({G, R - rb}, at::kFloat)}, 1));
+    ver.push_back(b.token_versions.defined()
+                      ? at::cat({b.token_versions.narrow(0, gi * G, G), at::zeros({G, R - rb}, at::kLong)}, 1)
+                      : at::zeros({G, R}, at::kLong));
     for (int64_t r = gi * G; r < (gi + 1) * G; ++r) {
       out.finish.push_back(b.finish[size_t(r)]);
       out.responses.push_back(b.responses[size_t(r)]);
@@ -222,6 +227,7 @@ RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
   out.attention_mask = at::cat(attn, 0);
   out.response_mask = at::cat(rmask, 0);
   out.sampling_logprobs = at::cat(lp, 0);
+  out.token_versions = at::cat(ver, 0);
   return out;
 }
 

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <thread>
@@ -49,16 +50,17 @@ void StepStats::reduce(Session& s) {
   std::vector<double*> summed{&tokens,   &kl,          &clip_low,        &clip_high,      &dual_clip,
                               &ratio_sum, &entropy,    &lp_diff_sum,     &truncated,      &response_tokens,
                               &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty,
-                              &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked};
+                              &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked,
+                              &token_lag_sum};
   for (auto& [name, v] : parts) summed.push_back(&v);
   std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max,
-                                  is_weight_max};
+                                  is_weight_max, token_lag_max};
   for (double* p : summed) sums.push_back(*p);
   s.reduce(sums, false);
   s.reduce(maxes, true);
   for (size_t k = 0; k < summed.size(); ++k) *summed[k] = sums[k];
   ratio_max = maxes[0], ratio_min = maxes[1] == -1e300 ? kInf : -maxes[1], lp_diff_max = maxes[2];
-  is_weight_max = maxes[3];
+  is_weight_max = maxes[3], token_lag_max = maxes[4];
 }
 
 at::Tensor StepBatch::local_of(const at::Tensor& global) const {
@@ -91,6 +93,7 @@ rollout::RolloutBatch empty_batch(const Session& s) {
   b.attention_mask = at::zeros({0, 2}, at::kBool);
   b.response_mask = at::zeros({0, 1}, at::kBool);
   b.sampling_logprobs = at::zeros({0, 1}, at::kFloat);
+  b.token_versions = at::zeros({0, 1}, at::kLong);
   return b;
 }
 
@@ -99,7 +102,7 @@ namespace {
 // Generation reads nothing of the session that training writes (the policy, s.st): with
 // grpo.overlap_generation it runs in a thread beside the update, on `model`, a copy of the policy.
 Round rollout_round(Session& s, model::Transformer& model, int64_t step, int64_t first, int64_t n,
-                    int64_t max_new_tokens) {
+                    int64_t max_new_tokens, const std::function<int64_t()>& between_steps) {
   const auto& g = s.cfg.grpo;
   Round rd;
   if (n == 0 && !model.lockstep_group()) {  // data parallel: no share of this round
@@ -118,6 +121,7 @@ Round rollout_round(Session& s, model::Transformer& model, int64_t step, int64_t
   req.key = {uint64_t(s.cfg.run.seed), uint64_t(core::Stream::kSampling), uint64_t(step)};
   req.eos_id = s.tok->eos_id();
   req.pad_id = s.tok->pad_id();
+  req.between_steps = between_steps;
   auto make_sample = [&](int64_t row, const std::vector<int64_t>& response) {
     reward::Sample smp;
     smp.completion = s.tok->decode(response);
@@ -153,7 +157,7 @@ Round rollout_round(Session& s, model::Transformer& model, int64_t step, int64_t
 }  // namespace
 
 StepBatch collect_groups(Session& s, model::Transformer& model, StepStats& stats, int64_t step, int64_t position,
-                         int64_t optimizer_step) {
+                         int64_t optimizer_step, const std::function<int64_t()>& between_steps) {
   const auto& g = s.cfg.grpo;
   const int64_t dp = s.comm->size();
   StepBatch out;
@@ -167,7 +171,8 @@ StepBatch collect_groups(Session& s, model::Transformer& model, StepStats& stats
     // ranks (whole groups; a rank's share may be empty in later rounds)
     const int64_t want = g.prompts_per_step - global_kept;
     const int64_t b = want * s.comm->rank() / dp, n = want * (s.comm->rank() + 1) / dp - b;
-    rounds.push_back(rollout_round(s, model, step, position + out.prompts_used + b, n, out.max_new_tokens));
+    rounds.push_back(rollout_round(s, model, step, position + out.prompts_used + b, n, out.max_new_tokens,
+                                   between_steps));
     out.prompts_used += want;
     const auto& rd = rounds.back();
     stats.reward_busy += rd.reward_busy;
@@ -272,7 +277,8 @@ double generate_ahead(Session& s, RolloutQueue& q, model::Transformer& model, in
     gen.step = q.next_step;
     gen.version = version;
     auto t0 = Clock::now();
-    gen.sb = collect_groups(s, model, gen.stats, gen.step, q.next_position, optimizer_step);
+    gen.sb = collect_groups(s, model, gen.stats, gen.step, q.next_position, optimizer_step,
+                            [version] { return version; });
     s.check_rewards(gen.sb.samples_failed, gen.sb.samples_scored, gen.sb.failure);
     const double took = seconds_since(t0);
     gen.time_reward = gen.sb.reward_wait;  // scoring that did not overlap with generation
@@ -598,6 +604,8 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"ref_version", s.st.ref_version},
       {"policy_version", version},
       {"version_lag", s.st.rollout_step - 1 - version},
+      {"token_lag_mean", st.token_lag_sum / std::max(1.0, st.response_tokens)},
+      {"token_lag_max", st.token_lag_max},
       {"time_wait_data", time.wait_data},
       {"time_wait_weights", time.wait_weights},
       {"updates", u.updates},
@@ -693,6 +701,12 @@ void grpo_step(Session& s) {
     s.st.data_position += sb.prompts_used;
     if (s.rollout_link) publish_weights(s, s.st.rollout_step);  // to the rollout ranks, if they need them
     stats.response_tokens = targets.s.resp_mask.sum().item<double>();
+    if (sb.rows() > 0) {  // how many versions each trained token's sampler was behind
+      auto lag = (double(s.st.rollout_step - 1) - sb.batch.token_versions.narrow(1, 0, targets.s.R).to(at::kDouble)) *
+                 targets.s.resp_mask.to(at::kDouble);
+      stats.token_lag_sum = lag.sum().item<double>();
+      stats.token_lag_max = lag.max().item<double>();
+    }
     stats.reduce(s);
     time.step = seconds_since(t0);
     log_step(s, sb, targets, u, stats, time, gen.version);

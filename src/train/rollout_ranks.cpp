@@ -22,6 +22,8 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <optional>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -62,6 +64,7 @@ enum Kind : int64_t { kWeights = 0, kFinal = 1, kStop = 2 };
 
 struct Header {
   int64_t version = 0, kind = kWeights, optimizer_step = 0, data_position = 0;
+  int64_t until = 0;  // a stop: the rollout steps before it are still to be generated and sent
 };
 
 // ---------------------------------------------------------------- serialization
@@ -143,7 +146,8 @@ void write_generated(Writer& w, const Generated& g) {
   const auto& b = sb.batch;
   w.i64(b.group_size);
   w.i64(b.prompt_width);
-  for (const auto* t : {&b.tokens, &b.attention_mask, &b.response_mask, &b.sampling_logprobs, &sb.global_rows})
+  for (const auto* t : {&b.tokens, &b.attention_mask, &b.response_mask, &b.sampling_logprobs, &b.token_versions,
+                        &sb.global_rows})
     w.tensor(*t);
   w.i64(b.rows());
   for (int64_t i = 0; i < b.rows(); ++i) {
@@ -172,7 +176,7 @@ Generated read_generated(Reader& rd) {
   b.group_size = rd.i64();
   b.prompt_width = rd.i64();
   b.tokens = rd.tensor(), b.attention_mask = rd.tensor(), b.response_mask = rd.tensor();
-  b.sampling_logprobs = rd.tensor(), sb.global_rows = rd.tensor();
+  b.sampling_logprobs = rd.tensor(), b.token_versions = rd.tensor(), sb.global_rows = rd.tensor();
   const int64_t rows = rd.i64();
   for (int64_t i = 0; i < rows; ++i) {
     b.finish.push_back(rollout::FinishReason(rd.i64()));
@@ -206,15 +210,16 @@ bool needed(const Session& s, int64_t version) {
 
 // Trainers: the weights of `version` (the policy's now) with a header of `kind`. Collective over
 // the trainers when their layout splits the model (the whole tensors are gathered first).
-void send_weights(Session& s, int64_t version, Kind kind) {
+void send_weights(Session& s, int64_t version, Kind kind, int64_t until = 0) {
   auto& link = *s.rollout_link;
   link.last_sent = version;
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  if (kind != kStop)
-    params = s.groups.layout.tp * s.groups.layout.ep > 1 ? s.policy->full_parameters() : s.policy->named_parameters();
+  // (a stop carries weights too: a rollout rank may have posted its receive of the next version)
+  const auto params =
+      s.groups.layout.tp * s.groups.layout.ep > 1 ? s.policy->full_parameters() : s.policy->named_parameters();
   if (!s.leader()) return;  // trainer rank 0 holds the weights channel
   RolloutLink::Sent sent;
-  sent.tensors.push_back(at::tensor({version, int64_t(kind), s.st.optimizer_step, s.st.data_position}, at::kLong));
+  sent.tensors.push_back(
+      at::tensor({version, int64_t(kind), s.st.optimizer_step, s.st.data_position, until}, at::kLong));
   {
     at::NoGradGuard ng;
     for (auto& [name, p] : params) sent.tensors.push_back(p.detach().clone(at::MemoryFormat::Contiguous));
@@ -225,21 +230,67 @@ void send_weights(Session& s, int64_t version, Kind kind) {
   link.wait_until(size_t(s.cfg.grpo.max_staleness) + 2);
 }
 
-// Rollout ranks: the next header from the trainers and, unless it is a stop, the weights, straight
-// into the policy's parameters.
-Header receive_weights(Session& s) {
-  auto& link = *s.rollout_link;
-  auto h = at::empty({4}, at::kLong);
-  link.weights->broadcast(h, 0);
-  Header out{h[0].item<int64_t>(), h[1].item<int64_t>(), h[2].item<int64_t>(), h[3].item<int64_t>()};
-  if (out.kind == kStop) return out;
-  at::NoGradGuard ng;
-  for (auto& [name, p] : s.policy->named_parameters()) {
-    GRPO_CHECK(p.is_contiguous(), "internal: parameter '{}' is not contiguous", name);
-    link.weights->broadcast(p, 0);
+// Rollout ranks: the trainers' messages, each a header and the weights. Taken blocking, straight
+// into the policy's parameters; or, with in-flight updates, received in the background into a copy
+// and moved into the parameters between engine steps once complete.
+class WeightsInbox {
+ public:
+  WeightsInbox(Session& s) : s_(s), link_(*s.rollout_link), inflight_(s.cfg.parallel.inflight_weight_updates) {}
+  // The next message, waiting for it.
+  Header next() {
+    if (!inflight_) return receive_in_place();
+    if (pending_.empty()) post();
+    return take();
   }
-  return out;
-}
+  // With in-flight updates: the next message if it has arrived (its weights now the policy's).
+  std::optional<Header> poll() {
+    if (!inflight_ || pending_.empty()) return std::nullopt;
+    for (auto& p : pending_)
+      if (!p->ready()) return std::nullopt;
+    return take();
+  }
+
+ private:
+  Header read(const at::Tensor& h) {
+    return {h[0].item<int64_t>(), h[1].item<int64_t>(), h[2].item<int64_t>(), h[3].item<int64_t>(),
+            h[4].item<int64_t>()};
+  }
+  Header receive_in_place() {
+    auto h = at::empty({5}, at::kLong);
+    link_.weights->broadcast(h, 0);
+    at::NoGradGuard ng;
+    for (auto& [name, p] : s_.policy->named_parameters()) {
+      GRPO_CHECK(p.is_contiguous(), "internal: parameter '{}' is not contiguous", name);
+      link_.weights->broadcast(p, 0);
+    }
+    return read(h);
+  }
+  void post() {
+    if (staging_.empty()) {
+      staging_.push_back(at::empty({5}, at::kLong));
+      for (auto& [name, p] : s_.policy->named_parameters()) staging_.push_back(at::empty_like(p));
+    }
+    for (auto& t : staging_) pending_.push_back(link_.weights->broadcast_async(t, 0));
+  }
+  Header take() {
+    for (auto& p : pending_) p->wait();
+    pending_.clear();
+    const Header h = read(staging_[0]);
+    if (h.kind != kStop) {
+      at::NoGradGuard ng;
+      auto params = s_.policy->named_parameters();
+      for (size_t i = 0; i < params.size(); ++i) params[i].second.copy_(staging_[i + 1]);
+    }
+    if (h.kind == kWeights) post();  // the next version, in the background
+    return h;
+  }
+
+  Session& s_;
+  RolloutLink& link_;
+  bool inflight_;
+  std::vector<at::Tensor> staging_;  // the header, then every parameter
+  std::vector<std::unique_ptr<dist::Comm::Pending>> pending_;
+};
 
 }  // namespace
 
@@ -340,11 +391,12 @@ void stop_rollout_ranks(Session& s, bool finished) {
   if (finished) {
     send_weights(s, s.st.rollout_step, kFinal);  // the rollout ranks end with the trained policy
   } else {
-    // stopped early: what the rollout ranks generate with the weights already sent is taken and dropped
-    for (int64_t m = s.st.rollout_step;
-         m < s.cfg.grpo.rollout_steps && generation_version(s, m) <= link.last_sent; ++m)
-      receive_generated(s, m);
-    send_weights(s, link.last_sent, kStop);
+    // stopped early: what the rollout ranks generate with the weights already sent is taken and
+    // dropped; the stop tells them where that ends (with in-flight updates it may arrive before)
+    int64_t until = s.st.rollout_step;
+    while (until < s.cfg.grpo.rollout_steps && generation_version(s, until) <= link.last_sent) ++until;
+    send_weights(s, link.last_sent, kStop, until);
+    for (int64_t m = s.st.rollout_step; m < until; ++m) receive_generated(s, m);
   }
   link.wait_until(0);
 }
@@ -363,33 +415,39 @@ void run_rollout_rank(Session& s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (start == "none") return;
-  Header h = receive_weights(s);
+  WeightsInbox inbox(s);
+  Header h = inbox.next();
   GRPO_CHECK(h.kind == kWeights, "internal: the trainers began with a message of kind {}", h.kind);
   s.grpo_first_step = h.version;
   int64_t version = h.version, optimizer_step = h.optimizer_step, position = h.data_position;
-  spdlog::info("rollout rank {}: generating from rollout step {} (weights version {})", s.job->rank(), version,
-               version);
+  spdlog::info("rollout rank {}: generating from rollout step {}", s.job->rank(), version);
   std::deque<RolloutLink::Sent> sending;
-  bool stopped = false;
-  for (int64_t m = version; m < g.rollout_steps && !stopped; ++m) {
+  bool stopped = false;  // the trainers stopped early: the steps before stop_at are still sent
+  int64_t stop_at = g.rollout_steps;
+  auto take = [&](const Header& m) {
+    if (m.kind == kStop) stopped = true, stop_at = m.until;
+    else version = m.version, optimizer_step = m.optimizer_step;
+  };
+  // before each engine step: a version that has arrived replaces the weights (in-flight updates)
+  const std::function<int64_t()> between_steps = [&] {
+    if (!stopped)
+      if (auto m = inbox.poll()) take(*m);
+    return version;
+  };
+  for (int64_t m = version; m < std::min(g.rollout_steps, stop_at); ++m) {
     const auto t_wait = Clock::now();
-    while (version < generation_version(s, m)) {
-      h = receive_weights(s);
-      if (h.kind == kStop) {
-        stopped = true;
-        break;
-      }
-      version = h.version, optimizer_step = h.optimizer_step;
-    }
-    if (stopped) break;
-    GRPO_CHECK(version == generation_version(s, m), "internal: rollout step {} is due with weights {}, the trainers "
-               "sent {}", m, generation_version(s, m), version);
+    while (version < generation_version(s, m) && !stopped) take(inbox.next());
+    if (m >= stop_at) break;
+    GRPO_CHECK(!stopped || version >= generation_version(s, m), "internal: stopped before rollout step {}", m);
+    GRPO_CHECK(version == generation_version(s, m) || (s.cfg.parallel.inflight_weight_updates && version > generation_version(s, m)),
+               "internal: rollout step {} is due with weights {}, the trainers sent {}", m, generation_version(s, m),
+               version);
     Generated gen;
     gen.step = m, gen.version = version;
     gen.time_wait_weights = seconds_since(t_wait);
     s.st.rollout_step = m;  // (error messages)
     const auto t0 = Clock::now();
-    gen.sb = collect_groups(s, *s.policy, gen.stats, m, position, optimizer_step);
+    gen.sb = collect_groups(s, *s.policy, gen.stats, m, position, optimizer_step, between_steps);
     s.check_rewards(gen.sb.samples_failed, gen.sb.samples_scored, gen.sb.failure);
     gen.time_reward = gen.sb.reward_wait;
     gen.time_rollout = seconds_since(t0) - gen.time_reward;
@@ -423,7 +481,7 @@ void run_rollout_rank(Session& s) {
     }
   }
   if (!stopped) {
-    h = receive_weights(s);  // the final weights (or a stop after the last step was generated)
+    h = inbox.next();  // the final weights (or a stop after the last step was generated)
     if (h.kind == kFinal) spdlog::info("rollout rank {}: holds the final weights (version {})", s.job->rank(), h.version);
   }
   for (auto& snd : sending) snd.wait();

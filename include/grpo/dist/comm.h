@@ -74,6 +74,8 @@ class Comm {
    public:
     virtual ~Pending() = default;
     virtual void wait() = 0;
+    /// True once it has completed (or failed: wait() then throws); never blocks.
+    virtual bool ready() = 0;
   };
   /// all_reduce_sum that returns at once; `t` must stay alive and untouched until wait().
   /// Collectives run in the order they are started, on every rank alike.

@@ -39,6 +39,7 @@ struct RolloutBatch {
   at::Tensor attention_mask;   // [rows, P + R] bool: real tokens (prompt and response)
   at::Tensor response_mask;    // [rows, R] bool: generated tokens, EOS included
   at::Tensor sampling_logprobs;// [rows, R] fp32 (0 where masked)
+  at::Tensor token_versions;   // [rows, R] int64: the weights version that sampled each token (0 where masked)
   std::vector<FinishReason> finish;
   std::vector<std::vector<int64_t>> responses;  // generated ids per row, EOS excluded
   int64_t rows() const { return static_cast<int64_t>(finish.size()); }
@@ -76,6 +77,11 @@ struct GenerateRequest {
   /// Optional stop rule (e.g. stop strings), asked after each generated token that is not EOS;
   /// true ends the row there (FinishReason::kStop), its last token included in the response.
   std::function<bool(int64_t row, const std::vector<int64_t>& response)> stop;
+  /// Optional, generate() only: called (on the generating thread) before every engine step. It may
+  /// change the model's weights in place -- an in-flight update, the keys and values already cached
+  /// staying as they are (partial rollout) -- and returns the version of the weights the step
+  /// samples with, recorded for every token in RolloutBatch::token_versions (without it: 0).
+  std::function<int64_t()> between_steps;
 };
 
 /// The rollout engine (above). Expert parallel: the ranks of model.lockstep_group() keep stepping

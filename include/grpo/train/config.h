@@ -292,6 +292,7 @@ struct MoeConfig {
 struct ParallelConfig {
   double timeout = 300;  // seconds
   int64_t rollout_ranks = 0;
+  bool inflight_weight_updates = false;
   int64_t tp = 1;
   int64_t ep = 1;
   bool zero1 = false;
@@ -305,6 +306,11 @@ struct ParallelConfig {
             "optimizer step whose weights generation needs, send the new weights to them over c10d. "
             "With grpo.max_staleness k they generate up to k steps ahead; 0 = every process does both",
             core::at_least(0));
+    v.field("inflight_weight_updates", inflight_weight_updates, "with rollout_ranks: the rollout ranks take "
+            "each new version of the weights between two engine steps as soon as it arrives, in the middle "
+            "of a rollout step (partial rollout: PipelineRL's in-flight updates, AReaL's interruptible "
+            "generation); the cached keys and values stay, every token is tagged with the version that "
+            "sampled it (token_lag_* in metrics.jsonl), and runs depend on timing");
     v.field("tp", tp, "tensor-parallel size: ranks splitting each layer's heads, MLP width and "
             "vocabulary; must divide the number of processes, the attention and key-value heads, "
             "the MLP widths and the vocabulary", core::at_least(1));

@@ -67,6 +67,7 @@ TEST(DistWorker, Run) {
       cfg.parallel.rollout_ranks = std::max<int64_t>(1, rollout_ranks);
       cfg.grpo.max_staleness = staleness;
       cfg.grpo.rollout_steps = 3;
+      if (std::strstr(scenario, "_inflight")) cfg.parallel.inflight_weight_updates = true, cfg.grpo.rollout_steps = 6;
       if (std::string(scenario) == "grpo_rollout_kill") {  // long enough to be killed in the middle
         cfg.grpo.rollout_steps = 200;
         cfg.grpo.max_staleness = 1;

@@ -267,3 +267,61 @@ TEST(Engine, APoolTooSmallForOneSequenceIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("raise rollout.kv_cache_bytes to at least"), std::string::npos) << e.what();
   }
 }
+
+// In-flight weight updates (GenerateRequest::between_steps; parallel.inflight_weight_updates): the
+// hook swaps the weights before the 5th engine step. Every token is tagged with the version that
+// sampled it, 0 then 1 along each row; the tokens tagged 0 are exactly those of a run without the
+// swap. Swapping in the same weights changes no token (the cached keys and values are untouched);
+// swapping in other weights changes some of the tokens tagged 1, and none of those tagged 0.
+TEST(Engine, AnInFlightWeightSwapTagsEveryTokenWithItsVersion) {
+  at::manual_seed(20);
+  model::Transformer a(engine_model(false));
+  cast(a, at::kDouble);
+  at::manual_seed(33);
+  model::Transformer other(engine_model(false));
+  cast(other, at::kDouble);
+  auto req = workload(1.0);
+  req.sampling.max_running = 6;  // rows start at different engine steps
+  const auto ref = generate(a, req);
+  EXPECT_EQ(ref.token_versions.abs().sum().item<int64_t>(), 0);  // without the hook: version 0
+  for (bool same : {true, false}) {
+    model::Transformer m(engine_model(false));
+    cast(m, at::kDouble);
+    m.copy_from(a);
+    int64_t calls = 0;
+    auto r = req;
+    r.between_steps = [&] {
+      if (++calls == 5) m.copy_from(same ? a : other);
+      return calls >= 5 ? int64_t(1) : int64_t(0);
+    };
+    const auto out = generate(m, r);
+    const std::string what = same ? "the same weights" : "other weights";
+    int64_t tagged[2] = {0, 0}, changed = 0;
+    auto v = out.token_versions.accessor<int64_t, 2>();
+    for (int64_t row = 0; row < out.rows(); ++row) {
+      int64_t prev = 0;
+      for (int64_t t = 0; t < out.response_mask.size(1); ++t) {
+        if (!out.response_mask[row][t].item<bool>()) {
+          EXPECT_EQ(v[row][t], 0) << what;
+          continue;
+        }
+        ASSERT_TRUE(v[row][t] == 0 || v[row][t] == 1) << what;
+        EXPECT_GE(v[row][t], prev) << what << ": row " << row << " token " << t;
+        prev = v[row][t];
+        ++tagged[v[row][t]];
+        const bool equal_token = t < ref.response_mask.size(1) && ref.response_mask[row][t].item<bool>() &&
+                                 out.tokens[row][out.prompt_width + t].item<int64_t>() ==
+                                     ref.tokens[row][ref.prompt_width + t].item<int64_t>();
+        if (v[row][t] == 0 || same) {
+          EXPECT_TRUE(equal_token) << what << ": row " << row << " token " << t;
+          EXPECT_EQ(out.sampling_logprobs[row][t].item<float>(), ref.sampling_logprobs[row][t].item<float>());
+        } else {
+          changed += !equal_token;
+        }
+      }
+    }
+    EXPECT_GT(tagged[0], 0) << what;
+    EXPECT_GT(tagged[1], 0) << what;
+    if (!same) EXPECT_GT(changed, 0);
+  }
+}
