@@ -81,6 +81,7 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
     if (b->moe) {  // this forward's token-to-sequence map, for the recomputation
       ctx->saved_data["sequence"] = b->moe->sequence;
       ctx->saved_data["num_sequences"] = b->moe->num_sequences;
+      ctx->saved_data["replay"] = b->moe->replay;
     }
     return {out, bl.defined() ? bl : at::zeros({}, out.options())};
   }
@@ -91,6 +92,7 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
     if (b->moe) {
       b->moe->sequence = ctx->saved_data["sequence"].toTensor();
       b->moe->num_sequences = ctx->saved_data["num_sequences"].toInt();
+      b->moe->replay = ctx->saved_data["replay"].toTensor();
     }
     at::Tensor out, bl;
     // the sequence split of the forward this recomputes (another forward may have run since)

@@ -96,8 +96,21 @@ struct UnpermuteFn : torch::autograd::Function<UnpermuteFn> {
 }  // namespace
 #endif
 
-Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConfig& c) {
+Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConfig& c, const at::Tensor& replay) {
   GRPO_ASSERT(logits.dim() == 2 && logits.size(1) == c.num_experts);
+  if (replay.defined()) {
+    GRPO_CHECK(replay.dim() == 2 && replay.size(0) == logits.size(0) && replay.size(1) == c.top_k,
+               "routing replay: {} experts for {} tokens x top-k {}", replay.sizes(), logits.size(0), c.top_k);
+    auto forced = replay.to(logits.device(), at::kLong);
+    GRPO_CHECK(forced.lt(c.num_experts).all().item<bool>(), "routing replay: an expert id is beyond the {} experts",
+               c.num_experts);
+    auto keep = forced.ge(0).all(1, /*keepdim=*/true);  // [N, 1]: rows replayed
+    auto idx = keep.all().item<bool>() ? forced : at::where(keep, forced, route(logits, bias, c).indices);
+    auto scores = logits.sigmoid();
+    auto w = scores.gather(1, idx);
+    if (c.norm_topk_prob) w = w / (w.sum(-1, true) + 1e-20);
+    return {idx, w * c.routed_scaling_factor, scores};
+  }
   const int64_t N = logits.size(0), E = c.num_experts, per_group = E / c.n_group;
   // The same op sequence as the reference (transformers' DeepseekV3TopkRouter), so ties between
   // equal scores resolve the same way.

@@ -59,7 +59,7 @@ at::Tensor MoEImpl::forward(const at::Tensor& x_in) {
   const auto H = x.size(-1);
   auto router_in = seq ? scale_gradient(x, 1.0 / double(split.tp_size())) : x;
   auto logits = at::linear(router_in.reshape({-1, H}).to(at::kFloat), gate->weight.to(at::kFloat));
-  auto r = moe::route(logits, gate->e_score_correction_bias.to(at::kFloat), rc);
+  auto r = moe::route(logits, gate->e_score_correction_bias.to(at::kFloat), rc, replay);
   auto plan = moe::plan_dispatch(r.indices, rc.num_experts);
   auto xc = seq ? x : split.copy(x);
   auto xp = moe::permute(xc.reshape({-1, H}), plan);

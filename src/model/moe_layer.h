@@ -46,6 +46,7 @@ struct MoEImpl : torch::nn::Module {
   double balance_coef = 0;  // sequence-wise balance loss coefficient (alpha)
   at::Tensor balance_loss;  // accumulated until taken
   moe::Routing last;        // routing of the latest forward
+  at::Tensor replay;        // [B*T, k] experts to use in the current forward (routing replay), or undefined
 };
 TORCH_MODULE(MoE);
 

@@ -19,6 +19,7 @@
 #include "grpo/model/transformer.h"
 
 #include <set>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
@@ -187,6 +188,7 @@ struct Transformer::Impl : torch::nn::Module {
   int64_t vocab_limit = 0;  // 0: the whole vocabulary
   bool recompute = false;   // activation recomputation per block in training forwards
   bool sequence_parallel = false;
+  at::Tensor replay;  // routing replay for the next forward: [B, T, moe layers, k]
   std::shared_ptr<SeqSplit> seq;  // the current forward's sequence split (Split::seq points here)
   std::set<std::string> expert_names;
   Backbone model{nullptr};
@@ -291,10 +293,20 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, const at::Tensor& p
       }
     }
   }
-  int64_t layer = 0;
+  int64_t layer = 0, moe_index = 0;
+  const at::Tensor replay = std::exchange(m.replay, at::Tensor());  // (the next forward's only)
+  if (replay.defined())
+    GRPO_CHECK(replay.dim() == 4 && replay.size(0) == B && replay.size(1) == T &&
+                   replay.size(2) == int64_t(moe_layers().size()) && replay.size(3) == config_.num_experts_per_tok,
+               "routing replay: experts of shape {} for a forward of {} x {} tokens, {} MoE layers, top-k {}",
+               replay.sizes(), B, T, moe_layers().size(), config_.num_experts_per_tok);
   for (const auto& mod : *m.model->layers) {
     auto* block = mod->as<BlockImpl>();
-    if (block->moe) block->moe->sequence = sequence, block->moe->num_sequences = num_sequences;
+    if (block->moe) {
+      block->moe->sequence = sequence, block->moe->num_sequences = num_sequences;
+      block->moe->replay = replay.defined() ? replay.select(2, moe_index).reshape({B * T, -1}) : at::Tensor();
+      ++moe_index;
+    }
     if (m.recompute && !cache && is_training() && at::GradMode::is_enabled() && h.requires_grad()) {
       auto outs = detail::recompute_block(*block, h, cos, sin, mask, layer++);
       h = outs[0];
@@ -462,6 +474,11 @@ std::vector<int64_t> Transformer::moe_layers() const {
 }
 
 moe::Routing Transformer::last_routing(int64_t layer) const { return moe_of(*impl_, layer)->last; }
+
+void Transformer::set_routing_replay(const at::Tensor& experts) {
+  GRPO_CHECK(!experts.defined() || !moe_layers().empty(), "routing replay: the model has no MoE layers");
+  impl_->replay = experts;
+}
 
 at::Tensor Transformer::expert_load(int64_t layer) const { return moe_of(*impl_, layer)->load.clone(); }
 

@@ -39,12 +39,15 @@ struct Seq {
   std::vector<int64_t> ids;  // prompt + generated tokens
   int64_t cache = -1;        // PagedKVCache sequence while running
   int64_t order = -1;        // admission order (kept through preemption)
+  std::vector<int16_t> route;  // GenerateRequest::record_routing: [stored tokens][moe layers][top_k] experts
 };
 
 class Engine {
  public:
   Engine(model::Transformer& model, const GenerateRequest& req, RolloutBatch& out)
-      : model_(model), req_(req), out_(out), lockstep_(model.lockstep_group()), dev_(model.device()) {}
+      : model_(model), req_(req), out_(out), lockstep_(model.lockstep_group()), dev_(model.device()) {
+    if (out.routing.defined()) moe_layers_ = model.moe_layers(), top_k_ = out.routing.size(3);
+  }
 
   void run() {
     const int64_t G = req_.group_size, NP = int64_t(req_.prompts.size()), N = NP * G;
@@ -206,9 +209,11 @@ class Engine {
     std::vector<int64_t> ids(size_t(B * T), req_.pad_id), pos(size_t(B * T), 0);
     std::vector<uint8_t> mask(size_t(B * S), 0);
     std::vector<int64_t> done;  // batch rows whose sequence is then fully stored
+    std::vector<int64_t> stored_before(static_cast<size_t>(B));
     for (int64_t i = 0; i < B; ++i) {
       const auto& s = running_[rows[size_t(i)].seq];
       const int64_t n = rows[size_t(i)].n, stored = cache_->stored(s.cache);
+      stored_before[size_t(i)] = stored;
       for (int64_t j = 0; j < n; ++j) {
         ids[size_t(i * T + T - n + j)] = s.ids[size_t(stored + j)];
         pos[size_t(i * T + T - n + j)] = stored + j;
@@ -236,6 +241,7 @@ class Engine {
                                    to_dev(at::from_blob(mask.data(), {B, S}, at::kByte).to(at::kBool)), cache_.get());
       ++out_.stats.forwards;
       (prefill ? out_.stats.prefill_tokens : out_.stats.decode_tokens) += new_tokens;
+      if (!moe_layers_.empty()) record_routing(rows, stored_before, T);
       if (done.empty()) return;
       auto last = hidden.select(1, T - 1);
       if (int64_t(done.size()) < B) last = last.index_select(0, at::tensor(done, at::kLong).to(dev_));
@@ -244,6 +250,33 @@ class Engine {
     core::StageTimer timer(core::Stage::kSampling);
     timer.work({0, double(logits.numel()) * double(logits.element_size())});  // the logits read once
     sample(rows, done, logits);
+  }
+
+  // The experts of the step's new tokens (left-padded: row i's n tokens are its last n columns),
+  // at their positions in each sequence.
+  void record_routing(const std::vector<Row>& rows, const std::vector<int64_t>& stored_before, int64_t T) {
+    const int64_t L = int64_t(moe_layers_.size()), k = top_k_;
+    std::vector<at::Tensor> idx;
+    for (auto layer : moe_layers_) idx.push_back(model_.last_routing(layer).indices.to(at::kCPU, at::kLong).contiguous());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      auto& s = running_[rows[i].seq];
+      const int64_t n = rows[i].n, stored = stored_before[i];
+      s.route.resize(size_t((stored + n) * L * k), -1);
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t* p = idx[size_t(l)].data_ptr<int64_t>();
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t c = 0; c < k; ++c)
+            s.route[size_t(((stored + j) * L + l) * k + c)] = int16_t(p[(int64_t(i) * T + T - n + j) * k + c]);
+      }
+    }
+  }
+
+  // A completed row's experts into the batch, in its token columns.
+  void finish_routing(const Seq& s, int64_t row) {
+    if (moe_layers_.empty()) return;
+    const int64_t L = int64_t(moe_layers_.size()), k = top_k_, positions = int64_t(s.route.size()) / (L * k);
+    auto dst = out_.routing[row].narrow(0, out_.prompt_width - s.prompt_len, positions);
+    dst.copy_(at::from_blob(const_cast<int16_t*>(s.route.data()), {positions, L, k}, at::kShort));
   }
 
   void sample(const std::vector<Row>& rows, const std::vector<int64_t>& done, const at::Tensor& logits) {
@@ -280,8 +313,12 @@ class Engine {
       const int64_t t = int64_t(s.ids.size()) - s.prompt_len;
       for (int64_t g = 0; g < s.group; ++g, ++j) {
         const int64_t row = s.row + g;
-        if (detail::record_token(out_, req_, row, t, tk[j], lpp[j], version_)) continue;
-        Seq sample{row, 1, s.prompt_len, s.ids, g == 0 && s.group == 1 ? s.cache : cache_->fork(s.cache), s.order};
+        if (detail::record_token(out_, req_, row, t, tk[j], lpp[j], version_)) {
+          finish_routing(s, row);
+          continue;
+        }
+        Seq sample{row, 1, s.prompt_len, s.ids, g == 0 && s.group == 1 ? s.cache : cache_->fork(s.cache), s.order,
+                   s.route};
         sample.ids.push_back(tk[j]);
         next.push_back(std::move(sample));
       }
@@ -298,6 +335,8 @@ class Engine {
   at::Device dev_;
   int64_t max_running_ = 1, next_order_ = 0;
   int64_t version_ = 0;  // of the weights sampling now (GenerateRequest::between_steps)
+  std::vector<int64_t> moe_layers_;  // record_routing: the MoE layers, and top-k
+  int64_t top_k_ = 0;
   std::unique_ptr<model::PagedKVCache> cache_;
   std::deque<Seq> waiting_;
   std::vector<Seq> running_;
@@ -307,6 +346,9 @@ class Engine {
 
 RolloutBatch generate(model::Transformer& model, const GenerateRequest& req) {
   RolloutBatch out = detail::start_batch(model, req, model.lockstep_group() != nullptr);
+  if (req.record_routing && !model.moe_layers().empty())
+    out.routing = at::full({out.rows(), out.tokens.size(1), int64_t(model.moe_layers().size()),
+                            model.config().num_experts_per_tok}, -1, at::kShort);
   at::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.train(false);

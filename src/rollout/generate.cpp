@@ -200,7 +200,9 @@ RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
   RolloutBatch out;
   out.group_size = G;
   out.prompt_width = P;
-  std::vector<at::Tensor> tok, attn, rmask, lp, ver;
+  std::vector<at::Tensor> tok, attn, rmask, lp, ver, route;
+  bool routed = true;  // every batch a group comes from recorded its routing
+  for (auto [bi, gi] : groups) routed = routed && bi >= 0 && bi < int64_t(batches.size()) && batches[size_t(bi)]->routing.defined();
   for (auto [bi, gi] : groups) {
     GRPO_CHECK(bi >= 0 && bi < int64_t(batches.size()) && gi >= 0 && (gi + 1) * G <= batches[bi]->rows(),
                "merge_groups: no group {} in batch {}", gi, bi);
@@ -218,6 +220,11 @@ RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
     ver.push_back(b.token_versions.defined()
                       ? at::cat({b.token_versions.narrow(0, gi * G, G), at::zeros({G, R - rb}, at::kLong)}, 1)
                       : at::zeros({G, R}, at::kLong));
+    if (routed) {
+      auto rr = b.routing.narrow(0, gi * G, G);
+      auto pad = [&](int64_t w) { return at::full({G, w, rr.size(2), rr.size(3)}, -1, at::kShort); };
+      route.push_back(at::cat({pad(P - pb), rr.narrow(1, 0, pb + rb), pad(R - rb)}, 1));
+    }
     for (int64_t r = gi * G; r < (gi + 1) * G; ++r) {
       out.finish.push_back(b.finish[size_t(r)]);
       out.responses.push_back(b.responses[size_t(r)]);
@@ -228,6 +235,7 @@ RolloutBatch merge_groups(const std::vector<const RolloutBatch*>& batches,
   out.response_mask = at::cat(rmask, 0);
   out.sampling_logprobs = at::cat(lp, 0);
   out.token_versions = at::cat(ver, 0);
+  if (routed) out.routing = at::cat(route, 0);
   return out;
 }
 

@@ -122,6 +122,7 @@ Round rollout_round(Session& s, model::Transformer& model, int64_t step, int64_t
   req.eos_id = s.tok->eos_id();
   req.pad_id = s.tok->pad_id();
   req.between_steps = between_steps;
+  req.record_routing = s.cfg.moe.routing_replay;
   auto make_sample = [&](int64_t row, const std::vector<int64_t>& response) {
     reward::Sample smp;
     smp.completion = s.tok->decode(response);
@@ -372,11 +373,13 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
       }
     }
     if (s.ref) {
+      auto ref_s = t.s;  // the reference routes on its own (routing replay is the policy's)
+      ref_s.routing = at::Tensor();
       t.ref_lp = at::zeros({N, t.s.R}, at::kFloat);
       for (auto& mb : s.micro_batches(all_rows, t.s)) {
         core::StageTimer timer(core::Stage::kRefLogprobs);
         if (timer.on()) timer.work(t.s.forward_work(*s.ref, mb));
-        t.ref_lp.index_copy_(0, mb, response_logprobs(*s.ref, t.s, mb, /*with_entropy=*/false).logprobs);
+        t.ref_lp.index_copy_(0, mb, response_logprobs(*s.ref, ref_s, mb, /*with_entropy=*/false).logprobs);
       }
     }
   }

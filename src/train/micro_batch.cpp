@@ -50,6 +50,7 @@ ResponseBatch ResponseBatch::of(const rollout::RolloutBatch& batch) {
   s.R = N == 0 ? 1 : std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
   s.tokens = batch.tokens.narrow(1, 0, s.P + s.R);
   s.resp_mask = batch.response_mask.narrow(1, 0, s.R).to(at::kFloat);
+  if (batch.routing.defined()) s.routing = batch.routing.narrow(1, 0, s.P + s.R);
   s.prompt_len = to_vector(batch.attention_mask.narrow(1, 0, s.P).sum(1));
   s.resp_len = to_vector(batch.response_mask.sum(1));
   return s;
@@ -91,6 +92,12 @@ model::TokenLogProbs response_logprobs(model::Transformer& m, const ResponseBatc
   const auto dev = m.device();
   if (!m.moe_layers().empty())  // the tokens that predict a real token (a row's last one does not)
     mask = (real.narrow(1, 0, W - 1) & real.narrow(1, 1, W - 1)).to(dev);
+  if (s.routing.defined() && n > 0) {  // routing replay: each input token's experts, packed like the tokens
+    const int64_t L = s.routing.size(2), k = s.routing.size(3);
+    auto r = s.routing.index_select(0, rows).gather(1, src.view({n, W, 1, 1}).expand({n, W, L, k}));
+    r = at::where(real.view({n, W, 1, 1}), r, -1);
+    m.set_routing_replay(r.narrow(1, 0, W - 1));
+  }
   auto hidden = m.forward(tok.narrow(1, 0, W - 1).to(dev), {}, mask);  // (positions 0, 1, ...)
   // row i's response token t sits at column p_i + t and is predicted at column p_i - 1 + t
   auto t = at::arange(r, L).unsqueeze(0);

@@ -139,6 +139,8 @@ void write_generated(Writer& w, const Generated& g) {
   for (int64_t v : {g.step, g.version, sb.NG, sb.max_new_tokens, sb.prompts_used, sb.groups_dropped, sb.rounds,
                     sb.samples_scored, sb.samples_failed})
     w.i64(v);
+  w.i64(sb.batch.routing.defined());
+  if (sb.batch.routing.defined()) w.tensor(sb.batch.routing);
   for (double v : {sb.reward_wait, g.time_rollout, g.time_reward, g.time_wait_weights, g.stats.reward_busy,
                    g.stats.reward_timeouts})
     w.f64(v);
@@ -169,6 +171,7 @@ Generated read_generated(Reader& rd) {
   g.step = rd.i64(), g.version = rd.i64(), sb.NG = rd.i64(), sb.max_new_tokens = rd.i64();
   sb.prompts_used = rd.i64(), sb.groups_dropped = rd.i64(), sb.rounds = rd.i64();
   sb.samples_scored = rd.i64(), sb.samples_failed = rd.i64();
+  if (rd.i64()) sb.batch.routing = rd.tensor();
   sb.reward_wait = rd.f64(), g.time_rollout = rd.f64(), g.time_reward = rd.f64(), g.time_wait_weights = rd.f64();
   g.stats.reward_busy = rd.f64(), g.stats.reward_timeouts = rd.f64();
   sb.failure = rd.str();
@@ -385,7 +388,8 @@ void stop_rollout_ranks(Session& s, bool finished) {
   if (link.closed) return;
   link.closed = true;
   if (!link.started) {  // they wait for the GRPO stage in the store: tell them there is none
-    if (s.leader()) s.job->publish(kStartKey, "none");
+    const bool done = s.st.stage == "grpo" && s.st.rollout_step >= s.cfg.grpo.rollout_steps;
+    if (s.leader()) s.job->publish(kStartKey, done ? "finished" : "stopped");
     return;
   }
   if (finished) {
@@ -414,7 +418,10 @@ void run_rollout_rank(Session& s) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  if (start == "none") return;
+  if (start != "grpo") {  // the trainers had nothing to train, or stopped before the GRPO stage
+    if (start == "finished") s.st.stage = "grpo", s.st.rollout_step = g.rollout_steps;
+    return;
+  }
   WeightsInbox inbox(s);
   Header h = inbox.next();
   GRPO_CHECK(h.kind == kWeights, "internal: the trainers began with a message of kind {}", h.kind);
@@ -483,7 +490,11 @@ void run_rollout_rank(Session& s) {
   if (!stopped) {
     h = inbox.next();  // the final weights (or a stop after the last step was generated)
     if (h.kind == kFinal) spdlog::info("rollout rank {}: holds the final weights (version {})", s.job->rank(), h.version);
+    else stop_at = h.until;
   }
+  // this process's state, as the trainers': finished, or stopped (grpo_train exits with 130)
+  s.st.stage = "grpo";
+  s.st.rollout_step = h.kind == kFinal ? h.version : std::min(stop_at, g.rollout_steps);
   for (auto& snd : sending) snd.wait();
 }
 

@@ -41,8 +41,11 @@ struct Routing {
 /// to choose experts only). scores = sigmoid(logits); each group scores the sum of its two best
 /// (biased) experts; the best topk_group groups are kept; top-k of the biased scores within them;
 /// weights = un-biased scores of the chosen experts, normalised if norm_topk_prob, times
-/// routed_scaling_factor.
-Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConfig& c);
+/// routed_scaling_factor. `replay` [N, k] (routing replay, R3): the experts to use instead of the
+/// top-k, where >= 0 (rows with a negative entry are routed as usual); the weights are the same
+/// function of the un-biased scores of those experts, so the router's gradient flows through them.
+Routing route(const at::Tensor& logits, const at::Tensor& bias, const RouterConfig& c,
+              const at::Tensor& replay = {});
 
 struct DispatchPlan {
   at::Tensor slots;              // [N*k] int64: flat slot (token * k + j), sorted by expert, stable

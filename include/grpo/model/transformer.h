@@ -148,6 +148,11 @@ class Transformer {
   std::vector<int64_t> moe_layers() const;
   /// Routing (indices, weights) of `layer` in the latest forward pass.
   moe::Routing last_routing(int64_t layer) const;
+  /// Routing replay (R3) for the next forward only: `experts` [B, T, moe layers, top_k] (any
+  /// integer type) are the experts each input token uses in each MoE layer instead of the
+  /// router's top-k (a token with a negative entry is routed as usual); the gate weights stay the
+  /// router's scores of those experts, so the router still learns. An undefined tensor: none.
+  void set_routing_replay(const at::Tensor& experts);
   /// Slots routed to each expert of `layer` [E] int64 by training-mode forwards since the last
   /// reset / bias update.
   at::Tensor expert_load(int64_t layer) const;

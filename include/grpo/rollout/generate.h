@@ -40,6 +40,10 @@ struct RolloutBatch {
   at::Tensor response_mask;    // [rows, R] bool: generated tokens, EOS included
   at::Tensor sampling_logprobs;// [rows, R] fp32 (0 where masked)
   at::Tensor token_versions;   // [rows, R] int64: the weights version that sampled each token (0 where masked)
+  /// GenerateRequest::record_routing: [rows, P + R, moe layers, top_k] int16, the experts each
+  /// token was routed to when the rollout computed it, in `tokens`' columns (-1: padding, and each
+  /// row's last token, which no forward reads); else undefined.
+  at::Tensor routing;
   std::vector<FinishReason> finish;
   std::vector<std::vector<int64_t>> responses;  // generated ids per row, EOS excluded
   int64_t rows() const { return static_cast<int64_t>(finish.size()); }
@@ -82,6 +86,9 @@ struct GenerateRequest {
   /// staying as they are (partial rollout) -- and returns the version of the weights the step
   /// samples with, recorded for every token in RolloutBatch::token_versions (without it: 0).
   std::function<int64_t()> between_steps;
+  /// generate() only, an MoE model: record every token's experts (RolloutBatch::routing), for the
+  /// training forward to replay them (routing replay, R3; moe.routing_replay).
+  bool record_routing = false;
 };
 
 /// The rollout engine (above). Expert parallel: the ranks of model.lockstep_group() keep stepping

@@ -273,6 +273,7 @@ struct OptimConfig {
 struct MoeConfig {
   double bias_update_rate = 0.001;
   double balance_loss_coef = 0.0;
+  bool routing_replay = false;
 
   void visit(core::ConfigVisitor& v) {
     v.field("bias_update_rate", bias_update_rate,
@@ -282,6 +283,11 @@ struct MoeConfig {
     v.field("balance_loss_coef", balance_loss_coef,
             "alpha of the sequence-wise balance loss added to the training loss (DeepSeek-V3: "
             "1e-4); 0 = off", core::at_least(0));
+    v.field("routing_replay", routing_replay, "Rollout Routing Replay (R3): the rollout records the "
+            "experts every token was routed to in every MoE layer, and the policy's training forwards "
+            "(old log-probs and updates) use those experts instead of the router's top-k; the gate "
+            "weights stay the router's scores of them, so the router still learns. The reference "
+            "model routes on its own");
   }
 };
 

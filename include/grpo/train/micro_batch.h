@@ -39,6 +39,7 @@ std::vector<std::vector<int64_t>> pack_micro_batches(const std::vector<int64_t>&
 struct ResponseBatch {
   at::Tensor tokens;     // [N, P + R]
   at::Tensor resp_mask;  // [N, R] float
+  at::Tensor routing;    // [N, P + R, moe layers, top_k] int16: the rollout's experts (routing replay), or undefined
   int64_t P = 0, R = 0;
   std::vector<int64_t> prompt_len, resp_len;  // real tokens of each row
 

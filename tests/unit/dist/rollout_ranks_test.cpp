@@ -41,15 +41,19 @@ nlohmann::json comparable(nlohmann::json j) {
 
 // 1 trainer + 1 rollout rank train exactly what one process trains, with the same staleness: at
 // k = 0 the synchronous loop, at k = 1 rollout step m generated with the weights after step m - 1
-// (version_lag 1). The parameters after the pretrain and SFT stages and 3 rollout steps are equal
+// (version_lag 1); and at k = 1 with an MoE policy and routing replay (the rollout's experts travel
+// with the rows). The parameters after the pretrain and SFT stages and 3 rollout steps are equal
 // bit for bit, and so is every metric but the timings, which include the policy version of every
 // step; the rollout rank ends with the trainer's final weights, bit for bit (broadcast in place).
 TEST(Dist, RolloutRanksTrainWhatOneProcessTrains) {
-  for (int k : {0, 1}) {
-    const std::string scenario = "grpo_rollout1_k" + std::to_string(k);
-    const std::string one = grpo::test_util::tmpdir("rollout_one_k" + std::to_string(k));
+  for (std::string variant : {"k0", "k1", "k1_r3"}) {
+    const int k = variant[1] - '0';
+    const bool r3 = variant == "k1_r3";
+    const std::string scenario = "grpo_rollout1_" + variant;
+    const std::string one = grpo::test_util::tmpdir("rollout_one_" + variant);
     {
       auto c = dp_run(one);
+      if (r3) grpo::test_util::make_moe(c), c.moe.routing_replay = true;
       c.grpo.max_staleness = k;
       c.grpo.rollout_steps = 3;
       grpo::train::Trainer t(c);

@@ -240,6 +240,7 @@ TEST(Trainer, EveryGrpoVariantTrains) {
       {"sapo_mis_seq", [](train::Config& c) { c.grpo.loss.objective = algo::PolicyObjective::kSapo; c.grpo.off_policy.mode = algo::OffPolicyCorrection::kMis; c.grpo.off_policy.sequence = true; }},
       {"vespo_icepop", [](train::Config& c) { c.grpo.loss.objective = algo::PolicyObjective::kVespo; c.grpo.loss.aggregation = algo::LossAggregation::kTokenMean; c.grpo.off_policy.mode = algo::OffPolicyCorrection::kIcepop; }},
       {"luspo_opsm_klratio", [](train::Config& c) { c.grpo.loss.sequence_ratio = true; c.grpo.loss.clip_eps_low = 3e-4; c.grpo.loss.clip_eps_high = 4e-4; c.grpo.loss.aggregation = algo::LossAggregation::kSeqMeanTokenSum; c.grpo.loss.off_policy_mask = 0.01; c.grpo.loss.kl_ratio_weighted = true; }},
+      {"moe_routing_replay_stale", [](train::Config& c) { test_util::make_moe(c); c.moe.routing_replay = true; c.grpo.max_staleness = 1; c.grpo.off_policy.mode = algo::OffPolicyCorrection::kTis; }},
   };
   for (auto& v : variants) {
     auto dir = tmpdir(std::string("variant_") + v.name);
