@@ -67,7 +67,11 @@ TEST(DistWorker, Run) {
       cfg.parallel.rollout_ranks = std::max<int64_t>(1, rollout_ranks);
       cfg.grpo.max_staleness = staleness;
       cfg.grpo.rollout_steps = 3;
-      if (std::strstr(scenario, "_inflight")) cfg.parallel.inflight_weight_updates = true, cfg.grpo.rollout_steps = 6;
+      if (std::strstr(scenario, "_inflight")) {  // generation one sequence at a time: slower than the update
+        cfg.parallel.inflight_weight_updates = true;
+        cfg.grpo.rollout_steps = 6;
+        cfg.rollout.max_running = 1;
+      }
       if (std::strstr(scenario, "_r3")) grpo::test_util::make_moe(cfg), cfg.moe.routing_replay = true;
       if (std::string(scenario) == "grpo_rollout_kill") {  // long enough to be killed in the middle
         cfg.grpo.rollout_steps = 200;
