@@ -194,3 +194,13 @@ TEST(Dist, AKilledRolloutRankEndsEveryRankWithAClearError) {
   EXPECT_LT(took, 60.0);
   EXPECT_LT(grpo_lines(), 200);  // it ended in the middle
 }
+
+// parallel.rollout_ranks must leave a process to train: one process asking for a rollout rank is
+// an error naming the key, before anything runs.
+TEST(RolloutRanks, AJobOfRolloutRanksOnlyIsAClearError) {
+  auto c = dp_run(grpo::test_util::tmpdir("rollout_ranks_alone"));
+  c.parallel.rollout_ranks = 1;
+  const auto what = grpo::test_util::error_of([&] { grpo::train::Trainer t(c); });
+  EXPECT_NE(what.find("parallel.rollout_ranks (1) must leave at least one of the 1 process(es) to train"),
+            std::string::npos) << what;
+}
