@@ -73,6 +73,7 @@ TEST(DistWorker, Run) {
         cfg.rollout.max_running = 1;
       }
       if (std::strstr(scenario, "_r3")) grpo::test_util::make_moe(cfg), cfg.moe.routing_replay = true;
+      if (std::strstr(scenario, "_tp2")) cfg.parallel.tp = 2;  // the trainers split the model
       if (std::string(scenario) == "grpo_rollout_kill") {  // long enough to be killed in the middle
         cfg.grpo.rollout_steps = 200;
         cfg.grpo.max_staleness = 1;
