@@ -317,8 +317,9 @@ class Engine {
           finish_routing(s, row);
           continue;
         }
-        Seq sample{row, 1, s.prompt_len, s.ids, g == 0 && s.group == 1 ? s.cache : cache_->fork(s.cache), s.order,
-                   s.route};
+        const bool continues = g == 0 && s.group == 1;  // the same sequence goes on: its vectors move over
+        Seq sample{row, 1, s.prompt_len, continues ? std::move(s.ids) : s.ids,
+                   continues ? s.cache : cache_->fork(s.cache), s.order, continues ? std::move(s.route) : s.route};
         sample.ids.push_back(tk[j]);
         next.push_back(std::move(sample));
       }

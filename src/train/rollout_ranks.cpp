@@ -350,8 +350,9 @@ Generated receive_generated(Session& s, int64_t step) {
   sb.reward_wait = first.reward_wait;
   std::vector<std::pair<int64_t, int64_t>> at_global(size_t(sb.NG), {-1, -1});  // (part, row) of each global row
   for (size_t p = 0; p < parts.size(); ++p) {
-    const auto rows = parts[p].sb.global_rows;
-    for (int64_t i = 0; i < rows.numel(); ++i) at_global[size_t(rows[i].item<int64_t>())] = {int64_t(p), i};
+    const auto rows = parts[p].sb.global_rows.contiguous();
+    const int64_t* rp = rows.data_ptr<int64_t>();
+    for (int64_t i = 0; i < rows.numel(); ++i) at_global[size_t(rp[i])] = {int64_t(p), i};
     if (sb.failure.empty()) sb.failure = parts[p].sb.failure;
     if (s.comm->rank() == 0) {  // counted once when the trainers' statistics are summed
       out.stats.reward_busy += parts[p].stats.reward_busy;
