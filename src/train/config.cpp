@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "grpo/core/error.h"
+#include "grpo/model/gguf_import.h"
 #include "grpo/model/hf_checkpoint.h"
 #include "grpo/reward/reward.h"
 #include "grpo/reward/task_rewards.h"
@@ -15,8 +16,14 @@ namespace {
 
 // model.path set: the architecture comes from its config.json; sizes the user also wrote must
 // agree with it (so a resolved config.yaml, which lists every key, loads again).
+// A .gguf file is converted once into a directory of the cache (model/gguf_import.h).
 void read_model_dir(Config& c, const core::ConfigSource& src) {
-  const std::string dir = c.model.path;
+  std::string dir = c.model.path;
+  try {
+    dir = model::resolve_model_path(dir);
+  } catch (const Error& e) {
+    core::config_fail(src, "model.path", e.what());
+  }
   const auto cfg_json = fs::path(dir) / "config.json";
   if (!fs::is_directory(dir) || !fs::exists(cfg_json))
     core::config_fail(src, "model.path", fmt::format("'{}' is not a Hugging Face model directory "

@@ -8,6 +8,7 @@
 
 #include "grpo/core/error.h"
 #include "grpo/data/arithmetic.h"
+#include "grpo/model/gguf_import.h"
 #include "grpo/model/hf_checkpoint.h"
 #include "grpo/model/transformer.h"
 #include "grpo/text/hf_tokenizer.h"
@@ -24,7 +25,8 @@ std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const s
   return text::HfTokenizer::from_dir(path, eos_token);
 }
 
-std::unique_ptr<model::Transformer> load_policy(const std::string& dir, Config* config) {
+std::unique_ptr<model::Transformer> load_policy(const std::string& path, Config* config) {
+  const std::string dir = model::resolve_model_path(path);  // a .gguf file: its converted directory
   if (is_checkpoint(dir)) {
     auto ck = load_checkpoint(dir);
     auto cfg = load_config_text(ck.config_yaml, dir + "/manifest.json (config)", {}, /*to_run=*/false);

@@ -1,6 +1,7 @@
 // grpo_export: writes a policy as a Hugging Face directory (config.json, safetensors shards +
 // index, generation_config.json, tokenizer files) that transformers and vLLM load.
-// Input: a grpo checkpoint directory (checkpoints/step-N) or a Hugging Face directory.
+// Input: a grpo checkpoint directory (checkpoints/step-N), a Hugging Face directory, or a GGUF file
+// (model/gguf_import.h: dequantized, with its tokenizer and chat template).
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -10,6 +11,7 @@
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
 #include "grpo/io/safetensors.h"
+#include "grpo/model/gguf_import.h"
 #include "grpo/model/hf_checkpoint.h"
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/train/config.h"
@@ -31,6 +33,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    if (from.size() > 5 && from.compare(from.size() - 5, 5, ".gguf") == 0) {  // tokenizer and ids from the file
+      grpo::model::convert_gguf(from, out, o);
+      std::cout << "wrote " << out << " (from " << from << ", " << o.dtype << ")\n";
+      return 0;
+    }
     grpo::train::Config cfg;
     auto model = grpo::train::load_policy(from, &cfg);
     // Tokenizer files: --tokenizer, else the one the run trained with (or the HF source's).
