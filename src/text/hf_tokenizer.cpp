@@ -19,6 +19,7 @@
 
 #include "grpo/core/config.h"
 #include "grpo/core/error.h"
+#include "grpo/text/chat_template.h"
 
 using json = nlohmann::json;
 
@@ -225,6 +226,8 @@ int64_t json_int(const json& v, const std::string& origin, const char* what) {
 
 struct HfTokenizer::Impl {
   std::string origin;
+  std::unique_ptr<JinjaChatTemplate> chat;
+  std::string chat_error;  // the template did not parse: reported at first use
   // vocabulary
   std::unordered_map<std::string, int64_t> vocab;
   std::vector<std::string> id_to_token;
@@ -588,7 +591,17 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_dir(const std::string& dir, const
     t->impl_->eos = *id;
   }
   GRPO_CHECK(t->impl_->eos >= 0, "{}: no EOS token found (set tokenizer.eos_token)", json_path);
+  try {
+    t->impl_->chat = JinjaChatTemplate::from_dir(dir);
+  } catch (const Error& e) {
+    t->impl_->chat_error = e.what();
+  }
   return t;
+}
+
+const JinjaChatTemplate* HfTokenizer::chat_template() const {
+  if (!impl_->chat_error.empty()) throw Error(impl_->chat_error);
+  return impl_->chat.get();
 }
 
 std::optional<int64_t> HfTokenizer::token_id(std::string_view token) const {

@@ -58,7 +58,7 @@ SampleSet sample_completions(LoadedPolicy& policy, const std::vector<Question>& 
                  "{}: the prompt is {} tokens; with max_new_tokens {} it exceeds the model's "
                  "max_position_embeddings {}", q.origin.empty() ? "question " + std::to_string(i + 1) : q.origin,
                  ids.size(), sampling.max_new_tokens, max_pos);
-      out.prompts.push_back(text::format_prompt(policy.prompt, q.question));
+      out.prompts.push_back(text::format_prompt(policy.prompt, q.question, policy.tokenizer.get()));
       req.prompts.push_back(std::move(ids));
       req.prompt_keys.push_back(uint64_t(i));
     }

@@ -48,8 +48,8 @@ struct PolicyFlags {
     GRPO_CHECK(!max_new_tokens || *max_new_tokens >= 1, "--max-new-tokens must be >= 1, found {}", *max_new_tokens);
     if (source.prompt) {
       const auto& pf = *source.prompt;
-      GRPO_CHECK(pf.chat == "none" || pf.chat == "deepseek_v3" || pf.chat == "qwen3",
-                 "--chat: expected none, deepseek_v3 or qwen3, found '{}'", pf.chat);
+      GRPO_CHECK(pf.chat == "none" || pf.chat == "model" || pf.chat == "deepseek_v3" || pf.chat == "qwen3",
+                 "--chat: expected none, model, deepseek_v3 or qwen3, found '{}'", pf.chat);
       GRPO_CHECK(pf.thinking == "default" || pf.thinking == "on" || pf.thinking == "off",
                  "--thinking: expected on or off, found '{}'", pf.thinking);
       text::validate_prompt_config(pf, prompt_src);

@@ -246,7 +246,7 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   t.add(kPolicy, {"--template"}, "T", "r1_zero | plain | a string containing {prompt}",
         [](P& p, S v) { p.policy.prompt("template", "--template").template_text = v; })
       .def(pc.template_text);
-  t.add(kPolicy, {"--chat"}, "F", "none | deepseek_v3 | qwen3",
+  t.add(kPolicy, {"--chat"}, "F", "none | model (the model's own Jinja template) | deepseek_v3 | qwen3",
         [](P& p, S v) { p.policy.prompt("chat", "--chat").chat = v; })
       .def(pc.chat);
   t.add(kPolicy, {"--system"}, "TEXT", "system message (chat formats only)",
@@ -337,7 +337,8 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   t.add(kTokenize, {"--skip-special"}, "with --decode: leave special tokens out",
         [](P& p) { p.tokenize.skip_special = true; });
   t.add(kTokenize, {"--template"}, "T",
-        "format each string first: r1_zero | deepseek_v3 | qwen3 (or chatml) | a string containing "
+        "format each string first: r1_zero | model (the directory's Jinja chat template) | deepseek_v3 | "
+        "qwen3 (or chatml) | a string containing "
         "{prompt}; a chat format wraps it as one user turn plus the generation prompt",
         [](P& p, S v) { p.tokenize.template_name = v; });
 

@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
           }
           texts.push_back(questions[i]);
         } else {
-          texts.push_back(grpo::text::format_prompt(pf, questions[i]));
+          texts.push_back(grpo::text::format_prompt(pf, questions[i], tok.get()));
           ids = grpo::text::encode_prompt(pf, *tok, questions[i]);
         }
         GRPO_CHECK(int64_t(ids.size()) + sp.max_new_tokens <= max_pos,

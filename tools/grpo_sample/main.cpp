@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     std::set<int64_t> covered;
     for (auto& k : kept) {
       const auto& q = questions[size_t(k.question)];
-      out << json{{"prompt", grpo::text::format_prompt(policy.prompt, q.question)},
+      out << json{{"prompt", grpo::text::format_prompt(policy.prompt, q.question, policy.tokenizer.get())},
                   {"response", k.completion},
                   {"question", q.question},
                   {"answer", q.answer},

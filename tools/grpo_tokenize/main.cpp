@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     // The same formatting as training (text/prompt.h): a chat format wraps the question as one
     // user turn with the generation prompt; anything else is a template.
     grpo::text::PromptConfig pf;
-    if (tmpl == "deepseek_v3" || tmpl == "qwen3" || tmpl == "chatml")
+    if (tmpl == "model" || tmpl == "deepseek_v3" || tmpl == "qwen3" || tmpl == "chatml")
       pf.chat = tmpl == "chatml" ? "qwen3" : tmpl;
     else if (!tmpl.empty())
       pf.template_text = tmpl;
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     src.record("prompt.template", "--template");
     grpo::text::validate_prompt_config(pf, src);
     std::string path = fs::is_directory(dir) ? (fs::path(dir) / "tokenizer.json").string() : dir;
-    auto tok = grpo::text::HfTokenizer::from_file(path);
+    auto tok = fs::is_directory(dir) ? grpo::text::HfTokenizer::from_dir(dir) : grpo::text::HfTokenizer::from_file(path);
     std::string line;
     for (int64_t n = 1; std::getline(std::cin, line); ++n) {
       if (line.empty()) continue;
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
       } else {
         GRPO_CHECK(j.is_string(), "stdin line {}: expected a JSON string", n);
         std::string text = j.get<std::string>();
-        if (!tmpl.empty()) text = grpo::text::format_prompt(pf, text);
+        if (!tmpl.empty()) text = grpo::text::format_prompt(pf, text, tok.get());
         std::cout << nlohmann::json(tok->encode(text)).dump() << "\n";
       }
     }

@@ -20,8 +20,8 @@ class HfTokenizer : public Tokenizer {
   /// Loads `path` (a tokenizer.json). Unsupported components are errors naming the component.
   /// eos/pad default to the file's well-known special tokens when present; override with set_*.
   static std::unique_ptr<HfTokenizer> from_file(const std::string& path);
-  /// Loads a tokenizer directory (or a tokenizer.json path): tokenizer.json, plus eos/bos/pad from
-  /// tokenizer_config.json when the directory has one (strings or {"content": ...} objects).
+  /// Loads a tokenizer directory (or a tokenizer.json path): tokenizer.json, plus eos/bos/pad and
+  /// the chat template from tokenizer_config.json when the directory has one (strings or {"content": ...} objects).
   /// `eos_override` (a token's text, if non-empty) replaces the EOS token.
   static std::unique_ptr<HfTokenizer> from_dir(const std::string& dir,
                                                const std::string& eos_override = "");
@@ -35,6 +35,8 @@ class HfTokenizer : public Tokenizer {
   int64_t pad_id() const override;
   std::optional<int64_t> bos_id() const override;
   std::optional<int64_t> token_id(std::string_view token) const override;
+  /// From from_dir: tokenizer_config.json's chat_template or chat_template.jinja.
+  const JinjaChatTemplate* chat_template() const override;
   void set_eos_id(int64_t id);
   void set_pad_id(int64_t id);
   void set_bos_id(std::optional<int64_t> id);

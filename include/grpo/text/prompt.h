@@ -26,11 +26,14 @@ struct PromptConfig {
             "text around the question: r1_zero (the DeepSeek-R1-Zero template), plain (the question "
             "itself), or a string containing {prompt}");
     v.field("chat", chat, "chat format wrapped around the templated question as one user turn, "
-            "with the assistant generation prompt; none = raw text (base models, R1-Zero)",
-            {"none", "deepseek_v3", "qwen3"});
+            "with the assistant generation prompt: model = the model's own Jinja chat template "
+            "(tokenizer_config.json or the GGUF file), deepseek_v3 / qwen3 = built-in fast paths of "
+            "those templates; none = raw text (base models, R1-Zero)",
+            {"none", "model", "deepseek_v3", "qwen3"});
     v.field("system", system, "system message (chat formats only; empty = none)");
-    v.field("thinking", thinking, "qwen3 chat only: off adds the empty <think></think> block, as "
-            "enable_thinking=False does in transformers", {"default", "on", "off"});
+    v.field("thinking", thinking, "qwen3 and model chat only: enable_thinking for the template (on "
+            "/ off; qwen3's off adds the empty <think></think> block, as enable_thinking=False does in "
+            "transformers); default passes none", {"default", "on", "off"});
     v.field("add_bos", add_bos, "prepend the tokenizer's BOS token (Llama/DeepSeek base models; the "
             "deepseek_v3 chat format already starts with it)");
   }
@@ -42,7 +45,8 @@ void validate_prompt_config(const PromptConfig& c, const core::ConfigSource& src
                             const std::string& prefix = "prompt");
 
 /// The prompt text for `question` (template, then chat format). BOS is not part of the text.
-std::string format_prompt(const PromptConfig& c, const std::string& question);
+/// chat: model needs `tok`, whose chat template renders it (an error naming the key otherwise).
+std::string format_prompt(const PromptConfig& c, const std::string& question, const Tokenizer* tok = nullptr);
 
 /// Token ids of the formatted prompt, with BOS when add_bos (error if the tokenizer has none).
 std::vector<int64_t> encode_prompt(const PromptConfig& c, const Tokenizer& tok,

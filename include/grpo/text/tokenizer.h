@@ -13,6 +13,8 @@
 
 namespace grpo::text {
 
+class JinjaChatTemplate;
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -27,6 +29,9 @@ class Tokenizer {
   virtual std::optional<int64_t> bos_id() const { return std::nullopt; }
   /// Id of a token given by its text, if it is one token.
   virtual std::optional<int64_t> token_id(std::string_view token) const = 0;
+  /// The model's own chat template (text/chat_template.h), if its files have one; a template that
+  /// does not parse is a grpo::Error here, at first use, not when the tokenizer loads.
+  virtual const JinjaChatTemplate* chat_template() const { return nullptr; }
 };
 
 /// One token per character of `alphabet` (ASCII), then the special tokens. Ids: specials first

@@ -65,3 +65,23 @@ TEST(Prompt, InvalidCombinationsNameTheKey) {
   p.template_text = "{question}";
   check(p, "template");
 }
+
+// prompt.chat: model renders the tokenizer's own template: for Qwen3 the same ids as the fast path
+// (thinking on and off); a tokenizer without a template is an error naming prompt.chat.
+TEST(Prompt, ModelChatUsesTheTokenizersOwnTemplate) {
+  auto tok = text::HfTokenizer::from_dir(kQwen3Tok);
+  text::PromptConfig fast, own;
+  fast.template_text = own.template_text = "Q: {prompt}";
+  fast.system = own.system = "Reason, then answer.";
+  fast.chat = "qwen3";
+  own.chat = "model";
+  for (const char* thinking : {"default", "on", "off"}) {
+    fast.thinking = own.thinking = thinking;
+    EXPECT_EQ(text::encode_prompt(own, *tok, "12*7"), text::encode_prompt(fast, *tok, "12*7")) << thinking;
+  }
+  auto bare = text::HfTokenizer::from_file(kQwen3Tok + "/tokenizer.json");
+  auto e = error_of([&] { text::encode_prompt(own, *bare, "1"); });
+  EXPECT_NE(e.find("prompt.chat is 'model', but the tokenizer's files have no chat template"), std::string::npos) << e;
+  e = error_of([&] { text::format_prompt(own, "1"); });
+  EXPECT_NE(e.find("no tokenizer was given"), std::string::npos) << e;
+}
