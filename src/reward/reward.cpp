@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <mutex>
+#include <regex>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -122,6 +123,24 @@ class CodeReward : public RewardFn {
   }
 };
 
+// A fixed final-answer line for free-text reasoning (chat models on word problems): the last
+// non-empty line is params.answer_prefix (case-insensitive), an optional colon, and one number
+// ($, commas, sign and decimals allowed), optionally ending with a period.
+class AnswerLine : public RewardFn {
+ public:
+  double score_sample(const Sample& s) const override {
+    std::string line = trim(s.completion);
+    if (auto nl = line.rfind('\n'); nl != std::string::npos) line = trim(line.substr(nl + 1));
+    const std::string& prefix = s.params.answer_prefix;
+    if (line.size() < prefix.size()) return 0.0;
+    for (size_t i = 0; i < prefix.size(); ++i)
+      if (std::tolower(static_cast<unsigned char>(line[i])) != std::tolower(static_cast<unsigned char>(prefix[i])))
+        return 0.0;
+    static const std::regex number(R"(\s*:?\s*\\?\$?\s*-?\d[\d,]*(\.\d+)?\s*\.?)");
+    return std::regex_match(line.substr(prefix.size()), number) ? 1.0 : 0.0;
+  }
+};
+
 // DAPO's soft overlong penalty (0 or negative; weight it like any reward).
 class Overlong : public RewardFn {
  public:
@@ -143,6 +162,7 @@ std::map<std::string, RewardRegistry::Factory>& registry() {
       {"language", [] { return std::make_unique<Language>(); }},
       {"countdown", [] { return std::make_unique<CountdownReward>(); }},
       {"gsm8k", [] { return std::make_unique<Gsm8k>(); }},
+      {"answer_line", [] { return std::make_unique<AnswerLine>(); }},
       {"overlong", [] { return std::make_unique<Overlong>(); }},
       {"code", [] { return std::make_unique<CodeReward>(); }},
   };

@@ -39,7 +39,7 @@ void read_model_dir(Config& c, const core::ConfigSource& src) {
   auto theirs = core::flatten_config([&](core::ConfigVisitor& v) { hf.visit(v); });
   for (auto& [key, value] : core::flatten_config([&](core::ConfigVisitor& v) { c.model.visit(v); })) {
     const std::string dotted = "model." + key;
-    if (src.where(dotted) == "default" || value == theirs[key]) continue;
+    if (key == "path" || src.where(dotted) == "default" || value == theirs[key]) continue;  // path: a .gguf resolved
     core::config_fail(src, dotted, fmt::format("{} but {} says {} (leave it out to use the "
                                                "directory's value)", value, cfg_json.string(),
                                                theirs[key]));

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include <fmt/ranges.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "flags.h"
 #include "policy_flags.h"
@@ -61,7 +63,7 @@ struct SampleFlags {
   static constexpr double kKeepMin = 1.0;  // --keep NAME without =MIN
 };
 struct ExportFlags {
-  std::string from, out;
+  std::string from, out, expected_logits;
   model::HfExportOptions options;
 };
 struct RewardFlags {
@@ -288,7 +290,8 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   t.section("");
 
   // ---- grpo_export
-  t.add(kExport, {"--from"}, "DIR", "grpo checkpoint (checkpoints/step-N) or Hugging Face directory (required)",
+  t.add(kExport, {"--from"}, "DIR", "grpo checkpoint (checkpoints/step-N), Hugging Face directory or GGUF file "
+        "(required)",
         [](P& p, S v) { p.export_.from = v; });
   t.add(kExport, {"--out"}, "DIR", "the Hugging Face directory to write (required)",
         [](P& p, S v) { p.export_.out = v; });
@@ -300,6 +303,10 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   t.add(kExport, {"--tokenizer"}, "DIR", "copy the tokenizer files from here",
         [](P& p, S v) { p.export_.options.tokenizer_dir = v; })
       .def("the tokenizer the run trained with, or the source's");
+  t.add(kExport, {"--expected-logits"}, "DIR", "also write DIR/expected.safetensors: grpo's fp32 logits of the "
+        "exported model on fixed token ids (input_ids [2, 16], logits), for tools/check_hf_export.py to compare "
+        "with transformers' on the exported directory",
+        [](P& p, S v) { p.export_.expected_logits = v; });
 
   // ---- grpo_reward
   t.add(kReward, {"--reward"}, "NAME[=WEIGHT][,NAME[=WEIGHT]...]",
@@ -431,6 +438,8 @@ inline std::optional<int> parse_tool_flags(Tool tool, int argc, char** argv, Too
                                            const std::function<void(std::ostream&)>& more_help = {}) {
   const auto table = tool_flags(p);
   const auto info = tool_info(tool);
+  // stdout is the tools' data (JSON lines, ids); their log lines go to stderr (grpo_train logs on stdout)
+  if (tool != Tool::kTrain) spdlog::set_default_logger(spdlog::stderr_color_mt(info.name));
   try {
     table.parse(tool, argc, argv, p);
   } catch (const Error& e) {

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 #include "grpo/core/config.h"
@@ -13,6 +14,7 @@
 #include "grpo/io/safetensors.h"
 #include "grpo/model/gguf_import.h"
 #include "grpo/model/hf_checkpoint.h"
+#include "grpo/model/transformer.h"
 #include "grpo/text/hf_tokenizer.h"
 #include "grpo/train/config.h"
 #include "grpo/train/policy_loader.h"
@@ -51,6 +53,16 @@ int main(int argc, char** argv) {
       o.tokenizer_dir.clear();
     }
     grpo::model::save_hf_model(*model, out, o);
+    if (!p.export_.expected_logits.empty()) {  // grpo's own logits of what was exported
+      const int64_t vocab = model->config().vocab_size;
+      auto ids = (at::arange(32, at::kLong) * 7919 + 13).remainder(vocab).reshape({2, 16});
+      at::NoGradGuard ng;
+      model->train(false);
+      auto logits = model->logits(model->forward(ids)).to(at::kFloat).contiguous();
+      fs::create_directories(p.export_.expected_logits);
+      grpo::io::save_safetensors((fs::path(p.export_.expected_logits) / "expected.safetensors").string(),
+                                 {{"input_ids", ids}, {"logits", logits}});
+    }
     std::cout << "wrote " << out << " (" << model->num_parameters() << " parameters, " << o.dtype << ")\n";
   } catch (...) {
     return grpo::tools::report_exception("grpo_export");

@@ -20,6 +20,7 @@ namespace grpo::reward {
 struct RewardParams {
   int64_t overlong_buffer = 0;     // "overlong": tokens before the limit where the penalty ramps
   std::string language = "auto";   // "language": target script; auto = the prompt's script
+  std::string answer_prefix = "The final answer is";  // "answer_line": how the last line starts
 
   void visit(core::ConfigVisitor& v) {
     v.field("overlong_buffer", overlong_buffer,
@@ -27,6 +28,8 @@ struct RewardParams {
             "rollout.max_new_tokens (DAPO)", core::at_least(0));
     v.field("language", language, "language reward: target script or language code (latin, "
             "han, japanese, hangul, cyrillic, ..., en, zh, ja, ...); auto = the prompt's script");
+    v.field("answer_prefix", answer_prefix, "answer_line reward: the completion's last non-empty line must "
+            "be this text (any case), then a number, e.g. 'The final answer is 42.'");
   }
 };
 
@@ -43,7 +46,7 @@ struct RewardConfig {
   void visit(core::ConfigVisitor& v) {
     v.field("weights", weights,
             "reward = sum of weight * reward function, by registered name (accuracy, format, "
-            "format_lenient, tag_count, language, countdown, gsm8k, overlong, or your own)", {});
+            "format_lenient, tag_count, language, countdown, gsm8k, answer_line, overlong, or your own)", {});
     v.field("failure_value", failure_value,
             "score of a reward function that throws or returns NaN (counted in metrics as "
             "reward_failures; training goes on)");

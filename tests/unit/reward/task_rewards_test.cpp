@@ -60,3 +60,22 @@ TEST(Reward, OverlongPenaltyAndGsm8k) {
   EXPECT_DOUBLE_EQ(g->score("The answer is 1,800.", "#### 1800"), 1.0);
   EXPECT_DOUBLE_EQ(g->score("The answer is 17.", "#### 18"), 0.0);
 }
+
+TEST(Reward, AnswerLineWantsTheFixedFinalLine) {
+  auto r = reward::RewardRegistry::create("answer_line");
+  reward::Sample s;
+  auto score = [&](const std::string& c) {
+    s.completion = c;
+    return r->score_sample(s);
+  };
+  EXPECT_DOUBLE_EQ(score("Step 1: 3 * 4 = 12.\nThe final answer is 12."), 1.0);
+  EXPECT_DOUBLE_EQ(score("work\n\nthe final answer is: $1,250.50  \n\n"), 1.0);
+  EXPECT_DOUBLE_EQ(score("The final answer is -3"), 1.0);
+  EXPECT_DOUBLE_EQ(score("The final answer is 12.\nSo she bought 12 apples."), 0.0);  // not the last line
+  EXPECT_DOUBLE_EQ(score("The final answer is 30 + 30 = 60."), 0.0);                // not one number
+  EXPECT_DOUBLE_EQ(score("The final answer is twelve."), 0.0);
+  EXPECT_DOUBLE_EQ(score(""), 0.0);
+  s.params.answer_prefix = "####";
+  EXPECT_DOUBLE_EQ(score("9 * 2 = 18\n#### 18"), 1.0);
+  EXPECT_DOUBLE_EQ(score("The final answer is 18."), 0.0);
+}
