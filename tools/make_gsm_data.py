@@ -8,7 +8,8 @@ solution and generates new variants with new names and numbers. Split by templat
 templates 0-79 are for training, of 80-99 for testing, so a test question is a new problem, not a
 re-worded training one. Every line: question, answer (the number after the solution's "####"),
 solution (the worked solution before it), template (its index), id_orig (its GSM8K test index),
-variant. The original question of every template is variant 0.
+variant. The original question of every template is variant 0. test.jsonl is ordered round-robin
+over its templates, so any first N lines (eval.num_prompts) cover them evenly.
 
 Generation is seeded and bounded per template (--timeout seconds in a worker process); a template
 that fails or runs out of time is skipped, counted, and listed in OUT_DIR/report.json.
@@ -89,6 +90,9 @@ def main():
         if len(rows) < n:
             skipped.append({"template": index, "why": f"only {len(rows)} distinct variants of {n}", "kept": True})
         splits[split].extend(rows)
+    # the held-out file round-robin over templates (every template's variant 0, then 1, ...), so
+    # that its first eval.num_prompts lines cover every test template
+    splits["test"].sort(key=lambda r: (r["variant"], r["template"]))
     for split, rows in splits.items():
         with open(os.path.join(a.out, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             for r in rows:

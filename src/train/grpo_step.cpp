@@ -432,6 +432,8 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"time_wait_weights", time.wait_weights},
       {"updates", u.updates},
   };
+  for (const auto& [name, sum] : st.parts)  // every other reward function's mean, e.g. reward_answer_line
+    if (name != "accuracy" && name != "format") j["reward_" + name] = sum / NG;
   const double moe_ratio = s.write_metrics(j);
   if (s.st.rollout_step % s.cfg.run.log_every == 0 || s.st.rollout_step == g.rollout_steps) {
     spdlog::info(
