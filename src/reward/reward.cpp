@@ -123,21 +123,36 @@ class CodeReward : public RewardFn {
   }
 };
 
-// A fixed final-answer line for free-text reasoning (chat models on word problems): the last
-// non-empty line is params.answer_prefix (case-insensitive), an optional colon, and one number
-// ($, commas, sign and decimals allowed), optionally ending with a period.
+// A fixed final-answer line for free-text reasoning (chat models on word problems): a line that is
+// params.answer_prefix (case-insensitive), an optional colon, and one number ($, commas, sign and
+// decimals allowed), optionally ending with a period. 1 when it is the last non-empty line, 0.5
+// when such a line comes earlier (shaped: a small model writes it mid-text long before it learns
+// to end there), else 0.
 class AnswerLine : public RewardFn {
  public:
   double score_sample(const Sample& s) const override {
-    std::string line = trim(s.completion);
-    if (auto nl = line.rfind('\n'); nl != std::string::npos) line = trim(line.substr(nl + 1));
-    const std::string& prefix = s.params.answer_prefix;
-    if (line.size() < prefix.size()) return 0.0;
+    const std::string text = trim(s.completion);
+    double best = 0.0;
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t end = text.find('\n', start);
+      const bool last = end == std::string::npos;
+      if (last) end = text.size();
+      if (is_answer_line(trim(text.substr(start, end - start)), s.params.answer_prefix)) best = last ? 1.0 : 0.5;
+      if (last) break;
+      start = end + 1;
+    }
+    return best;
+  }
+
+ private:
+  static bool is_answer_line(const std::string& line, const std::string& prefix) {
+    if (line.size() < prefix.size() || prefix.empty()) return false;
     for (size_t i = 0; i < prefix.size(); ++i)
       if (std::tolower(static_cast<unsigned char>(line[i])) != std::tolower(static_cast<unsigned char>(prefix[i])))
-        return 0.0;
+        return false;
     static const std::regex number(R"(\s*:?\s*\\?\$?\s*-?\d[\d,]*(\.\d+)?\s*\.?)");
-    return std::regex_match(line.substr(prefix.size()), number) ? 1.0 : 0.0;
+    return std::regex_match(line.substr(prefix.size()), number);
   }
 };
 

@@ -28,8 +28,8 @@ struct RewardParams {
             "rollout.max_new_tokens (DAPO)", core::at_least(0));
     v.field("language", language, "language reward: target script or language code (latin, "
             "han, japanese, hangul, cyrillic, ..., en, zh, ja, ...); auto = the prompt's script");
-    v.field("answer_prefix", answer_prefix, "answer_line reward: the completion's last non-empty line must "
-            "be this text (any case), then a number, e.g. 'The final answer is 42.'");
+    v.field("answer_prefix", answer_prefix, "answer_line reward: 1 when the completion's last non-empty line "
+            "is this text (any case) and a number, e.g. 'The final answer is 42.'; 0.5 when such a line comes earlier");
   }
 };
 

@@ -71,7 +71,8 @@ TEST(Reward, AnswerLineWantsTheFixedFinalLine) {
   EXPECT_DOUBLE_EQ(score("Step 1: 3 * 4 = 12.\nThe final answer is 12."), 1.0);
   EXPECT_DOUBLE_EQ(score("work\n\nthe final answer is: $1,250.50  \n\n"), 1.0);
   EXPECT_DOUBLE_EQ(score("The final answer is -3"), 1.0);
-  EXPECT_DOUBLE_EQ(score("The final answer is 12.\nSo she bought 12 apples."), 0.0);  // not the last line
+  EXPECT_DOUBLE_EQ(score("The final answer is 12.\nSo she bought 12 apples."), 0.5);  // not the last line: half
+  EXPECT_DOUBLE_EQ(score("x\nThe final answer is 12.\n\nThe solution is 12."), 0.5);
   EXPECT_DOUBLE_EQ(score("The final answer is 30 + 30 = 60."), 0.0);                // not one number
   EXPECT_DOUBLE_EQ(score("The final answer is twelve."), 0.0);
   EXPECT_DOUBLE_EQ(score(""), 0.0);
