@@ -275,7 +275,12 @@ std::string resolve_model_path(const std::string& path) {
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   spdlog::info("converting {} into {} (once; GGUF -> Hugging Face, fp32)", path, dir.string());
-  convert_gguf(path, tmp.string());
+  try {
+    convert_gguf(path, tmp.string());
+  } catch (...) {
+    fs::remove_all(tmp);
+    throw;
+  }
   std::error_code ec;
   fs::rename(tmp, dir, ec);
   if (ec) {

@@ -32,7 +32,7 @@ std::string apply_chat_template(ChatFormat format, const std::vector<ChatMessage
 
 /// A model's Jinja chat template, parsed once. Rendering passes `messages` (role, content),
 /// `add_generation_prompt`, `bos_token`, `eos_token` and, when set, `enable_thinking`, as
-/// transformers does (trim_blocks and lstrip_blocks on). Thread-safe to apply concurrently.
+/// transformers does (trim_blocks and lstrip_blocks on).
 class JinjaChatTemplate {
  public:
   /// A template that does not parse is a grpo::Error naming `origin` and minja's message.
