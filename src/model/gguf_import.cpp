@@ -260,8 +260,12 @@ void convert_gguf(const std::string& gguf_path, const std::string& out_dir, cons
   write("tokenizer_config.json", g.tokenizer_config_json);
 }
 
+bool is_gguf_path(const std::string& path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+}
+
 std::string resolve_model_path(const std::string& path) {
-  if (path.size() < 5 || path.compare(path.size() - 5, 5, ".gguf") != 0) return path;
+  if (!is_gguf_path(path)) return path;
   struct stat st {};
   GRPO_CHECK(::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode), "'{}': no such GGUF file", path);
   const char* env = std::getenv("GRPO_CACHE_DIR");

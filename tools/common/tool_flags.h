@@ -439,7 +439,10 @@ inline std::optional<int> parse_tool_flags(Tool tool, int argc, char** argv, Too
   const auto table = tool_flags(p);
   const auto info = tool_info(tool);
   // stdout is the tools' data (JSON lines, ids); their log lines go to stderr (grpo_train logs on stdout)
-  if (tool != Tool::kTrain) spdlog::set_default_logger(spdlog::stderr_color_mt(info.name));
+  // (a logger outside spdlog's registry: a second parse in one process must not clash on the name)
+  if (tool != Tool::kTrain)
+    spdlog::set_default_logger(
+        std::make_shared<spdlog::logger>(info.name, std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
   try {
     table.parse(tool, argc, argv, p);
   } catch (const Error& e) {

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (from.size() > 5 && from.compare(from.size() - 5, 5, ".gguf") == 0) {  // tokenizer and ids from the file
+    if (grpo::model::is_gguf_path(from)) {  // tokenizer and ids from the file
       grpo::model::convert_gguf(from, out, o);
       std::cout << "wrote " << out << " (from " << from << ", " << o.dtype << ")\n";
       return 0;

@@ -33,6 +33,9 @@ GgufImport import_gguf(const std::string& gguf_path);
 /// max_shard_bytes apply, the tokenizer and its special ids come from the file).
 void convert_gguf(const std::string& gguf_path, const std::string& out_dir, const HfExportOptions& options = {});
 
+/// Whether `path` names a GGUF file (by its .gguf extension).
+bool is_gguf_path(const std::string& path);
+
 /// `path` unchanged, or, for a `.gguf` file, its converted directory under the cache
 /// ($GRPO_CACHE_DIR, else ~/.cache/grpo; gguf/<name>-<size>-<mtime>), converted on first use.
 std::string resolve_model_path(const std::string& path);
