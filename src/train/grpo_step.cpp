@@ -46,7 +46,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 void StepStats::reduce(Session& s) {
   if (s.comm->size() == 1) return;
   std::vector<double*> summed{&tokens,   &kl,          &clip_low,        &clip_high,      &dual_clip,
-                              &ratio_sum, &entropy,    &lp_diff_sum,     &truncated,      &response_tokens,
+                              &ratio_sum, &entropy,    &lp_diff_sum,     &lp_diff_tokens, &rows_skipped,   &truncated,      &response_tokens,
                               &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty,
                               &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked,
                               &token_lag_sum};
@@ -130,6 +130,7 @@ struct Targets {
   at::Tensor rewards_all;  // [NG] fp64, after any KL penalty
   algo::Advantages adv;    // values: this rank's rows
   at::Tensor loss_mask;    // [N, R] response tokens that take part in the loss
+  at::Tensor trained;      // [N] bool: rows that take part in the training passes (grpo.skip_zero_advantage)
   at::Tensor sampling_lp, old_lp, ref_lp;
   bool kl_in_reward = false;
   // Until the first optimizer step the policy being trained is the one that sampled, so for the
@@ -147,6 +148,7 @@ void log_prob_diff(StepStats& st, const at::Tensor& recomputed, const at::Tensor
   if (d.numel() == 0) return;
   st.lp_diff_max = std::max(st.lp_diff_max, d.max().item<double>());
   st.lp_diff_sum += d.sum().item<double>();
+  st.lp_diff_tokens += mask.sum().item<double>();
   st.behaviour_kl += ((at::exp(lr) - 1.0 - lr) * mask).sum().item<double>();
 }
 
@@ -166,11 +168,36 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
   }
   auto rewards_t = at::tensor(rv, at::kDouble);
 
-  // old and reference log-probs
   t.s = ResponseBatch::of(sb.batch);
   t.sampling_lp = sb.batch.sampling_logprobs.narrow(1, 0, t.s.R);
   auto all_rows = at::arange(N, at::kLong);
   t.kl_in_reward = s.ref && g.kl_in == "reward";
+  // overlong filtering (DAPO): truncated responses take no part in the loss
+  t.loss_mask = t.s.resp_mask;
+  int64_t truncated = 0;
+  for (auto f : sb.batch.finish) truncated += f == rollout::FinishReason::kLength;
+  stats.truncated = double(truncated);
+  if (g.mask_truncated && truncated > 0) {
+    std::vector<float> keep(N);
+    for (int64_t i = 0; i < N; ++i) keep[i] = sb.batch.finish[i] == rollout::FinishReason::kLength ? 0.f : 1.f;
+    t.loss_mask = t.s.resp_mask * at::tensor(keep, at::kFloat).unsqueeze(1);
+  }
+  // A row's gradient is exactly 0 when its advantage is 0 (each objective's per-token loss is A times a
+  // finite factor) or none of its tokens is in the loss, unless a KL term, the entropy bonus or MoE
+  // routing (balance loss, expert load) reaches it.
+  const bool kl_in_loss = s.ref && !t.kl_in_reward && g.loss.kl_coef != 0;
+  const bool skip = g.skip_zero_advantage && !kl_in_loss && g.loss.entropy_coef == 0 && s.policy->moe_layers().empty();
+  // advantages: every rank computes those of the whole step (batch_std needs them all) and keeps its rows
+  auto advantages = [&](const at::Tensor& rewards) {
+    t.rewards_all = at::zeros({sb.NG}, at::kDouble).index_copy_(0, sb.global_rows, rewards);
+    if (s.comm->size() > 1) s.comm->all_reduce_sum(t.rewards_all);
+    t.adv = algo::group_advantages(t.rewards_all, g.group_size, g.advantage);
+    t.adv.values = t.adv.values.index_select(0, sb.global_rows);
+    t.trained = skip ? (t.adv.values != 0).logical_and_(t.loss_mask.sum(1) > 0) : at::ones({N}, at::kBool);
+  };
+  if (!t.kl_in_reward) advantages(rewards_t);  // known before the log-prob passes: skipped rows need none
+
+  // old and reference log-probs
   t.first_from_training_pass = g.recompute_old_logprobs && !t.kl_in_reward;  // with the KL in the reward, all are needed first
   const auto first_rows = sb.local_of(epoch_order(s, sb.NG, n_mb, 0).narrow(0, 0, sb.NG / n_mb));
   t.old_lp = g.recompute_old_logprobs ? t.sampling_lp.clone() : t.sampling_lp;
@@ -178,11 +205,9 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
     at::NoGradGuard ng;
     s.policy->train(false);
     if (g.recompute_old_logprobs) {  // one no-grad pass for the rows the first training pass does not provide
-      at::Tensor rest = all_rows;
-      if (t.first_from_training_pass) {
-        auto in_first = at::zeros({N}, at::kBool).index_fill_(0, first_rows, true);
-        rest = all_rows.masked_select(in_first.logical_not());
-      }
+      auto need = t.trained.defined() ? t.trained.clone() : at::ones({N}, at::kBool);
+      if (t.first_from_training_pass) need.index_fill_(0, first_rows, false);
+      const at::Tensor rest = all_rows.masked_select(need);
       for (auto& mb : s.micro_batches(rest, t.s)) {
         core::StageTimer timer(core::Stage::kOldLogprobs);
         if (timer.on()) timer.work(t.s.forward_work(*s.policy, mb));
@@ -206,27 +231,27 @@ Targets prepare_targets(Session& s, const StepBatch& sb, StepStats& stats) {
   if (t.kl_in_reward) {
     auto pen = algo::kl_reward_penalty(t.old_lp, t.ref_lp, t.s.resp_mask, g.loss.kl_coef, g.loss.kl_estimator);
     stats.kl_penalty = pen.sum().item<double>();
-    rewards_t = rewards_t - pen;
+    advantages(rewards_t - pen);
   }
-  // advantages: every rank computes those of the whole step (batch_std needs them all) and keeps its rows
-  t.rewards_all = at::zeros({sb.NG}, at::kDouble).index_copy_(0, sb.global_rows, rewards_t);
-  if (s.comm->size() > 1) s.comm->all_reduce_sum(t.rewards_all);
-  t.adv = algo::group_advantages(t.rewards_all, g.group_size, g.advantage);
-  t.adv.values = t.adv.values.index_select(0, sb.global_rows);
-  // overlong filtering (DAPO): truncated responses take no part in the loss
-  t.loss_mask = t.s.resp_mask;
-  int64_t truncated = 0;
-  for (auto f : sb.batch.finish) truncated += f == rollout::FinishReason::kLength;
-  stats.truncated = double(truncated);
-  if (g.mask_truncated && truncated > 0) {
-    std::vector<float> keep(N);
-    for (int64_t i = 0; i < N; ++i) keep[i] = sb.batch.finish[i] == rollout::FinishReason::kLength ? 0.f : 1.f;
-    t.loss_mask = t.s.resp_mask * at::tensor(keep, at::kFloat).unsqueeze(1);
-  }
+  stats.rows_skipped = double(N) - t.trained.sum().item<double>();
   return t;
 }
 
 // ---------------------------------------------------------------- policy update
+// The rows of `rows` that take part in the training passes. When none does, the shortest one still
+// runs (its gradient is 0): every parameter then has a gradient for the optimizer step (AdamW moves
+// on a zero gradient too), and a data-parallel rank keeps its part in the gradient all-reduce.
+at::Tensor trained_rows(const Targets& t, const at::Tensor& rows) {
+  auto kept = rows.masked_select(t.trained.index_select(0, rows));
+  if (kept.numel() > 0 || rows.numel() == 0) return kept;
+  int64_t best = 0, best_len = std::numeric_limits<int64_t>::max();
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    const int64_t r = rows[i].item<int64_t>(), len = t.s.prompt_len[r] + t.s.resp_len[r];
+    if (len < best_len) best = r, best_len = len;
+  }
+  return at::tensor({best}, at::kLong);
+}
+
 // What the optimizer steps of a rollout step did.
 struct UpdateResult {
   double loss_sum = 0, grad_norm_sum = 0;
@@ -262,7 +287,7 @@ UpdateResult update_policy(Session& s, const StepBatch& sb, Targets& t, StepStat
                                                           double(e - b), total_tokens));
       s.optimizer->zero_grad();
       double mb_loss = 0, mb_kl = 0, mb_tokens = 0, mb_rmin = kInf, mb_rmax = 0;
-      const auto mbs = s.micro_batches(rows, t.s);
+      const auto mbs = s.micro_batches(trained_rows(t, rows), t.s);
       for (size_t k = 0; k < mbs.size(); ++k) {
         const auto& mb = mbs[k];
         std::optional<core::StageTimer> timer(core::Stage::kPolicyForward);
@@ -405,12 +430,13 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"processes", s.job ? s.job->size() : s.world->size()},
       {"groups_dropped", sb.groups_dropped},
       {"groups_trained", groups},
+      {"rows_skipped", st.rows_skipped / std::max<int64_t>(1, NG)},
       {"sampling_rounds", sb.rounds},
       {"grad_norm", u.grad_norm_sum / std::max<int64_t>(1, u.steps)},
       {"lr", s.lr_at(s.st.optimizer_step - 1)},
       {"old_logprob_diff_max", st.lp_diff_max},
-      {"old_logprob_diff_mean", st.lp_diff_sum / std::max(1.0, st.response_tokens)},
-      {"behaviour_kl", st.behaviour_kl / std::max(1.0, st.response_tokens)},
+      {"old_logprob_diff_mean", st.lp_diff_sum / std::max(1.0, st.lp_diff_tokens)},
+      {"behaviour_kl", st.behaviour_kl / std::max(1.0, st.lp_diff_tokens)},
       {"is_weight_mean", g.off_policy.mode == algo::OffPolicyCorrection::kNone ? 1.0 : st.is_weight_sum / denom},
       {"is_weight_max", g.off_policy.mode == algo::OffPolicyCorrection::kNone ? 1.0 : st.is_weight_max},
       {"is_masked_fraction", st.is_masked / denom},

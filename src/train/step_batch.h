@@ -22,7 +22,8 @@ namespace grpo::train {
 // The step's sums (over tokens, rows, reward parts) and maxima, reduced over ranks in one call.
 struct StepStats {
   double tokens = 0, kl = 0, clip_low = 0, clip_high = 0, dual_clip = 0, ratio_sum = 0, entropy = 0;
-  double lp_diff_sum = 0, truncated = 0, response_tokens = 0, reward_failures = 0, reward_timeouts = 0;
+  double lp_diff_sum = 0, lp_diff_tokens = 0, truncated = 0, response_tokens = 0, reward_failures = 0, reward_timeouts = 0;
+  double rows_skipped = 0;  // rows left out of the training passes (grpo.skip_zero_advantage)
   double reward_busy = 0, kl_penalty = 0;
   double behaviour_kl = 0;                          // sum over tokens of k3(pi_b || pi_old)
   double is_weight_sum = 0, is_masked = 0, off_policy_masked = 0;  // off-policy corrections (token sums)

@@ -158,6 +158,7 @@ struct GrpoConfig {
   algo::AdvantageOptions advantage;  // group-relative advantages (algo/grpo_loss.h owns these keys)
   algo::OffPolicyOptions off_policy;  // sampler vs trainer correction (algo/grpo_loss.h owns these keys)
   bool recompute_old_logprobs = true;
+  bool skip_zero_advantage = true;   // rows whose loss gradient is exactly 0 skip the training passes
   int64_t max_staleness = 0;         // rollout steps generated ahead of training; 0 = synchronous
   bool overlap_generation = false;   // with max_staleness >= 1: generate beside the update (a thread)
   bool mask_truncated = false;
@@ -210,6 +211,12 @@ struct GrpoConfig {
     advantage.visit(v);
     v.field("recompute_old_logprobs", recompute_old_logprobs,
             "old log-probs from the trainer's own forward pass (true) or from the sampler");
+    v.field("skip_zero_advantage", skip_zero_advantage,
+            "rows whose gradient is exactly zero take no training forward/backward (nor an old log-prob pass): "
+            "advantage 0 (e.g. every row of a group with equal rewards) or no token in the loss, when nothing "
+            "else reaches them (no KL term in the loss, entropy_coef 0, a dense model); the gradient and "
+            "the update are unchanged, but entropy, ratio and clip statistics then cover the trained rows only "
+            "(metrics.jsonl rows_skipped: the fraction left out)");
     off_policy.visit(v);
     v.field("max_staleness", max_staleness, "k: rollout step m is generated with the weights after step m - k "
             "(bounded staleness: generation runs k steps ahead of training, every sampled token at most k "

@@ -363,6 +363,59 @@ TEST(Trainer, DynamicSamplingKeepsOnlyGroupsWithSignal) {
   EXPECT_EQ(t.state().data_position, sampled);
 }
 
+// grpo.skip_zero_advantage: rows whose loss gradient is exactly 0 (advantage 0: every row of a group
+// with equal rewards) take no training pass, and the update is that of training on every row.
+TEST(Trainer, RowsWithZeroAdvantageSkipTheUpdateAndChangeNothing) {
+  struct Run {
+    std::vector<at::Tensor> params;
+    double skipped = 0;  // summed over steps
+    int64_t all_skipped_steps = 0;
+  };
+  auto run = [](const std::string& name, bool skip, bool no_signal) {
+    auto dir = tmpdir(name);
+    auto c = tiny_run(dir, 3);
+    c.grpo.loss.kl_coef = 0.0;
+    c.grpo.ref_refresh_steps = 0;
+    c.pretrain.steps = 150;  // some groups all correct, some mixed
+    c.grpo.skip_zero_advantage = skip;
+    c.checkpoint.every = 0;
+    c.eval.every = 0;
+    c.optim.weight_decay = 0.1;  // the optimizer moves the weights even on a zero gradient
+    if (no_signal) {  // an untrained model never sums 9-digit numbers: every reward is 0
+      c.pretrain.steps = 0;
+      c.task.digits = 9;
+      c.model.max_position_embeddings = 128;
+      c.reward.weights = {{"accuracy", 1.0}};
+    }
+    train::Trainer t(c);
+    t.run();
+    Run r;
+    for (auto& [n, p] : t.policy().named_parameters()) r.params.push_back(p.clone());
+    for (auto& m : read_jsonl(dir + "/metrics.jsonl")) {
+      if (m["stage"] != "grpo") continue;
+      r.skipped += m["rows_skipped"].get<double>();
+      r.all_skipped_steps += m["rows_skipped"].get<double>() == 1.0;
+      EXPECT_TRUE(std::isfinite(m["entropy"].get<double>())) << m.dump();
+    }
+    return r;
+  };
+  auto max_diff = [](const Run& a, const Run& b) {
+    double d = 0;
+    for (size_t i = 0; i < a.params.size(); ++i) d = std::max(d, (a.params[i] - b.params[i]).abs().max().item<double>());
+    return d;
+  };
+  auto on = run("skip_zero_adv_on", true, false), off = run("skip_zero_adv_off", false, false);
+  EXPECT_GT(on.skipped, 0.0) << "no row had advantage 0: the test exercises nothing";
+  EXPECT_LT(on.skipped, 3.0) << "every row was skipped: the test compares no gradient";
+  EXPECT_EQ(off.skipped, 0.0);
+  EXPECT_LT(max_diff(on, off), 1e-5);  // micro-batches hold other rows: float rounding only
+  // No group has signal: every row is skipped, but one row per
+  // mini-batch still runs, so the optimizer steps (weight decay) as it does on all rows' zero gradient.
+  auto none_on = run("skip_zero_adv_none_on", true, true), none_off = run("skip_zero_adv_none_off", false, true);
+  EXPECT_EQ(none_on.all_skipped_steps, 3);
+  EXPECT_EQ(max_diff(none_on, none_off), 0.0);
+}
+
 // R1: responses up to 32,768 tokens, then 65,536 from optimizer step 8,200.
 TEST(Trainer, ResponseLengthScheduleByOptimizerStep) {
   auto a = tmpdir("length_schedule");
