@@ -22,7 +22,7 @@ model: {path: $work/model}
 data: {train: $work/train.jsonl}
 prompt: {template: plain}
 rollout: {temperature: 1.0, max_new_tokens: 32}
-grpo: {rollout_steps: $steps, prompts_per_step: 4, group_size: 8, kl_coef: 0.0}
+grpo: {rollout_steps: $steps, prompts_per_step: 4, group_size: 8, kl_coef: 0.0, skip_zero_advantage: false}
 reward: {weights: {accuracy: 1.0}}
 eval: {every: 0}
 checkpoint: {every: 0}

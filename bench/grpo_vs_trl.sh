@@ -11,6 +11,9 @@
 # 1, no KL (no reference model), one optimizer step per generation, old log-probs from the training
 # pass. Reports completion tokens/s per optimizer step (median over the steps after the first) and
 # the ratio; the grpo side also prints its stage profile (grpo_train --profile).
+# The models here rarely earn a reward, so nearly every advantage is 0: grpo would skip those rows'
+# training passes (grpo.skip_zero_advantage, its default), which TRL computes. The bench turns the skip
+# off so both sides do the same work; SKIP_ZERO_ADVANTAGE=true measures grpo's default instead.
 # PRECISION=bf16: both sides in bf16 mixed precision (grpo: optim.precision bf16; TRL: bf16=True, i.e.
 # accelerate's CPU autocast), both with fp32 master weights; worth it on CPUs with AVX512-BF16 or AMX.
 # Usage: [PRECISION=fp32|bf16] bench/grpo_vs_trl.sh [threads] [steps] [qwen3|small|smollm2 ...]   (a quiet machine: check `uptime`)
@@ -42,7 +45,8 @@ model: {path: $d/model}
 data: {train: $d/train.jsonl}
 prompt: {template: plain, chat: $chat}
 rollout: {temperature: 1.0, max_new_tokens: $L}
-grpo: {rollout_steps: $steps, prompts_per_step: $P, group_size: $G, kl_coef: 0.0, clip_eps_low: 0.2, clip_eps_high: 0.28}
+grpo: {rollout_steps: $steps, prompts_per_step: $P, group_size: $G, kl_coef: 0.0, clip_eps_low: 0.2, clip_eps_high: 0.28,
+       skip_zero_advantage: ${SKIP_ZERO_ADVANTAGE:-false}}
 reward: {weights: {accuracy: 1.0}}
 optim: {lr: 0.0002, precision: $precision}
 eval: {every: 0}

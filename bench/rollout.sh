@@ -6,8 +6,9 @@
 #   (a) engine vs transformers: every response max_new tokens (no EOS)
 #   (c) engine vs lock-step: R1-like heavy-tailed response lengths forced by a stop rule
 #   prefix sharing on and off at G = 16 with long prompts
-#   (d) engine vs transformers on the two models of bench/grpo_vs_trl.sh (hidden 256; the Qwen3
-#       tokenizer's 151,669-token vocabulary, and a 2,048-token BPE): 8 prompts x 8 samples x 64 tokens
+#   (d) engine vs transformers on the models of bench/grpo_vs_trl.sh (hidden 256 with the Qwen3
+#       tokenizer's 151,669-token vocabulary or a 2,048-token BPE; the real SmolLM2-135M-Instruct):
+#       8 prompts x 8 samples x 64 tokens
 # Usage: bench/rollout.sh [threads] [all|d]    (time on a quiet machine: check `uptime`)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -72,10 +73,10 @@ echo "== prefix sharing: 4 prompts of 512 tokens x 16 samples, heavy-tailed leng
 fi
 
 # The models of bench/grpo_vs_trl.sh (4-layer Qwen2 shape, hidden 256), the issue #24 workload
-for v in qwen3 small; do
+for v in qwen3 small smollm2; do
   d="$work/$v"
   mkdir -p "$d"
-  info=$("$py" "$root/bench/grpo_vs_trl.py" setup "$d" "$([ "$v" = small ] && echo 2048 || echo qwen3)" 2>/dev/null | tail -1)
+  info=$("$py" "$root/bench/grpo_vs_trl.py" setup "$d" "$(case $v in small) echo 2048;; *) echo "$v";; esac)" 2>/dev/null | tail -1)
   vocab=$(python3 -c "import json; print(json.loads('$info')['vocab'])")
   python3 - "$vocab" >"$d/prompts.json" <<'PY'
 import json, random, sys

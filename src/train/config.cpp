@@ -60,7 +60,7 @@ void check_tokenizer_path(const Config& c, const core::ConfigSource& src) {
 }  // namespace
 
 bool config_change_is_safe(const std::string& key) {
-  for (const char* prefix : {"eval.", "checkpoint.", "parallel."})
+  for (const char* prefix : {"eval.", "metrics.", "checkpoint.", "parallel."})
     if (key.rfind(prefix, 0) == 0) return true;
   return key.rfind("run.", 0) == 0 ? key != "run.seed"
                                    : key == "grpo.rollout_steps" || key == "grpo.micro_batch_tokens" || key == "grpo.logprob_keep_bytes" ||

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "grpo/core/error.h"
+#include "grpo/io/tfevents.h"
 
 namespace fs = std::filesystem;
 
@@ -34,6 +36,33 @@ void filter_jsonl(const fs::path& path, const std::function<bool(const nlohmann:
   in.close();
   std::ofstream out(path, std::ios::trunc);
   out << kept;
+}
+
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::vector<nlohmann::json> read_lines(const fs::path& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.is_object()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// A metrics or eval line with its wall time: the one it has (a line written before), else now.
+nlohmann::json stamped(const nlohmann::json& j) {
+  nlohmann::json out = j;
+  if (!out.contains("wall_time")) out["wall_time"] = unix_seconds();
+  return out;
+}
+
+void write_scalars(io::TfEventWriter& tb, const nlohmann::json& j, bool eval) {
+  const int64_t step = j.value("step", int64_t(0));
+  const double wall = j.value("wall_time", unix_seconds());
+  for (const auto& [tag, v] : tensorboard_scalars(j, eval)) tb.scalar(tag, step, v, wall);
 }
 
 }  // namespace
@@ -94,7 +123,7 @@ void RunDir::trim_to(const TrainState& s) const {
   });
 }
 
-void RunDir::open(const std::string& yaml) {
+void RunDir::open(const std::string& yaml, bool tensorboard) {
   if (!writer_) return;  // rank 0 writes the run directory; the others hold the same state
   {
     std::ofstream c(fs::path(path_) / "config.yaml", std::ios::trunc);
@@ -102,13 +131,79 @@ void RunDir::open(const std::string& yaml) {
   }
   metrics_.open(metrics_path(), std::ios::app);
   evals_.open(eval_path(), std::ios::app);
+  const fs::path tb_dir = fs::path(path_) / "tb";
+  std::error_code ec;
+  fs::remove_all(tb_dir, ec);  // rewritten from the two files: what a resume trimmed is gone from both
+  GRPO_CHECK(!ec, "cannot remove the TensorBoard directory '{}' to rewrite it: {}", tb_dir.string(), ec.message());
+  tb_.reset();
+  if (!tensorboard) return;
+  const double now = unix_seconds();
+  tb_ = std::make_unique<io::TfEventWriter>(tb_dir.string(), now);
+  int64_t step = 0;
+  for (const auto& j : read_lines(metrics_path())) {
+    write_scalars(*tb_, j, false);
+    if (j.value("stage", "") == "grpo") step = std::max(step, j.value("step", int64_t(0)));
+  }
+  for (const auto& j : read_lines(eval_path())) write_scalars(*tb_, j, true);
+  tb_->text("config", step, "```yaml\n" + yaml + "```", now);
+  tb_->text("command_line", step, "`" + process_command_line() + "`", now);
 }
 
 void RunDir::write_metrics(const nlohmann::json& j) {
-  if (writer_) metrics_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+  if (!writer_) return;
+  const auto line = stamped(j);
+  metrics_ << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+  if (tb_) write_scalars(*tb_, line, false);
 }
 void RunDir::write_eval(const nlohmann::json& j) {
-  if (writer_) evals_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+  if (!writer_) return;
+  const auto line = stamped(j);
+  evals_ << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+  if (tb_) write_scalars(*tb_, line, true);
+}
+
+std::vector<std::pair<std::string, double>> tensorboard_scalars(const nlohmann::json& j, bool eval) {
+  std::vector<std::pair<std::string, double>> out;
+  const std::string stage = j.value("stage", "");
+  const bool grpo = !eval && (stage == "grpo" || stage.empty());
+  const std::string section = eval ? "eval" : grpo ? "train" : stage;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "step" || k == "wall_time") continue;
+    if (v.is_number()) {
+      std::string tag = section + "/" + k;
+      if (grpo && k.rfind("time_", 0) == 0) tag = "time/" + k.substr(5);
+      if (grpo && k.rfind("moe_", 0) == 0) tag = "moe/" + k.substr(4);
+      out.emplace_back(tag, v.get<double>());
+    } else if (grpo && k == "moe" && v.is_object()) {
+      for (const auto& [layer, stats] : v.items())
+        for (const char* stat : {"max_over_mean", "min_over_mean"})
+          if (stats.is_object() && stats.contains(stat) && stats[stat].is_number())
+            out.emplace_back("moe/" + layer + "/" + stat, stats[stat].get<double>());
+    }
+  }
+  return out;
+}
+
+std::string process_command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), out, arg;
+  auto quoted = [](const std::string& a) {
+    if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,+@%") ==
+                          std::string::npos)
+      return a;
+    std::string q = "'";
+    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  for (char c : all) {
+    if (c != '\0') {
+      arg += c;
+      continue;
+    }
+    out += (out.empty() ? "" : " ") + quoted(arg);
+    arg.clear();
+  }
+  return out;
 }
 
 void RunDir::record_config_changes(const std::string& checkpoint, const TrainState& s,

@@ -388,7 +388,7 @@ struct Trainer::Impl : Session {
     }
     if (cfg.grpo.group_size == 1 && cfg.grpo.rollout_steps > 0)
       spdlog::warn("grpo.group_size is 1: every group-relative advantage is 0, so GRPO cannot learn");
-    run_dir->open(to_yaml(cfg, true));
+    run_dir->open(to_yaml(cfg, true), cfg.metrics.tensorboard);
     spdlog::info("policy: {} parameters, vocab {}, run directory {}", policy->num_parameters(), cfg.model.vocab_size,
                  run_dir->path());
     // eval.jsonl calls the policy GRPO starts from "base" (the base model), after SFT "sft"

@@ -375,6 +375,18 @@ struct CheckpointConfig {
   }
 };
 
+struct MetricsConfig {
+  bool tensorboard = true;
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("tensorboard", tensorboard, "also write the metrics.jsonl and eval.jsonl values as TensorBoard scalars "
+            "(run.dir/tb/events.out.tfevents.*, rank 0): train/..., eval/..., time/..., moe/..., by rollout "
+            "step (pretrain/... and sft/... by their own steps), the resolved config and the command line as "
+            "text. A resumed run rewrites them from the two files, so no step appears twice; "
+            "`tensorboard --logdir RUN_DIR` shows them");
+  }
+};
+
 struct Config {
   RunConfig run;
   model::ModelConfig model;
@@ -391,6 +403,7 @@ struct Config {
   ParallelConfig parallel;
   reward::RewardConfig reward;
   EvalConfig eval;
+  MetricsConfig metrics;
   CheckpointConfig checkpoint;
 
   Config() { rollout.max_new_tokens = 24; }
@@ -415,6 +428,7 @@ struct Config {
     v.section("parallel", "several processes: data parallel over all of them", parallel);
     v.section("reward", "rule-based rewards", reward);
     v.section("eval", "held-out evaluation (eval.jsonl)", eval);
+    v.section("metrics", "what a run logs besides metrics.jsonl and eval.jsonl", metrics);
     v.section("checkpoint", "checkpoints (checkpoints/ in the run directory)", checkpoint);
   }
 };
