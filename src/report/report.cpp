@@ -95,8 +95,8 @@ std::vector<double> ticks(double lo, double hi, int n) {
       step = m * mag;
       break;
     }
-  std::vector<double> out;
-  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step)
+  std::vector<double> out;  // from the tick at or below lo to the one at or above hi: round axis ends
+  for (double t = std::floor(lo / step + 1e-9) * step; t < hi + step * (1 - 1e-9); t += step)
     out.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
   return out;
 }
@@ -131,6 +131,7 @@ struct SeriesSpec {
 struct ChartSpec {
   std::string id, title, x_label, y_label;
   std::vector<SeriesSpec> series;
+  bool zero_is_off = false;  // 0 throughout means the term is off (no KL term; clipping never hit)
 };
 
 std::vector<ChartSpec> chart_specs() {
@@ -146,11 +147,12 @@ std::vector<ChartSpec> chart_specs() {
        {{"train", "format_rate", "training samples", "", 100, "", true},
         {"eval", "format_greedy", "held-out, greedy", "7 4", 100}}},
       {"length", "Response length", step, "tokens (mean)", {{"train", "response_length", "", ""}}},
-      {"kl", "KL divergence to the reference", step, "nats per token", {{"train", "kl", "", ""}}},
+      {"kl", "KL divergence to the reference", step, "nats per token", {{"train", "kl", "", ""}}, true},
       {"entropy", "Entropy of the policy", step, "nats per token", {{"train", "entropy", "", ""}}},
       {"clip", "Clipped tokens", step, "fraction of tokens (%)",
        {{"train", "clip_low_fraction", "ratio below 1 − ε (A < 0)", "", 100},
-        {"train", "clip_high_fraction", "ratio above 1 + ε (A > 0)", "7 4", 100}}},
+        {"train", "clip_high_fraction", "ratio above 1 + ε (A > 0)", "7 4", 100}},
+       true},
       {"grad_norm", "Gradient norm (before clipping)", step, "L2 norm", {{"train", "grad_norm", "", ""}}},
       {"lr", "Learning rate", step, "learning rate", {{"train", "lr", "", ""}}},
       {"moe_load", "MoE expert load (mean over MoE layers)", step, "max / mean tokens per expert",
@@ -180,7 +182,7 @@ std::vector<Point> points(const Run& r, const SeriesSpec& s, const std::string& 
 // An SVG chart frame with axes; returns the mapping from data to pixels.
 struct Frame {
   double x0, x1, y0, y1;
-  static constexpr double W = 560, H = 300, L = 64, R = 14, T = 34, B = 46;
+  static constexpr double W = 560, H = 300, L = 64, R = 14, T = 44, B = 46;
   double px(double x) const { return L + (x - x0) / (x1 - x0) * (W - L - R); }
   double py(double y) const { return H - B - (y - y0) / (y1 - y0) * (H - T - B); }
 };
@@ -199,7 +201,7 @@ std::string frame_svg(Frame& f, const std::string& id, const std::string& title,
   std::string s = fmt::format(
       "<svg class=\"chart\" id=\"chart-{0}\" data-chart=\"{0}\" xmlns=\"http://www.w3.org/2000/svg\" "
       "viewBox=\"0 0 {1} {2}\" width=\"{1}\" height=\"{2}\" role=\"img\" aria-label=\"{3}\">\n"
-      "<text class=\"title\" x=\"{4}\" y=\"20\">{3}</text>\n",
+      "<text class=\"title\" x=\"{4}\" y=\"19\">{3}</text>\n",
       id, Frame::W, Frame::H, escape(title), Frame::L);
   for (double t : yt) {
     const double y = f.py(t);
@@ -231,18 +233,19 @@ std::string path_of(const Frame& f, const std::vector<Point>& p) {
 // The legend of line styles (solid / dashed / dotted) when a chart has several series.
 std::string style_legend(const std::vector<SeriesSpec>& series, const std::vector<bool>& present) {
   std::string s;
-  double x = Frame::W - Frame::R;
-  for (size_t i = series.size(); i-- > 0;) {
+  double x = Frame::L;
+  for (size_t i = 0; i < series.size(); ++i) {
     if (!present[i] || series[i].label.empty() || series.size() == 1) continue;
-    const double w = 7.0 * double(series[i].label.size()) + 30;
-    x -= w;
-    s += fmt::format("<line class=\"key\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"28\" y2=\"28\" stroke-dasharray=\"{}\"/>"
-                     "<text class=\"keytext\" x=\"{:.1f}\" y=\"31\">{}</text>\n",
-                     x, x + 20, series[i].dash, x + 24, escape(series[i].label));
+    s += fmt::format("<line class=\"key\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"32\" y2=\"32\" stroke-dasharray=\"{}\"/>"
+                     "<text class=\"keytext\" x=\"{:.1f}\" y=\"36\">{}</text>\n",
+                     x, x + 22, series[i].dash, x + 27, escape(series[i].label));
+    x += 27 + 6.2 * double(series[i].label.size()) + 18;
   }
   return s;
 }
 
+// The chart of `c`, or "" when no run has its fields, or "zero" when every value is exactly 0 in a
+// chart where that means the term is off (a KL without a KL term, clipping that never happened).
 std::string line_chart(const ChartSpec& c, const std::vector<Run>& runs, double smooth) {
   struct Drawn {
     size_t run, series;
@@ -268,6 +271,7 @@ std::string line_chart(const ChartSpec& c, const std::vector<Run>& runs, double 
       drawn.push_back(std::move(d));
     }
   if (drawn.empty()) return "";
+  if (c.zero_is_off && ymin == 0 && ymax == 0) return "zero";
   Frame f{};
   std::string s = frame_svg(f, c.id, c.title, c.x_label, c.y_label, xmin, xmax, ymin, ymax,
                             style_legend(c.series, present));
@@ -277,7 +281,8 @@ std::string line_chart(const ChartSpec& c, const std::vector<Run>& runs, double 
     if (!d.lo.empty()) {
       auto poly = d.hi;
       poly.insert(poly.end(), d.lo.rbegin(), d.lo.rend());
-      s += fmt::format("<path class=\"band\" d=\"{} Z\" fill=\"{}\"/>\n", path_of(f, poly), col);
+      s += fmt::format("<path class=\"band\" d=\"{} Z\" fill=\"{}\" fill-opacity=\"{:.2f}\"/>\n", path_of(f, poly),
+                       col, 0.18 / double(runs.size()));
     }
     const auto sm = smoothed(d.p, smooth);
     if (smooth > 0)
@@ -320,13 +325,13 @@ std::string time_chart(const Run& r, size_t index, double smooth) {
   std::string legend;
   double x = Frame::L;
   for (int k = 0; k < 4; ++k) {
-    legend += fmt::format("<rect x=\"{:.1f}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/>"
-                          "<text class=\"keytext\" x=\"{:.1f}\" y=\"{}\">{}</text>\n",
-                          x, Frame::H - 12 - 8, fills[k], x + 14, Frame::H - 12, labels[k]);
+    legend += fmt::format("<rect x=\"{:.1f}\" y=\"27\" width=\"10\" height=\"10\" fill=\"{}\"/>"
+                          "<text class=\"keytext\" x=\"{:.1f}\" y=\"36\">{}</text>\n",
+                          x, fills[k], x + 14, labels[k]);
     x += 14 + 6.6 * double(std::string(labels[k]).size()) + 14;
   }
   Frame f{};
-  std::string s = frame_svg(f, "time_split_" + std::to_string(index), "Time per step: " + r.name, "",
+  std::string s = frame_svg(f, "time_split_" + std::to_string(index), "Time per step: " + r.name, "rollout step",
                             "seconds", xs.front(), xs.back(), 0, ymax, legend);
   std::vector<double> base(parts.size(), 0.0);
   for (int k = 0; k < 4; ++k) {
@@ -407,7 +412,7 @@ svg .grid { stroke: #eee; stroke-width: 1; }
 svg .axes { fill: none; stroke: #999; stroke-width: 1; }
 svg .series { fill: none; stroke-width: 2; stroke-linejoin: round; }
 svg .raw { fill: none; stroke-width: 1; opacity: 0.3; }
-svg .band { opacity: 0.15; stroke: none; }
+svg .band { stroke: none; }
 svg .key { stroke: #333; stroke-width: 2; }
 svg .stack { stroke: #fff; stroke-width: 0.5; }
 table { border-collapse: collapse; font-size: 13px; }
@@ -442,7 +447,7 @@ Run load_run(const std::string& dir) {
 std::vector<std::string> chart_ids(const std::vector<Run>& runs) {
   std::vector<std::string> out;
   for (const auto& c : chart_specs())
-    if (!line_chart(c, runs, 0).empty()) out.push_back(c.id);
+    if (line_chart(c, runs, 0).size() > 4) out.push_back(c.id);
   for (size_t i = 0; i < runs.size(); ++i)
     if (!time_chart(runs[i], i, 0).empty()) out.push_back("time_split_" + std::to_string(i));
   return out;
@@ -455,8 +460,12 @@ std::string html(std::vector<Run> runs, const Options& o) {
   for (const auto& r : runs) ++uses[r.name];
   for (auto& r : runs)
     if (uses[r.name] > 1) r.name = fs::path(r.dir).lexically_normal().string();
-  std::string charts;
-  for (const auto& c : chart_specs()) charts += line_chart(c, runs, o.smooth);
+  std::string charts, zero;
+  for (const auto& c : chart_specs()) {
+    auto chart = line_chart(c, runs, o.smooth);
+    if (chart == "zero") zero += (zero.empty() ? "" : ", ") + c.title;
+    else charts += chart;
+  }
   std::string times;
   for (size_t i = 0; i < runs.size(); ++i) times += time_chart(runs[i], i, o.smooth);
   std::string legend;
@@ -472,6 +481,7 @@ std::string html(std::vector<Run> runs, const Options& o) {
                                    : "");
   page += summary_table(runs);
   page += "<h2>Learning</h2>\n<div class=\"charts\">\n" + charts + "</div>\n";
+  if (!zero.empty()) page += "<p class=\"note\" id=\"zero\">Exactly 0 at every step, so not drawn: " + escape(zero) + ".</p>\n";
   if (!times.empty()) page += "<h2>Where the time goes</h2>\n<div class=\"charts\">\n" + times + "</div>\n";
   page += "<h2>Config</h2>\n";
   if (runs.size() > 1) {
