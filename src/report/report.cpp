@@ -284,8 +284,10 @@ std::string line_chart(const ChartSpec& c, const std::vector<Run>& runs, double 
       s += fmt::format("<path class=\"band\" d=\"{} Z\" fill=\"{}\" fill-opacity=\"{:.2f}\"/>\n", path_of(f, poly),
                        col, 0.18 / double(runs.size()));
     }
-    const auto sm = smoothed(d.p, smooth);
-    if (smooth > 0)
+    // held-out evaluations are few points, each an average over many prompts already: not smoothed
+    const double w = spec.source == "eval" ? 0.0 : smooth;
+    const auto sm = smoothed(d.p, w);
+    if (w > 0)
       s += fmt::format("<path class=\"raw\" d=\"{}\" stroke=\"{}\" stroke-dasharray=\"{}\"/>\n", path_of(f, d.p), col,
                        spec.dash);
     s += fmt::format("<path class=\"series\" data-run=\"{}\" data-field=\"{}\" d=\"{}\" stroke=\"{}\" "

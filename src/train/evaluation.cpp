@@ -4,10 +4,12 @@
 // not change the results); sums are reduced.
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "grpo/core/progress.h"
 #include "grpo/dist/comm.h"
 #include "grpo/rollout/generate.h"
 #include "session.h"
@@ -58,7 +60,9 @@ EvalResult evaluate(Session& s) {
 void evaluate_and_log(Session& s, const std::string& stage) {
   if (s.questions->eval_count() == 0) return;  // no held-out set (data.eval empty)
   auto t0 = Clock::now();
+  std::optional<core::Progress::Activity> busy(std::in_place, "evaluating on the held-out prompts");
   auto r = evaluate(s);
+  busy.reset();
   if (!s.leader()) return;
   nlohmann::json j = {{"step", s.st.rollout_step},
                       {"optimizer_step", s.st.optimizer_step},

@@ -33,6 +33,7 @@
 #include "grpo/algo/grpo_loss.h"
 #include "grpo/core/error.h"
 #include "grpo/core/profile.h"
+#include "grpo/core/progress.h"
 #include "grpo/dist/comm.h"
 #include "grpo/rollout/generate.h"
 #include "session.h"
@@ -461,7 +462,12 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
   for (const auto& [name, sum] : st.parts)  // every other reward function's mean, e.g. reward_answer_line
     if (name != "accuracy" && name != "format") j["reward_" + name] = sum / NG;
   const double moe_ratio = s.write_metrics(j);
-  if (s.st.rollout_step % s.cfg.run.log_every == 0 || s.st.rollout_step == g.rollout_steps) {
+  auto& progress = core::Progress::instance();
+  if (progress.live()) {  // the live line replaces the per-step lines on a terminal
+    progress.step(s.st.rollout_step, fmt::format("{:.0f} tok/s | reward {:.3f} acc {:.3f} | len {:.1f}",
+                                                 st.response_tokens / time.step, rmean, j["accuracy"].get<double>(),
+                                                 st.response_tokens / NG));
+  } else if (s.st.rollout_step % s.cfg.run.log_every == 0 || s.st.rollout_step == g.rollout_steps) {
     spdlog::info(
         "grpo {:>4}/{} | reward {:.3f}±{:.3f} acc {:.3f} fmt {:.3f} | loss {:+.3e} kl {:.4f} "
         "clip {:.3f} ent {:.3f} | len {:.1f} | gnorm {:.3f} lr {:.2e} | rollout {:.2f}s reward "

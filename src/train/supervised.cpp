@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "grpo/core/error.h"
+#include "grpo/core/progress.h"
 #include "grpo/dist/comm.h"
 #include "session.h"
 
@@ -103,7 +104,9 @@ void pretrain_step(Session& s) {
   nlohmann::json j = {{"stage", "pretrain"}, {"step", st.pretrain_step}, {"loss", loss},
                       {"time_step", seconds_since(t0)}};
   s.write_metrics(j);
-  if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
+  if (core::Progress::instance().live())
+    core::Progress::instance().step(st.pretrain_step, fmt::format("loss {:.4f}", loss));
+  else if (st.pretrain_step % (cfg.run.log_every * 50) == 0 || st.pretrain_step == cfg.pretrain.steps)
     spdlog::info("pretrain {:>4}/{} | loss {:.4f}", st.pretrain_step, cfg.pretrain.steps, loss);
 }
 
@@ -196,7 +199,10 @@ void sft_step(Session& s) {
                       {"loss", loss},            {"rows", int64_t(counts[0])},
                       {"tokens", int64_t(counts[1])}, {"time_step", seconds_since(t0)}};
   s.write_metrics(j);
-  if (st.sft_step % (cfg.run.log_every * 20) == 0 || st.sft_step == cfg.sft.steps)
+  if (core::Progress::instance().live())
+    core::Progress::instance().step(st.sft_step, fmt::format("loss {:.4f} | {} examples in {} rows", loss, B,
+                                                             int64_t(counts[0])));
+  else if (st.sft_step % (cfg.run.log_every * 20) == 0 || st.sft_step == cfg.sft.steps)
     spdlog::info("sft  {:>4}/{} | loss {:.4f} | {} examples in {} rows", st.sft_step, cfg.sft.steps, loss, B,
                  int64_t(counts[0]));
 }

@@ -15,6 +15,7 @@
 #include "grpo/core/device.h"
 #include "grpo/core/error.h"
 #include "grpo/core/profile.h"
+#include "grpo/core/progress.h"
 #include "grpo/dist/comm.h"
 #include "grpo/dist/launch.h"
 #include "grpo/reward/plugin.h"
@@ -94,7 +95,10 @@ struct Trainer::Impl : Session {
     co.backend = dist::resolve_backend(cfg.parallel.backend, device, cfg.run.device == "cuda" || launch.local_world_size == 1,
                                        "parallel.backend");
     co.device_index = device.is_cuda() ? device.index() : 0;
-    if (launch.rank > 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports
+    if (launch.rank > 0) {  // rank 0 reports
+      spdlog::set_level(spdlog::level::warn);
+      core::Progress::instance().enable(false);
+    }
     world = dist::Comm::connect(launch, std::chrono::milliseconds(int64_t(cfg.parallel.timeout * 1000)), co);
     if (R > 0) {  // the roles' own groups (their tp/dp/ep groups named apart), then the channels between them
       job = std::move(world);
@@ -181,6 +185,7 @@ struct Trainer::Impl : Session {
     ck.config_yaml = to_yaml(cfg, false);
     ck.seed = static_cast<uint64_t>(cfg.run.seed);
     ck.lr = st.optimizer_step > 0 ? lr_at(st.optimizer_step - 1) : 0.0;
+    core::Progress::Activity busy("writing checkpoint step-" + tag());
     spdlog::info("checkpoint {}", run_dir->save(tag(), ck, cfg.checkpoint.keep));
   }
 
@@ -263,15 +268,19 @@ struct Trainer::Impl : Session {
                         void (*step)(Session&), const std::string& next,
                         const std::function<bool(const TrainState&)>& stop_early) {
     auto t0 = Clock::now();
+    auto& progress = core::Progress::instance();
+    progress.begin(label, total, done);
     while (done < total) {
       adapt_threads();
       step(*this);
       if (any_rank(stop_early && stop_early(st))) {  // collective: one rank's signal stops all
+        progress.end();
         save();
         spdlog::info("stopped early at {} step {}", label, done);
         return false;
       }
     }
+    progress.end();
     spdlog::info("{} stage done in {:.1f}s", label, seconds_since(t0));
     st.stage = next;
     optimizer->reset(stage_adamw(cfg, st.stage));
@@ -327,6 +336,8 @@ struct Trainer::Impl : Session {
     if (rollout_link && st.rollout_step < cfg.grpo.rollout_steps) start_rollout_ranks(*this);
     int64_t profiled = 0;
     double profiled_seconds = 0;
+    auto& progress = core::Progress::instance();
+    progress.begin("grpo", cfg.grpo.rollout_steps, st.rollout_step);
     while (st.rollout_step < cfg.grpo.rollout_steps) {
       if (cfg.run.profile) {  // the first step warms up when more follow
         if (st.rollout_step == first_step + 1) core::reset_profile(), profiled = 0, profiled_seconds = 0;
@@ -348,11 +359,13 @@ struct Trainer::Impl : Session {
         saved = true;
       }
       if (any_rank(stop_early && stop_early(st))) {  // collective: one rank's signal stops all
+        progress.end();
         if (!saved) save();
         spdlog::info("stopped early at rollout step {}", st.rollout_step);
         return false;
       }
     }
+    progress.end();
     if (rollout_link) stop_rollout_ranks(*this, /*finished=*/true);  // the final weights, before evaluating
     if (ran && cfg.run.profile) report_profile(profiled, profiled_seconds);
     if (ran && !evaluated) evaluate_and_log(*this, "grpo");

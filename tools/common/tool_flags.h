@@ -38,6 +38,8 @@ struct ConfigFlags {
 };
 struct TrainFlags {
   bool print_config = false, config_reference = false;
+  bool quiet = false;            // warnings and errors only, no progress line
+  std::string log_level = "info";
 };
 struct PlanFlags {
   train::PlanOptions options;  // precision, zero1, ... come from the config unless the what-ifs below are set
@@ -124,6 +126,14 @@ inline FlagTable<ToolParams> tool_flags(const ToolParams& d) {
   t.add(kTrain, {"--profile"}, "time each stage of the GRPO steps against its least FLOPs and bytes and the "
         "machine's measured peaks; the table ends the run and lands in profile.json (run.profile=true)",
         [](P& p) { p.config.overrides.push_back("run.profile=true"); });
+  t.add(kTrain, {"-q", "--quiet"}, "print warnings and errors only (no progress line, no per-step lines)",
+        [](P& p) { p.train.quiet = true; });
+  t.add(kTrain, {"--log-level"}, "LEVEL", "trace | debug | info | warn | error | off (default: info)",
+        [](P& p, S v) {
+          if (v != "trace" && v != "debug" && v != "info" && v != "warn" && v != "error" && v != "off")
+            fail("--log-level: expected trace, debug, info, warn, error or off, found '{}'", v);
+          p.train.log_level = v;
+        });
   t.add(kTrain, {"--print-config"}, "print the resolved config and exit",
         [](P& p) { p.train.print_config = true; });
   t.add(kTrain, {"--config-reference"}, "print every key as Markdown tables (docs/configuration.md) and exit",

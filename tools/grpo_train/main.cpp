@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "grpo/core/error.h"
+#include "grpo/core/progress.h"
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
 
@@ -56,7 +57,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::set_pattern("[%H:%M:%S] %v");
+  spdlog::set_level(p.train.quiet ? spdlog::level::warn : spdlog::level::from_str(p.train.log_level));
+  // On a terminal, one live line per stage replaces the per-step lines (core/progress.h); it is
+  // finished before anything else is printed at the end, an error included.
+  struct LiveLine {
+    explicit LiveLine(bool on) { grpo::core::Progress::instance().enable(on); }
+    ~LiveLine() { grpo::core::Progress::instance().enable(false); }
+  };
   try {
+    LiveLine live(!p.train.quiet && spdlog::should_log(spdlog::level::info));
     auto cfg = grpo::train::load_config_file(config_path, overrides);
     if (print_only) {
       std::cout << grpo::train::to_yaml(cfg);
