@@ -13,6 +13,6 @@ if [ -z "$run" ]; then
   "$root/build/bin/grpo_train" --config "$root/configs/demo.yaml" --set run.dir="$run" --fresh --quiet
 fi
 "$root/build/bin/grpo_report" "$run" -o "$work/report.html" --smooth 0.6 --title "grpo demo (configs/demo.yaml, seed 1)"
-chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir="$work/profile" \
+chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars --user-data-dir="$work/profile" \
   --window-size=1200,1980 --screenshot="$root/docs/report.png" "file://$work/report.html" 2>/dev/null
 echo "wrote $root/docs/report.png"

@@ -19,4 +19,12 @@ float token_uniform(const GenerateRequest& req, int64_t row, int64_t t);
 bool record_token(RolloutBatch& out, const GenerateRequest& req, int64_t row, int64_t t, int64_t token,
                   float logprob, int64_t version = 0);
 
+/// Records observation token t of `row` (a multi-turn episode): a real token of the sequence with
+/// no loss and no log-prob. False, with the row finished (kLength, reported to on_finish), when t
+/// is beyond max_new_tokens.
+bool record_observation(RolloutBatch& out, const GenerateRequest& req, int64_t row, int64_t t, int64_t token);
+
+/// Ends `row` at the environment's word (kStop, or kLength when `truncated`), reported to on_finish.
+void finish_episode(RolloutBatch& out, const GenerateRequest& req, int64_t row, bool truncated);
+
 }  // namespace grpo::rollout::detail

@@ -14,9 +14,14 @@
 //      with its key. A group's shared prompt forks into its G samples here.
 // A group of G samples enters as one sequence holding the prompt (prefix sharing), and leaves the
 // queue as G samples sharing its blocks; a preempted sample comes back alone, with its tokens.
+// Multi-turn (GenerateRequest::turns): a sample whose turn ends is parked, outside the running
+// batch, with its blocks; its observation's ids are appended when they arrive and it queues again
+// (its pending ids are then prefilled like a prompt's). Short of blocks, a parked sample's cache
+// is dropped first (it is recomputed when it comes back).
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <map>
 #include <numeric>
 
 #include <ATen/ATen.h>
@@ -39,7 +44,7 @@ struct Seq {
   std::vector<int64_t> ids;  // prompt + generated tokens
   int64_t cache = -1;        // PagedKVCache sequence while running
   int64_t order = -1;        // admission order (kept through preemption)
-  std::vector<int16_t> route;  // GenerateRequest::record_routing: [stored tokens][moe layers][top_k] experts
+  std::vector<int16_t> route = {};  // GenerateRequest::record_routing: [stored tokens][moe layers][top_k] experts
 };
 
 class Engine {
@@ -63,18 +68,23 @@ class Engine {
     if (N > 0) make_pool();
     while (true) {
       if (req_.between_steps) version_ = req_.between_steps();  // an in-flight weight update, if any
+      if (!parked_.empty()) resume(req_.turns->ready(false));
       if (cache_) admit();
       Plan plan;
       if (cache_) plan = make_plan();
       // lock step: every rank runs a prefill forward if any has one, and a decode forward likewise
-      int64_t flags[3] = {!plan.prefill.empty(), !plan.decode.empty(), !running_.empty() || !waiting_.empty()};
+      int64_t flags[3] = {!plan.prefill.empty(), !plan.decode.empty(),
+                          !running_.empty() || !waiting_.empty() || !parked_.empty()};
       if (lockstep_) {
         auto f = at::tensor(std::vector<int64_t>(flags, flags + 3), at::kLong);
         lockstep_->all_reduce_max(f);
         for (int i = 0; i < 3; ++i) flags[i] = f[i].item<int64_t>();
       }
       if (!flags[2]) break;
-      GRPO_ASSERT(flags[0] || flags[1]);
+      if (!flags[0] && !flags[1]) {  // every sequence waits for its environment
+        if (!parked_.empty()) resume(req_.turns->ready(true));
+        continue;
+      }
       ++out_.stats.steps;
       if (flags[0]) step(plan.prefill, /*prefill=*/true);
       if (flags[1]) step(plan.decode, /*prefill=*/false);
@@ -134,9 +144,11 @@ class Engine {
     while (!waiting_.empty()) {
       auto& w = waiting_.front();
       if (count + w.group > max_running_) break;
-      const int64_t need = blocks_for(int64_t(w.ids.size())) + (w.group > 1 ? w.group - 1 : 0);
+      // a sample back from its environment may still hold its blocks: it needs those of its observation
+      const int64_t need = w.cache >= 0 ? cache_->blocks_needed(w.cache, int64_t(w.ids.size()) - cache_->stored(w.cache))
+                                        : blocks_for(int64_t(w.ids.size())) + (w.group > 1 ? w.group - 1 : 0);
       if (!running_.empty() && need + reserved > cache_->free_blocks()) break;
-      w.cache = cache_->add_sequence();
+      if (w.cache < 0) w.cache = cache_->add_sequence();
       if (w.order < 0) w.order = next_order_++;
       count += w.group;
       reserved += need;
@@ -165,7 +177,54 @@ class Engine {
       for (const auto* rows : {&plan.prefill, &plan.decode})
         for (const auto& r : *rows) need += cache_->blocks_needed(running_[r.seq].cache, r.n);
       if (need <= cache_->free_blocks()) return plan;
-      preempt_latest();
+      if (!drop_parked_cache()) preempt_latest();
+    }
+  }
+
+  // Frees the blocks of a sample that is not running but holds some: one waiting for its
+  // environment, else one back from it and queued (the latest admitted); false when none is.
+  bool drop_parked_cache() {
+    auto drop = [&](Seq& s) {
+      cache_->free(s.cache);
+      s.cache = -1;
+      out_.stats.preemptions += 1;
+      return true;
+    };
+    for (auto& [row, s] : parked_)
+      if (s.cache >= 0) return drop(s);
+    for (auto it = waiting_.rbegin(); it != waiting_.rend(); ++it)
+      if (it->cache >= 0) return drop(*it);
+    return false;
+  }
+
+  // Observations back from the environments: appended to their samples, which queue again in
+  // admission order; an episode that ends, or runs out of max_new_tokens, finishes its row.
+  void resume(std::vector<TurnHandler::Reply> replies) {
+    for (auto& r : replies) {
+      auto it = parked_.find(r.row);
+      GRPO_CHECK(it != parked_.end(), "rollout engine: an environment replied for row {}, which waits for none", r.row);
+      Seq s = std::move(it->second);
+      parked_.erase(it);
+      // the observation goes in first: a done episode's last observation is part of its transcript
+      bool alive = true;
+      for (size_t k = 0; alive && k < r.ids.size(); ++k) {
+        alive = detail::record_observation(out_, req_, s.row, int64_t(s.ids.size()) - s.prompt_len, r.ids[k]);
+        if (alive) s.ids.push_back(r.ids[k]);
+      }
+      if (alive && (r.done || r.truncated)) {
+        detail::finish_episode(out_, req_, s.row, r.truncated);
+        alive = false;
+      }
+      if (!alive) {
+        if (s.cache >= 0) cache_->free(s.cache);
+        finish_routing(s, s.row);
+        continue;
+      }
+      GRPO_CHECK(!r.ids.empty(), "rollout engine: an empty observation for row {} (the episode goes on, so the "
+                 "model needs a token to continue from)", r.row);
+      auto at = std::find_if(waiting_.begin(), waiting_.end(),
+                             [&](const Seq& w) { return w.order < 0 || w.order > s.order; });
+      waiting_.insert(at, std::move(s));
     }
   }
 
@@ -321,10 +380,18 @@ class Engine {
         Seq sample{row, 1, s.prompt_len, continues ? std::move(s.ids) : s.ids,
                    continues ? s.cache : cache_->fork(s.cache), s.order, continues ? std::move(s.route) : s.route};
         sample.ids.push_back(tk[j]);
+        if (req_.turns && req_.turns->ends_turn(row, out_.responses[size_t(row)])) {  // its environment's turn
+          req_.turns->submit(row, out_.responses[size_t(row)]);
+          parked_.emplace(row, std::move(sample));
+          continue;
+        }
         next.push_back(std::move(sample));
       }
-      // a finished single sequence, or a group's shared prompt (its samples hold forks)
-      if (s.group > 1 || next.empty() || next.back().cache != s.cache) cache_->free(s.cache);
+      // a finished single sequence, or a group's shared prompt (its samples hold forks); a parked
+      // sample keeps its cache
+      const bool kept = (!next.empty() && next.back().cache == s.cache) ||
+                        (s.group == 1 && parked_.count(s.row) && parked_.at(s.row).cache == s.cache);
+      if (s.group > 1 || !kept) cache_->free(s.cache);
     }
     running_ = std::move(next);
   }
@@ -341,6 +408,7 @@ class Engine {
   std::unique_ptr<model::PagedKVCache> cache_;
   std::deque<Seq> waiting_;
   std::vector<Seq> running_;
+  std::map<int64_t, Seq> parked_;  // by row: samples whose environment is working on their turn
 };
 
 }  // namespace

@@ -89,9 +89,28 @@ bool record_token(RolloutBatch& out, const GenerateRequest& req, int64_t row, in
   return true;
 }
 
+bool record_observation(RolloutBatch& out, const GenerateRequest& req, int64_t row, int64_t t, int64_t token) {
+  auto& response = out.responses[size_t(row)];
+  if (t >= req.sampling.max_new_tokens) {
+    out.finish[size_t(row)] = FinishReason::kLength;
+    if (req.on_finish) req.on_finish(row, response);
+    return false;
+  }
+  out.tokens.accessor<int64_t, 2>()[row][out.prompt_width + t] = token;
+  out.attention_mask.accessor<bool, 2>()[row][out.prompt_width + t] = true;
+  response.push_back(token);
+  return true;
+}
+
+void finish_episode(RolloutBatch& out, const GenerateRequest& req, int64_t row, bool truncated) {
+  out.finish[size_t(row)] = truncated ? FinishReason::kLength : FinishReason::kStop;
+  if (req.on_finish) req.on_finish(row, out.responses[size_t(row)]);
+}
+
 }  // namespace detail
 
 RolloutBatch generate_lockstep(model::Transformer& model, const GenerateRequest& req) {
+  GRPO_CHECK(!req.turns, "multi-turn episodes (GenerateRequest::turns) need the rollout engine, generate()");
   dist::Comm* lockstep = model.lockstep_group();
   RolloutBatch out = detail::start_batch(model, req, lockstep != nullptr);
   const int64_t N = out.rows(), R = req.sampling.max_new_tokens, P = out.prompt_width;

@@ -47,12 +47,15 @@ ResponseBatch ResponseBatch::of(const rollout::RolloutBatch& batch) {
   ResponseBatch s;
   const int64_t N = batch.rows();
   s.P = batch.prompt_width;
-  s.R = N == 0 ? 1 : std::max<int64_t>(1, batch.response_mask.sum(1).max().item<int64_t>());
+  // a response's real tokens: the sampled ones and, in a multi-turn episode, the observations
+  // between them (real, but not in response_mask: no loss on them)
+  const auto real = batch.attention_mask.narrow(1, s.P, batch.attention_mask.size(1) - s.P).sum(1);
+  s.R = N == 0 ? 1 : std::max<int64_t>(1, real.max().item<int64_t>());
   s.tokens = batch.tokens.narrow(1, 0, s.P + s.R);
   s.resp_mask = batch.response_mask.narrow(1, 0, s.R).to(at::kFloat);
   if (batch.routing.defined()) s.routing = batch.routing.narrow(1, 0, s.P + s.R);
   s.prompt_len = to_vector(batch.attention_mask.narrow(1, 0, s.P).sum(1));
-  s.resp_len = to_vector(batch.response_mask.sum(1));
+  s.resp_len = to_vector(real);
   return s;
 }
 

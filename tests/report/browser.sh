@@ -22,7 +22,7 @@ done
 
 render() {  # PAGE RUNS: the DOM after load, a PNG, and the browser's console
   local page=$1 runs=$2
-  local flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run --disable-extensions
+  local flags=(--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars --no-first-run --disable-extensions
                --user-data-dir="$work/profile" --enable-logging=stderr --v=0)
   "$browser" "${flags[@]}" --dump-dom "file://$page" > "$page.dom" 2> "$page.console"
   "$browser" "${flags[@]}" --window-size=1240,2600 --screenshot="$page.png" "file://$page" >/dev/null 2>> "$page.console"

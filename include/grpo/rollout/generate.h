@@ -37,7 +37,8 @@ struct RolloutBatch {
   int64_t prompt_width = 0;    // P: padded prompt length
   at::Tensor tokens;           // [rows, P + R] int64: left-padded prompt, response, pad
   at::Tensor attention_mask;   // [rows, P + R] bool: real tokens (prompt and response)
-  at::Tensor response_mask;    // [rows, R] bool: generated tokens, EOS included
+  at::Tensor response_mask;    // [rows, R] bool: sampled tokens, EOS included (not a multi-turn
+                               // episode's observation tokens, which attention_mask marks real)
   at::Tensor sampling_logprobs;// [rows, R] fp32 (0 where masked)
   at::Tensor token_versions;   // [rows, R] int64: the weights version that sampled each token (0 where masked)
   /// GenerateRequest::record_routing: [rows, P + R, moe layers, top_k] int16, the experts each
@@ -45,7 +46,7 @@ struct RolloutBatch {
   /// row's last token, which no forward reads); else undefined.
   at::Tensor routing;
   std::vector<FinishReason> finish;
-  std::vector<std::vector<int64_t>> responses;  // generated ids per row, EOS excluded
+  std::vector<std::vector<int64_t>> responses;  // ids per row after the prompt (observations included), EOS excluded
   int64_t rows() const { return static_cast<int64_t>(finish.size()); }
 
   struct Stats {
@@ -65,6 +66,27 @@ struct RolloutKey {
   uint64_t seed = 0;
   uint64_t stream = 0;
   uint64_t step = 0;
+};
+
+/// Multi-turn rollouts (env/environment.h): the engine hands a row's finished turn to its
+/// environment and appends the observation's ids when they come back. Called on the generating
+/// thread; submit() may start work elsewhere, which ready() collects.
+class TurnHandler {
+ public:
+  virtual ~TurnHandler() = default;
+  /// Asked after each sampled token that does not end the row: does `response` (the row's ids after
+  /// its prompt, observations included, EOS excluded) end a turn now?
+  virtual bool ends_turn(int64_t row, const std::vector<int64_t>& response) = 0;
+  /// The row's turn is over: start its environment's step.
+  virtual void submit(int64_t row, const std::vector<int64_t>& response) = 0;
+  struct Reply {
+    int64_t row = 0;
+    std::vector<int64_t> ids;  // the observation, appended to the row as it is
+    bool done = false;         // the episode ends after `ids` (FinishReason::kStop)
+    bool truncated = false;    // ... cut short by a limit, e.g. env.max_turns (FinishReason::kLength)
+  };
+  /// The replies ready now; with `wait`, at least one (blocking: the engine has nothing else to run).
+  virtual std::vector<Reply> ready(bool wait) = 0;
 };
 
 struct GenerateRequest {
@@ -89,6 +111,11 @@ struct GenerateRequest {
   /// generate() only, an MoE model: record every token's experts (RolloutBatch::routing), for the
   /// training forward to replay them (routing replay, R3; moe.routing_replay).
   bool record_routing = false;
+  /// generate() only: multi-turn episodes. A row whose turn ends waits for its observation outside
+  /// the running batch, keeping its KV cache (dropped and recomputed if the pool runs short); the
+  /// observation's tokens then enter the response with response_mask false and log-prob 0, and count
+  /// against max_new_tokens like sampled ones. Token t of a row still draws uniform(key, row, t).
+  TurnHandler* turns = nullptr;
 };
 
 /// The rollout engine (above). Expert parallel: the ranks of model.lockstep_group() keep stepping

@@ -2,12 +2,16 @@
 // lock-step reference engine: in float64 the same token ids on a mixed-length workload, for a
 // dense and an MLA/MoE model, greedy and sampled, with and without preemption; in fp32 and bf16
 // the agreement within documented bounds. And the paged cache's block accounting.
+#include <iterator>
+#include <map>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "grpo/model/kv_cache.h"
 #include "grpo/model/transformer.h"
 #include "grpo/rollout/generate.h"
+#include "grpo/train/micro_batch.h"
 #include "../test_util.h"
 
 using namespace grpo;
@@ -324,4 +328,132 @@ TEST(Engine, AnInFlightWeightSwapTagsEveryTokenWithItsVersion) {
     EXPECT_GT(tagged[1], 0) << what;
     if (!same) EXPECT_GT(changed, 0);
   }
+}
+
+// ---------------------------------------------------------------- multi-turn episodes
+namespace {
+
+// A scripted environment: a turn ends after every 4 sampled tokens; its observation is 3 ids that
+// depend on the row and the turn; the 3rd observation ends the episode. Replies come back late and
+// out of order (each waits `delay` ready() calls, longer for even rows), so rows wait while others
+// decode.
+class Scripted : public TurnHandler {
+ public:
+  explicit Scripted(int64_t rows, int64_t delay = 2) : start_(size_t(rows), 0), turns_(size_t(rows), 0), delay_(delay) {}
+  bool ends_turn(int64_t row, const std::vector<int64_t>& response) override {
+    return int64_t(response.size()) - start_[size_t(row)] >= 4;
+  }
+  void submit(int64_t row, const std::vector<int64_t>& response) override {
+    start_[size_t(row)] = int64_t(response.size());
+    const int64_t turn = ++turns_[size_t(row)];
+    pending_.push_back({delay_ + (row % 2 == 0 ? 1 : 0), Reply{row, observation(row, turn), turn == 3, false}});
+  }
+  std::vector<Reply> ready(bool wait) override {
+    std::vector<Reply> out;
+    for (auto it = pending_.begin(); it != pending_.end();)
+      if (--it->first <= 0 || (wait && out.empty() && it == pending_.begin())) {
+        out.push_back(it->second);
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    for (const auto& r : out) start_[size_t(r.row)] += int64_t(r.ids.size());
+    return out;
+  }
+  static std::vector<int64_t> observation(int64_t row, int64_t turn) { return {2 + row % 5, 7, 3 + turn}; }
+
+ private:
+  std::vector<int64_t> start_, turns_;
+  int64_t delay_;
+  std::vector<std::pair<int64_t, Reply>> pending_;
+};
+
+GenerateRequest multiturn_workload() {
+  auto r = workload(1.0);
+  r.stop = nullptr;
+  r.eos_id = -1;  // no EOS: every row runs its 3 turns or its budget
+  r.sampling.max_new_tokens = 30;
+  return r;
+}
+
+}  // namespace
+
+// Token in, token out: every row is prompt, then turns of 4 sampled tokens each followed by its
+// observation's ids as given (no loss, no log-prob), until the 3rd observation ends the episode
+// (the 4th would not fit max_new_tokens for some rows: those end by length, inside it). The same
+// tokens whatever the schedule (rows waiting out of order, 5 running, a pool so small that waiting
+// rows lose their caches and are recomputed); and a teacher-forced forward over the finished rows
+// gives back the sampling log-probs: the sequences trained on are the ones the model sampled from.
+TEST(Engine, MultiTurnEpisodesKeepTheSampledAndObservedIdsExactly) {
+  at::manual_seed(5);
+  model::Transformer m(engine_model(false));
+  cast(m, at::kDouble);
+  auto req = multiturn_workload();
+  const int64_t rows = int64_t(req.prompts.size()) * req.group_size;
+  Scripted turns(rows);
+  req.turns = &turns;
+  const auto ref = run_variant(m, req, kVariants[0]);
+  const int64_t P = ref.prompt_width;
+  int64_t observed = 0, finished_by_length = 0;
+  for (int64_t row = 0; row < rows; ++row) {
+    int64_t t = 0;
+    for (int64_t turn = 1; turn <= 3 && t < req.sampling.max_new_tokens; ++turn) {
+      for (int k = 0; k < 4 && t < req.sampling.max_new_tokens; ++k, ++t) {
+        EXPECT_TRUE(ref.response_mask[row][t].item<bool>()) << "row " << row << " t " << t;
+        EXPECT_TRUE(ref.attention_mask[row][P + t].item<bool>());
+      }
+      for (auto id : Scripted::observation(row, turn)) {
+        if (t >= req.sampling.max_new_tokens) break;
+        EXPECT_EQ(ref.tokens[row][P + t].item<int64_t>(), id) << "row " << row << " t " << t;
+        EXPECT_FALSE(ref.response_mask[row][t].item<bool>());
+        EXPECT_TRUE(ref.attention_mask[row][P + t].item<bool>());
+        EXPECT_EQ(ref.sampling_logprobs[row][t].item<float>(), 0.0f);
+        ++t, ++observed;
+      }
+    }
+    EXPECT_EQ(int64_t(ref.responses[size_t(row)].size()), t) << "row " << row;
+    EXPECT_EQ(ref.attention_mask[row].sum().item<int64_t>() - ref.attention_mask[row].narrow(0, 0, P).sum().item<int64_t>(), t);
+    finished_by_length += ref.finish[size_t(row)] == FinishReason::kLength;
+  }
+  EXPECT_EQ(observed, rows * 9);  // 4 + 3 + 4 + 3 + 4 + 3 = 21 <= 30: every episode ends at its 3rd observation
+  EXPECT_EQ(finished_by_length, 0);
+  // (the 41-token rows need pools of 11 blocks of 4 at least)
+  const Variant variants[] = {kVariants[1], kVariants[2], kVariants[3],
+                              {"a pool of 13 blocks of 4, no sharing (preemption)", 0, 7, 4, 13, false}};
+  for (size_t v = 0; v < std::size(variants); ++v) {
+    Scripted again(rows, int64_t(v) + 1);
+    auto r = req;
+    r.turns = &again;
+    auto out = run_variant(m, r, variants[v]);
+    expect_same_tokens(out, ref, variants[v].name);
+    if (variants[v].kv_blocks > 0) EXPECT_GT(out.stats.preemptions, 0) << variants[v].name;
+  }
+  // a budget that ends rows inside an observation: the row stops there, by length
+  auto tight = req;
+  tight.sampling.max_new_tokens = 9;  // 4 sampled + 3 observed + 2 sampled, then a turn would need 2 more
+  Scripted few(rows);
+  tight.turns = &few;
+  auto cut = run_variant(m, tight, kVariants[0]);
+  for (int64_t row = 0; row < rows; ++row) {
+    EXPECT_EQ(cut.finish[size_t(row)], FinishReason::kLength) << row;
+    EXPECT_EQ(int64_t(cut.responses[size_t(row)].size()), 9) << row;
+  }
+  // teacher forcing over prompt + the whole response reproduces every sampled token's log-prob
+  auto s = train::ResponseBatch::of(ref);
+  auto lp = train::response_logprobs(m, s, at::arange(rows, at::kLong), false).logprobs;
+  auto mask = ref.response_mask.narrow(1, 0, s.R).to(at::kDouble);
+  // (the sampler works in fp32, as expect_same_tokens allows; another conditioning moves them by tenths)
+  const auto stored = ref.sampling_logprobs.narrow(1, 0, s.R).to(at::kDouble);
+  EXPECT_LT(((lp.to(at::kDouble) - stored) * mask).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(s.R, 21);
+  EXPECT_EQ(s.resp_len, std::vector<int64_t>(size_t(rows), 21));
+}
+
+TEST(Engine, TheLockStepEngineRefusesMultiTurnEpisodes) {
+  model::Transformer m(engine_model(false));
+  auto req = multiturn_workload();
+  Scripted turns(28);
+  req.turns = &turns;
+  auto err = grpo::test_util::error_of([&] { generate_lockstep(m, req); });
+  EXPECT_NE(err.find("need the rollout engine"), std::string::npos) << err;
 }

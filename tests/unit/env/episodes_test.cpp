@@ -1,0 +1,181 @@
+// Multi-turn episodes through the rollout engine with a real tokenizer (Qwen3's): token in, token
+// out across 3 turns -- the trained ids are the sampled ids verbatim and the observations' ids as
+// tokenized once -- in a case where decoding and re-tokenizing the transcript would have given
+// other ids; the environment registry; an environment that throws. The code tool against hostile
+// programs is tests/sandbox/code_tool_test.cpp.
+#include <atomic>
+#include <map>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "grpo/env/environment.h"
+#include "grpo/env/episodes.h"
+#include "grpo/model/transformer.h"
+#include "grpo/rollout/generate.h"
+#include "grpo/text/hf_tokenizer.h"
+#include "grpo/train/micro_batch.h"
+#include "../test_util.h"
+
+using namespace grpo;
+
+namespace {
+
+// Answers every turn with what it was told, numbered; the 3rd observation ends the episode.
+class Echo : public env::Environment {
+ public:
+  void reset(const std::string& q, const std::string&) override { question_ = q; }
+  env::Observation step(const std::string& turn) override {
+    env::Observation o;
+    o.text = "<output>\nturn " + std::to_string(++turns_) + " of " + question_ + ": " +
+             std::to_string(turn.size()) + " characters\n</output>\n";
+    o.done = turns_ == 3;
+    o.tool_call = true;
+    return o;
+  }
+
+ private:
+  std::string question_;
+  int turns_ = 0;
+};
+
+}  // namespace
+
+TEST(Episodes, ThreeTurnsKeepTheSampledAndObservedIdsVerbatim) {
+  env::register_environment("echo", [](const env::EnvConfig&) { return std::make_unique<Echo>(); });
+  auto tok = text::HfTokenizer::from_dir(test_util::kQwen3Tok);
+  model::ModelConfig c;
+  c.vocab_size = tok->vocab_size();
+  c.hidden_size = 16;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.intermediate_size = 24;
+  c.max_position_embeddings = 256;
+  c.initializer_range = 0.5;
+  at::manual_seed(3);
+  model::Transformer m(c);
+  for (auto& p : m.parameters()) p.set_data(p.data().to(at::kDouble));
+
+  env::EnvConfig ec;
+  ec.name = "echo";
+  std::vector<std::pair<std::string, std::string>> tasks;
+  rollout::GenerateRequest req;
+  for (int p = 0; p < 2; ++p) {
+    req.prompts.push_back(tok->encode("Question " + std::to_string(p) + ": add the numbers."));
+    req.prompt_keys.push_back(uint64_t(p));
+    for (int g = 0; g < 3; ++g) tasks.emplace_back("question " + std::to_string(p), "");
+  }
+  req.group_size = 3;
+  req.sampling.max_new_tokens = 120;
+  req.sampling.temperature = 1.0;
+  req.key = {7, 1, 1};
+  req.eos_id = -1;
+  // a TurnHandler that ends turns every 5 sampled tokens and hands them to the episodes
+  struct Handler : rollout::TurnHandler {
+    env::Episodes& e;
+    std::map<int64_t, int64_t> start;
+    explicit Handler(env::Episodes& e) : e(e) {}
+    bool ends_turn(int64_t row, const std::vector<int64_t>& r) override { return int64_t(r.size()) - start[row] >= 5; }
+    void submit(int64_t row, const std::vector<int64_t>& r) override {
+      start[row] = int64_t(r.size());
+      e.submit(row, r);
+    }
+    std::vector<Reply> ready(bool wait) override {
+      auto out = e.ready(wait);
+      for (auto& x : out) start[x.row] += int64_t(x.ids.size());
+      return out;
+    }
+  };
+  env::Episodes episodes(ec, *tok, tasks);
+  Handler h(episodes);
+  req.turns = &h;
+  auto out = rollout::generate(m, req);
+
+  const int64_t P = out.prompt_width;
+  int64_t drifted = 0;
+  for (int64_t row = 0; row < out.rows(); ++row) {
+    const auto& resp = out.responses[size_t(row)];
+    // the transcript: 3 turns of 5 sampled tokens, each followed by its observation's ids
+    std::vector<int64_t> expect;
+    int64_t at = 0;
+    for (int turn = 1; turn <= 3; ++turn) {
+      const std::vector<int64_t> sampled(resp.begin() + at, resp.begin() + at + 5);
+      for (int64_t k = 0; k < 5; ++k) EXPECT_TRUE(out.response_mask[row][at + k].item<bool>());
+      expect.insert(expect.end(), sampled.begin(), sampled.end());
+      at += 5;
+      const auto obs = tok->encode("<output>\nturn " + std::to_string(turn) + " of question " + std::to_string(row / 3) +
+                                   ": " + std::to_string(tok->decode(sampled).size()) + " characters\n</output>\n");
+      for (size_t k = 0; k < obs.size(); ++k) EXPECT_FALSE(out.response_mask[row][at + int64_t(k)].item<bool>());
+      expect.insert(expect.end(), obs.begin(), obs.end());
+      at += int64_t(obs.size());
+    }
+    EXPECT_EQ(resp, expect) << "row " << row;
+    EXPECT_EQ(out.finish[size_t(row)], rollout::FinishReason::kStop);
+    // the trained ids: the row's tokens after its prompt, exactly the transcript
+    auto trained = out.tokens[row].narrow(0, P, int64_t(expect.size())).contiguous();
+    EXPECT_EQ(std::vector<int64_t>(trained.data_ptr<int64_t>(), trained.data_ptr<int64_t>() + trained.numel()), expect);
+    // what a detokenize / re-tokenize round trip between turns would have trained on instead
+    drifted += tok->encode(tok->decode(resp)) != resp;
+  }
+  EXPECT_GT(drifted, 0) << "no transcript changes when re-tokenized: the test shows nothing";
+  // the model conditioned on exactly those ids: teacher forcing gives back the sampling log-probs
+  auto s = train::ResponseBatch::of(out);
+  auto lp = train::response_logprobs(m, s, at::arange(out.rows(), at::kLong), false).logprobs.to(at::kDouble);
+  auto mask = out.response_mask.narrow(1, 0, s.R).to(at::kDouble);
+  EXPECT_LT(((lp - out.sampling_logprobs.narrow(1, 0, s.R).to(at::kDouble)) * mask).abs().max().item<double>(), 1e-5);
+  const auto st = episodes.stats();
+  EXPECT_EQ(st.episodes, 6);
+  EXPECT_EQ(st.turns, 18);
+  EXPECT_EQ(st.tool_calls, 18);
+  EXPECT_GT(st.observation_tokens, 18 * 5);
+}
+
+TEST(Episodes, MaxTurnsEndsTheEpisodeAndABrokenEnvironmentIsAnError) {
+  env::register_environment("echo_forever", [](const env::EnvConfig&) {
+    struct Forever : env::Environment {
+      void reset(const std::string&, const std::string&) override {}
+      env::Observation step(const std::string&) override { return {"ok", false, true}; }
+    };
+    return std::make_unique<Forever>();
+  });
+  auto tok = text::HfTokenizer::from_dir(test_util::kQwen3Tok);
+  env::EnvConfig ec;
+  ec.name = "echo_forever";
+  ec.max_turns = 2;
+  env::Episodes e(ec, *tok, {{"q", "a"}});
+  const auto ids = tok->encode("x = 1 </code>");
+  EXPECT_TRUE(e.ends_turn(0, ids));
+  EXPECT_FALSE(e.ends_turn(0, tok->encode("x = 1 </cod")));
+  std::vector<int64_t> response;
+  for (int turn = 1; turn <= 3; ++turn) {
+    response.insert(response.end(), ids.begin(), ids.end());
+    EXPECT_TRUE(e.ends_turn(0, response));
+    e.submit(0, response);
+    auto r = e.ready(true);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].truncated, turn == 3) << turn;  // the 3rd turn is over env.max_turns
+    EXPECT_EQ(r[0].ids, turn < 3 ? tok->encode("ok") : std::vector<int64_t>{});
+    response.insert(response.end(), r[0].ids.begin(), r[0].ids.end());
+    EXPECT_FALSE(e.ends_turn(0, response));  // the observation starts the next turn
+  }
+  EXPECT_EQ(e.stats().truncated, 1);
+
+  env::register_environment("broken", [](const env::EnvConfig&) {
+    struct Broken : env::Environment {
+      void reset(const std::string&, const std::string&) override {}
+      env::Observation step(const std::string&) override { throw std::runtime_error("lost its connection"); }
+    };
+    return std::make_unique<Broken>();
+  });
+  ec.name = "broken";
+  env::Episodes b(ec, *tok, {{"q", "a"}});
+  b.submit(0, ids);
+  auto err = test_util::error_of([&] { b.ready(true); });
+  EXPECT_NE(err.find("environment 'broken' failed on row 0: lost its connection"), std::string::npos) << err;
+  ec.name = "nonesuch";
+  err = test_util::error_of([&] { env::make_environment(ec); });
+  EXPECT_NE(err.find("env.name: unknown environment 'nonesuch'"), std::string::npos) << err;
+  EXPECT_NE(err.find("code"), std::string::npos) << err;
+}
