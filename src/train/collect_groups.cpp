@@ -4,6 +4,7 @@
 // global row order -> StepBatch. Run by the process that trains the step (grpo_step.cpp), or on
 // a rollout rank (rollout_ranks.cpp).
 #include <functional>
+#include <memory>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -12,6 +13,7 @@
 #include "grpo/core/error.h"
 #include "grpo/core/profile.h"
 #include "grpo/dist/comm.h"
+#include "grpo/env/episodes.h"
 #include "grpo/rollout/generate.h"
 #include "step_batch.h"
 
@@ -45,6 +47,7 @@ struct Round {
   double reward_busy = 0;
   double reward_wait = 0;  // after generation ended
   int64_t reward_timeouts = 0;
+  env::EpisodeStats env;  // multi-turn rollouts (env.name)
 };
 
 // Generation reads nothing of the session that training writes (the policy, s.st): with
@@ -85,7 +88,16 @@ Round rollout_round(Session& s, model::Transformer& model, int64_t step, int64_t
     req.on_finish = [&](int64_t row, const std::vector<int64_t>& response) {
       s.reward_pool->submit(row, make_sample(row, response));
     };
+  std::unique_ptr<env::Episodes> episodes;  // multi-turn: one episode per row, on its prompt's task
+  if (!s.cfg.env.name.empty()) {
+    std::vector<std::pair<std::string, std::string>> tasks;
+    for (const auto& item : rd.items)
+      for (int64_t k = 0; k < g.group_size; ++k) tasks.emplace_back(item.question, item.answer);
+    episodes = std::make_unique<env::Episodes>(s.cfg.env, *s.tok, tasks);
+    req.turns = episodes.get();
+  }
   rd.batch = rollout::generate(model, req);
+  if (episodes) rd.env = episodes->stats();
   const int64_t N = rd.batch.rows();
   auto t_wait = Clock::now();
   core::StageTimer timer(core::Stage::kReward);
@@ -127,6 +139,10 @@ StepBatch collect_groups(Session& s, model::Transformer& model, StepStats& stats
     stats.reward_busy += rd.reward_busy;
     out.reward_wait += rd.reward_wait;
     stats.reward_timeouts += double(rd.reward_timeouts);
+    stats.env_episodes += double(rd.env.episodes), stats.env_turns += double(rd.env.turns);
+    stats.env_tool_calls += double(rd.env.tool_calls), stats.env_tool_errors += double(rd.env.tool_errors);
+    stats.env_tool_timeouts += double(rd.env.tool_timeouts), stats.env_truncated += double(rd.env.truncated);
+    stats.env_observation_tokens += double(rd.env.observation_tokens), stats.env_seconds += rd.env.env_seconds;
     std::vector<double> counts{0, 0, double(rd.scored.size()), 0};  // kept, dropped, scored, failed
     for (const auto& r : rd.scored)
       if (!r.failed.empty()) {

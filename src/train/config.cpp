@@ -111,6 +111,16 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
                         fmt::format("unknown reward '{}'; registered: {}", name, fmt::join(known, ", ")));
   if (c.reward.weights.empty())
     core::config_fail(src, "reward.weights", "at least one reward function is needed");
+  if (!c.env.name.empty()) {
+    const auto envs = env::environment_names();
+    if (to_run && std::find(envs.begin(), envs.end(), c.env.name) == envs.end())
+      core::config_fail(src, "env.name", fmt::format("unknown environment '{}'; registered: {}", c.env.name,
+                                                     fmt::join(envs, ", ")));
+    if (c.env.turn_end.empty()) core::config_fail(src, "env.turn_end", "the text that ends a turn must not be empty");
+    if (c.parallel.rollout_ranks > 0)
+      core::config_fail(src, "env.name", "multi-turn rollouts run in the training processes for now, not with "
+                        "parallel.rollout_ranks");
+  }
   if (c.reward.params.language != "auto") {
     try {
       reward::parse_target_script(c.reward.params.language);

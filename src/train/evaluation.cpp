@@ -4,6 +4,7 @@
 // not change the results); sums are reduced.
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 
 #include "grpo/core/progress.h"
 #include "grpo/dist/comm.h"
+#include "grpo/env/episodes.h"
 #include "grpo/rollout/generate.h"
 #include "session.h"
 
@@ -40,6 +42,13 @@ EvalResult evaluate(Session& s) {
     for (int pass = 0; pass < (cfg.eval.sampled ? 2 : 1); ++pass) {
       req.sampling.temperature = pass == 0 ? 0.0 : cfg.rollout.temperature;
       req.key = {uint64_t(cfg.run.seed), uint64_t(core::Stream::kEvalSampling), uint64_t(s.st.rollout_step)};
+      std::unique_ptr<env::Episodes> episodes;  // multi-turn: the policy acts in its environment here too
+      if (!cfg.env.name.empty()) {
+        std::vector<std::pair<std::string, std::string>> tasks;
+        for (const auto& p : probs) tasks.emplace_back(p.question, p.answer);
+        episodes = std::make_unique<env::Episodes>(cfg.env, *s.tok, tasks);
+        req.turns = episodes.get();
+      }
       auto out = rollout::generate(*s.policy, req);
       for (int64_t i = 0; i < n; ++i) {
         auto text = s.tok->decode(out.responses[i]);

@@ -50,7 +50,9 @@ void StepStats::reduce(Session& s) {
                               &ratio_sum, &entropy,    &lp_diff_sum,     &lp_diff_tokens, &rows_skipped,   &truncated,      &response_tokens,
                               &reward_failures, &reward_timeouts, &reward_busy, &kl_penalty,
                               &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked,
-                              &token_lag_sum};
+                              &token_lag_sum,   &env_episodes,    &env_turns,   &env_tool_calls,
+                              &env_tool_errors, &env_tool_timeouts, &env_truncated, &env_observation_tokens,
+                              &env_seconds};
   for (auto& [name, v] : parts) summed.push_back(&v);
   std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max,
                                   is_weight_max, token_lag_max};
@@ -459,6 +461,16 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
       {"time_wait_weights", time.wait_weights},
       {"updates", u.updates},
   };
+  if (!s.cfg.env.name.empty()) {  // multi-turn rollouts: per episode, and the environments' time
+    const double episodes = std::max(1.0, st.env_episodes);
+    j["env_turns"] = st.env_turns / episodes;
+    j["env_tool_calls"] = st.env_tool_calls / episodes;
+    j["env_tool_errors"] = st.env_tool_errors / episodes;
+    j["env_tool_timeouts"] = st.env_tool_timeouts / episodes;
+    j["env_truncated_fraction"] = st.env_truncated / episodes;
+    j["env_observation_tokens"] = st.env_observation_tokens / episodes;
+    j["time_env"] = st.env_seconds;  // summed over the episodes' steps, which overlap decoding and each other
+  }
   for (const auto& [name, sum] : st.parts)  // every other reward function's mean, e.g. reward_answer_line
     if (name != "accuracy" && name != "format") j["reward_" + name] = sum / NG;
   const double moe_ratio = s.write_metrics(j);

@@ -24,6 +24,9 @@ struct StepStats {
   double tokens = 0, kl = 0, clip_low = 0, clip_high = 0, dual_clip = 0, ratio_sum = 0, entropy = 0;
   double lp_diff_sum = 0, lp_diff_tokens = 0, truncated = 0, response_tokens = 0, reward_failures = 0, reward_timeouts = 0;
   double rows_skipped = 0;  // rows left out of the training passes (grpo.skip_zero_advantage)
+  // multi-turn rollouts (env.name): sums over the step's episodes
+  double env_episodes = 0, env_turns = 0, env_tool_calls = 0, env_tool_errors = 0, env_tool_timeouts = 0;
+  double env_truncated = 0, env_observation_tokens = 0, env_seconds = 0;
   double reward_busy = 0, kl_penalty = 0;
   double behaviour_kl = 0;                          // sum over tokens of k3(pi_b || pi_old)
   double is_weight_sum = 0, is_masked = 0, off_policy_masked = 0;  // off-policy corrections (token sums)

@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "grpo/core/config.h"
+
 namespace grpo::env {
 
 /// What an environment returns for a turn.
@@ -53,6 +55,24 @@ struct EnvConfig {
   int64_t max_output_chars = 1024;  // of stdout + stderr shown to the model (the rest is cut, and says so)
   double tool_seconds = 5;          // wall-clock limit of one tool run
   int64_t workers = 2;              // tool runs at once
+
+  void visit(core::ConfigVisitor& v) {
+    v.field("name", name, "the environment of multi-turn rollouts: empty = single-turn; code = run the model's "
+            "code blocks as Python in the sandbox and show it their output (or a C++ environment registered with "
+            "env::register_environment)");
+    v.field("turn_end", turn_end, "a turn ends when the response ends with this text; the environment then "
+            "steps on the turn and its observation is appended (tokenized once) before the model goes on");
+    v.field("code_open", code_open, "code: the program is the text between the turn's last code_open and turn_end");
+    v.field("output_open", output_open, "code: text before the program's output");
+    v.field("output_close", output_close, "code: text after the program's output");
+    v.field("max_turns", max_turns, "turns (tool calls) per episode; one more ends the episode as truncated",
+            core::at_least(1));
+    v.field("max_output_chars", max_output_chars, "code: characters of stdout + stderr shown (the rest is cut, "
+            "and the observation says how much)", core::at_least(1));
+    v.field("tool_seconds", tool_seconds, "code: wall-clock limit of one run (a longer run is stopped and the "
+            "model is told)", core::positive());
+    v.field("workers", workers, "environment steps at once (threads), beside decoding", core::at_least(1));
+  }
 };
 
 using EnvironmentFactory = std::function<std::unique_ptr<Environment>(const EnvConfig&)>;

@@ -14,6 +14,7 @@
 #include "grpo/core/config.h"
 #include "grpo/data/arithmetic.h"
 #include "grpo/data/jsonl_dataset.h"
+#include "grpo/env/environment.h"
 #include "grpo/model/model_config.h"
 #include "grpo/reward/reward.h"
 #include "grpo/rollout/sampler.h"
@@ -402,6 +403,7 @@ struct Config {
   MoeConfig moe;
   ParallelConfig parallel;
   reward::RewardConfig reward;
+  env::EnvConfig env;
   EvalConfig eval;
   MetricsConfig metrics;
   CheckpointConfig checkpoint;
@@ -427,6 +429,7 @@ struct Config {
     v.section("moe", "expert load balancing (MoE policies only)", moe);
     v.section("parallel", "several processes: data parallel over all of them", parallel);
     v.section("reward", "rule-based rewards", reward);
+    v.section("env", "multi-turn rollouts: the environment (e.g. a code tool) the policy acts in", env);
     v.section("eval", "held-out evaluation (eval.jsonl)", eval);
     v.section("metrics", "what a run logs besides metrics.jsonl and eval.jsonl", metrics);
     v.section("checkpoint", "checkpoints (checkpoints/ in the run directory)", checkpoint);

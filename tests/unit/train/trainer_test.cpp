@@ -20,6 +20,7 @@
 #include "grpo/core/profile.h"
 #include "grpo/core/rng.h"
 #include "grpo/data/arithmetic.h"
+#include "grpo/env/environment.h"
 #include "grpo/io/safetensors.h"
 #include "grpo/reward/reward.h"
 #include "grpo/text/hf_tokenizer.h"
@@ -749,4 +750,39 @@ TEST(Trainer, ProfileTimesEveryStageBesideItsLeastWork) {
   // the optimizer reads and writes 8 fp32 words per parameter
   EXPECT_DOUBLE_EQ(j["stages"]["optimizer"]["bytes"].get<double>(),
                    32.0 * double(t.policy().num_parameters()) * double(j["stages"]["optimizer"]["calls"].get<int64_t>()) / 2);
+}
+
+// Multi-turn rollouts in the trainer (env.name): a registered environment whose turns end at a
+// character the small model writes often; its observations enter the rows, the episodes' metrics
+// are logged, the losses stay finite, and evaluation runs the episodes too.
+TEST(Trainer, MultiTurnEpisodesTrainAndLogTheirMetrics) {
+  struct Reply : env::Environment {
+    void reset(const std::string&, const std::string&) override {}
+    env::Observation step(const std::string&) override {
+      env::Observation o;
+      o.text = "0";
+      o.tool_call = true;
+      return o;
+    }
+  };
+  env::register_environment("trainer_test_reply", [](const env::EnvConfig&) { return std::make_unique<Reply>(); });
+  auto dir = tmpdir("multiturn_trainer");
+  auto c = tiny_run(dir, 3);
+  c.env.name = "trainer_test_reply";
+  c.env.turn_end = "1";  // the digit 1 ends a turn
+  c.env.max_turns = 2;
+  c.checkpoint.every = 0;
+  train::Trainer t(c);
+  t.run();
+  double turns = 0;
+  for (auto& m : read_jsonl(dir + "/metrics.jsonl")) {
+    if (m["stage"] != "grpo") continue;
+    EXPECT_TRUE(std::isfinite(m["loss"].get<double>())) << m.dump();
+    ASSERT_TRUE(m.contains("env_turns")) << m.dump();
+    turns += m["env_turns"].get<double>();
+    EXPECT_GE(m["env_observation_tokens"].get<double>(), m["env_turns"].get<double>() - 1e-9);
+    EXPECT_LE(m["env_turns"].get<double>(), 3.0);  // max_turns 2, then one more ends the episode
+    EXPECT_EQ(m["env_tool_calls"].get<double>(), m["env_turns"].get<double>() - m["env_truncated_fraction"].get<double>());
+  }
+  EXPECT_GT(turns, 0.0) << "no turn ended: the test exercises nothing";
 }
