@@ -117,6 +117,8 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
       core::config_fail(src, "env.name", fmt::format("unknown environment '{}'; registered: {}", c.env.name,
                                                      fmt::join(envs, ", ")));
     if (c.env.turn_end.empty()) core::config_fail(src, "env.turn_end", "the text that ends a turn must not be empty");
+    if (c.env.name == "external" && c.env.command.empty())
+      core::config_fail(src, "env.command", "env.name external needs the environment process's command");
     if (c.parallel.rollout_ranks > 0)
       core::config_fail(src, "env.name", "multi-turn rollouts run in the training processes for now, not with "
                         "parallel.rollout_ranks");

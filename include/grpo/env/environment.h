@@ -53,8 +53,9 @@ struct EnvConfig {
   std::string output_open = "<output>\n", output_close = "\n</output>\n";  // around the tool's output
   int64_t max_turns = 4;            // tool calls per episode; the next one gets a "no more tool calls" note
   int64_t max_output_chars = 1024;  // of stdout + stderr shown to the model (the rest is cut, and says so)
-  double tool_seconds = 5;          // wall-clock limit of one tool run
-  int64_t workers = 2;              // tool runs at once
+  double tool_seconds = 5;          // wall-clock limit of one tool run (external: of one reply)
+  int64_t workers = 2;              // tool runs at once (external: processes)
+  std::string command;              // external: the environment process (`sh -c COMMAND`)
 
   void visit(core::ConfigVisitor& v) {
     v.field("name", name, "the environment of multi-turn rollouts: empty = single-turn; code = run the model's "
@@ -71,13 +72,22 @@ struct EnvConfig {
             "and the observation says how much)", core::at_least(1));
     v.field("tool_seconds", tool_seconds, "code: wall-clock limit of one run (a longer run is stopped and the "
             "model is told)", core::positive());
-    v.field("workers", workers, "environment steps at once (threads), beside decoding", core::at_least(1));
+    v.field("workers", workers, "environment steps at once (threads), beside decoding; external: that many "
+            "processes, each episode staying on one", core::at_least(1));
+    v.field("command", command, "external: the environment process, `sh -c COMMAND`, spoken to in JSON lines "
+            "(examples/external_env.py shows the protocol); replies later than tool_seconds, malformed ones "
+            "and crashes end the episode with an error the model sees, and the process is restarted");
   }
 };
 
 using EnvironmentFactory = std::function<std::unique_ptr<Environment>(const EnvConfig&)>;
 /// Makes `name` known to make_environment() (a library user's environment, written in C++);
-/// registering a name twice replaces it. Built in: "code".
+/// registering a name twice replaces it. Built in: "code" and "external" (a process of the user's,
+/// env.command, over JSON lines:
+///   {"type": "reset", "episode": N, "question": ..., "answer": ...}  ->  any JSON object
+///   {"type": "step", "episode": N, "turn": ...}  ->  {"observation": text, "done": bool,
+///                                                    "tool_call": bool, "tool_error": bool}
+/// each episode's messages going to the same process, one at a time).
 void register_environment(const std::string& name, EnvironmentFactory factory);
 /// Builds a fresh episode of the environment `config.name`; errors name `env.name` and list the
 /// known ones.

@@ -179,3 +179,66 @@ TEST(Episodes, MaxTurnsEndsTheEpisodeAndABrokenEnvironmentIsAnError) {
   EXPECT_NE(err.find("env.name: unknown environment 'nonesuch'"), std::string::npos) << err;
   EXPECT_NE(err.find("code"), std::string::npos) << err;
 }
+
+// The external environment protocol (env.name external): examples/external_env.py answers over JSON
+// lines; an environment process that crashes, hangs or talks nonsense ends the episode with the
+// error as its observation, and the next episode gets a fresh process.
+TEST(ExternalEnv, TheExampleAnswersAndABrokenProcessEndsOnlyItsEpisodes) {
+  env::EnvConfig c;
+  c.name = "external";
+  c.command = "python3 " + std::string(GRPO_SOURCE_DIR) + "/examples/external_env.py";
+  c.workers = 1;
+  auto e = env::make_environment(c);
+  e->reset("What is 6 times 7?", "42");
+  auto o = e->step("Let me compute. <code>6 * 7</code>");
+  EXPECT_EQ(o.text, "<output>\n42\n</output>\n");
+  EXPECT_FALSE(o.done);
+  EXPECT_FALSE(o.tool_error);
+  o = e->step("<code>1 / 0</code>");
+  EXPECT_TRUE(o.tool_error);
+  EXPECT_NE(o.text.find("error: division by zero"), std::string::npos) << o.text;
+  EXPECT_TRUE(e->step("<code>2 ** 10</code>").done);  // the example's 3 calls
+
+  const std::string dir = test_util::tmpdir("external_env");
+  // crashes on its 2nd message (the first step), then works when started again
+  test_util::write_file(dir + "/crash.py", R"(import json, os, sys
+marker = sys.argv[1]
+for i, line in enumerate(sys.stdin):
+    if i == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    print(json.dumps({"observation": "ok", "done": False}), flush=True)
+)");
+  c.command = "python3 " + dir + "/crash.py " + dir + "/crashed";
+  auto a = env::make_environment(c), b = env::make_environment(c);
+  a->reset("q", "a");
+  o = a->step("<code>1</code>");
+  EXPECT_TRUE(o.done && o.tool_error);
+  EXPECT_NE(o.text.find("[environment error: environment 'python3"), std::string::npos) << o.text;
+  EXPECT_NE(o.text.find("exited without replying"), std::string::npos) << o.text;
+  b->reset("q", "a");  // a fresh process
+  o = b->step("<code>1</code>");
+  EXPECT_EQ(o.text, "ok");
+  EXPECT_FALSE(o.tool_error);
+
+  // hangs: the deadline ends the episode, counted as a timeout
+  test_util::write_file(dir + "/hang.py", "import sys, time\nfor line in sys.stdin:\n    time.sleep(60)\n");
+  c.command = "python3 " + dir + "/hang.py";
+  c.tool_seconds = 0.5;
+  auto h = env::make_environment(c);
+  h->reset("q", "a");  // its reply never comes either
+  o = h->step("<code>1</code>");
+  EXPECT_TRUE(o.done && o.tool_error && o.tool_timeout) << o.text;
+  EXPECT_NE(o.text.find("no reply before the deadline"), std::string::npos) << o.text;
+
+  // nonsense
+  c.command = "echo not json";
+  c.tool_seconds = 5;
+  auto n = env::make_environment(c);
+  n->reset("q", "a");
+  o = n->step("<code>1</code>");
+  EXPECT_TRUE(o.done && o.tool_error);
+  EXPECT_NE(o.text.find("expected a JSON object, got 'not json'"), std::string::npos) << o.text;
+  c.command = "";
+  EXPECT_NE(test_util::error_of([&] { env::make_environment(c); }).find("needs env.command"), std::string::npos);
+}
