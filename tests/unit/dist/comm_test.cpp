@@ -93,7 +93,7 @@ TEST(DistWorker, Run) {
     return;
   }
   const std::set<std::string> dp_scenarios{"grpo_dp", "grpo_dapo", "grpo_zero1", "grpo_dp_bf16", "grpo_zero1_bf16",
-                                           "grpo_dp_stop"};
+                                           "grpo_dp_stop", "grpo_env"};
   if (dp_scenarios.count(scenario) || moe ||
       std::sscanf(scenario, "grpo_tp%ld_steps%ld", &tp_train, &steps) == 2) {  // data/tensor/expert-parallel training
     try {
@@ -101,6 +101,7 @@ TEST(DistWorker, Run) {
       cfg.parallel.tp = tp_train;
       cfg.parallel.ep = ep_train;
       if (std::string(scenario) == "grpo_dapo") cfg.grpo.dynamic_sampling = true;
+      if (std::string(scenario) == "grpo_env") with_env(cfg);
       if (std::strstr(scenario, "_zero1")) cfg.parallel.zero1 = true;
       if (std::strstr(scenario, "_recompute")) cfg.parallel.recompute = cfg.parallel.sequence_parallel = true;
       if (std::strstr(scenario, "_bf16")) cfg.optim.precision = "bf16";

@@ -88,6 +88,39 @@ TEST(Dist, DataParallelTrainingEqualsOneProcess) {
   }
 }
 
+// Multi-turn episodes under data parallelism: the episodes of each rank's rows run on that rank,
+// and 2 processes train what one process trains, with the same episode metrics (summed over ranks).
+TEST(Dist, MultiTurnEpisodesOnTwoRanksEqualOneProcess) {
+  const std::string one = grpo::test_util::tmpdir("env_one");
+  auto c = dp_run(one);
+  with_env(c);
+  grpo::train::Trainer t(c);
+  t.run();
+  auto ws = run_workers(2, {0, 1}, "grpo_env", 60000);
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(ws[r].rc, 0) << "rank " << r << ":\n" << ws[r].out;
+  const std::string run = std::string(GRPO_TEST_TMPDIR) + "/dist_grpo_env_2/run";
+  auto params = [](const std::string& dir) {
+    return grpo::io::load_safetensors(dir + "/checkpoints/step-000002/model.safetensors");
+  };
+  auto ref = params(one), got = params(run);
+  ASSERT_EQ(got.size(), ref.size());
+  double max_diff = 0;
+  for (size_t i = 0; i < ref.size(); ++i)
+    max_diff = std::max(max_diff, (got[i].second - ref[i].second).abs().max().item<double>());
+  EXPECT_LT(max_diff, 2e-5);
+  auto m = grpo::test_util::read_jsonl(run + "/metrics.jsonl"), m_ref = grpo::test_util::read_jsonl(one + "/metrics.jsonl");
+  ASSERT_EQ(m.size(), m_ref.size());
+  double turns = 0;
+  for (size_t i = 0; i < m.size(); ++i) {
+    if (m[i]["stage"] != "grpo") continue;
+    for (const char* k : {"reward_mean", "env_turns", "env_tool_calls", "env_observation_tokens", "env_truncated_fraction",
+                          "response_length"})
+      EXPECT_NEAR(m[i][k].get<double>(), m_ref[i][k].get<double>(), 1e-9) << i << " " << k;
+    turns += m[i]["env_turns"].get<double>();
+  }
+  EXPECT_GT(turns, 0.0) << "no turn ended: the test exercises nothing";
+}
+
 // Mixed precision with ZeRO-1: each rank keeps fp32 masters and AdamW state for its own share of
 // the bf16 parameters; 2 processes train exactly what 2 processes with every master on every rank
 // train (the same bf16 gradient sums, the same element-wise updates), and the checkpoint gathers

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "grpo/dist/comm.h"
+#include "grpo/env/environment.h"
 #include "grpo/train/config.h"
 #include "../test_util.h"
 
@@ -135,6 +137,24 @@ inline grpo::train::Config dp_run(const std::string& dir) {
   c.eval.every = 0;
   c.checkpoint.every = 0;
   return c;
+}
+
+// dp_run with multi-turn episodes: a registered environment whose turns end at the digit 1 and
+// whose observation is "0" (every process registers it: the driver and each worker).
+inline void with_env(grpo::train::Config& c) {
+  struct Reply : grpo::env::Environment {
+    void reset(const std::string&, const std::string&) override {}
+    grpo::env::Observation step(const std::string&) override {
+      grpo::env::Observation o;
+      o.text = "0";
+      o.tool_call = true;
+      return o;
+    }
+  };
+  grpo::env::register_environment("dist_test_reply", [](const grpo::env::EnvConfig&) { return std::make_unique<Reply>(); });
+  c.env.name = "dist_test_reply";
+  c.env.turn_end = "1";
+  c.env.max_turns = 2;
 }
 
 // The same run with a DeepSeek-V3-shaped MoE policy (MLA, a dense first layer, 4 routed experts
