@@ -231,8 +231,8 @@ for i, line in enumerate(sys.stdin):
   EXPECT_TRUE(o.done && o.tool_error && o.tool_timeout) << o.text;
   EXPECT_NE(o.text.find("no reply before the deadline"), std::string::npos) << o.text;
 
-  // nonsense
-  c.command = "echo not json";
+  // nonsense, a line for each line read
+  c.command = "while read -r line; do echo 'not json'; done";
   c.tool_seconds = 5;
   auto n = env::make_environment(c);
   n->reset("q", "a");
