@@ -19,7 +19,7 @@ mask < "$work/plain.txt" | diff -u "$root/tests/fixtures/progress/plain_lines.tx
   { echo "FAILED: off a terminal the output changed (above)"; exit 1; }
 
 cmd=$(printf '%q ' "$bin/grpo_train" "${args[@]}")
-TERM=xterm script -qec "$cmd" "$work/tty.raw" > /dev/null
+TERM=xterm script -qec "stty cols 160 2>/dev/null; $cmd" "$work/tty.raw" > /dev/null  # a known width
 python3 - "$work/tty.raw" <<'PY'
 import re, sys
 raw = open(sys.argv[1], "rb").read().decode()
