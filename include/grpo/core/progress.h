@@ -42,7 +42,8 @@ class Progress {
     Activity& operator=(const Activity&) = delete;
   };
 
-  /// Draws `line` (no newline) under the log output: what the ticker and log sink call.
+  /// For the log sink and the ticker, holding mutex(): draw the current line again (no newline),
+  /// or erase it from the screen.
   void redraw_locked();
   void clear_locked();
   std::mutex& mutex() { return mutex_; }
