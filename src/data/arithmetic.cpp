@@ -20,8 +20,17 @@ int64_t carry_dropping_sum(int64_t a, int64_t b, int64_t digits) {
   return r + carry * p;
 }
 
-ArithmeticTask::ArithmeticTask(const ArithmeticConfig& config, uint64_t seed)
-    : config_(config), seed_(seed) {
+std::unique_ptr<text::CharTokenizer> task_tokenizer(const ArithmeticConfig& config) {
+  std::vector<std::string> specials{"<think>", "</think>", "<answer>", "</answer>"};
+  if (!config.multiplication()) return std::make_unique<text::CharTokenizer>("0123456789+=,", specials);
+  std::string printable = "\n";
+  for (char c = ' '; c <= '~'; ++c) printable += c;
+  for (const char* t : {"<code>", "</code>", "<output>", "</output>"}) specials.push_back(t);
+  return std::make_unique<text::CharTokenizer>(printable, specials, '?');
+}
+
+ArithmeticTask::ArithmeticTask(const ArithmeticConfig& config, uint64_t seed, ToolFormat tool)
+    : config_(config), tool_(std::move(tool)), seed_(seed) {
   lo_ = 1;
   for (int64_t i = 1; i < config.digits; ++i) lo_ *= 10;
   hi_ = lo_ * 10 - 1;
@@ -37,8 +46,9 @@ Problem ArithmeticTask::make(int64_t a, int64_t b) const {
   Problem p;
   p.a = a;
   p.b = b;
-  p.question = fmt::format("{}+{}=", a, b);
-  p.answer = std::to_string(a + b);
+  const bool mul = config_.multiplication();
+  p.question = fmt::format("{}{}{}=", a, mul ? '*' : '+', b);
+  p.answer = std::to_string(mul ? a * b : a + b);
   return p;
 }
 
@@ -72,12 +82,37 @@ std::string ArithmeticTask::formatted(const Problem& p, int64_t sum, bool drop_c
   return fmt::format("<think>{}</think><answer>{}</answer>", think, sum);
 }
 
-std::string ArithmeticTask::demonstration(const Problem& p, uint64_t key) const {
+std::vector<DemoPiece> ArithmeticTask::demonstration_pieces(const Problem& p, uint64_t key) const {
   KeyedRng rng(key);
+  if (config_.multiplication()) {
+    const std::string answer = "<answer>" + p.answer + "</answer>";
+    if (rng.uniform() >= config_.tool_rate) return {{answer}};
+    // the tool's observation exactly as the code tool returns it (env/environment.cpp): stdout,
+    // trailing newlines dropped, between the output markers
+    return {{tool_.code_open + fmt::format("print({}*{})", p.a, p.b) + tool_.turn_end},
+            {tool_.output_open + p.answer + tool_.output_close, true},
+            {answer}};
+  }
   bool wrong = rng.uniform() < config_.noise;
   bool fmt_ok = rng.uniform() < config_.format_rate;
   int64_t sum = wrong ? carry_dropping_sum(p.a, p.b, config_.digits) : p.a + p.b;
-  return fmt_ok ? formatted(p, sum, wrong) : std::to_string(sum);
+  return {{fmt_ok ? formatted(p, sum, wrong) : std::to_string(sum)}};
+}
+
+DemoTokens tokenize_demonstration(const text::Tokenizer& tok, const std::vector<DemoPiece>& pieces) {
+  DemoTokens d;
+  for (const auto& piece : pieces) {
+    auto ids = tok.encode(piece.text);
+    d.ids.insert(d.ids.end(), ids.begin(), ids.end());
+    d.trained.insert(d.trained.end(), ids.size(), !piece.observation);
+  }
+  return d;
+}
+
+std::string ArithmeticTask::demonstration(const Problem& p, uint64_t key) const {
+  std::string text;
+  for (const auto& piece : demonstration_pieces(p, key)) text += piece.text;
+  return text;
 }
 
 }  // namespace grpo::data

@@ -21,6 +21,7 @@ Episodes::Episodes(const EnvConfig& config, const text::Tokenizer& tokenizer,
   }
   turn_start_.assign(tasks.size(), 0);
   turns_.assign(tasks.size(), 0);
+  row_tool_calls_.assign(tasks.size(), 0);
   stats_.episodes = int64_t(tasks.size());
   // enough trailing tokens to hold the marker even if every token is one byte
   marker_tokens_ = int64_t(config.turn_end.size()) + 1;
@@ -89,6 +90,8 @@ void Episodes::work() {
       errors_.push_back(error);
     } else {
       stats_.tool_calls += o.tool_call;
+      stats_.with_tool += o.tool_call && row_tool_calls_[size_t(job.row)] == 0;
+      row_tool_calls_[size_t(job.row)] += o.tool_call;
       stats_.tool_errors += o.tool_error;
       stats_.tool_timeouts += o.tool_timeout;
       stats_.env_seconds += o.seconds;
@@ -107,6 +110,11 @@ std::vector<rollout::TurnHandler::Reply> Episodes::ready(bool wait) {
   out.swap(done_);
   for (const auto& r : out) turn_start_[size_t(r.row)] += int64_t(r.ids.size());  // the next turn starts after it
   return out;
+}
+
+int64_t Episodes::tool_calls(int64_t row) const {
+  std::lock_guard<std::mutex> g(mutex_);
+  return row_tool_calls_.at(size_t(row));
 }
 
 EpisodeStats Episodes::stats() const {

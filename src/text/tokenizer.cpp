@@ -6,7 +6,7 @@
 
 namespace grpo::text {
 
-CharTokenizer::CharTokenizer(std::string alphabet, std::vector<std::string> specials) {
+CharTokenizer::CharTokenizer(std::string alphabet, std::vector<std::string> specials, char unknown) {
   std::fill(std::begin(char_to_id_), std::end(char_to_id_), -1);
   pieces_ = {kPad, kEos};
   for (auto& s : specials) {
@@ -24,6 +24,10 @@ CharTokenizer::CharTokenizer(std::string alphabet, std::vector<std::string> spec
     GRPO_CHECK(char_to_id_[c] < 0, "character '{}' appears twice in the alphabet", char(c));
     char_to_id_[c] = static_cast<int64_t>(pieces_.size());
     pieces_.push_back(std::string(1, char(c)));
+  }
+  if (unknown != 0) {
+    unknown_id_ = char_to_id_[static_cast<unsigned char>(unknown)];
+    GRPO_CHECK(unknown_id_ >= 0, "CharTokenizer: the stand-in for unknown bytes '{}' is not in the alphabet", unknown);
   }
 }
 
@@ -45,6 +49,11 @@ std::vector<int64_t> CharTokenizer::encode(std::string_view text) const {
     }
     if (matched) continue;
     unsigned char c = static_cast<unsigned char>(text[i]);
+    if (char_to_id_[c] < 0 && unknown_id_ >= 0) {
+      out.push_back(unknown_id_);
+      ++i;
+      continue;
+    }
     GRPO_CHECK(char_to_id_[c] >= 0, "character '{}' (byte {}) at offset {} is not in the vocabulary",
                std::string(1, text[i]), int(c), i);
     out.push_back(char_to_id_[c]);

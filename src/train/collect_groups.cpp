@@ -143,6 +143,7 @@ StepBatch collect_groups(Session& s, model::Transformer& model, StepStats& stats
     stats.env_tool_calls += double(rd.env.tool_calls), stats.env_tool_errors += double(rd.env.tool_errors);
     stats.env_tool_timeouts += double(rd.env.tool_timeouts), stats.env_truncated += double(rd.env.truncated);
     stats.env_observation_tokens += double(rd.env.observation_tokens), stats.env_seconds += rd.env.env_seconds;
+    stats.env_with_tool += double(rd.env.with_tool);
     std::vector<double> counts{0, 0, double(rd.scored.size()), 0};  // kept, dropped, scored, failed
     for (const auto& r : rd.scored)
       if (!r.failed.empty()) {

@@ -119,9 +119,6 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
     if (c.env.turn_end.empty()) core::config_fail(src, "env.turn_end", "the text that ends a turn must not be empty");
     if (c.env.name == "external" && c.env.command.empty())
       core::config_fail(src, "env.command", "env.name external needs the environment process's command");
-    if (c.parallel.rollout_ranks > 0)
-      core::config_fail(src, "env.name", "multi-turn rollouts run in the training processes for now, not with "
-                        "parallel.rollout_ranks");
   }
   if (c.reward.params.language != "auto") {
     try {
@@ -161,9 +158,26 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
     if (builtin_tokenizer)
       core::config_fail(src, "data.train", "a JSONL dataset needs a real tokenizer: set "
                         "tokenizer.path or model.path");
-  } else if (!c.data.eval.empty()) {
-    core::config_fail(src, "data.eval", "set without data.train (the built-in task has its own "
-                      "held-out set)");
+  } else {
+    if (!c.data.eval.empty())
+      core::config_fail(src, "data.eval", "set without data.train (the built-in task has its own "
+                        "held-out set)");
+    // keys of the other built-in task, changed from their defaults
+    const data::ArithmeticConfig d;
+    const bool mul = c.task.multiplication();
+    const std::vector<std::pair<const char*, bool>> other =
+        mul ? std::vector<std::pair<const char*, bool>>{{"noise", c.task.noise != d.noise},
+                                                        {"format_rate", c.task.format_rate != d.format_rate},
+                                                        {"scratchpad", c.task.scratchpad != d.scratchpad}}
+            : std::vector<std::pair<const char*, bool>>{{"tool_rate", c.task.tool_rate != d.tool_rate}};
+    for (const auto& [key, changed] : other)
+      if (changed)
+        core::config_fail(src, std::string("task.") + key,
+                          fmt::format("applies to task.name {} only, but the task is {}", mul ? "addition" : "multiplication",
+                                      c.task.name));
+    if (mul && c.task.tool_rate > 0 && c.pretrain.steps > 0 && c.env.name != "code")
+      core::config_fail(src, "env.name", fmt::format("task multiplication's demonstrations call the code tool "
+                        "(task.tool_rate {}): expected env.name code, found '{}'", c.task.tool_rate, c.env.name));
   }
   if (builtin_tokenizer) {
     if (c.prompt.chat != "none" || c.prompt.add_bos)

@@ -24,7 +24,8 @@ EvalResult evaluate(Session& s) {
   const int64_t N = s.questions->eval_count();
   if (N == 0) return r;
   const int64_t dp = s.comm->size(), bs = cfg.eval.batch_size;
-  std::vector<double> sums{0, 0, 0};  // greedy correct, sampled correct, greedy well-formatted
+  // greedy correct, sampled correct, greedy well-formatted; greedy with a tool call: episodes, correct
+  std::vector<double> sums{0, 0, 0, 0, 0};
   for (int64_t b0 = 0; b0 < N; b0 += bs * dp) {
     const int64_t b = std::min(N, b0 + s.comm->rank() * bs), n = std::min(N, b + bs) - b;
     if (n == 0 && !s.policy->lockstep_group()) continue;  // under lock step, idle generation
@@ -55,6 +56,7 @@ EvalResult evaluate(Session& s) {
         double ok = s.accuracy_fn->score(text, probs[i].answer);
         sums[pass] += ok;
         if (pass == 0) sums[2] += reward::has_r1_format(text);
+        if (pass == 0 && episodes && episodes->tool_calls(i) > 0) sums[3] += 1, sums[4] += ok;
       }
     }
   }
@@ -63,6 +65,11 @@ EvalResult evaluate(Session& s) {
   r.accuracy_greedy = sums[0] / N;
   r.format_greedy = sums[2] / N;
   if (cfg.eval.sampled) r.accuracy_sampled = sums[1] / N;
+  if (!cfg.env.name.empty()) {
+    r.tool_use_greedy = sums[3] / N;
+    if (sums[3] > 0) r.accuracy_greedy_tool = sums[4] / sums[3];
+    if (sums[3] < N) r.accuracy_greedy_no_tool = (sums[0] - sums[4]) / (N - sums[3]);
+  }
   return r;
 }
 
@@ -81,9 +88,13 @@ void evaluate_and_log(Session& s, const std::string& stage) {
                       {"num_prompts", r.num_prompts},
                       {"time", seconds_since(t0)}};
   if (r.accuracy_sampled >= 0) j["accuracy_sampled"] = r.accuracy_sampled;
+  if (r.tool_use_greedy >= 0) j["tool_use_greedy"] = r.tool_use_greedy;
+  if (r.accuracy_greedy_tool >= 0) j["accuracy_greedy_tool"] = r.accuracy_greedy_tool;
+  if (r.accuracy_greedy_no_tool >= 0) j["accuracy_greedy_no_tool"] = r.accuracy_greedy_no_tool;
   s.run_dir->write_eval(j);
-  spdlog::info("eval  {:>4} ({}) | held-out greedy accuracy {:.3f} sampled {:.3f} format {:.3f} ({} prompts)",
-               s.st.rollout_step, stage, r.accuracy_greedy, r.accuracy_sampled, r.format_greedy, r.num_prompts);
+  spdlog::info("eval  {:>4} ({}) | held-out greedy accuracy {:.3f} sampled {:.3f} format {:.3f} ({} prompts){}",
+               s.st.rollout_step, stage, r.accuracy_greedy, r.accuracy_sampled, r.format_greedy, r.num_prompts,
+               r.tool_use_greedy >= 0 ? fmt::format(" | tool use {:.3f}", r.tool_use_greedy) : std::string());
 }
 
 }  // namespace grpo::train

@@ -52,7 +52,7 @@ void StepStats::reduce(Session& s) {
                               &behaviour_kl,    &is_weight_sum,   &is_masked,   &off_policy_masked,
                               &token_lag_sum,   &env_episodes,    &env_turns,   &env_tool_calls,
                               &env_tool_errors, &env_tool_timeouts, &env_truncated, &env_observation_tokens,
-                              &env_seconds};
+                              &env_seconds,     &env_with_tool};
   for (auto& [name, v] : parts) summed.push_back(&v);
   std::vector<double> sums, maxes{ratio_max, std::isfinite(ratio_min) ? -ratio_min : -1e300, lp_diff_max,
                                   is_weight_max, token_lag_max};
@@ -465,6 +465,7 @@ void log_step(Session& s, const StepBatch& sb, const Targets& t, const UpdateRes
     const double episodes = std::max(1.0, st.env_episodes);
     j["env_turns"] = st.env_turns / episodes;
     j["env_tool_calls"] = st.env_tool_calls / episodes;
+    j["env_tool_use"] = st.env_with_tool / episodes;  // share of episodes that called a tool
     j["env_tool_errors"] = st.env_tool_errors / episodes;
     j["env_tool_timeouts"] = st.env_tool_timeouts / episodes;
     j["env_truncated_fraction"] = st.env_truncated / episodes;

@@ -18,10 +18,9 @@ namespace fs = std::filesystem;
 
 namespace grpo::train {
 
-std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const std::string& eos_token) {
-  if (path.empty())
-    return std::make_unique<text::CharTokenizer>(data::ArithmeticTask::alphabet(),
-                                                 std::vector<std::string>{"<think>", "</think>", "<answer>", "</answer>"});
+std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const std::string& eos_token,
+                                                const data::ArithmeticConfig& task) {
+  if (path.empty()) return data::task_tokenizer(task);
   return text::HfTokenizer::from_dir(path, eos_token);
 }
 
@@ -91,7 +90,7 @@ LoadedPolicy open_policy(const PolicySource& src) {
   else
     GRPO_CHECK(fs::exists(fs::path(tok_dir) / "tokenizer.json") || fs::is_regular_file(tok_dir),
                "{} has no tokenizer.json: give a tokenizer directory", tok_dir);
-  p.tokenizer = make_tokenizer(tok_dir, eos);
+  p.tokenizer = make_tokenizer(tok_dir, eos, p.run.task);
   core::ConfigSource none;
   text::validate_prompt_config(p.prompt, none);
   return p;

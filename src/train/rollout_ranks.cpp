@@ -19,6 +19,7 @@
 // pretrain, or when they have nothing to train) the rollout ranks wait on a value in the job's
 // rendezvous store rather than in a collective, which would time out. A rank that dies is an
 // error on the others at their next collective (dist/comm.h names it).
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -134,6 +135,14 @@ class Reader {
   size_t n_, at_ = 0;
 };
 
+// The statistics the generating side sums (reward workers, multi-turn episodes).
+template <class Stats>
+auto generation_sums(Stats& st) {
+  return std::array{&st.reward_busy,   &st.reward_timeouts,   &st.env_episodes,           &st.env_turns,
+                    &st.env_tool_calls, &st.env_tool_errors, &st.env_tool_timeouts,      &st.env_truncated,
+                    &st.env_observation_tokens, &st.env_seconds, &st.env_with_tool};
+}
+
 void write_generated(Writer& w, const Generated& g) {
   const auto& sb = g.sb;
   for (int64_t v : {g.step, g.version, sb.NG, sb.max_new_tokens, sb.prompts_used, sb.groups_dropped, sb.rounds,
@@ -141,9 +150,9 @@ void write_generated(Writer& w, const Generated& g) {
     w.i64(v);
   w.i64(sb.batch.routing.defined());
   if (sb.batch.routing.defined()) w.tensor(sb.batch.routing);
-  for (double v : {sb.reward_wait, g.time_rollout, g.time_reward, g.time_wait_weights, g.stats.reward_busy,
-                   g.stats.reward_timeouts})
+  for (double v : {sb.reward_wait, g.time_rollout, g.time_reward, g.time_wait_weights})
     w.f64(v);
+  for (const double* v : generation_sums(g.stats)) w.f64(*v);
   w.str(sb.failure);
   const auto& b = sb.batch;
   w.i64(b.group_size);
@@ -173,7 +182,7 @@ Generated read_generated(Reader& rd) {
   sb.samples_scored = rd.i64(), sb.samples_failed = rd.i64();
   if (rd.i64()) sb.batch.routing = rd.tensor();
   sb.reward_wait = rd.f64(), g.time_rollout = rd.f64(), g.time_reward = rd.f64(), g.time_wait_weights = rd.f64();
-  g.stats.reward_busy = rd.f64(), g.stats.reward_timeouts = rd.f64();
+  for (double* v : generation_sums(g.stats)) *v = rd.f64();
   sb.failure = rd.str();
   auto& b = sb.batch;
   b.group_size = rd.i64();
@@ -355,8 +364,8 @@ Generated receive_generated(Session& s, int64_t step) {
     for (int64_t i = 0; i < rows.numel(); ++i) at_global[size_t(rp[i])] = {int64_t(p), i};
     if (sb.failure.empty()) sb.failure = parts[p].sb.failure;
     if (s.comm->rank() == 0) {  // counted once when the trainers' statistics are summed
-      out.stats.reward_busy += parts[p].stats.reward_busy;
-      out.stats.reward_timeouts += parts[p].stats.reward_timeouts;
+      auto to = generation_sums(out.stats), from = generation_sums(parts[p].stats);
+      for (size_t k = 0; k < to.size(); ++k) *to[k] += *from[k];
     }
   }
   const int64_t G = g.group_size, groups = sb.NG / G, dp = s.comm->size(), me = s.comm->rank();

@@ -18,7 +18,9 @@ namespace grpo::train {
 // ---------------------------------------------------------------- questions and prompts
 Questions::Questions(const Config& cfg, const text::Tokenizer& tok) : cfg_(cfg), tok_(tok) {
   if (cfg.data.train.empty()) {
-    task_ = std::make_unique<data::ArithmeticTask>(cfg.task, cfg.run.seed);
+    task_ = std::make_unique<data::ArithmeticTask>(
+        cfg.task, cfg.run.seed,
+        data::ToolFormat{cfg.env.code_open, cfg.env.turn_end, cfg.env.output_open, cfg.env.output_close});
   } else {
     train_data_ = std::make_unique<data::JsonlDataset>(cfg.data.file(cfg.data.train), cfg.run.seed);
     if (!cfg.data.eval.empty())

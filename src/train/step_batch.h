@@ -26,7 +26,7 @@ struct StepStats {
   double rows_skipped = 0;  // rows left out of the training passes (grpo.skip_zero_advantage)
   // multi-turn rollouts (env.name): sums over the step's episodes
   double env_episodes = 0, env_turns = 0, env_tool_calls = 0, env_tool_errors = 0, env_tool_timeouts = 0;
-  double env_truncated = 0, env_observation_tokens = 0, env_seconds = 0;
+  double env_truncated = 0, env_observation_tokens = 0, env_seconds = 0, env_with_tool = 0;
   double reward_busy = 0, kl_penalty = 0;
   double behaviour_kl = 0;                          // sum over tokens of k3(pi_b || pi_old)
   double is_weight_sum = 0, is_masked = 0, off_policy_masked = 0;  // off-policy corrections (token sums)

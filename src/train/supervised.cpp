@@ -53,7 +53,7 @@ at::Tensor next_token_logprobs(Session& s, const at::Tensor& tokens, const at::T
 }  // namespace
 
 // One optimizer step on pretrain.batch_size demonstrations: prompt + demonstration + EOS, loss on
-// the demonstration's tokens.
+// the demonstration's tokens but for a tool's observations.
 void pretrain_step(Session& s) {
   auto t0 = Clock::now();
   const auto& cfg = s.cfg;
@@ -61,20 +61,23 @@ void pretrain_step(Session& s) {
   const int64_t B = cfg.pretrain.batch_size;
   const auto [lo, hi] = shard(s, B);  // data parallel: this rank's demonstrations
   std::vector<std::vector<int64_t>> seqs;
-  std::vector<int64_t> prompt_lens;
+  std::vector<std::vector<bool>> trained;  // per token: in the loss (observations are not)
   int64_t L = 0;
   for (int64_t j = lo; j < hi; ++j) {
     auto p = s.questions->task()->train_problem(st.pretrain_position + j, core::Stream::kPretrainData);
-    auto demo = s.questions->task()->demonstration(
+    auto demo = s.questions->task()->demonstration_pieces(
         p, core::hash_key({uint64_t(core::Stream::kPretrainData), uint64_t(cfg.run.seed),
                            uint64_t(st.pretrain_step), uint64_t(j)}));
     auto ids = s.questions->prompt_ids({p.question, p.answer, ""});
-    prompt_lens.push_back(ids.size());
-    auto c = s.tok->encode(demo);
-    ids.insert(ids.end(), c.begin(), c.end());
+    std::vector<bool> in_loss(ids.size(), false);
+    auto d = data::tokenize_demonstration(*s.tok, demo);  // no loss on a tool's observations
+    ids.insert(ids.end(), d.ids.begin(), d.ids.end());
+    in_loss.insert(in_loss.end(), d.trained.begin(), d.trained.end());
     ids.push_back(s.tok->eos_id());
+    in_loss.push_back(true);
     L = std::max<int64_t>(L, ids.size());
     seqs.push_back(std::move(ids));
+    trained.push_back(std::move(in_loss));
   }
   const int64_t Bl = hi - lo;
   auto tokens = at::full({Bl, std::max<int64_t>(L, 2)}, s.tok->pad_id(), at::kLong);
@@ -84,7 +87,7 @@ void pretrain_step(Session& s) {
   auto ma = mask.accessor<float, 2>();
   for (int64_t i = 0; i < Bl; ++i) {
     for (size_t t = 0; t < seqs[i].size(); ++t) ta[i][t] = seqs[i][t];
-    for (int64_t t = prompt_lens[i] - 1; t + 1 < static_cast<int64_t>(seqs[i].size()); ++t) ma[i][t] = 1;
+    for (size_t t = 1; t < seqs[i].size(); ++t) ma[i][int64_t(t) - 1] = trained[i][t];  // predicts token t
   }
   at::Tensor real;  // an MoE model's statistics count the tokens that predict a real token
   if (!s.policy->moe_layers().empty()) {

@@ -61,7 +61,7 @@ struct Trainer::Impl : Session {
       spdlog::warn("optim.precision: bf16 on a CPU without bf16 matrix instructions (AMX-BF16 or AVX512-BF16): "
                    "LibTorch emulates bf16 here and fp32 is likely faster");
     const std::string tok_path = cfg.tokenizer.resolved_path(cfg.model);
-    tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token);
+    tok = make_tokenizer(tok_path, cfg.tokenizer.eos_token, cfg.task);
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok->vocab_size();
     GRPO_CHECK(cfg.model.vocab_size >= tok->vocab_size(), "model.vocab_size {} is smaller than the tokenizer's {} ({})",
                cfg.model.vocab_size, tok->vocab_size(), tok_path.empty() ? "built-in" : tok_path);

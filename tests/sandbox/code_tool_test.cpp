@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "grpo/data/arithmetic.h"
 #include "grpo/env/environment.h"
 
 using namespace grpo;
@@ -68,4 +69,29 @@ TEST(CodeTool, AFloodIsCutAndAForkBombIsContained) {
                3, 100);
   EXPECT_LT(f.text.size(), 400u);  // an observation, whatever the forks printed
   EXPECT_TRUE(f.tool_call);
+}
+
+// The multiplication task's tool demonstrations (data/arithmetic.h) show the observation the code
+// tool really returns, byte for byte: the pretrain stage teaches the transcript rollouts produce.
+TEST(CodeTool, MultiplicationDemonstrationsShowWhatTheToolReturns) {
+  env::EnvConfig c;
+  c.name = "code";
+  c.output_open = "<output>";
+  c.output_close = "</output>";
+  data::ArithmeticConfig t;
+  t.name = "multiplication";
+  t.digits = 5;
+  t.tool_rate = 1;
+  data::ArithmeticTask task(t, 1, {c.code_open, c.turn_end, c.output_open, c.output_close});
+  for (int i = 0; i < 3; ++i) {
+    auto p = task.train_problem(i);
+    auto pieces = task.demonstration_pieces(p, uint64_t(i));
+    ASSERT_EQ(pieces.size(), 3u);
+    auto e = env::make_environment(c);
+    e->reset(p.question, p.answer);
+    auto o = e->step(pieces[0].text);
+    EXPECT_TRUE(o.tool_call);
+    EXPECT_FALSE(o.tool_error);
+    EXPECT_EQ(o.text, pieces[1].text) << p.question;
+  }
 }

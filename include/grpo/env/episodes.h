@@ -24,6 +24,7 @@ namespace grpo::env {
 /// What the episodes of a rollout did (metrics.jsonl env_*).
 struct EpisodeStats {
   int64_t episodes = 0, turns = 0, tool_calls = 0, tool_errors = 0, tool_timeouts = 0;
+  int64_t with_tool = 0;  // episodes that called a tool at least once
   int64_t observation_tokens = 0, truncated = 0;  // truncated: episodes ended by env.max_turns
   double env_seconds = 0;  // summed over the episodes' steps (they overlap with decoding and each other)
 };
@@ -43,6 +44,8 @@ class Episodes : public rollout::TurnHandler {
   std::vector<Reply> ready(bool wait) override;
 
   EpisodeStats stats() const;
+  /// Tool calls of row `row`'s episode so far.
+  int64_t tool_calls(int64_t row) const;
 
  private:
   struct Job {
@@ -56,6 +59,7 @@ class Episodes : public rollout::TurnHandler {
   std::vector<std::unique_ptr<Environment>> envs_;
   std::vector<int64_t> turn_start_;  // where each row's current turn starts in its response
   std::vector<int64_t> turns_;       // turns each row has ended
+  std::vector<int64_t> row_tool_calls_;
   int64_t marker_tokens_ = 8;        // tokens decoded to look for the turn marker
   mutable std::mutex mutex_;
   std::condition_variable jobs_cv_, done_cv_;

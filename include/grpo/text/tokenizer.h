@@ -35,10 +35,11 @@ class Tokenizer {
 };
 
 /// One token per character of `alphabet` (ASCII), then the special tokens. Ids: specials first
-/// (pad = 0, eos = 1, then the rest in order), then the alphabet.
+/// (pad = 0, eos = 1, then the rest in order), then the alphabet. A byte outside the alphabet is an
+/// error, or encodes as `unknown` when that is set (and in the alphabet).
 class CharTokenizer : public Tokenizer {
  public:
-  CharTokenizer(std::string alphabet, std::vector<std::string> specials = {});
+  CharTokenizer(std::string alphabet, std::vector<std::string> specials = {}, char unknown = 0);
   std::vector<int64_t> encode(std::string_view text) const override;
   std::string decode(const std::vector<int64_t>& ids, bool skip_special = false) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }
@@ -52,6 +53,7 @@ class CharTokenizer : public Tokenizer {
  private:
   std::vector<std::string> pieces_;
   int64_t num_special_ = 0;
+  int64_t unknown_id_ = -1;
   int64_t char_to_id_[256];
   std::vector<std::string> specials_by_length_;  // longest first, for matching
 };

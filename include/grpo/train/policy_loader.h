@@ -24,8 +24,9 @@ struct Parallel;
 namespace grpo::train {
 
 /// The tokenizer of a run: the Hugging Face tokenizer at `path` (EOS overridden by `eos_token`
-/// when non-empty), or, for an empty path, the built-in character tokenizer of the built-in task.
-std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const std::string& eos_token = "");
+/// when non-empty), or, for an empty path, the character tokenizer of the built-in task `task`.
+std::unique_ptr<text::Tokenizer> make_tokenizer(const std::string& path, const std::string& eos_token = "",
+                                                const data::ArithmeticConfig& task = {});
 
 /// The model of a grpo checkpoint or a Hugging Face model directory (on the CPU, one process).
 /// `config`, when given, receives the checkpoint's training config (for an HF directory: the

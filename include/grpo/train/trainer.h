@@ -30,6 +30,9 @@ struct EvalResult {
   double accuracy_sampled = -1;  // -1 when not measured
   double format_greedy = 0;
   int64_t num_prompts = 0;
+  // multi-turn (env.name set), greedy: share of episodes that called a tool, and the accuracy of
+  // those that did and of those that did not (-1 when there are none)
+  double tool_use_greedy = -1, accuracy_greedy_tool = -1, accuracy_greedy_no_tool = -1;
 };
 
 class Trainer {

@@ -74,6 +74,7 @@ TEST(DistWorker, Run) {
       }
       if (std::strstr(scenario, "_r3")) grpo::test_util::make_moe(cfg), cfg.moe.routing_replay = true;
       if (std::strstr(scenario, "_tp2")) cfg.parallel.tp = 2;  // the trainers split the model
+      if (std::strstr(scenario, "_env")) with_env(cfg);       // multi-turn episodes on the rollout rank
       if (std::string(scenario) == "grpo_rollout_kill") {  // long enough to be killed in the middle
         cfg.grpo.rollout_steps = 200;
         cfg.grpo.max_staleness = 1;

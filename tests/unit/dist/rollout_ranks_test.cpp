@@ -32,7 +32,7 @@ grpo::io::NamedTensors final_params(const std::string& run) {
 // The metrics that do not measure time or the processes.
 nlohmann::json comparable(nlohmann::json j) {
   for (const char* k : {"time_rollout", "time_reward", "time_reward_busy", "time_update", "time_step", "tokens_per_s",
-                        "threads", "processes", "time_wait_data", "time_wait_weights", "time", "wall_time"})
+                        "threads", "processes", "time_wait_data", "time_wait_weights", "time", "wall_time", "time_env"})
     j.erase(k);
   return j;
 }
@@ -41,19 +41,21 @@ nlohmann::json comparable(nlohmann::json j) {
 
 // 1 trainer + 1 rollout rank train exactly what one process trains, with the same staleness: at
 // k = 0 the synchronous loop, at k = 1 rollout step m generated with the weights after step m - 1
-// (version_lag 1); and at k = 1 with an MoE policy and routing replay (the rollout's experts travel
-// with the rows). The parameters after the pretrain and SFT stages and 3 rollout steps are equal
+// (version_lag 1); at k = 1 with an MoE policy and routing replay (the rollout's experts travel
+// with the rows); and at k = 1 with multi-turn episodes (the environments run on the rollout rank,
+// their statistics travel with the rows). The parameters after the pretrain and SFT stages and 3 rollout steps are equal
 // bit for bit, and so is every metric but the timings, which include the policy version of every
 // step; the rollout rank ends with the trainer's final weights, bit for bit (broadcast in place).
 TEST(Dist, RolloutRanksTrainWhatOneProcessTrains) {
-  for (std::string variant : {"k0", "k1", "k1_r3"}) {
+  for (std::string variant : {"k0", "k1", "k1_r3", "k1_env"}) {
     const int k = variant[1] - '0';
-    const bool r3 = variant == "k1_r3";
+    const bool r3 = variant == "k1_r3", env = variant == "k1_env";
     const std::string scenario = "grpo_rollout1_" + variant;
     const std::string one = grpo::test_util::tmpdir("rollout_one_" + variant);
     {
       auto c = dp_run(one);
       if (r3) grpo::test_util::make_moe(c), c.moe.routing_replay = true;
+      if (env) with_env(c);
       c.grpo.max_staleness = k;
       c.grpo.rollout_steps = 3;
       grpo::train::Trainer t(c);
@@ -75,16 +77,20 @@ TEST(Dist, RolloutRanksTrainWhatOneProcessTrains) {
     auto m = grpo::test_util::read_jsonl(run + "/metrics.jsonl");
     ASSERT_EQ(m.size(), m_ref.size());
     int64_t grpo_steps = 0;
+    double turns = 0;
     for (size_t i = 0; i < m.size(); ++i) {
       EXPECT_EQ(comparable(m[i]), comparable(m_ref[i])) << "k = " << k << ", line " << i;
       if (m[i].value("stage", "") != "grpo") continue;
       ++grpo_steps;
+      EXPECT_EQ(m[i].contains("env_turns"), env);
+      turns += m[i].value("env_turns", 0.0);
       const int64_t step = m[i]["step"].get<int64_t>() - 1;  // the rollout step trained (0-based)
       EXPECT_EQ(m[i]["policy_version"].get<int64_t>(), std::max<int64_t>(0, step - k)) << "k = " << k;
       EXPECT_LE(m[i]["version_lag"].get<int64_t>(), k);
       EXPECT_EQ(m[i]["processes"].get<int64_t>(), 2);
     }
     EXPECT_EQ(grpo_steps, 3);
+    if (env) EXPECT_GT(turns, 0.0) << "no turn ended: the variant exercises nothing";
     auto e = grpo::test_util::read_jsonl(run + "/eval.jsonl"), e_ref = grpo::test_util::read_jsonl(one + "/eval.jsonl");
     ASSERT_EQ(e.size(), e_ref.size());
     for (size_t i = 0; i < e.size(); ++i) {

@@ -283,3 +283,23 @@ TEST(Config, DatasetRules) {
   auto chat = config_error("prompt: {chat: qwen3}\n");  // the built-in character tokenizer
   EXPECT_NE(chat.find("prompt.chat"), std::string::npos) << chat;
 }
+
+// Each built-in task's keys apply to it alone, and multiplication's tool demonstrations need the
+// code tool in rollouts.
+TEST(Config, BuiltInTaskKeysBelongToTheirTask) {
+  const std::string mul = "task: {name: multiplication, digits: 4}\nmodel: {max_position_embeddings: 64}\npretrain: {steps: 10}\n"
+                          "rollout: {max_new_tokens: 48}\n";
+  EXPECT_NO_THROW(train::load_config_text(mul + "env: {name: code}\n", "t.yaml"));
+  auto no_env = config_error(mul);
+  EXPECT_NE(no_env.find("env.name"), std::string::npos) << no_env;
+  EXPECT_NE(no_env.find("expected env.name code"), std::string::npos) << no_env;
+  EXPECT_NO_THROW(train::load_config_text(mul, "t.yaml", {"task.tool_rate=0"}));  // no tool: no env needed
+  auto noise = error_of(mul + "env: {name: code}\n", {"task.noise=0.2"});
+  EXPECT_NE(noise.find("task.noise"), std::string::npos) << noise;
+  EXPECT_NE(noise.find("addition only"), std::string::npos) << noise;
+  auto tool = config_error("task: {tool_rate: 0.5}\n");
+  EXPECT_NE(tool.find("task.tool_rate"), std::string::npos) << tool;
+  EXPECT_NE(tool.find("multiplication only"), std::string::npos) << tool;
+  auto name = config_error("task: {name: division}\n");
+  EXPECT_NE(name.find("task.name"), std::string::npos) << name;
+}
