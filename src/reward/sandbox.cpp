@@ -1,6 +1,7 @@
 #include "grpo/reward/sandbox.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/audit.h>
@@ -10,6 +11,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stddef.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -21,6 +23,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -207,10 +210,9 @@ constexpr int kSetupFailed = 250;
   _exit(127);
 }
 
-}  // namespace
-
-SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::string& input,
-                            const std::map<std::string, std::string>& files, const SandboxLimits& l) {
+// The sandbox, set up by forking this process.
+SandboxResult run_here(const std::vector<std::string>& argv, const std::string& input,
+                       const std::map<std::string, std::string>& files, const SandboxLimits& l) {
   GRPO_CHECK(!argv.empty(), "sandbox: empty command");
   SandboxResult res;
   int in_pipe[2], out_pipe[2], err_pipe[2], info_pipe[2];
@@ -352,6 +354,218 @@ SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::str
   std::error_code ec;
   std::filesystem::remove_all(host_dir, ec);
   return res;
+}
+
+// ---------------------------------------------------------------- the helper process
+// A large process (a trainer holds GBs) should not fork per run: fork copies its page tables, and
+// while the copy lives every page the trainer writes is copied again (copy-on-write), so decoding
+// beside a stream of tool calls slows many times over. run_sandboxed() therefore starts the small
+// helper executable grpo_sandbox with posix_spawn (vfork + exec: nothing copied), hands it the
+// request on stdin and reads the result from its stdout; the helper forks itself, cheaply.
+// Requests and results are length-prefixed fields in a flat little-endian byte stream.
+class Wire {
+ public:
+  explicit Wire(std::string bytes = {}) : b_(std::move(bytes)) {}
+  void i64(int64_t v) { b_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void f64(double v) { b_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void str(const std::string& s) {
+    i64(int64_t(s.size()));
+    b_ += s;
+  }
+  int64_t i64() {
+    int64_t v = 0;
+    take(&v, sizeof v);
+    return v;
+  }
+  double f64() {
+    double v = 0;
+    take(&v, sizeof v);
+    return v;
+  }
+  std::string str() {
+    const int64_t n = i64();
+    GRPO_CHECK(n >= 0 && size_t(n) <= b_.size() - at_, "sandbox helper: a message is cut short");
+    std::string s = b_.substr(at_, size_t(n));
+    at_ += size_t(n);
+    return s;
+  }
+  const std::string& bytes() const { return b_; }
+
+ private:
+  void take(void* v, size_t n) {
+    GRPO_CHECK(at_ + n <= b_.size(), "sandbox helper: a message is cut short");
+    std::memcpy(v, b_.data() + at_, n);
+    at_ += n;
+  }
+  std::string b_;
+  size_t at_ = 0;
+};
+
+bool write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t w = ::write(fd, s.data() + off, s.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    off += size_t(w);
+  }
+  return true;
+}
+
+// Everything from `fd` until EOF, or until `deadline` (false when it passed).
+bool read_all(int fd, std::string& out, std::chrono::steady_clock::time_point deadline) {
+  char buf[65536];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, int(std::min<int64_t>(left, 1000)));
+    if (r < 0 && errno != EINTR) return false;
+    if (r <= 0) continue;
+    ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (got <= 0) return true;
+    out.append(buf, size_t(got));
+  }
+}
+
+// The helper beside this library (build tree: bin/ next to libgrpo.so; installed: ../bin/), or
+// GRPO_SANDBOX_HELPER (a path; "none": fork this process instead).
+std::string helper_path() {
+  if (const char* e = std::getenv("GRPO_SANDBOX_HELPER"); e && *e) return std::string(e) == "none" ? std::string() : e;
+  static const std::string found = [] {
+    Dl_info info{};
+    if (::dladdr(reinterpret_cast<void*>(&run_here), &info) == 0 || !info.dli_fname) return std::string();
+    std::error_code ec;
+    const auto dir = std::filesystem::weakly_canonical(info.dli_fname, ec).parent_path();
+    for (const auto& p : {dir / "bin" / "grpo_sandbox", dir.parent_path() / "bin" / "grpo_sandbox"})
+      if (::access(p.c_str(), X_OK) == 0) return p.string();
+    return std::string();
+  }();
+  return found;
+}
+
+SandboxResult run_in_helper(const std::string& helper, const std::vector<std::string>& argv, const std::string& input,
+                            const std::map<std::string, std::string>& files, const SandboxLimits& l) {
+  Wire req;
+  req.i64(int64_t(argv.size()));
+  for (const auto& a : argv) req.str(a);
+  req.str(input);
+  req.i64(int64_t(files.size()));
+  for (const auto& [name, data] : files) req.str(name), req.str(data);
+  req.f64(l.wall_seconds);
+  for (int64_t v : {l.cpu_seconds, l.memory_bytes, l.file_bytes, l.processes, l.open_files, l.output_bytes,
+                    int64_t(l.namespaces), int64_t(l.landlock)})
+    req.i64(v);
+  struct sigaction ign {};  // a helper that died must not kill us with SIGPIPE; the write fails instead
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ign, nullptr);
+  int to[2], from[2];
+  GRPO_CHECK(::pipe2(to, O_CLOEXEC) == 0, "sandbox: pipe: {}", std::strerror(errno));
+  if (::pipe2(from, O_CLOEXEC) != 0) {
+    ::close(to[0]), ::close(to[1]);
+    fail("sandbox: pipe: {}", std::strerror(errno));
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  ::posix_spawn_file_actions_init(&fa);
+  ::posix_spawn_file_actions_adddup2(&fa, to[0], 0);
+  ::posix_spawn_file_actions_adddup2(&fa, from[1], 1);
+  ::posix_spawnattr_init(&attr);
+  sigset_t dflt;
+  sigemptyset(&dflt);
+  sigaddset(&dflt, SIGPIPE);  // the programs get SIGPIPE's default back
+  ::posix_spawnattr_setsigdefault(&attr, &dflt);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+  char* child_argv[] = {const_cast<char*>("grpo_sandbox"), nullptr};
+  char* child_env[] = {nullptr};
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, helper.c_str(), &fa, &attr, child_argv, child_env);
+  ::posix_spawn_file_actions_destroy(&fa);
+  ::posix_spawnattr_destroy(&attr);
+  ::close(to[0]);
+  ::close(from[1]);
+  if (rc != 0) {
+    ::close(to[1]), ::close(from[0]);
+    fail("sandbox: cannot start the helper {}: {}", helper, std::strerror(rc));
+  }
+  // The helper reads the whole request before it starts, then enforces the wall-clock limit
+  // itself; the margin only covers a helper that hangs.
+  const bool sent = write_all(to[1], req.bytes());
+  ::close(to[1]);
+  std::string reply;
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(l.wall_seconds + 30));
+  const bool in_time = read_all(from[0], reply, deadline);
+  ::close(from[0]);
+  if (!in_time) ::kill(pid, SIGKILL);  // its sandbox dies with it (PR_SET_PDEATHSIG)
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  GRPO_CHECK(in_time, "sandbox: the helper {} did not answer within {:g} s", helper, l.wall_seconds + 30);
+  GRPO_CHECK(sent && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+             "sandbox: the helper {} failed ({}){}", helper,
+             WIFSIGNALED(st) ? fmt::format("killed by signal {}", WTERMSIG(st)) : fmt::format("exit {}", WEXITSTATUS(st)),
+             sent ? "" : "; it did not take the request");
+  Wire r(std::move(reply));
+  const std::string error = r.str();
+  GRPO_CHECK(error.empty(), "{}", error);
+  SandboxResult res;
+  res.exit_code = int(r.i64());
+  res.signal = int(r.i64());
+  res.timed_out = r.i64() != 0;
+  res.out = r.str();
+  res.err = r.str();
+  res.wall_seconds = r.f64();
+  res.isolated = r.i64() != 0;
+  res.writes_confined = r.i64() != 0;
+  res.helper = true;
+  return res;
+}
+
+}  // namespace
+
+SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::string& input,
+                            const std::map<std::string, std::string>& files, const SandboxLimits& l) {
+  GRPO_CHECK(!argv.empty(), "sandbox: empty command");
+  const std::string helper = helper_path();
+  return helper.empty() ? run_here(argv, input, files, l) : run_in_helper(helper, argv, input, files, l);
+}
+
+int serve_sandbox_request(int in_fd, int out_fd) {
+  std::string bytes;
+  if (!read_all(in_fd, bytes, std::chrono::steady_clock::time_point::max())) return 2;
+  Wire reply;
+  try {
+    Wire req(std::move(bytes));
+    std::vector<std::string> argv(size_t(std::max<int64_t>(0, req.i64())));
+    for (auto& a : argv) a = req.str();
+    const std::string input = req.str();
+    std::map<std::string, std::string> files;
+    for (int64_t n = req.i64(); n > 0; --n) {
+      auto name = req.str();
+      files[name] = req.str();
+    }
+    SandboxLimits l;
+    l.wall_seconds = req.f64();
+    for (int64_t* v : {&l.cpu_seconds, &l.memory_bytes, &l.file_bytes, &l.processes, &l.open_files, &l.output_bytes})
+      *v = req.i64();
+    l.namespaces = req.i64() != 0;
+    l.landlock = req.i64() != 0;
+    const auto res = run_here(argv, input, files, l);
+    reply.str("");
+    for (int64_t v : {int64_t(res.exit_code), int64_t(res.signal), int64_t(res.timed_out)}) reply.i64(v);
+    reply.str(res.out);
+    reply.str(res.err);
+    reply.f64(res.wall_seconds);
+    reply.i64(res.isolated);
+    reply.i64(res.writes_confined);
+  } catch (const std::exception& e) {
+    reply = Wire();
+    reply.str(e.what());
+  }
+  return write_all(out_fd, reply.bytes()) ? 0 : 2;
 }
 
 }  // namespace grpo::reward

@@ -58,19 +58,23 @@ int survivors(const std::string& needle) {
   return n;
 }
 
-enum class Mode { kNamespaces, kFallback, kFallbackNoLandlock };
+// kNamespacesInProcess: the sandbox set up by forking the test process itself, not by the
+// grpo_sandbox helper (GRPO_SANDBOX_HELPER=none): both paths must hold against every attack.
+enum class Mode { kNamespaces, kNamespacesInProcess, kFallback, kFallbackNoLandlock };
 
 class SandboxAttack : public ::testing::TestWithParam<Mode> {
  protected:
   void SetUp() override {
     if (GetParam() == Mode::kFallbackNoLandlock && ::geteuid() != 0)
       GTEST_SKIP() << "without namespaces and Landlock only the drop to nobody guards writes, and that needs root";
+    if (GetParam() == Mode::kNamespacesInProcess) ::setenv("GRPO_SANDBOX_HELPER", "none", 1);
   }
+  void TearDown() override { ::unsetenv("GRPO_SANDBOX_HELPER"); }
   SandboxLimits quick() const {
     SandboxLimits l;
     l.wall_seconds = 3;
     l.cpu_seconds = 2;
-    l.namespaces = GetParam() == Mode::kNamespaces;
+    l.namespaces = GetParam() == Mode::kNamespaces || GetParam() == Mode::kNamespacesInProcess;
     l.landlock = GetParam() != Mode::kFallbackNoLandlock;
     return l;
   }
@@ -84,9 +88,12 @@ bool failed(const SandboxResult& r) { return r.timed_out || r.signal != 0 || r.e
 TEST_P(SandboxAttack, TheModeTakesEffect) {
   auto r = py("print('hi')\n");
   EXPECT_EQ(r.out, "hi\n") << r.err;
-  if (GetParam() != Mode::kNamespaces) EXPECT_FALSE(r.isolated);
+  if (GetParam() == Mode::kFallback || GetParam() == Mode::kFallbackNoLandlock) EXPECT_FALSE(r.isolated);
   if (GetParam() == Mode::kFallbackNoLandlock) EXPECT_FALSE(r.writes_confined);
-  std::cout << "isolated " << r.isolated << ", writes confined by Landlock " << r.writes_confined << "\n";
+  // set up by the grpo_sandbox helper (built beside libgrpo), but where the test forbids it
+  EXPECT_EQ(r.helper, GetParam() != Mode::kNamespacesInProcess);
+  std::cout << "isolated " << r.isolated << ", writes confined by Landlock " << r.writes_confined << ", helper "
+            << r.helper << "\n";
 }
 
 TEST_P(SandboxAttack, ForkBomb) {
@@ -181,12 +188,27 @@ TEST_P(SandboxAttack, ABackgroundProcessDoesNotOutliveTheRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, SandboxAttack,
-                         ::testing::Values(Mode::kNamespaces, Mode::kFallback, Mode::kFallbackNoLandlock),
+                         ::testing::Values(Mode::kNamespaces, Mode::kNamespacesInProcess, Mode::kFallback,
+                                           Mode::kFallbackNoLandlock),
                          [](const ::testing::TestParamInfo<Mode>& i) {
-                           return std::string(i.param == Mode::kNamespaces ? "namespaces"
-                                              : i.param == Mode::kFallback ? "fallback"
-                                                                            : "fallback_no_landlock");
+                           return std::string(i.param == Mode::kNamespaces            ? "namespaces"
+                                              : i.param == Mode::kNamespacesInProcess ? "namespaces_in_process"
+                                              : i.param == Mode::kFallback            ? "fallback"
+                                                                                      : "fallback_no_landlock");
                          });
+
+// A helper that is not there is an error naming it, not a crash or a silent fallback.
+TEST(Sandbox, AMissingHelperIsAnErrorNamingIt) {
+  ::setenv("GRPO_SANDBOX_HELPER", "/no/such/grpo_sandbox", 1);
+  std::string what;
+  try {
+    run_sandboxed({"true"}, "", {});
+  } catch (const grpo::Error& e) {
+    what = e.what();
+  }
+  ::unsetenv("GRPO_SANDBOX_HELPER");
+  EXPECT_NE(what.find("cannot start the helper /no/such/grpo_sandbox"), std::string::npos) << what;
+}
 
 TEST(CodeReward, PassRateOfTheLastCodeBlockInPythonAndCpp) {
   auto code = grpo::reward::RewardRegistry::create("code");

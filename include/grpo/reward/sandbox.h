@@ -37,12 +37,23 @@ struct SandboxResult {
   double wall_seconds = 0;
   bool isolated = false;  // namespaces were available (otherwise: rlimits + seccomp + process group)
   bool writes_confined = false;  // Landlock confined writes to the working directory
+  bool helper = false;  // set up by the grpo_sandbox helper (otherwise by forking this process)
 };
 
 /// Runs argv[0] (looked up in /usr/bin:/bin) inside a fresh sandbox whose working directory holds
 /// `files` (name -> content), feeding `input` on stdin. Never throws for what the program does;
 /// throws grpo::Error only when the sandbox itself cannot be set up.
+///
+/// The sandbox is set up by the small helper executable grpo_sandbox (next to this library:
+/// bin/grpo_sandbox in the build tree, ../bin/ installed; or the path in GRPO_SANDBOX_HELPER),
+/// started with posix_spawn, so that a large process (a trainer) never forks per run: a fork would
+/// copy its page tables and, while the copy lives, every page it writes. Without the helper
+/// (GRPO_SANDBOX_HELPER=none, or none found) this process forks.
 SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::string& input,
                             const std::map<std::string, std::string>& files, const SandboxLimits& limits = {});
+
+/// The helper's side (tools/grpo_sandbox): reads one request from `in_fd` until EOF, runs it by
+/// forking this (small) process, writes the result to `out_fd`. Returns the exit status.
+int serve_sandbox_request(int in_fd, int out_fd);
 
 }  // namespace grpo::reward
