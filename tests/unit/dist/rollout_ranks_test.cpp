@@ -79,7 +79,16 @@ TEST(Dist, RolloutRanksTrainWhatOneProcessTrains) {
     int64_t grpo_steps = 0;
     double turns = 0;
     for (size_t i = 0; i < m.size(); ++i) {
-      EXPECT_EQ(comparable(m[i]), comparable(m_ref[i])) << "k = " << k << ", line " << i;
+      auto got_i = comparable(m[i]), ref_i = comparable(m_ref[i]);
+      if (env)  // rows waiting on their environment rejoin the decode batch as replies come (thread
+                // timing), so batches differ and the sampling log-probs only agree to rounding; the
+                // tokens, and what is trained on them, do not change
+        for (const char* key : {"behaviour_kl", "old_logprob_diff_mean", "old_logprob_diff_max"})
+          if (got_i.contains(key)) {
+            EXPECT_NEAR(got_i[key].get<double>(), ref_i[key].get<double>(), 1e-6) << key << ", line " << i;
+            got_i.erase(key), ref_i.erase(key);
+          }
+      EXPECT_EQ(got_i, ref_i) << "k = " << k << ", line " << i;
       if (m[i].value("stage", "") != "grpo") continue;
       ++grpo_steps;
       EXPECT_EQ(m[i].contains("env_turns"), env);
