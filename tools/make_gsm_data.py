@@ -7,8 +7,10 @@ own environment: tools/setup_gsm_env.sh). Each template keeps its original GSM8K
 solution and generates new variants with new names and numbers. Split by template: variants of
 templates 0-79 are for training, of 80-99 for testing, so a test question is a new problem, not a
 re-worded training one. Every line: question, answer (the number after the solution's "####"),
-solution (the worked solution before it), template (its index), id_orig (its GSM8K test index),
-variant. The original question of every template is variant 0. test.jsonl is ordered round-robin
+solution (the worked solution before it), response (that solution without GSM8K's <<a*b=c>>
+calculator annotations, ending with the line "The final answer is N." that configs/smollm2_gsm.yaml
+asks for: a demonstration for an SFT cold start, sft.response_field), template (its index),
+id_orig (its GSM8K test index), variant. The original question of every template is variant 0. test.jsonl is ordered round-robin
 over its templates, so any first N lines (eval.num_prompts) cover them evenly.
 
 Generation is seeded and bounded per template (--timeout seconds in a worker process); a template
@@ -21,6 +23,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import sys
 import time
 
@@ -50,8 +53,9 @@ def generate(args):
             continue
         seen.add(question)
         answer, worked = final_answer(solution)
-        rows.append({"question": question, "answer": answer, "solution": worked, "template": index,
-                     "id_orig": template.id_orig, "variant": len(rows)})
+        response = re.sub(r"<<[^<>]*>>", "", worked).strip() + f"\nThe final answer is {answer}."
+        rows.append({"question": question, "answer": answer, "solution": worked, "response": response,
+                     "template": index, "id_orig": template.id_orig, "variant": len(rows)})
         if len(rows) == n:
             break
     return rows

@@ -1,5 +1,6 @@
 // grpo_report's page: which charts a run's fields give, several runs overlaid, the config
 // differences, smoothing, and bad run directories. That a browser renders it is report.browser.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -24,7 +25,8 @@ int count(const std::string& s, const std::string& what) {
 }
 
 // A run directory with `steps` GRPO steps (reward rising), evaluations every 2 steps, and a config.
-std::string fake_run(const std::string& name, int steps, double kl_coef, bool moe = false) {
+// `tools`: a multi-turn run (the share of episodes calling a tool, in training and held out).
+std::string fake_run(const std::string& name, int steps, double kl_coef, bool moe = false, bool tools = false) {
   auto dir = tmpdir(name);
   std::string metrics = R"({"stage": "pretrain", "step": 1, "loss": 2.0})" "\n";
   std::string evals;
@@ -35,9 +37,11 @@ std::string fake_run(const std::string& name, int steps, double kl_coef, bool mo
                         {"grad_norm", 0.5}, {"lr", 2e-4}, {"time_rollout", 1.0}, {"time_reward", 0.1},
                         {"time_update", 2.0}, {"time_step", 3.5}};
     if (moe) j["moe_load_max_over_mean"] = 1.5;
+    if (tools) j["env_tool_use"] = 0.1 * s;
     metrics += j.dump() + "\n";
-    if (s % 2 == 0) evals += nlohmann::json{{"step", s}, {"stage", "grpo"}, {"accuracy_greedy", 0.05 * s},
-                                            {"accuracy_sampled", 0.04 * s}}.dump() + "\n";
+    nlohmann::json e{{"step", s}, {"stage", "grpo"}, {"accuracy_greedy", 0.05 * s}, {"accuracy_sampled", 0.04 * s}};
+    if (tools) e["tool_use_greedy"] = 0.08 * s;
+    if (s % 2 == 0) evals += e.dump() + "\n";
   }
   write_file(dir + "/metrics.jsonl", metrics);
   write_file(dir + "/eval.jsonl", evals);
@@ -63,6 +67,13 @@ TEST(Report, ChartsFollowTheFieldsTheRunsHave) {
   EXPECT_EQ(page.find("src="), std::string::npos);  // nothing to load
   EXPECT_EQ(page.find("href="), std::string::npos);
   EXPECT_NE(page.find("0.0% → 30.0%"), std::string::npos);  // held-out greedy, first -> last
+  // a multi-turn run adds the tool-use chart: training episodes and held-out greedy ones
+  auto t = report::load_run(fake_run("report_tools", 6, 0.0, false, true));
+  auto ids = report::chart_ids({t});
+  EXPECT_NE(std::find(ids.begin(), ids.end(), "tool_use"), ids.end());
+  auto tools_page = report::html({t}, {});
+  EXPECT_EQ(count(tools_page, "data-field=\"env_tool_use\""), 1);
+  EXPECT_EQ(count(tools_page, "data-field=\"tool_use_greedy\""), 1);
 }
 
 TEST(Report, RunsOverlayAndTheirConfigDifferencesAreListed) {
