@@ -126,6 +126,9 @@ struct SeriesSpec {
   double scale = 1;
   std::string band = "";   // +- this field around the curve (reward_std)
   bool drop_negative = false;  // -1 marks "not measured" (accuracy, format_rate without that reward)
+  // drawn only for runs whose training lines measure this field (>= 0): the held-out format rate
+  // of a run without a format reward says nothing
+  std::string only_with;
 };
 
 struct ChartSpec {
@@ -145,7 +148,7 @@ std::vector<ChartSpec> chart_specs() {
         {"train", "accuracy", "training samples", "2 3", 100, "", true}}},
       {"format", "Format rate", step, "responses in the format (%)",
        {{"train", "format_rate", "training samples", "", 100, "", true},
-        {"eval", "format_greedy", "held-out, greedy", "7 4", 100}}},
+        {"eval", "format_greedy", "held-out, greedy", "7 4", 100, "", false, "format_rate"}}},
       {"length", "Response length", step, "tokens (mean)", {{"train", "response_length", "", ""}}},
       {"tool_use", "Tool use (multi-turn episodes that called a tool)", step, "episodes (%)",
        {{"train", "env_tool_use", "training samples", "", 100},
@@ -171,6 +174,11 @@ const std::vector<Json>& lines_of(const Run& r, const std::string& source) {
 
 std::vector<Point> points(const Run& r, const SeriesSpec& s, const std::string& field) {
   std::vector<Point> out;
+  if (!s.only_with.empty() && std::none_of(r.metrics.begin(), r.metrics.end(), [&](const Json& j) {
+        auto f = j.find(s.only_with);
+        return j.value("stage", "grpo") == "grpo" && f != j.end() && f->is_number() && f->get<double>() >= 0;
+      }))
+    return out;
   for (const auto& j : lines_of(r, s.source)) {
     if (s.source != "eval" && j.value("stage", "grpo") != (s.source == "train" ? "grpo" : s.source)) continue;
     auto f = j.find(field);

@@ -40,7 +40,7 @@ std::string fake_run(const std::string& name, int steps, double kl_coef, bool mo
     if (tools) j["env_tool_use"] = 0.1 * s;
     metrics += j.dump() + "\n";
     nlohmann::json e{{"step", s}, {"stage", "grpo"}, {"accuracy_greedy", 0.05 * s}, {"accuracy_sampled", 0.04 * s}};
-    if (tools) e["tool_use_greedy"] = 0.08 * s;
+    if (tools) e["tool_use_greedy"] = 0.08 * s, e["format_greedy"] = 0.0;
     if (s % 2 == 0) evals += e.dump() + "\n";
   }
   write_file(dir + "/metrics.jsonl", metrics);
@@ -71,6 +71,8 @@ TEST(Report, ChartsFollowTheFieldsTheRunsHave) {
   auto t = report::load_run(fake_run("report_tools", 6, 0.0, false, true));
   auto ids = report::chart_ids({t});
   EXPECT_NE(std::find(ids.begin(), ids.end(), "tool_use"), ids.end());
+  // without a format reward (format_rate -1), the held-out format rate draws no chart
+  EXPECT_EQ(std::find(ids.begin(), ids.end(), "format"), ids.end());
   auto tools_page = report::html({t}, {});
   EXPECT_EQ(count(tools_page, "data-field=\"env_tool_use\""), 1);
   EXPECT_EQ(count(tools_page, "data-field=\"tool_use_greedy\""), 1);
