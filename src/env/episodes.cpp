@@ -11,8 +11,8 @@
 namespace grpo::env {
 
 Episodes::Episodes(const EnvConfig& config, const text::Tokenizer& tokenizer,
-                   const std::vector<std::pair<std::string, std::string>>& tasks)
-    : config_(config), tok_(tokenizer) {
+                   const std::vector<std::pair<std::string, std::string>>& tasks, text::ObservationFrame frame)
+    : config_(config), tok_(tokenizer), frame_(std::move(frame)) {
   GRPO_CHECK(!config.turn_end.empty(), "env.turn_end: the text that ends a turn must not be empty");
   GRPO_CHECK(config.workers >= 1, "env.workers: expected at least 1, found {}", config.workers);
   for (const auto& [q, a] : tasks) {
@@ -80,7 +80,9 @@ void Episodes::work() {
     Observation o;
     try {
       o = envs_[size_t(job.row)]->step(job.turn);
-      r.ids = tok_.encode(o.text);  // tokenized once, here: these are the ids the model conditions on
+      // tokenized once, here (with the chat template's turn markers around it, env.observation_role):
+      // these are the ids the model conditions on
+      r.ids = tok_.encode(frame_.before + o.text + frame_.after);
       r.done = o.done;
     } catch (const std::exception& e) {
       error = fmt::format("environment '{}' failed on row {}: {}", config_.name, job.row, e.what());

@@ -25,12 +25,11 @@ void validate_prompt_config(const PromptConfig& c, const core::ConfigSource& src
                       "adding it would write it twice");
 }
 
-std::string format_prompt(const PromptConfig& c, const std::string& question, const Tokenizer* tok) {
-  std::string text = apply_template(resolve_template(c.template_text), question);
-  if (c.chat == "none") return text;
-  std::vector<ChatMessage> messages;
-  if (!c.system.empty()) messages.push_back({"system", c.system});
-  messages.push_back({"user", text});
+namespace {
+
+// `messages` (after the system message, if any) in c's chat format, with the generation prompt.
+std::string render_chat(const PromptConfig& c, std::vector<ChatMessage> messages, const Tokenizer* tok) {
+  if (!c.system.empty()) messages.insert(messages.begin(), {"system", c.system});
   std::optional<bool> thinking;
   if (c.thinking != "default") thinking = c.thinking == "on";
   if (c.chat == "model") {
@@ -42,6 +41,32 @@ std::string format_prompt(const PromptConfig& c, const std::string& question, co
   }
   return apply_chat_template(parse_chat_format(c.chat), messages, /*add_generation_prompt=*/true,
                              thinking);
+}
+
+}  // namespace
+
+std::string format_prompt(const PromptConfig& c, const std::string& question, const Tokenizer* tok) {
+  std::string text = apply_template(resolve_template(c.template_text), question);
+  if (c.chat == "none") return text;
+  return render_chat(c, {{"user", text}}, tok);
+}
+
+ObservationFrame observation_frame(const PromptConfig& c, const std::string& role, const Tokenizer* tok) {
+  GRPO_CHECK(c.chat != "none", "env.observation_role '{}' frames observations with the chat template's turn "
+             "markers, but prompt.chat is none: set prompt.chat, or leave env.observation_role empty", role);
+  const std::string turn = "\x01grpo turn\x01", obs = "\x01grpo observation\x01";
+  std::string text;
+  try {
+    text = render_chat(c, {{"user", "question"}, {"assistant", turn}, {role, obs}}, tok);
+  } catch (const Error& e) {
+    fail("env.observation_role '{}': the chat format ({}) cannot render such a message: {}", role, c.chat, e.what());
+  }
+  const size_t t = text.find(turn), o = text.find(obs);
+  GRPO_CHECK(t != std::string::npos && o != std::string::npos && t < o && text.find(turn, t + 1) == std::string::npos &&
+                 text.find(obs, o + 1) == std::string::npos,
+             "env.observation_role '{}': the chat format ({}) does not render the model's turn and then the "
+             "observation, each once (it rendered '{}')", role, c.chat, text.substr(0, 400));
+  return {text.substr(t + turn.size(), o - t - turn.size()), text.substr(o + obs.size())};
 }
 
 std::vector<int64_t> encode_prompt(const PromptConfig& c, const Tokenizer& tok,

@@ -93,7 +93,7 @@ Round rollout_round(Session& s, model::Transformer& model, int64_t step, int64_t
     std::vector<std::pair<std::string, std::string>> tasks;
     for (const auto& item : rd.items)
       for (int64_t k = 0; k < g.group_size; ++k) tasks.emplace_back(item.question, item.answer);
-    episodes = std::make_unique<env::Episodes>(s.cfg.env, *s.tok, tasks);
+    episodes = std::make_unique<env::Episodes>(s.cfg.env, *s.tok, tasks, s.questions->observation_frame());
     req.turns = episodes.get();
   }
   rd.batch = rollout::generate(model, req);

@@ -117,6 +117,9 @@ void validate(const Config& c, const core::ConfigSource& src, bool to_run) {
       core::config_fail(src, "env.name", fmt::format("unknown environment '{}'; registered: {}", c.env.name,
                                                      fmt::join(envs, ", ")));
     if (c.env.turn_end.empty()) core::config_fail(src, "env.turn_end", "the text that ends a turn must not be empty");
+    if (!c.env.observation_role.empty() && c.prompt.chat == "none")
+      core::config_fail(src, "env.observation_role", fmt::format("'{}' frames observations with the chat "
+                        "template's turn markers, but prompt.chat is none", c.env.observation_role));
     if (c.env.name == "external" && c.env.command.empty())
       core::config_fail(src, "env.command", "env.name external needs the environment process's command");
   }

@@ -47,7 +47,7 @@ EvalResult evaluate(Session& s) {
       if (!cfg.env.name.empty()) {
         std::vector<std::pair<std::string, std::string>> tasks;
         for (const auto& p : probs) tasks.emplace_back(p.question, p.answer);
-        episodes = std::make_unique<env::Episodes>(cfg.env, *s.tok, tasks);
+        episodes = std::make_unique<env::Episodes>(cfg.env, *s.tok, tasks, s.questions->observation_frame());
         req.turns = episodes.get();
       }
       auto out = rollout::generate(*s.policy, req);

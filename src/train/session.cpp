@@ -31,6 +31,7 @@ Questions::Questions(const Config& cfg, const text::Tokenizer& tok) : cfg_(cfg),
                                           cfg.data.eval, eval_data_->skipped_lines())
                             : std::string(", no held-out set (data.eval)"));
   }
+  if (!cfg.env.observation_role.empty()) frame_ = text::observation_frame(cfg.prompt, cfg.env.observation_role, &tok);
   if (cfg.sft.steps > 0) {
     data::JsonlDatasetConfig dc{cfg.sft.data, cfg.sft.question_field, cfg.sft.response_field, "",
                                 cfg.data.on_bad_line, true};

@@ -61,6 +61,8 @@ class Questions {
   std::vector<int64_t> prompt_ids_with_system(const std::string& question, const std::string& system) const;
 
   data::ArithmeticTask* task() const { return task_.get(); }
+  /// How multi-turn observations are framed (env.observation_role; empty: appended as they are).
+  const text::ObservationFrame& observation_frame() const { return frame_; }
   const data::JsonlDataset* train_data() const { return train_data_.get(); }
   const data::JsonlDataset& sft_data() const { return *sft_data_; }
 
@@ -68,6 +70,7 @@ class Questions {
   const Config& cfg_;
   const text::Tokenizer& tok_;
   std::unique_ptr<data::ArithmeticTask> task_;
+  text::ObservationFrame frame_;
   std::unique_ptr<data::JsonlDataset> train_data_, eval_data_, sft_data_;
 };
 

@@ -56,6 +56,7 @@ struct EnvConfig {
   double tool_seconds = 5;          // wall-clock limit of one tool run (external: of one reply)
   int64_t workers = 2;              // tool runs at once (external: processes)
   std::string command;              // external: the environment process (`sh -c COMMAND`)
+  std::string observation_role;     // "" = observations appended as they are; else a chat turn of this role
 
   void visit(core::ConfigVisitor& v) {
     v.field("name", name, "the environment of multi-turn rollouts: empty = single-turn; code = run the model's "
@@ -77,6 +78,10 @@ struct EnvConfig {
     v.field("command", command, "external: the environment process, `sh -c COMMAND`, spoken to in JSON lines "
             "(examples/external_env.py shows the protocol); replies later than tool_seconds, malformed ones "
             "and crashes end the episode with an error the model sees, and the process is restarted");
+    v.field("observation_role", observation_role, "empty = an observation is appended as the environment wrote "
+            "it (e.g. <output>...</output> inside the model's turn); a role (tool, user) = it becomes a chat turn "
+            "of that role, framed by the chat template's own turn markers (prompt.chat), after which the "
+            "assistant's turn opens again: the model's turn ends at env.turn_end, e.g. </tool_call>");
   }
 };
 

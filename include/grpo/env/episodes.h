@@ -14,6 +14,7 @@
 
 #include "grpo/env/environment.h"
 #include "grpo/rollout/generate.h"
+#include "grpo/text/prompt.h"
 
 namespace grpo::text {
 class Tokenizer;
@@ -32,9 +33,10 @@ struct EpisodeStats {
 class Episodes : public rollout::TurnHandler {
  public:
   /// Row r of the rollout is an episode on tasks[r] = (question, answer). The tokenizer must
-  /// outlive this object; it decodes each finished turn and encodes each observation (once).
+  /// outlive this object; it decodes each finished turn and encodes each observation (once),
+  /// framed by `frame` (text::observation_frame, for env.observation_role; empty: as it is).
   Episodes(const EnvConfig& config, const text::Tokenizer& tokenizer,
-           const std::vector<std::pair<std::string, std::string>>& tasks);
+           const std::vector<std::pair<std::string, std::string>>& tasks, text::ObservationFrame frame = {});
   ~Episodes() override;
   Episodes(const Episodes&) = delete;
   Episodes& operator=(const Episodes&) = delete;
@@ -56,6 +58,7 @@ class Episodes : public rollout::TurnHandler {
 
   EnvConfig config_;
   const text::Tokenizer& tok_;
+  text::ObservationFrame frame_;
   std::vector<std::unique_ptr<Environment>> envs_;
   std::vector<int64_t> turn_start_;  // where each row's current turn starts in its response
   std::vector<int64_t> turns_;       // turns each row has ended

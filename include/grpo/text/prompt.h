@@ -48,6 +48,18 @@ void validate_prompt_config(const PromptConfig& c, const core::ConfigSource& src
 /// chat: model needs `tok`, whose chat template renders it (an error naming the key otherwise).
 std::string format_prompt(const PromptConfig& c, const std::string& question, const Tokenizer* tok = nullptr);
 
+/// How the chat format frames an environment's observation inside an episode (env.observation_role):
+/// the model's turn ends, `before` closes it and opens a turn of `role` (e.g. tool), the
+/// observation follows, and `after` closes that turn and opens the assistant's again (the
+/// generation prompt). So prompt + turn + before + observation + after is the template's own
+/// rendering of [system, user, assistant: turn, role: observation] with the generation prompt.
+/// Found once by rendering that conversation with placeholder texts; an error names
+/// env.observation_role when there is no chat format or the template drops such a message.
+struct ObservationFrame {
+  std::string before, after;
+};
+ObservationFrame observation_frame(const PromptConfig& c, const std::string& role, const Tokenizer* tok = nullptr);
+
 /// Token ids of the formatted prompt, with BOS when add_bos (error if the tokenizer has none).
 std::vector<int64_t> encode_prompt(const PromptConfig& c, const Tokenizer& tok,
                                    const std::string& question);

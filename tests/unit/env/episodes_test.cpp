@@ -4,17 +4,21 @@
 // other ids; the environment registry; an environment that throws. The code tool against hostile
 // programs is tests/sandbox/code_tool_test.cpp.
 #include <atomic>
+#include <optional>
 #include <map>
 #include <string>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "grpo/core/error.h"
 #include "grpo/env/environment.h"
 #include "grpo/env/episodes.h"
 #include "grpo/model/transformer.h"
 #include "grpo/rollout/generate.h"
+#include "grpo/text/chat_template.h"
 #include "grpo/text/hf_tokenizer.h"
+#include "grpo/text/prompt.h"
 #include "grpo/train/micro_batch.h"
 #include "../test_util.h"
 
@@ -241,4 +245,80 @@ for i, line in enumerate(sys.stdin):
   EXPECT_NE(o.text.find("expected a JSON object, got 'not json'"), std::string::npos) << o.text;
   c.command = "";
   EXPECT_NE(test_util::error_of([&] { env::make_environment(c); }).find("needs env.command"), std::string::npos);
+}
+
+// env.observation_role: an observation becomes a chat turn of that role, framed by the model's own
+// chat template (Qwen3's: a tool message is a user turn holding <tool_response>), tokenized once.
+// The transcript -- prompt, the model's turn, the framed observation -- is then exactly the
+// template's rendering of the conversation [user, assistant: turn, tool: observation] with the
+// generation prompt, and the episode hands back the ids of that framed observation.
+TEST(Episodes, ObservationsTakeTheChatTemplatesTurnMarkers) {
+  struct Python : env::Environment {
+    void reset(const std::string&, const std::string&) override {}
+    env::Observation step(const std::string&) override {
+      env::Observation o;
+      o.text = "42";
+      o.tool_call = true;
+      return o;
+    }
+  };
+  env::register_environment("answer_42", [](const env::EnvConfig&) { return std::make_unique<Python>(); });
+  auto tok = text::HfTokenizer::from_dir(test_util::kQwen3Tok);
+  ASSERT_NE(tok->chat_template(), nullptr);
+  for (const char* thinking : {"default", "off"}) {
+    text::PromptConfig pc;
+    pc.chat = "model";
+    pc.system = "You can run Python.";
+    pc.thinking = thinking;
+    const auto frame = text::observation_frame(pc, "tool", tok.get());
+    EXPECT_NE(frame.before.find("<tool_response>"), std::string::npos) << frame.before;
+    EXPECT_NE(frame.after.find("</tool_response>"), std::string::npos) << frame.after;
+    const std::string question = "What is 6*7?", turn = "<tool_call>\n{\"name\": \"python\", \"arguments\": {\"code\": \"print(6*7)\"}}\n</tool_call>";
+    std::optional<bool> th;
+    if (std::string(thinking) == "off") th = false;
+    const std::string reference = tok->chat_template()->apply(
+        {{"system", pc.system}, {"user", question}, {"assistant", turn}, {"tool", "42"}}, true, th);
+    const std::string framed = turn + frame.before + "42" + frame.after;
+    ASSERT_GE(reference.size(), framed.size());
+    EXPECT_EQ(reference.substr(reference.size() - framed.size()), framed);
+    if (std::string(thinking) == "default")
+      EXPECT_EQ(text::format_prompt(pc, question, tok.get()) + framed, reference);
+    // (thinking off: the generation prompt ends with an empty <think></think> block, which Qwen3's
+    // template leaves out when it renders the same turn as history. The episode keeps what the
+    // model conditioned on -- token in, token out -- so only the frame must match there.)
+
+    env::EnvConfig ec;
+    ec.name = "answer_42";
+    ec.turn_end = "</tool_call>";
+    ec.observation_role = "tool";
+    env::Episodes episodes(ec, *tok, {{question, "42"}}, frame);
+    const auto sampled = tok->encode(turn);
+    EXPECT_TRUE(episodes.ends_turn(0, sampled));
+    episodes.submit(0, sampled);
+    auto replies = episodes.ready(true);
+    ASSERT_EQ(replies.size(), 1u);
+    EXPECT_EQ(replies[0].ids, tok->encode(frame.before + "42" + frame.after));
+    EXPECT_EQ(tok->decode(replies[0].ids), frame.before + "42" + frame.after);
+  }
+  // no chat format, or one that cannot render the role, is an error naming the key
+  text::PromptConfig none;
+  std::string what;
+  try {
+    text::observation_frame(none, "tool", tok.get());
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("env.observation_role"), std::string::npos) << what;
+  text::PromptConfig fast;
+  fast.chat = "qwen3";  // the built-in fast path knows system, user and assistant only
+  what.clear();
+  try {
+    text::observation_frame(fast, "tool", tok.get());
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("env.observation_role 'tool'"), std::string::npos) << what;
+  const auto user = text::observation_frame(fast, "user", tok.get());  // a user turn it can frame
+  EXPECT_EQ(user.before, "<|im_end|>\n<|im_start|>user\n");
+  EXPECT_EQ(user.after, "<|im_end|>\n<|im_start|>assistant\n");
 }
