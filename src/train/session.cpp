@@ -201,7 +201,9 @@ bool Session::update_is_finite(double loss, double grad_norm, const std::string&
   }
   optimizer->zero_grad();
   ++bad_steps_;
-  const auto what = fmt::format("loss {}, gradient norm {}", loss, grad_norm);
+  // NaN's sign bit depends on the CPU's kernels (-nan on some): say "nan" either way
+  const auto show = [](double v) { return std::isnan(v) ? std::string("nan") : fmt::format("{}", v); };
+  const auto what = fmt::format("loss {}, gradient norm {}", show(loss), show(grad_norm));
   GRPO_CHECK(bad_steps_ <= cfg.optim.max_bad_steps,
              "training diverged at {}: {} ({} non-finite updates in a row, more than optim.max_bad_steps = {}); "
              "no checkpoint was written from the diverged state. Lower optim.lr (now {}) or optim.grad_clip and "
