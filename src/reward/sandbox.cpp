@@ -28,6 +28,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "grpo/core/byte_stream.h"
 #include "grpo/core/error.h"
 
 namespace grpo::reward {
@@ -362,44 +363,7 @@ SandboxResult run_here(const std::vector<std::string>& argv, const std::string& 
 // beside a stream of tool calls slows many times over. run_sandboxed() therefore starts the small
 // helper executable grpo_sandbox with posix_spawn (vfork + exec: nothing copied), hands it the
 // request on stdin and reads the result from its stdout; the helper forks itself, cheaply.
-// Requests and results are length-prefixed fields in a flat little-endian byte stream.
-class Wire {
- public:
-  explicit Wire(std::string bytes = {}) : b_(std::move(bytes)) {}
-  void i64(int64_t v) { b_.append(reinterpret_cast<const char*>(&v), sizeof v); }
-  void f64(double v) { b_.append(reinterpret_cast<const char*>(&v), sizeof v); }
-  void str(const std::string& s) {
-    i64(int64_t(s.size()));
-    b_ += s;
-  }
-  int64_t i64() {
-    int64_t v = 0;
-    take(&v, sizeof v);
-    return v;
-  }
-  double f64() {
-    double v = 0;
-    take(&v, sizeof v);
-    return v;
-  }
-  std::string str() {
-    const int64_t n = i64();
-    GRPO_CHECK(n >= 0 && size_t(n) <= b_.size() - at_, "sandbox helper: a message is cut short");
-    std::string s = b_.substr(at_, size_t(n));
-    at_ += size_t(n);
-    return s;
-  }
-  const std::string& bytes() const { return b_; }
-
- private:
-  void take(void* v, size_t n) {
-    GRPO_CHECK(at_ + n <= b_.size(), "sandbox helper: a message is cut short");
-    std::memcpy(v, b_.data() + at_, n);
-    at_ += n;
-  }
-  std::string b_;
-  size_t at_ = 0;
-};
+// Requests and results are core/byte_stream.h messages.
 
 bool write_all(int fd, const std::string& s) {
   size_t off = 0;
@@ -447,7 +411,7 @@ std::string helper_path() {
 
 SandboxResult run_in_helper(const std::string& helper, const std::vector<std::string>& argv, const std::string& input,
                             const std::map<std::string, std::string>& files, const SandboxLimits& l) {
-  Wire req;
+  core::ByteWriter req;
   req.i64(int64_t(argv.size()));
   for (const auto& a : argv) req.str(a);
   req.str(input);
@@ -457,9 +421,12 @@ SandboxResult run_in_helper(const std::string& helper, const std::vector<std::st
   for (int64_t v : {l.cpu_seconds, l.memory_bytes, l.file_bytes, l.processes, l.open_files, l.output_bytes,
                     int64_t(l.namespaces), int64_t(l.landlock)})
     req.i64(v);
-  struct sigaction ign {};  // a helper that died must not kill us with SIGPIPE; the write fails instead
-  ign.sa_handler = SIG_IGN;
-  ::sigaction(SIGPIPE, &ign, nullptr);
+  static const bool sigpipe_ignored = [] {  // a helper that died must not kill us with SIGPIPE: the write fails
+    struct sigaction ign {};
+    ign.sa_handler = SIG_IGN;
+    return ::sigaction(SIGPIPE, &ign, nullptr) == 0;
+  }();
+  (void)sigpipe_ignored;
   int to[2], from[2];
   GRPO_CHECK(::pipe2(to, O_CLOEXEC) == 0, "sandbox: pipe: {}", std::strerror(errno));
   if (::pipe2(from, O_CLOEXEC) != 0) {
@@ -508,7 +475,7 @@ SandboxResult run_in_helper(const std::string& helper, const std::vector<std::st
              "sandbox: the helper {} failed ({}){}", helper,
              WIFSIGNALED(st) ? fmt::format("killed by signal {}", WTERMSIG(st)) : fmt::format("exit {}", WEXITSTATUS(st)),
              sent ? "" : "; it did not take the request");
-  Wire r(std::move(reply));
+  core::ByteReader r(reply.data(), reply.size(), "sandbox helper " + helper);
   const std::string error = r.str();
   GRPO_CHECK(error.empty(), "{}", error);
   SandboxResult res;
@@ -536,9 +503,9 @@ SandboxResult run_sandboxed(const std::vector<std::string>& argv, const std::str
 int serve_sandbox_request(int in_fd, int out_fd) {
   std::string bytes;
   if (!read_all(in_fd, bytes, std::chrono::steady_clock::time_point::max())) return 2;
-  Wire reply;
+  core::ByteWriter reply;
   try {
-    Wire req(std::move(bytes));
+    core::ByteReader req(bytes.data(), bytes.size(), "sandbox helper request");
     std::vector<std::string> argv(size_t(std::max<int64_t>(0, req.i64())));
     for (auto& a : argv) a = req.str();
     const std::string input = req.str();
@@ -562,7 +529,7 @@ int serve_sandbox_request(int in_fd, int out_fd) {
     reply.i64(res.isolated);
     reply.i64(res.writes_confined);
   } catch (const std::exception& e) {
-    reply = Wire();
+    reply = core::ByteWriter();
     reply.str(e.what());
   }
   return write_all(out_fd, reply.bytes()) ? 0 : 2;

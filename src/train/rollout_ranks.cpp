@@ -30,6 +30,7 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include "grpo/core/byte_stream.h"
 #include "grpo/core/error.h"
 #include "grpo/dist/comm.h"
 #include "step_batch.h"
@@ -69,15 +70,9 @@ struct Header {
 };
 
 // ---------------------------------------------------------------- serialization
-// A flat little-endian byte stream: what a rollout rank sends is what the trainers read back.
-class Writer {
+// core/byte_stream.h, plus tensors: what a rollout rank sends is what the trainers read back.
+class Writer : public core::ByteWriter {
  public:
-  void i64(int64_t v) { raw(&v, sizeof v); }
-  void f64(double v) { raw(&v, sizeof v); }
-  void str(const std::string& v) {
-    i64(int64_t(v.size()));
-    raw(v.data(), v.size());
-  }
   void tensor(const at::Tensor& t) {
     auto c = t.contiguous().cpu();
     i64(int64_t(c.scalar_type()));
@@ -85,33 +80,11 @@ class Writer {
     for (auto d : c.sizes()) i64(d);
     raw(c.data_ptr(), size_t(c.numel()) * c.element_size());
   }
-  std::string& bytes() { return out_; }
-
- private:
-  void raw(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
-  std::string out_;
 };
 
-class Reader {
+class Reader : public core::ByteReader {
  public:
-  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
-  int64_t i64() {
-    int64_t v;
-    raw(&v, sizeof v);
-    return v;
-  }
-  double f64() {
-    double v;
-    raw(&v, sizeof v);
-    return v;
-  }
-  std::string str() {
-    const int64_t n = i64();
-    need(size_t(n));
-    std::string v(reinterpret_cast<const char*>(p_ + at_), size_t(n));
-    at_ += size_t(n);
-    return v;
-  }
+  Reader(const uint8_t* p, size_t n) : ByteReader(p, n, "internal: a rollout rank's message") {}
   at::Tensor tensor() {
     const auto type = at::ScalarType(i64());
     std::vector<int64_t> sizes(static_cast<size_t>(i64()));
@@ -120,19 +93,6 @@ class Reader {
     raw(t.data_ptr(), size_t(t.numel()) * t.element_size());
     return t;
   }
-  bool done() const { return at_ == n_; }
-
- private:
-  void need(size_t n) const {
-    GRPO_CHECK(at_ + n <= n_, "internal: a rollout rank's message ends after {} of {} bytes", n_, at_ + n);
-  }
-  void raw(void* v, size_t n) {
-    need(n);
-    std::memcpy(v, p_ + at_, n);
-    at_ += n;
-  }
-  const uint8_t* p_;
-  size_t n_, at_ = 0;
 };
 
 // The statistics the generating side sums (reward workers, multi-turn episodes).

@@ -16,6 +16,17 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The objects of a run's JSONL file; with `stage`, only that stage's lines.
+std::vector<nlohmann::json> jsonl(const std::string& path, const std::string& stage = "") {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (stage.empty() || j["stage"] == stage) out.push_back(std::move(j));
+  }
+  return out;
+}
+
 struct Outcome {
   double before = 0, after = 0;   // held-out greedy accuracy at the start and the end of GRPO
   double first_rewards = 0, last_rewards = 0;  // mean reward over the first and last 3 steps
@@ -105,13 +116,7 @@ TEST(MultiProcess, MpirunTwoProcessesLearn) {
                           " --set run.threads=1 --set grpo.rollout_steps=30 --set eval.every=0"
                           " --set eval.num_prompts=300 --set checkpoint.every=0 > " + dir + ".log 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "see " << dir << ".log";
-  std::vector<nlohmann::json> evals, steps;
-  std::ifstream in(dir + "/eval.jsonl"), m(dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) evals.push_back(nlohmann::json::parse(line));
-  for (std::string line; std::getline(m, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j["stage"] == "grpo") steps.push_back(j);
-  }
+  const auto evals = jsonl(dir + "/eval.jsonl"), steps = jsonl(dir + "/metrics.jsonl", "grpo");
   ASSERT_EQ(evals.size(), 2u);  // rank 0 alone writes the run directory
   ASSERT_EQ(steps.size(), 30u);
   EXPECT_EQ(steps.back()["processes"], 2);
@@ -125,7 +130,7 @@ TEST(MultiProcess, MpirunTwoProcessesLearn) {
 // cannot compute but can delegate to the Python code tool that runs in the sandbox during every
 // rollout. After the pretrain stage the greedy policy answers outright and is never right (a third
 // of its samples call the tool, and those are right); GRPO makes the tool its habit. Shortened to
-// 10 GRPO steps (seed 1 on a 2-core AMD EPYC: greedy 0.0% -> 100.0%, tool use 0% -> 100%).
+// 10 GRPO steps (seed 1 on a 2-core Intel Xeon: greedy 0.0% -> 100.0%, tool use 0% -> 100%).
 TEST(ToolUse, GrpoMakesTheCodeToolAHabitAndAccuracyFollows) {
   const std::string dir = std::string(GRPO_TEST_TMPDIR) + "/learning_tool_demo";
   fs::remove_all(dir);
@@ -134,13 +139,7 @@ TEST(ToolUse, GrpoMakesTheCodeToolAHabitAndAccuracyFollows) {
                                             "eval.num_prompts=200", "checkpoint.every=0"});
   grpo::train::Trainer trainer(cfg);
   trainer.run();
-  std::vector<nlohmann::json> evals, steps;
-  std::ifstream in(dir + "/eval.jsonl"), m(dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) evals.push_back(nlohmann::json::parse(line));
-  for (std::string line; std::getline(m, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j["stage"] == "grpo") steps.push_back(j);
-  }
+  const auto evals = jsonl(dir + "/eval.jsonl"), steps = jsonl(dir + "/metrics.jsonl", "grpo");
   ASSERT_EQ(evals.size(), 2u);
   ASSERT_EQ(steps.size(), 10u);
   const auto &before = evals[0], &after = evals[1];
