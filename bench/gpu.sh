@@ -5,7 +5,7 @@
 #   bash bench/gpu_deps.sh                                  # Debian packages -> .cache/gpu-debs
 #   run(command="bash bench/gpu.sh build", carry=[".cache/gpu-debs"])        # about 5 minutes
 #   run(command="bash bench/gpu.sh test bench")             # same warm machine: build-gpu/ is kept
-# Stages: build, test, bench (default: all three). Logs go to $OUT (the device tool brings them back).
+# Stages: build, test, bench (default: all three); dist (GpuDist.* in the unit binary, a longer build). Logs go to $OUT (the device tool brings them back).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-$root/.cache/gpu-out}
@@ -63,9 +63,16 @@ for stage in "${stages[@]}"; do
       grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|Expected|actual|trace|kernels_test|largest" "$out/gpu_tests.log" | head -120
       echo "gpu tests exit $rc"
       ;;
+    dist)  # collectives on GPU tensors between processes (GpuDist.*): builds the whole unit binary
+      cmake --build "$build" --parallel "$(nproc)" --target grpo_unit_tests > "$out/build_unit.log" 2>&1 ||
+        { grep -E "error|FAILED" -A5 "$out/build_unit.log" | head -80; exit 1; }
+      "$build/tests/grpo_unit_tests" --gtest_filter='GpuDist.*' > "$out/gpu_dist_tests.log" 2>&1 && rc=0 || rc=$?
+      grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|Expected|actual|Skipped|needs" "$out/gpu_dist_tests.log" | head -60
+      echo "gpu dist tests exit $rc"
+      ;;
     bench)
       "$build/bin/grpo_bench_gpu" ${GRPO_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
       ;;
-    *) echo "unknown stage '$stage' (build, test, bench)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (build, test, dist, bench)" >&2; exit 2 ;;
   esac
 done

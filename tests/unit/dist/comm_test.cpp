@@ -281,14 +281,14 @@ void expect_collectives_ok(const std::vector<Worker>& ws, const std::string& bac
 
 // Two processes sharing GPU 0, their GPU tensors through Gloo (host copies): every collective
 // returns on the GPU what it returns on the CPU.
-TEST(Gpu, CollectivesOnGpuTensorsThroughGloo) {
+TEST(GpuDist, CollectivesOnGpuTensorsThroughGloo) {
   if (!grpo::cuda_available()) GTEST_SKIP() << "no usable GPU: " << grpo::cuda_summary();
   WorkerEnv env({{"GRPO_DIST_DEVICE", "cuda:0"}, {"GRPO_DIST_BACKEND", "gloo"}});
   expect_collectives_ok(run_workers(2, {0, 1}, "collectives", 60000), "gloo");
 }
 
 // NCCL: a GPU per process, so it needs two.
-TEST(Gpu, CollectivesThroughNcclOnTwoGpus) {
+TEST(GpuDist, CollectivesThroughNcclOnTwoGpus) {
   if (!grpo::cuda_available()) GTEST_SKIP() << "no usable GPU: " << grpo::cuda_summary();
   if (!grpo::dist::nccl_built()) GTEST_SKIP() << "this libgrpo was built without NCCL: " << grpo::cuda_summary();
   const int64_t gpus = at::detail::getCUDAHooks().deviceCount();
