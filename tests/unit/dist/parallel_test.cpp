@@ -350,7 +350,7 @@ TEST(Dist, ExpertParallelTrainingEqualsOneProcess) {
 // dispatch, bucketed all-reduce of GPU gradients, ZeRO-1 broadcasts) in grpo_train: 2 processes
 // sharing GPU 0 (Gloo) train the MoE run that one process trains on it. GPU kernels sum in another
 // order for other shapes, so the comparison is relative, as Gpu.TrainerOnGpuMatchesCpu's.
-TEST(Gpu, ParallelTrainingOnASharedGpuEqualsOneProcess) {
+TEST(GpuDist, ParallelTrainingOnASharedGpuEqualsOneProcess) {
   if (!grpo::cuda_available()) GTEST_SKIP() << "no usable GPU: " << grpo::cuda_summary();
   const std::string one = grpo::test_util::tmpdir("gpu_mp_one");
   {
