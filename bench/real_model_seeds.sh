@@ -3,7 +3,7 @@
 # seeds, through scripts/real_model_demo.sh, then one summary line per seed: held-out greedy
 # accuracy (format-agnostic) at the start and end, and per-step means of the first and last 5
 # steps of reward, accuracy, answer_line (the fixed final line), response length, KL to the
-# rollout policy and entropy; wall time. Hours per seed on 2 cores.
+# reference (0 unless grpo.kl_coef > 0: the recipe keeps no reference) and entropy; wall time. Hours per seed on 2 cores.
 # Extra --set options go to every run (GRPO_BENCH_SET), e.g. a shorter run:
 #   GRPO_BENCH_SET="--set grpo.rollout_steps=24 --set grpo.prompts_per_step=4" bench/real_model_seeds.sh 1 2 3
 set -euo pipefail
@@ -25,7 +25,7 @@ def mean(rows, key):
     return sum(v) / len(v) if v else float("nan")
 first, last = m[:5], m[-5:]
 cols = [("reward", "reward_mean"), ("acc", "accuracy"), ("answer_line", "reward_answer_line"),
-        ("len", "response_length"), ("kl", "behaviour_kl"), ("entropy", "entropy")]
+        ("len", "response_length"), ("kl", "kl"), ("entropy", "entropy")]
 print(f"seed {seed}: held-out greedy {ev[0]['accuracy_greedy']:.3f} -> {ev[-1]['accuracy_greedy']:.3f} "
       f"({100 * (ev[-1]['accuracy_greedy'] - ev[0]['accuracy_greedy']):+.1f} points, {ev[0]['num_prompts']} prompts) | "
       + " | ".join(f"{n} {mean(first, k):.3f} -> {mean(last, k):.3f}" for n, k in cols)
