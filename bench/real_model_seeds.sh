@@ -3,7 +3,8 @@
 # seeds, through scripts/real_model_demo.sh, then one summary line per seed: held-out greedy
 # accuracy (format-agnostic) at the start and end, and per-step means of the first and last 5
 # steps of reward, accuracy, answer_line (the fixed final line), response length, KL to the
-# reference (0 unless grpo.kl_coef > 0: the recipe keeps no reference) and entropy; wall time. Hours per seed on 2 cores.
+# reference (0 unless grpo.kl_coef > 0: the recipe keeps no reference) and entropy; wall time.
+# Hours per seed on 2 cores.
 # Extra --set options go to every run (GRPO_BENCH_SET), e.g. a shorter run:
 #   GRPO_BENCH_SET="--set grpo.rollout_steps=24 --set grpo.prompts_per_step=4" bench/real_model_seeds.sh 1 2 3
 set -euo pipefail
