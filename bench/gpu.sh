@@ -5,7 +5,8 @@
 #   bash bench/gpu_deps.sh                                  # Debian packages -> .cache/gpu-debs
 #   run(command="bash bench/gpu.sh build", carry=[".cache/gpu-debs"])        # about 5 minutes
 #   run(command="bash bench/gpu.sh test bench")             # same warm machine: build-gpu/ is kept
-# Stages: build, test, bench (default: all three); dist (GpuDist.* in the unit binary, a longer build). Logs go to $OUT (the device tool brings them back).
+# Stages: build, test, bench (default: all three); dist (GpuDist.* in the unit binary, a longer
+# build). Logs go to $OUT (the device tool brings them back).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-$root/.cache/gpu-out}
@@ -51,12 +52,11 @@ for stage in "${stages[@]}"; do
       echo "built in $(( $(date +%s) - start )) s"
       # the kernels' resource report (registers, spills) and the SASS, for reading without device time
       # (one file each: the device tool brings back at most 8 files)
-      for o in $(find "$build" -path "*grpo_kernels.dir*" -name "*.o" | sort); do
-        echo "=== $(basename "$o")"; cuobjdump -res-usage "$o" 2>/dev/null | c++filt || true
-      done > "$out/kernels_res_usage.txt"
-      for o in $(find "$build" -path "*grpo_kernels.dir*" -name "*.o" | sort); do
-        echo "=== $(basename "$o")"; cuobjdump -sass "$o" 2>/dev/null | c++filt || true
-      done > "$out/kernels_sass.txt"
+      objs=$(find "$build" -path "*grpo_kernels.dir*" -name "*.o" | sort)
+      for what in res-usage sass; do
+        for o in $objs; do echo "=== $(basename "$o")"; cuobjdump -"$what" "$o" 2>/dev/null | c++filt || true; done \
+          > "$out/kernels_$what.txt"
+      done
       ;;
     test)
       "$build/tests/grpo_gpu_tests" > "$out/gpu_tests.log" 2>&1 && rc=0 || rc=$?

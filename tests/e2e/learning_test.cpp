@@ -11,19 +11,19 @@
 
 #include "grpo/train/config.h"
 #include "grpo/train/trainer.h"
+#include "../unit/test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-// The objects of a run's JSONL file; with `stage`, only that stage's lines.
-std::vector<nlohmann::json> jsonl(const std::string& path, const std::string& stage = "") {
+using grpo::test_util::read_jsonl;
+
+// The lines of a run's metrics.jsonl from one stage.
+std::vector<nlohmann::json> stage_lines(const std::string& path, const std::string& stage) {
   std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (stage.empty() || j["stage"] == stage) out.push_back(std::move(j));
-  }
+  for (auto& j : read_jsonl(path))
+    if (j.value("stage", "") == stage) out.push_back(std::move(j));
   return out;
 }
 
@@ -116,7 +116,7 @@ TEST(MultiProcess, MpirunTwoProcessesLearn) {
                           " --set run.threads=1 --set grpo.rollout_steps=30 --set eval.every=0"
                           " --set eval.num_prompts=300 --set checkpoint.every=0 > " + dir + ".log 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "see " << dir << ".log";
-  const auto evals = jsonl(dir + "/eval.jsonl"), steps = jsonl(dir + "/metrics.jsonl", "grpo");
+  const auto evals = read_jsonl(dir + "/eval.jsonl"), steps = stage_lines(dir + "/metrics.jsonl", "grpo");
   ASSERT_EQ(evals.size(), 2u);  // rank 0 alone writes the run directory
   ASSERT_EQ(steps.size(), 30u);
   EXPECT_EQ(steps.back()["processes"], 2);
@@ -139,7 +139,7 @@ TEST(ToolUse, GrpoMakesTheCodeToolAHabitAndAccuracyFollows) {
                                             "eval.num_prompts=200", "checkpoint.every=0"});
   grpo::train::Trainer trainer(cfg);
   trainer.run();
-  const auto evals = jsonl(dir + "/eval.jsonl"), steps = jsonl(dir + "/metrics.jsonl", "grpo");
+  const auto evals = read_jsonl(dir + "/eval.jsonl"), steps = stage_lines(dir + "/metrics.jsonl", "grpo");
   ASSERT_EQ(evals.size(), 2u);
   ASSERT_EQ(steps.size(), 10u);
   const auto &before = evals[0], &after = evals[1];
